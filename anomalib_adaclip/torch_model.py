@@ -1,0 +1,512 @@
+"""PyTorch model of AdaCLIP: CLIP with hybrid (static + dynamic) learnable prompts.
+
+The model computes what the authors' implementation computes (see ``ADACLIP.md`` of the project) and returns
+anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
+
+1. A frozen, un-prompted pass of the CLIP vision tower gives each image's embedding; the dynamic prompt generators
+   turn it into per-image prompts, which are added to the static prompts of every prompted block.
+2. The prompted vision tower yields patch tokens of the feature layers and the image embedding; the prompted text
+   tower encodes 28 normal and 20 abnormal sentences into two text features per image.
+3. Per feature layer, the projected patch tokens are compared with the text features (``100 * cos``); the test-time
+   anomaly map is the softmax of the mean layer logits, upsampled and blurred (sigma 4).
+4. The image score fuses the projected image embedding with the Hybrid Semantic Fusion of the most abnormal patches
+   (:mod:`.hsf`) and compares it with the text features.
+
+Unlike the reference, any batch size works: the sentences of all images are encoded in one batch, cut to their
+longest tokenised length (the text tower is causal, so this changes nothing), and the text features are computed
+once per class name whenever they do not depend on the image.
+
+Example:
+    >>> import torch
+    >>> from anomalib_adaclip import AdaCLIPModel
+    >>> tiny = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 4, "width": 128, "head_width": 32,
+    ...         "patch_size": 14}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4,
+    ...         "layers": 4}}
+    >>> model = AdaCLIPModel(backbone=tiny, backbone_weights=None, image_size=224).eval()
+    >>> out = model(torch.randn(2, 3, 224, 224), ["bottle", "metal_nut"])
+    >>> out.pred_score.shape, out.anomaly_map.shape
+    (torch.Size([2]), torch.Size([2, 224, 224]))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from anomalib.data import InferenceBatch
+from open_clip.tokenizer import SimpleTokenizer
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from .backbone import BackboneWeights, backbone_config, create_clip
+from .checkpoint import check_state_dict, read_checkpoint
+from .hsf import hybrid_semantic_fusion
+from .prompting import (
+    ABNORMAL_STATES,
+    NORMAL_STATES,
+    TEMPLATES,
+    DynamicPromptGenerator,
+    LinearHeads,
+    PromptEnsemble,
+    StaticPrompts,
+)
+from .utils import GaussianBlur
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AdaCLIPFeatures", "AdaCLIPModel", "AdaCLIPTrainOutput", "default_feature_layers"]
+
+LOGIT_SCALE = 100.0
+HSF_WEIGHT = 0.2
+PROMPTING_TYPES = ("S", "D", "SD")
+PROMPTING_BRANCHES = ("V", "L", "VL")
+
+
+class AdaCLIPTrainOutput(NamedTuple):
+    """Training-mode output of :class:`AdaCLIPModel`.
+
+    Attributes:
+        layer_maps: Softmax maps of every feature layer, ``[B, n_layers, 2, H, W]`` (channel 1 = abnormal).
+        image_probs: Normal/abnormal probabilities of the image, ``[B, 2]``.
+    """
+
+    layer_maps: torch.Tensor
+    image_probs: torch.Tensor
+
+
+class AdaCLIPFeatures(NamedTuple):
+    """Everything AdaCLIP computes for a batch before maps and scores are formed.
+
+    Attributes:
+        text_features: Normal/abnormal text features per image, ``[B, D, 2]``.
+        image_features: Projected, normalised image embedding of the prompted pass (``proj_cls``), ``[B, D]``.
+        patch_tokens: Projected, normalised patch tokens of every feature layer, ``[B, n_layers, L, D]``.
+        layer_logits: ``100 * cos`` of patch tokens and text features on the patch grid, ``[B, n_layers, 2, g, g]``.
+    """
+
+    text_features: torch.Tensor
+    image_features: torch.Tensor
+    patch_tokens: torch.Tensor
+    layer_logits: torch.Tensor
+
+
+def default_feature_layers(n_blocks: int) -> list[int]:
+    """The paper's feature layers: blocks n/4, n/2, 3n/4 and n (1-based), e.g. [6, 12, 18, 24] for ViT-L."""
+    return sorted({max(1, n_blocks * quarter // 4) for quarter in (1, 2, 3, 4)})
+
+
+class AdaCLIPModel(nn.Module):
+    """AdaCLIP: zero-shot anomaly detection with a hybrid-prompted, frozen CLIP.
+
+    Args:
+        backbone: An open_clip ViT model name or a config dict with ``embed_dim``, ``vision_cfg`` and ``text_cfg``.
+            Always built with exact GELU. Defaults to ``"ViT-L-14-336"``, the paper's.
+        backbone_weights: CLIP weights: a pretrained tag of open_clip (``"openai"``, downloaded and cached), a path to
+            a weights file, a state dict (at the config's native image size or at ``image_size``), or ``None`` for
+            random weights (tests only: the scores mean nothing).
+        checkpoint: AdaCLIP's trained tensors: a released name (``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``),
+            a path, or a state dict in the released (``clip_model.``) or our layout. ``None`` keeps the random
+            initialisation of the prompts and projections.
+        image_size: Input side length, a multiple of the patch size. Defaults to 518.
+        feature_layers: 1-based vision blocks whose patch tokens make the maps. Defaults to n/4, n/2, 3n/4, n.
+        prompting_depth: Number of prompted blocks per branch. Defaults to 4.
+        prompting_length: Number of prompt tokens. Defaults to 5.
+        prompting_type: ``"S"`` static, ``"D"`` dynamic or ``"SD"`` both. Defaults to ``"SD"``.
+        prompting_branch: ``"V"`` vision, ``"L"`` text or ``"VL"`` both. Defaults to ``"VL"``.
+        use_hsf: Fuse the most abnormal patches into the image score. Defaults to ``True``.
+        k_clusters: Number of HSF clusters (``5 * k`` patches are clustered). Defaults to 20.
+        blur_sigma: Sigma of the Gaussian blur of the test-time map; 0 disables it. Defaults to 4.
+        normal_states: State words of a normal object (each with one ``{}``). Defaults to the paper's.
+        abnormal_states: State words of an abnormal object. Defaults to the paper's.
+        templates: Sentence templates (each with one ``{}``). Defaults to the paper's.
+        class_name: Object name used when ``forward`` gets no class names (e.g. in exported models).
+    """
+
+    def __init__(
+        self,
+        backbone: str | Mapping[str, Any] = "ViT-L-14-336",
+        backbone_weights: BackboneWeights = "openai",
+        checkpoint: str | Path | Mapping[str, Any] | None = None,
+        image_size: int = 518,
+        feature_layers: Sequence[int] | None = None,
+        prompting_depth: int = 4,
+        prompting_length: int = 5,
+        prompting_type: str = "SD",
+        prompting_branch: str = "VL",
+        use_hsf: bool = True,
+        k_clusters: int = 20,
+        blur_sigma: float = 4.0,
+        normal_states: Sequence[str] = NORMAL_STATES,
+        abnormal_states: Sequence[str] = ABNORMAL_STATES,
+        templates: Sequence[str] = TEMPLATES,
+        class_name: str = "object",
+    ) -> None:
+        super().__init__()
+        config = backbone_config(backbone)
+        n_vision_blocks = int(config["vision_cfg"].get("layers", 12))
+        n_text_blocks = int(config["text_cfg"].get("layers", 12))
+        feature_layers = list(feature_layers) if feature_layers else default_feature_layers(n_vision_blocks)
+        self._validate(
+            feature_layers, n_vision_blocks, n_text_blocks, prompting_depth, prompting_length, prompting_type,
+            prompting_branch, k_clusters,
+        )  # fmt: skip
+        self.ensemble = PromptEnsemble(tuple(normal_states), tuple(abnormal_states), tuple(templates))
+        self.config: dict[str, Any] = {
+            "backbone": backbone if isinstance(backbone, str) else config,
+            "image_size": int(image_size),
+            "feature_layers": [int(layer) for layer in feature_layers],
+            "prompting_depth": int(prompting_depth),
+            "prompting_length": int(prompting_length),
+            "prompting_type": prompting_type,
+            "prompting_branch": prompting_branch,
+            "use_hsf": bool(use_hsf),
+            "k_clusters": int(k_clusters),
+            "blur_sigma": float(blur_sigma),
+            "normal_states": list(self.ensemble.normal_states),
+            "abnormal_states": list(self.ensemble.abnormal_states),
+            "templates": list(self.ensemble.templates),
+        }
+        self.image_size = int(image_size)
+        self.feature_layers = self.config["feature_layers"]
+        self.prompting_depth = int(prompting_depth)
+        self.prompting_length = int(prompting_length)
+        self.use_hsf = bool(use_hsf)
+        self.k_clusters = int(k_clusters)
+        self.class_name = class_name
+
+        self.clip = create_clip(backbone, backbone_weights, image_size=self.image_size)
+        embed_dim = int(config["embed_dim"])
+        vision_width = int(config["vision_cfg"].get("width", 768))
+        text_width = int(config["text_cfg"].get("width", 512))
+        self.prompt_vision = "V" in prompting_branch
+        self.prompt_text = "L" in prompting_branch
+        static, dynamic = "S" in prompting_type, "D" in prompting_type
+        depth, length = self.prompting_depth, self.prompting_length
+        self.visual_prompter = StaticPrompts(depth, length, vision_width) if static and self.prompt_vision else None
+        self.text_prompter = StaticPrompts(depth, length, text_width) if static and self.prompt_text else None
+        self.dynamic_visual_prompt_generator = (
+            DynamicPromptGenerator(length, embed_dim, vision_width) if dynamic and self.prompt_vision else None
+        )
+        self.dynamic_text_prompt_generator = (
+            DynamicPromptGenerator(length, embed_dim, text_width) if dynamic and self.prompt_text else None
+        )
+        self.patch_token_layer = LinearHeads(len(self.feature_layers), vision_width, embed_dim)
+        self.cls_token_layer = LinearHeads(1, embed_dim, embed_dim)
+        self.blur = GaussianBlur(sigma=blur_sigma)
+
+        self._tokenizer = SimpleTokenizer(context_length=int(config["text_cfg"].get("context_length", 77)))
+        self._token_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[tuple, torch.Tensor] = {}
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    @staticmethod
+    def _validate(
+        feature_layers: list[int],
+        n_vision_blocks: int,
+        n_text_blocks: int,
+        depth: int,
+        length: int,
+        prompting_type: str,
+        prompting_branch: str,
+        k_clusters: int,
+    ) -> None:
+        if prompting_type not in PROMPTING_TYPES:
+            msg = f"prompting_type must be one of {PROMPTING_TYPES}, got {prompting_type!r}."
+            raise ValueError(msg)
+        if prompting_branch not in PROMPTING_BRANCHES:
+            msg = f"prompting_branch must be one of {PROMPTING_BRANCHES}, got {prompting_branch!r}."
+            raise ValueError(msg)
+        if not 1 <= depth <= min(n_vision_blocks, n_text_blocks):
+            msg = f"prompting_depth must be in [1, {min(n_vision_blocks, n_text_blocks)}] (blocks), got {depth}."
+            raise ValueError(msg)
+        if length < 1:
+            msg = f"prompting_length must be at least 1, got {length}."
+            raise ValueError(msg)
+        if not feature_layers or any(not 1 <= layer <= n_vision_blocks for layer in feature_layers):
+            msg = f"feature_layers must be 1-based block indices in [1, {n_vision_blocks}], got {feature_layers}."
+            raise ValueError(msg)
+        if len(set(feature_layers)) != len(feature_layers):
+            msg = f"feature_layers must not repeat a block, got {feature_layers}."
+            raise ValueError(msg)
+        if k_clusters < 1:
+            msg = f"k_clusters must be at least 1, got {k_clusters}."
+            raise ValueError(msg)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Trainable state
+    # ----------------------------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> AdaCLIPModel:
+        """Set the training mode of the prompts and projections; the frozen CLIP always stays in eval mode."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP."""
+        return {key: value for key, value in self.state_dict().items() if not key.startswith("clip.")}
+
+    def _unused_generator_prefixes(self) -> tuple[str, ...]:
+        # The reference builds both generators for dynamic prompting even when a branch is not prompted.
+        return tuple(
+            f"{name}."
+            for name in ("dynamic_visual_prompt_generator", "dynamic_text_prompt_generator")
+            if getattr(self, name) is None
+        )
+
+    def load_checkpoint(self, checkpoint: str | Path | Mapping[str, Any]) -> None:
+        """Load AdaCLIP's trained tensors (released or our layout), checking every key and shape first.
+
+        Args:
+            checkpoint: A released name, a path, or a state dict.
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or shapes that do not fit (nothing is loaded then).
+        """
+        state_dict, stored_config = read_checkpoint(checkpoint)
+        source = f"The AdaCLIP checkpoint {checkpoint}" if isinstance(checkpoint, str | Path) else "The checkpoint"
+        if stored_config:
+            differing = {
+                key: (value, self.config.get(key))
+                for key, value in stored_config.items()
+                if key in self.config and key != "backbone" and value != self.config[key]
+            }
+            if differing:
+                logger.warning("%s was saved with other settings (saved, current): %s", source, differing)
+        ignored = self._unused_generator_prefixes()
+        check_state_dict(self.trainable_state_dict(), state_dict, source, ignore_unexpected=ignored)
+        self.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith(ignored)}, strict=False)
+        self._text_cache.clear()
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Towers
+    # ----------------------------------------------------------------------------------------------------------------
+    def _block_prompts(self, static: StaticPrompts | None, dynamic: torch.Tensor | None) -> torch.Tensor:
+        """Prompts of every prompted block, ``[depth, B or 1, length, width]``: static + dynamic."""
+        if dynamic is None:
+            return static().unsqueeze(1)
+        dynamic = dynamic.unsqueeze(0).expand(self.prompting_depth, -1, -1, -1)
+        return dynamic if static is None else static().unsqueeze(1) + dynamic
+
+    def _encode_image(
+        self,
+        images: torch.Tensor,
+        prompts: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the vision tower; return the image embedding ``[B, embed]`` and the feature layers' patch tokens.
+
+        Prompt tokens are appended after the CLS and patch tokens before block 0 and replaced before the following
+        prompted blocks; they carry no positional embedding.
+        """
+        visual = self.clip.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
+        x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
+        n_tokens = x.shape[1]
+        patch_tokens = []
+        for index, block in enumerate(visual.transformer.resblocks):
+            if prompts is not None and index < self.prompting_depth:
+                block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
+            x = block(x)
+            if index + 1 in self.feature_layers:
+                patch_tokens.append(x[:, 1:n_tokens])
+        embedding = visual.ln_post(x[:, 0]) @ visual.proj
+        return embedding, patch_tokens
+
+    def _tokens(self, class_name: str) -> torch.Tensor:
+        """Tokenised sentences of a class name, normal ones first, ``[S, context]`` (cached)."""
+        if class_name not in self._token_cache:
+            normal, abnormal = self.ensemble.sentences(class_name)
+            self._token_cache[class_name] = self._tokenizer(normal + abnormal)
+        return self._token_cache[class_name]
+
+    def _encode_text(self, tokens: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
+        """Encode sentences ``[G, S, T]`` into normalised embeddings ``[G, S, embed]``.
+
+        Prompts ``[depth, G or 1, length, width]`` overwrite the positions right after the start token before blocks
+        1 .. depth-1 (block 0 is left untouched, as in the reference); the same prompts serve all S sentences.
+        """
+        groups, n_sentences, context = tokens.shape
+        flat = tokens.reshape(groups * n_sentences, context)
+        end_of_text = flat.argmax(dim=-1)
+        x = self.clip.token_embedding(flat)
+        x = x + self.clip.positional_embedding[:context].to(x.dtype)
+        mask = self.clip.attn_mask[:context, :context]
+        length = self.prompting_length
+        for index, block in enumerate(self.clip.transformer.resblocks):
+            if prompts is not None and 1 <= index < self.prompting_depth:
+                block_prompts = prompts[index].to(x.dtype).expand(groups, -1, -1)
+                block_prompts = block_prompts.repeat_interleave(n_sentences, dim=0)
+                x = torch.cat([x[:, :1], block_prompts, x[:, 1 + length :]], dim=1)
+            x = block(x, attn_mask=mask)
+        x = self.clip.ln_final(x[torch.arange(x.shape[0], device=x.device), end_of_text])
+        projection = self.clip.text_projection
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        return F.normalize(x, dim=-1).reshape(groups, n_sentences, -1)
+
+    def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
+        device = self.clip.token_embedding.weight.device
+        tokens = [self._tokens(name) for name in names]
+        if len({t.shape[0] for t in tokens}) != 1:  # pragma: no cover - all names share one ensemble
+            msg = "Every class name must produce the same number of sentences."
+            raise RuntimeError(msg)
+        stacked = torch.stack(tokens)
+        # The text tower is causal: nothing after the longest sentence's end token changes any pooled output.
+        context = int(stacked.argmax(dim=-1).max()) + 1
+        if prompts is not None:
+            context = max(context, self.prompting_length + 1)
+        embeddings = self._encode_text(stacked[..., :context].to(device, non_blocking=True), prompts)
+        n_normal = len(self.ensemble.normal_states) * len(self.ensemble.templates)
+        normal = F.normalize(embeddings[:, :n_normal].mean(1), dim=-1)
+        abnormal = F.normalize(embeddings[:, n_normal:].mean(1), dim=-1)
+        return torch.stack([normal, abnormal], dim=-1)
+
+    def text_features(self, class_names: Sequence[str], dynamic_prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """Normal/abnormal text features ``[B, embed, 2]`` of each image's class name.
+
+        Args:
+            class_names: One class name per image.
+            dynamic_prompts: Per-image dynamic text prompts ``[B, length, width]`` (when the text branch has them).
+        """
+        if not self.prompt_text:
+            # Un-prompted text features depend on the class name only: compute once and keep them.
+            device = self.clip.token_embedding.weight.device
+            key_of = {name: (name, device, torch.is_autocast_enabled(device.type)) for name in class_names}
+            missing = [name for name in dict.fromkeys(class_names) if key_of[name] not in self._text_cache]
+            if missing:
+                with torch.no_grad():
+                    features = self._text_features_of(missing, None)
+                self._text_cache.update(
+                    {key_of[name]: feature for name, feature in zip(missing, features, strict=True)}
+                )
+            return torch.stack([self._text_cache[key_of[name]] for name in class_names])
+        if dynamic_prompts is None:
+            # Static prompts only: the features depend on the class name, not on the image.
+            unique = list(dict.fromkeys(class_names))
+            features = self._text_features_of(unique, self._block_prompts(self.text_prompter, None))
+            return features[[unique.index(name) for name in class_names]]
+        prompts = self._block_prompts(self.text_prompter, dynamic_prompts)
+        return self._text_features_of(list(class_names), prompts)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------------------------------
+    def _check_inputs(self, images: torch.Tensor, class_names: Sequence[str] | str | None) -> list[str]:
+        if not isinstance(images, torch.Tensor):
+            msg = f"`images` must be a torch.Tensor of shape [B, 3, H, W], got {type(images).__name__}."
+            raise TypeError(msg)
+        if images.ndim != 4 or images.shape[1] != 3:
+            msg = f"`images` must have shape [B, 3, H, W] (normalised RGB), got {tuple(images.shape)}."
+            raise ValueError(msg)
+        if not images.is_floating_point():
+            msg = f"`images` must be a floating-point tensor (normalised RGB), got dtype {images.dtype}."
+            raise TypeError(msg)
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            msg = (
+                f"`images` must be {self.image_size}x{self.image_size} (the model's image_size), got "
+                f"{images.shape[-2]}x{images.shape[-1]}; resize them first (AdaCLIP's pre-processor does)."
+            )
+            raise ValueError(msg)
+        if class_names is None:
+            return [self.class_name] * images.shape[0]
+        if isinstance(class_names, str):
+            return [class_names] * images.shape[0]
+        class_names = list(class_names)
+        if len(class_names) != images.shape[0]:
+            msg = f"Got {len(class_names)} class names for {images.shape[0]} images; give one per image."
+            raise ValueError(msg)
+        if not all(isinstance(name, str) for name in class_names):
+            msg = f"Every class name must be a string, got {class_names!r}."
+            raise TypeError(msg)
+        return class_names
+
+    def features(self, images: torch.Tensor, class_names: Sequence[str] | str | None = None) -> AdaCLIPFeatures:
+        """Compute text features, image features, patch tokens and the per-layer logits of a batch.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one name for all, or ``None`` for ``self.class_name``.
+        """
+        names = self._check_inputs(images, class_names)
+        dynamic_vision = self.dynamic_visual_prompt_generator
+        dynamic_text = self.dynamic_text_prompt_generator
+        needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision
+        frozen_embedding, frozen_tokens = None, None
+        if needs_frozen_pass:
+            with torch.no_grad():
+                frozen_embedding, frozen_tokens = self._encode_image(images, None)
+        if self.prompt_vision:
+            dynamic = dynamic_vision(frozen_embedding) if dynamic_vision is not None else None
+            embedding, layer_tokens = self._encode_image(images, self._block_prompts(self.visual_prompter, dynamic))
+        else:  # the prompted vision pass would repeat the frozen one
+            embedding, layer_tokens = frozen_embedding, frozen_tokens
+        text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
+
+        image_features = F.normalize(self.cls_token_layer.head[0](embedding), dim=-1)
+        patch_tokens = torch.stack(
+            [
+                F.normalize(head(tokens), dim=-1)
+                for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
+            ],
+            dim=1,
+        )  # [B, n_layers, L, D]
+        logits = LOGIT_SCALE * patch_tokens @ text.unsqueeze(1).to(patch_tokens.dtype)  # [B, n_layers, L, 2]
+        grid = round(logits.shape[2] ** 0.5)
+        layer_logits = logits.transpose(2, 3).reshape(*logits.shape[:2], 2, grid, grid)
+        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits)
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        size = (self.image_size, self.image_size)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+    def image_probabilities(self, features: AdaCLIPFeatures, hsf_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Normal/abnormal probabilities of each image, ``[B, 2]``.
+
+        Args:
+            features: Output of :meth:`features`.
+            hsf_labels: Cluster labels ``[B, 5k]`` to use instead of k-means (for comparisons with the reference).
+        """
+        image_features = features.image_features
+        if self.use_hsf:
+            patch_scores = features.layer_logits.mean(1).flatten(2).softmax(dim=1)[:, 1]  # [B, L]
+            fused = hybrid_semantic_fusion(patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels)
+            image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
+        logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.to(image_features.dtype))
+        return logits.squeeze(1).softmax(dim=-1)
+
+    def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
+        """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
+        # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
+        probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
+        return self.blur(probabilities) if blur else probabilities
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None = None,
+    ) -> InferenceBatch | AdaCLIPTrainOutput:
+        """Score images.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one for all, or ``None`` for ``self.class_name``.
+
+        Returns:
+            In eval mode, ``InferenceBatch(pred_score [B], anomaly_map [B, H, W])`` with the blurred map; in training
+            mode, :class:`AdaCLIPTrainOutput` with the per-layer softmax maps and the image probabilities.
+        """
+        features = self.features(images, class_names)
+        probabilities = self.image_probabilities(features)
+        if self.training:
+            layer_maps = torch.stack(
+                [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
+                dim=1,
+            )
+            return AdaCLIPTrainOutput(layer_maps=layer_maps, image_probs=probabilities)
+        return InferenceBatch(pred_score=probabilities[:, 1].float(), anomaly_map=self.anomaly_map(features))

@@ -1,0 +1,82 @@
+"""Shared fixtures: the reference outputs of the authors' code, tiny random CLIP backbones, and model factories.
+
+The tests never download anything: backbones are tiny random CLIPs built from open_clip config dicts, and the
+Hugging Face hub is switched to offline mode for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test that reaches for the network is a bug
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("ADACLIP_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+REFERENCE_DIR = SHARED_DIR / "reference"
+TIRE_ROOT = SHARED_DIR / "data" / "mvtec3d_tire_sample"
+
+REFERENCE_FILE = "adaclip_tiny_reference.pt"
+VARIANT_FILES = ("adaclip_variant_S_V.pt", "adaclip_variant_D_V.pt", "adaclip_variant_SD_V_depth2.pt")
+
+# The tiny CLIP of the reference fixture (used when the fixture is absent, too).
+TINY_BACKBONE: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 224, "layers": 4, "width": 128, "head_width": 32, "patch_size": 14},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 4},
+}
+# An even smaller one for end-to-end runs: 112 px input, 8x8 patches.
+MICRO_BACKBONE: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 112, "layers": 4, "width": 64, "head_width": 32, "patch_size": 14},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 4},
+}
+
+
+def load_reference(name: str = REFERENCE_FILE) -> dict[str, Any]:
+    """Load a reference file of the authors' implementation, skipping the test when it is absent."""
+    path = REFERENCE_DIR / name
+    if not path.is_file():
+        pytest.skip(f"reference outputs not available: {path}")
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, Any]:
+    return load_reference()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_state_dict() -> dict[str, torch.Tensor]:
+    """Weights of the tiny CLIP: the fixture's when present, else a seeded random model's."""
+    path = REFERENCE_DIR / REFERENCE_FILE
+    if path.is_file():
+        return torch.load(path, weights_only=True)["clip_state_dict"]
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    return CLIP(**TINY_BACKBONE).state_dict()
+
+
+@pytest.fixture
+def make_model(tiny_clip_state_dict: dict[str, torch.Tensor]) -> Callable[..., Any]:
+    """Build an AdaCLIPModel on the tiny CLIP (eval mode), with the reference's defaults unless overridden."""
+    from anomalib_adaclip import AdaCLIPModel
+
+    def factory(**overrides: Any) -> AdaCLIPModel:
+        torch.manual_seed(overrides.pop("seed", 0))
+        arguments = {
+            "backbone": TINY_BACKBONE,
+            "backbone_weights": tiny_clip_state_dict,
+            "image_size": 224,
+            "feature_layers": [1, 2, 3, 4],
+        }
+        arguments.update(overrides)
+        return AdaCLIPModel(**arguments).eval()
+
+    return factory
