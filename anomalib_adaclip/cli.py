@@ -1,0 +1,52 @@
+"""The ``anomalib-adaclip`` command: anomalib's CLI with AdaCLIP registered, plus AdaCLIP's own subcommands.
+
+``anomalib-adaclip test --model AdaCLIP ...`` is exactly ``anomalib test --model anomalib_adaclip.AdaCLIP ...``: the
+plugin is imported before anomalib builds its parser, so the short model name resolves. Subcommands listed in
+:data:`COMMANDS` are AdaCLIP's own and are handled here instead of by anomalib.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (handler taking the remaining arguments and returning an exit code, one-line help)
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
+
+
+def _print_commands() -> None:
+    print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")  # noqa: T201
+    for name, (_, help_text) in sorted(COMMANDS.items()):
+        print(f"  {name:<12} {help_text}")  # noqa: T201
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run an AdaCLIP subcommand, or anomalib's CLI with ``--model AdaCLIP`` available.
+
+    Args:
+        argv: Arguments without the program name. Defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit code.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        handler, _ = COMMANDS[arguments[0]]
+        return handler(arguments[1:])
+    if arguments[:1] in (["--help"], ["-h"]):
+        _print_commands()
+        print()  # noqa: T201
+
+    import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
+    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
+
+    program = sys.argv[0] if sys.argv else "anomalib-adaclip"
+    sys.argv = [program, *arguments]
+    anomalib_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""AdaCLIP as an anomalib model: zero-shot test, validate, predict and export through anomalib's Engine and CLI.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_adaclip import AdaCLIP
+    >>> model = AdaCLIP(checkpoint="visa_clinicdb")  # doctest: +SKIP
+    >>> Engine().test(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+
+From the command line (nothing in anomalib changes)::
+
+    anomalib test --model anomalib_adaclip.AdaCLIP --data MVTecAD --data.category bottle \\
+        --model.checkpoint visa_clinicdb
+    anomalib-adaclip predict --model AdaCLIP --data path/to/images
+
+Pre-processing resizes images to ``image_size`` (bicubic, aspect ratio not kept) and normalises them with the
+OpenAI CLIP mean and std; masks are resized the same way (nearest). Post-processing thresholds AdaCLIP's
+probabilities (:class:`~anomalib_adaclip.post_processor.AdaCLIPPostProcessor`). Lightning checkpoints hold only the
+trainable tensors and the configuration: the frozen CLIP is rebuilt from ``backbone`` and ``backbone_weights``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
+from anomalib.models.components import AnomalibModule
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
+
+from .backbone import OPENAI_MEAN, OPENAI_STD
+from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
+from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
+from .torch_model import AdaCLIPModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AdaCLIP"]
+
+DEFAULT_CLASS_NAME = "object"
+FROZEN_PREFIX = "model.clip."
+
+
+class AdaCLIP(AnomalibModule):
+    """AdaCLIP: zero-shot anomaly detection with hybrid learnable prompts (Cao et al., ECCV 2024).
+
+    Args:
+        backbone: open_clip ViT model name, or a config dict with ``embed_dim``, ``vision_cfg`` and ``text_cfg``.
+            Defaults to ``"ViT-L-14-336"``.
+        backbone_weights: open_clip pretrained tag (``"openai"``), path to a weights file, or ``None`` for random
+            weights (tests only). Defaults to ``"openai"``.
+        checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
+            ``None`` (untrained: only for training). Defaults to ``None``.
+        image_size: Input side length, a multiple of the patch size. Defaults to 518.
+        feature_layers: 1-based vision blocks for the maps. Defaults to n/4, n/2, 3n/4, n.
+        prompting_depth: Prompted blocks per branch. Defaults to 4.
+        prompting_length: Prompt tokens. Defaults to 5.
+        prompting_type: ``"S"``, ``"D"`` or ``"SD"``. Defaults to ``"SD"``.
+        prompting_branch: ``"V"``, ``"L"`` or ``"VL"``. Defaults to ``"VL"``.
+        use_hsf: Hybrid Semantic Fusion for the image score. Defaults to ``True``.
+        k_clusters: HSF clusters. Defaults to 20.
+        blur_sigma: Gaussian blur of the map; 0 disables it. Defaults to 4.
+        normal_states: State words of a normal object. Defaults to the paper's seven.
+        abnormal_states: State words of an abnormal object. Defaults to the paper's five.
+        templates: Sentence templates. Defaults to the paper's four.
+        class_name: Object name for the prompts. Defaults to the data module's category, else ``"object"``.
+        image_threshold: Fixed decision threshold of the image probability. Defaults to 0.5.
+        pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
+        thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or
+            ``"adaptive"`` (anomalib's). Defaults to ``"auto"``.
+        pre_processor: Pre-processor, ``True`` for the default, ``False`` for none.
+        post_processor: Post-processor, ``True`` for the default, ``False`` for none.
+        evaluator: Evaluator, ``True`` for the default metrics, ``False`` for none.
+        visualizer: Visualizer, ``True`` for anomalib's default, ``False`` for none.
+    """
+
+    def __init__(
+        self,
+        backbone: str | dict[str, Any] = "ViT-L-14-336",
+        backbone_weights: str | None = "openai",
+        checkpoint: str | None = None,
+        image_size: int = 518,
+        feature_layers: list[int] | None = None,
+        prompting_depth: int = 4,
+        prompting_length: int = 5,
+        prompting_type: str = "SD",
+        prompting_branch: str = "VL",
+        use_hsf: bool = True,
+        k_clusters: int = 20,
+        blur_sigma: float = 4.0,
+        normal_states: list[str] | None = None,
+        abnormal_states: list[str] | None = None,
+        templates: list[str] | None = None,
+        class_name: str | None = None,
+        image_threshold: float = 0.5,
+        pixel_threshold: float = 0.5,
+        thresholding: ThresholdingMode = "auto",
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        # The default components depend on init arguments, so they are built before the base class would build them.
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size)
+        if post_processor is True:
+            post_processor = self.configure_post_processor(image_threshold, pixel_threshold, thresholding)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = AdaCLIPModel(
+            backbone=backbone,
+            backbone_weights=backbone_weights,
+            checkpoint=checkpoint,
+            image_size=image_size,
+            feature_layers=feature_layers,
+            prompting_depth=prompting_depth,
+            prompting_length=prompting_length,
+            prompting_type=prompting_type,
+            prompting_branch=prompting_branch,
+            use_hsf=use_hsf,
+            k_clusters=k_clusters,
+            blur_sigma=blur_sigma,
+            normal_states=normal_states or NORMAL_STATES,
+            abnormal_states=abnormal_states or ABNORMAL_STATES,
+            templates=templates or TEMPLATES,
+            class_name=class_name or DEFAULT_CLASS_NAME,
+        )
+        if checkpoint is None:
+            logger.warning(
+                "AdaCLIP has no trained prompts (checkpoint=None): use a released checkpoint (e.g. "
+                "checkpoint='visa_clinicdb' for MVTec AD, 'mvtec_colondb' otherwise) or train the prompts first.",
+            )
+        self.class_name = class_name
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Components
+    # ----------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None) -> PreProcessor:
+        """Resize to ``image_size`` (bicubic, aspect ratio not kept) and normalise with the CLIP mean and std.
+
+        Args:
+            image_size: Side length, or ``(height, width)``. Defaults to 518.
+        """
+        size = image_size or 518
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return PreProcessor(
+            transform=Compose(
+                [
+                    Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+                    Normalize(mean=OPENAI_MEAN, std=OPENAI_STD),
+                ]
+            ),
+        )
+
+    @classmethod
+    def configure_post_processor(
+        cls,
+        image_threshold: float = 0.5,
+        pixel_threshold: float = 0.5,
+        thresholding: ThresholdingMode = "auto",
+    ) -> AdaCLIPPostProcessor:
+        """Threshold the probabilities: fixed thresholds, adaptive where labelled validation data allow it.
+
+        Args:
+            image_threshold: Fixed image threshold. Defaults to 0.5.
+            pixel_threshold: Fixed pixel threshold. Defaults to 0.5.
+            thresholding: ``"auto"``, ``"fixed"`` or ``"adaptive"``. Defaults to ``"auto"``.
+        """
+        return AdaCLIPPostProcessor(image_threshold=image_threshold, pixel_threshold=pixel_threshold, mode=thresholding)
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC and F1Max; pixel AUROC, F1Max and AUPRO (skipped when the data have no masks)."""
+        return Evaluator(
+            test_metrics=[
+                AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+                F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
+                AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+                F1Max(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+                AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            ],
+        )
+
+    @staticmethod
+    def configure_optimizers() -> None:
+        """Zero-shot: nothing to optimise in the Engine's fit."""
+        return
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No Trainer argument is needed: AdaCLIP does not fit on the target data."""
+        return {}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """AdaCLIP is zero-shot on the target data."""
+        return LearningType.ZERO_SHOT
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Class names
+    # ----------------------------------------------------------------------------------------------------------------
+    def _resolve_class_name(self) -> str:
+        """The ``class_name`` argument, else the data module's category (if not empty), else ``"object"``."""
+        if self.class_name:
+            logger.info("AdaCLIP prompts use the class name %r (class_name argument).", self.class_name)
+            return self.class_name
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        category = getattr(datamodule, "category", None)
+        if isinstance(category, str) and category.strip():
+            logger.info("AdaCLIP prompts use the class name %r (the data module's category).", category)
+            return category
+        logger.info("AdaCLIP prompts use the class name %r (no class_name and no category).", DEFAULT_CLASS_NAME)
+        return DEFAULT_CLASS_NAME
+
+    def setup(self, stage: str) -> None:
+        """Choose the class name of the prompts for this run (it follows the data module of each call)."""
+        del stage
+        self.model.class_name = self._resolve_class_name()
+
+    def batch_class_names(self, batch: Batch) -> Sequence[str] | None:
+        """Class names of the images of a batch; ``None`` uses the run's class name for every image."""
+        del batch
+        return None
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Steps
+    # ----------------------------------------------------------------------------------------------------------------
+    def _predict_batch(self, batch: Batch) -> Batch:
+        predictions = self.model(batch.image, self.batch_class_names(batch))
+        return batch.update(**predictions._asdict())
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a validation batch (anomalib collects thresholds from it)."""
+        del args, kwargs
+        return self._predict_batch(batch)
+
+    def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a test batch."""
+        del args, kwargs
+        return self._predict_batch(batch)
+
+    def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score a prediction batch."""
+        del args, kwargs
+        return self._predict_batch(batch)
+
+    def val_dataloader(self) -> list:
+        """No validation data of its own: lets ``Engine.predict`` run on a bare image folder.
+
+        anomalib validates zero-shot models before predicting; with no data module, Lightning asks the model for
+        validation data. An empty list skips that validation; a data module's validation data still take precedence.
+        """
+        return []
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Checkpoints without the frozen CLIP
+    # ----------------------------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep only the trainable tensors and the configuration; the CLIP is rebuilt on loading."""
+        super().on_save_checkpoint(checkpoint)
+        state_dict = checkpoint.get("state_dict", {})
+        for key in [key for key in state_dict if key.startswith(FROZEN_PREFIX)]:
+            del state_dict[key]
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
+        """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [key for key in result.missing_keys if not key.startswith(FROZEN_PREFIX)]
+        if strict and (missing or result.unexpected_keys):
+            msg = f"Checkpoint does not fit AdaCLIP: missing keys {missing}, unexpected keys {result.unexpected_keys}."
+            raise RuntimeError(msg)
+        return result
