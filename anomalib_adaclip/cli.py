@@ -17,9 +17,9 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
 
 
 def _print_commands() -> None:
-    print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")  # noqa: T201
+    print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
-        print(f"  {name:<12} {help_text}")  # noqa: T201
+        print(f"  {name:<12} {help_text}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,10 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(arguments[1:])
     if arguments[:1] in (["--help"], ["-h"]):
         _print_commands()
-        print()  # noqa: T201
+        print()
+
+    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
-    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]

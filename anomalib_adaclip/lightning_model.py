@@ -1,4 +1,4 @@
-"""AdaCLIP as an anomalib model: zero-shot test, validate, predict and export through anomalib's Engine and CLI.
+r"""AdaCLIP as an anomalib model: zero-shot test, validate, predict and export through anomalib's Engine and CLI.
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -9,7 +9,7 @@ Example:
 
 From the command line (nothing in anomalib changes)::
 
-    anomalib test --model anomalib_adaclip.AdaCLIP --data MVTecAD --data.category bottle \\
+    anomalib test --model anomalib_adaclip.AdaCLIP --data MVTecAD --data.category bottle \
         --model.checkpoint visa_clinicdb
     anomalib-adaclip predict --model AdaCLIP --data path/to/images
 
@@ -274,7 +274,7 @@ class AdaCLIP(AnomalibModule):
         for key in [key for key in state_dict if key.startswith(FROZEN_PREFIX)]:
             del state_dict[key]
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [key for key in result.missing_keys if not key.startswith(FROZEN_PREFIX)]

@@ -78,7 +78,7 @@ class AdaCLIPPostProcessor(PostProcessor):
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, *args: Any, **kwargs: Any
-    ) -> None:  # noqa: E501
+    ) -> None:
         """Collect validation statistics, except in fixed mode, which needs none."""
         if self.mode != "fixed":
             super().on_validation_batch_end(trainer, pl_module, outputs, *args, **kwargs)
@@ -94,8 +94,8 @@ class AdaCLIPPostProcessor(PostProcessor):
             ):
                 labelled = (
                     threshold_metric.update_called
-                    and threshold_metric._has_anomalous_samples()  # noqa: SLF001
-                    and threshold_metric._has_normal_samples()  # noqa: SLF001
+                    and threshold_metric._has_anomalous_samples()
+                    and threshold_metric._has_normal_samples()
                 )
                 if not labelled:
                     if threshold_metric.update_called:
