@@ -198,7 +198,7 @@ class AdaCLIPModel(nn.Module):
         self.blur = GaussianBlur(sigma=blur_sigma)
 
         self._tokenizer = SimpleTokenizer(context_length=int(config["text_cfg"].get("context_length", 77)))
-        self._token_cache: dict[str, torch.Tensor] = {}
+        self._token_cache: dict[str, tuple[torch.Tensor, int]] = {}
         self._text_cache: dict[tuple, torch.Tensor] = {}
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
@@ -318,11 +318,15 @@ class AdaCLIPModel(nn.Module):
         embedding = visual.ln_post(x[:, 0]) @ visual.proj
         return embedding, patch_tokens
 
-    def _tokens(self, class_name: str) -> torch.Tensor:
-        """Tokenised sentences of a class name, normal ones first, ``[S, context]`` (cached)."""
+    def _tokens(self, class_name: str) -> tuple[torch.Tensor, int]:
+        """Tokenised sentences of a class name, normal ones first, ``[S, context]``, and their longest length (cached).
+
+        The length is kept as a Python number so that cutting the context needs no device round trip (and traces).
+        """
         if class_name not in self._token_cache:
             normal, abnormal = self.ensemble.sentences(class_name)
-            self._token_cache[class_name] = self._tokenizer(normal + abnormal)
+            tokens = self._tokenizer(normal + abnormal)
+            self._token_cache[class_name] = (tokens, int(tokens.argmax(dim=-1).max()) + 1)
         return self._token_cache[class_name]
 
     def _encode_text(self, tokens: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
@@ -352,13 +356,10 @@ class AdaCLIPModel(nn.Module):
     def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
         """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
         device = self.clip.token_embedding.weight.device
-        tokens = [self._tokens(name) for name in names]
-        if len({t.shape[0] for t in tokens}) != 1:  # pragma: no cover - all names share one ensemble
-            msg = "Every class name must produce the same number of sentences."
-            raise RuntimeError(msg)
+        tokens, lengths = zip(*(self._tokens(name) for name in names), strict=True)
         stacked = torch.stack(tokens)
         # The text tower is causal: nothing after the longest sentence's end token changes any pooled output.
-        context = int(stacked.argmax(dim=-1).max()) + 1
+        context = max(lengths)
         if prompts is not None:
             context = max(context, self.prompting_length + 1)
         embeddings = self._encode_text(stacked[..., :context].to(device, non_blocking=True), prompts)

@@ -148,7 +148,7 @@ def test_trimmed_text_context_equals_full_context(make_model: Callable) -> None:
     model = make_model()
     names = ["bottle", "a much longer class name with several words"]
     with torch.no_grad():
-        tokens = torch.stack([model._tokens(name) for name in names])
+        tokens = torch.stack([model._tokens(name)[0] for name in names])
         static = model._block_prompts(model.text_prompter, None)
         full = model._encode_text(tokens, static)
         cut = int(tokens.argmax(-1).max()) + 1
