@@ -106,7 +106,7 @@ def _lloyd(points: torch.Tensor, centres: torch.Tensor, iterations: int, point_n
     for _ in range(iterations):
         labels = _squared_distances(points, centres, point_norms).argmin(-1)
         if check and previous is not None and torch.equal(labels, previous):
-            break
+            break  # exact: the same labels give the same centres bit for bit, a fixed point
         one_hot = F.one_hot(labels, k).to(points.dtype)  # [B, N, K]
         counts = one_hot.sum(1).unsqueeze(-1)  # [B, K, 1]
         sums = one_hot.transpose(1, 2) @ points

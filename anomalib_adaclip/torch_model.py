@@ -12,9 +12,12 @@ anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
 4. The image score fuses the projected image embedding with the Hybrid Semantic Fusion of the most abnormal patches
    (:mod:`.hsf`) and compares it with the text features.
 
-Unlike the reference, any batch size works: the sentences of all images are encoded in one batch, cut to their
-longest tokenised length (the text tower is causal, so this changes nothing), and the text features are computed
-once per class name whenever they do not depend on the image.
+Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
+are encoded in one batch as a prefix tree of their tokens (the text tower is causal, so each distinct prefix is
+encoded once; block 0 is cached per class name), the text features are computed once per class name whenever they
+do not depend on the image, attention runs through ``scaled_dot_product_attention``, and the frozen pass computes
+only the CLS token in its last block. Under ``torch.autocast`` the towers run in the low precision while cosines,
+softmaxes, HSF, upsampling and blur stay in fp32.
 
 Example:
     >>> import torch
@@ -326,6 +329,7 @@ class AdaCLIPModel(nn.Module):
             if prompts is not None and index < self.prompting_depth:
                 block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
+            # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
             rows = slice(0, 1) if embedding_only and index == len(blocks) - 1 else None
             x = residual_attention_block(block, x, rows=rows)
             if not embedding_only and index + 1 in self.feature_layers:
@@ -377,6 +381,7 @@ class AdaCLIPModel(nn.Module):
         """
         device = self.clip.token_embedding.weight.device
         unique = list(dict.fromkeys(names))
+        # Exact: in a causal tower equal prefixes have equal states, and the mask shows each node its own prefix.
         trees = {name: self._sentence_tree(name, device) for name in unique}
         firsts = {name: self._first_text_block(name, tree)[tree.sources] for name, tree in trees.items()}
         if len(unique) == 1:
@@ -397,6 +402,7 @@ class AdaCLIPModel(nn.Module):
             if prompts is not None and index < self.prompting_depth:
                 block_prompts = prompts[index].to(x.dtype).expand(len(names), -1, -1)
                 x = torch.cat([x[:, :1], block_prompts, x[:, 1 + length :]], dim=1)
+            # Only the end-of-text tokens are pooled; they still attend to their whole prefix, so this is exact.
             rows = ends if index == len(blocks) - 1 else None
             x = residual_attention_block(blocks[index], x, mask, rows=rows)
         x = self.clip.ln_final(x)

@@ -161,7 +161,7 @@ def residual_attention_block(
         qkv = F.linear(hidden, weight, bias).view(batch, n_tokens, 3, heads, width // heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         residual = x
-    else:  # keys and values of every token, queries of the wanted rows only
+    else:  # exact: a row's output depends on its own query and on every token's key and value only
         kv = F.linear(hidden, weight[width:], bias[width:]).view(batch, n_tokens, 2, heads, width // heads)
         key, value = kv.permute(2, 0, 3, 1, 4).unbind(0)
         query = F.linear(_take_rows(hidden, rows), weight[:width], bias[:width])

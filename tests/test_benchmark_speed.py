@@ -23,6 +23,7 @@ RESULT_FIELDS = {
     "images_per_second",
     "seconds_per_image",
     "median_seconds_per_image",
+    "cpu_seconds_per_image",
     "peak_memory_bytes",
     "peak_memory_per_image_bytes",
     "memory_kind",
@@ -59,6 +60,8 @@ def test_command_line_run_writes_the_report(tmp_path: Path) -> None:
     report = json.loads(output.read_text())
     assert report["precision"] == "fp32" and report["device"] == "cpu" and report["image_size"] == 112
     assert report["backbone"] == MICRO_BACKBONE
+    assert report["memory_before_model_bytes"] > 0 and report["memory_with_model_bytes"] > 0
+    assert {"device_name", "torch_threads", "torch_version", "load_average", "load_average_after"} <= set(report)
     assert [result["batch_size"] for result in report["results"]] == [2, 1]
     for result in report["results"]:
         assert set(result) == RESULT_FIELDS

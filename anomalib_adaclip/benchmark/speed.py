@@ -159,6 +159,17 @@ class PeakMemory:
         return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
 
 
+def _current_memory(device: torch.device) -> int | None:
+    """Memory in use now: the resident set size on the CPU (Linux only, else None), allocated memory on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        match = re.search(r"VmRSS:\s+(\d+)\s+kB", _STATUS.read_text())
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
 def build_model(
     backbone: str | dict[str, Any],
     image_size: int,
@@ -196,7 +207,9 @@ def measure(
     Returns:
         ``batch_size``, ``batches``, ``images``, ``seconds`` (all timed batches), ``images_per_second``,
         ``seconds_per_image`` (their ratio), ``median_seconds_per_image`` (median over the batches),
-        ``peak_memory_bytes``, ``peak_memory_per_image_bytes`` (divided by the batch size) and ``memory_kind``.
+        ``cpu_seconds_per_image`` (CPU time of the process, all threads: on a shared machine it shows the work
+        done whatever the load), ``peak_memory_bytes``, ``peak_memory_per_image_bytes`` (divided by the batch
+        size) and ``memory_kind``.
     """
     images = _images(batch_size, model.image_size, device)
     names = [class_name] * batch_size
@@ -208,11 +221,13 @@ def measure(
             model(images, names)
         _synchronize(device)
         memory.reset()
+        cpu_start = time.process_time()
         for _ in range(n_batches):
             start = time.perf_counter()
             model(images, names)
             _synchronize(device)
             durations.append(time.perf_counter() - start)
+        cpu_seconds = time.process_time() - cpu_start
     peak = memory.peak()
     seconds = sum(durations)
     total = n_batches * batch_size
@@ -224,6 +239,7 @@ def measure(
         "images_per_second": total / seconds,
         "seconds_per_image": seconds / total,
         "median_seconds_per_image": statistics.median(durations) / batch_size,
+        "cpu_seconds_per_image": cpu_seconds / total,
         "peak_memory_bytes": peak,
         "peak_memory_per_image_bytes": peak / batch_size,
         "memory_kind": memory.kind,
@@ -301,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = parse_backbone(args.backbone)
+    memory_before_model = _current_memory(device)
     try:
         model = build_model(backbone, args.image_size, device, use_hsf=not args.no_hsf)
     except (ValueError, TypeError) as error:
@@ -316,6 +333,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "hsf": not args.no_hsf,
         "warmup_batches": args.warmup,
+        "memory_before_model_bytes": memory_before_model,
+        "memory_with_model_bytes": _current_memory(device),
         **_environment(device),
         "notes": notes,
     }
@@ -352,15 +371,23 @@ def format_report(report: dict[str, Any]) -> str:
         before = ", ".join(f"{value:.2f}" for value in report["load_average"])
         after = ", ".join(f"{value:.2f}" for value in report.get("load_average_after") or [])
         lines.append(f"load average (1, 5, 15 min): {before} before, {after} after ({report['cpu_count']} CPUs)")
+    if report.get("memory_before_model_bytes") is not None:
+        kind = "allocated" if report["device"].startswith("cuda") else "resident"
+        lines.append(
+            f"memory {kind}: {_gigabytes(report['memory_before_model_bytes'])} before building the model, "
+            f"{_gigabytes(report['memory_with_model_bytes'])} with it"
+        )
     lines.extend(f"note: {note}" for note in report.get("notes", []))
     lines.append("")
     lines.append(
-        f"{'batch':>5} {'images':>6} {'images/s':>9} {'s/image':>8} {'median s/image':>14} {'peak memory':>12}"
+        f"{'batch':>5} {'images':>6} {'images/s':>9} {'s/image':>8} {'median s/image':>14} {'CPU s/image':>11} "
+        f"{'peak memory':>12}"
     )
     for result in report["results"]:
         lines.append(
             f"{result['batch_size']:>5} {result['images']:>6} {result['images_per_second']:>9.3f} "
             f"{result['seconds_per_image']:>8.3f} {result['median_seconds_per_image']:>14.3f} "
+            f"{result['cpu_seconds_per_image']:>11.3f} "
             f"{_gigabytes(result['peak_memory_bytes']):>12}  ({_gigabytes(result['peak_memory_per_image_bytes'])}"
             f" per image, {result['memory_kind']})"
         )
