@@ -250,6 +250,13 @@ class AdaCLIPModel(nn.Module):
         """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP."""
         return {key: value for key, value in self.state_dict().items() if not key.startswith("clip.")}
 
+    def parameters_without_gradient(self) -> list[str]:
+        """Names of the trainable tensors that never get a gradient (distributed training must be told about them).
+
+        That is the text prompt of block 0: the text branch is prompted from block 1 on, as in the reference.
+        """
+        return ["text_prompter.static_prompts.0"] if self.text_prompter is not None else []
+
     def _unused_generator_prefixes(self) -> tuple[str, ...]:
         # The reference builds both generators for dynamic prompting even when a branch is not prompted.
         return tuple(
