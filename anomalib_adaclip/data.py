@@ -48,7 +48,7 @@ from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTECAD_CATEGORIE
 from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
 from anomalib.data.transforms.utils import extract_transforms_by_type
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.v2 import Resize, Transform
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 from torchvision.tv_tensors import Image, Mask
@@ -388,7 +388,8 @@ class AuxiliaryDataModule(LightningDataModule):
         batch_size: Training batch size. The reference trains with 1. Defaults to 1.
         eval_batch_size: Validation batch size. Defaults to 8.
         num_workers: Data loader workers. Defaults to 4.
-        shuffle: Shuffle the training data every epoch. Defaults to ``True``.
+        shuffle: Shuffle the training data every epoch (seeded). ``False`` keeps the order, also across devices (each
+            process takes every N-th sample). Defaults to ``True``.
         image_size: Input size when the data module is used without a model; with a model, the model's
             pre-processor decides (a different value here is an error).
     """
@@ -458,10 +459,18 @@ class AuxiliaryDataModule(LightningDataModule):
         """Shuffled training batches of :class:`AuxiliaryBatch`."""
         if self.train_data is None:
             self.setup("fit")
+        sampler = None
+        trainer = self.trainer
+        if not self.shuffle and trainer is not None and trainer.world_size > 1:
+            # Lightning's automatic distributed sampler always shuffles training data: keep the order when asked to.
+            sampler = DistributedSampler(
+                self.train_data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             self.train_data,
             batch_size=self.batch_size,
-            shuffle=self.shuffle,
+            shuffle=self.shuffle if sampler is None else False,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=AuxiliaryBatch.collate,
             persistent_workers=self.num_workers > 0,
