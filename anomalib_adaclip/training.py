@@ -311,6 +311,18 @@ def train(
     Returns:
         The run folder, the exported checkpoints and the final metrics.
     """
+    if not isinstance(model, AdaCLIP):
+        msg = f"`model` must be an anomalib_adaclip.AdaCLIP module, got {type(model).__name__}."
+        raise TypeError(msg)
+    if not isinstance(datamodule, AuxiliaryDataModule):
+        msg = (
+            f"`datamodule` must be an anomalib_adaclip.data.AuxiliaryDataModule (annotated auxiliary data), got "
+            f"{type(datamodule).__name__}."
+        )
+        raise TypeError(msg)
+    if not name or Path(name).name != name or name in {".", ".."}:
+        msg = f"`name` must be a plain folder name (no path separators), got {name!r}."
+        raise ValueError(msg)
     optimizer = optimizer or OptimizerSettings()
     checkpointing = checkpointing or CheckpointSettings()
     has_validation = bool(datamodule.val_sources)

@@ -17,6 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.checkpoint import RELEASED_PREFIX, read_checkpoint
+from anomalib_adaclip.cli import main as cli_main
 from anomalib_adaclip.data import AuxiliaryDataModule, DatasetSource
 from anomalib_adaclip.lightning_model import OptimizerSettings
 from anomalib_adaclip.training import CheckpointSettings, main, train, trainable_tensors_of
@@ -117,10 +118,10 @@ def test_training_lowers_the_loss_keeps_the_clip_and_reloads_to_identical_scores
         results_dir=tmp_path,
         name="tire",
         seed=0,
-        trainer_arguments={**CPU, "max_epochs": 3, "callbacks": [check]},
+        trainer_arguments={**CPU, "max_epochs": 2, "callbacks": [check]},
     )
 
-    assert check.checked_steps == 9  # 3 epochs x 3 batches
+    assert check.checked_steps == 6  # 2 epochs x 3 batches
     loss_after = _dataset_loss(model, batch)
     print(f"loss on the 15 tire images: {loss_before:.4f} before, {loss_after:.4f} after training")
     assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
@@ -168,19 +169,18 @@ def test_same_seed_same_trained_tensors(clip_weights: Path, tmp_path: Path) -> N
             results_dir=tmp_path,
             name=name,
             seed=seed,
-            trainer_arguments={**CPU, "max_epochs": 1, "limit_train_batches": 3},
+            trainer_arguments={**CPU, "max_epochs": 1, "limit_train_batches": 2},
         )
         return read_checkpoint(result.checkpoint)[0]
 
-    first, second, other = run(7, "a"), run(7, "b"), run(8, "c")
+    first, second = run(7, "a"), run(7, "b")
     for key, value in first.items():
         assert torch.equal(value, second[key]), key
-    assert not torch.equal(first["patch_token_layer.head.0.weight"], other["patch_token_layer.head.0.weight"])
 
 
 def test_resume_continues_from_the_last_checkpoint(clip_weights: Path, tmp_path: Path) -> None:
     """An interrupted run resumed in its folder ends where an uninterrupted run ends (fixed order, no mosaic)."""
-    arguments = {**CPU, "limit_train_batches": 2}
+    arguments = {**CPU, "limit_train_batches": 1}  # one step per epoch: the second step needs the restored AdamW state
 
     def data() -> AuxiliaryDataModule:
         return _data(shuffle=False)
@@ -325,7 +325,7 @@ def test_there_are_the_two_paper_protocols_and_a_folder_example() -> None:
 def test_configs_run_offline_on_stand_in_data(name: str, clip_weights: Path, folder_root: Path, tmp_path: Path) -> None:
     """Each config as shipped (bf16-mixed included, on the CPU), with tiny backbone and local stand-in data."""
     config = _offline_config(name, clip_weights, folder_root, tmp_path)
-    assert main(["--config", str(config)]) == 0
+    assert cli_main(["train", "--config", str(config)]) == 0  # what `anomalib-adaclip train --config ...` runs
     run_dirs = list((tmp_path / "AdaCLIP" / "training").glob("*/v0"))
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
@@ -339,11 +339,21 @@ def test_configs_run_offline_on_stand_in_data(name: str, clip_weights: Path, fol
     assert set(reloaded.trainable_state_dict()) == set(read_checkpoint(run_dir / "adaclip.pt")[0])
 
 
+def test_wrong_objects_and_names_are_clear_errors(clip_weights: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"`datamodule` must be an anomalib_adaclip.data.AuxiliaryDataModule"):
+        train(_model(clip_weights), object(), results_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"`model` must be an anomalib_adaclip.AdaCLIP"):
+        train(object(), _data(), results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"`name` must be a plain folder name"):
+        train(_model(clip_weights), _data(), results_dir=tmp_path, name="../elsewhere")
+
+
 def test_cli_resume_refuses_a_second_config(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--resume", str(tmp_path), "--config", "x.yaml"])
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_single_process_training(
     clip_weights: Path, folder_root: Path, tmp_path: Path
 ) -> None:
