@@ -224,17 +224,21 @@ def build_parts(source: DatasetSource) -> list[_Part]:
         raise FileNotFoundError(msg)
     if source.dataset == FOLDER:
         abnormal = source.abnormal_dir
-        dataset = FolderDataset(
-            name=str(source.name),
-            root=root,
-            # Folder's normal_dir is its training split, which auxiliary data do not use; anomalib requires one.
-            normal_dir=source.normal_dir or abnormal or source.normal_test_dir,
-            abnormal_dir=abnormal,
-            normal_test_dir=source.normal_test_dir,
-            mask_dir=source.mask_dir,
-            split="test",
-            extensions=tuple(source.extensions) if source.extensions else None,
-        )
+        try:
+            dataset = FolderDataset(
+                name=str(source.name),
+                root=root,
+                # Folder's normal_dir is its training split, which auxiliary data do not use; anomalib requires one.
+                normal_dir=source.normal_dir or abnormal or source.normal_test_dir,
+                abnormal_dir=abnormal,
+                normal_test_dir=source.normal_test_dir,
+                mask_dir=source.mask_dir,
+                split="test",
+                extensions=tuple(source.extensions) if source.extensions else None,
+            )
+        except Exception as error:  # anomalib: missing folders, no images, masks that do not match the images
+            msg = f"{source.label}: anomalib cannot read the Folder data set: {error}"
+            raise (FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError)(msg) from error
         _check_samples(dataset, source.label)
         return [_Part(dataset, source.class_name or str(source.name), source.mosaic_probability, source.label)]
     dataset_class, known = CATEGORY_DATASETS[source.dataset]

@@ -504,7 +504,8 @@ class AdaCLIPModel(nn.Module):
             fused = hybrid_semantic_fusion(patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels)
             image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
         logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.to(image_features.dtype))
-        return logits.squeeze(1).softmax(dim=-1)
+        # float32 softmax also under autocast (CPU autocast keeps fp16 here; its gradients would overflow in fp16).
+        return logits.squeeze(1).float().softmax(dim=-1)
 
     def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
@@ -513,9 +514,12 @@ class AdaCLIPModel(nn.Module):
         return self.blur(probabilities) if blur else probabilities
 
     def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
-        """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``."""
+        """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.
+
+        Computed in float32 also under mixed precision, like the test-time map.
+        """
         return torch.stack(
-            [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
+            [self._upsample(logits.float()).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
             dim=1,
         )
 

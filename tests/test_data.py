@@ -222,6 +222,11 @@ def test_missing_root_and_category_are_clear_errors(tmp_path: Path) -> None:
         AuxiliaryDataset([source], RESIZE)
 
 
+def test_folder_errors_name_the_source(folder_root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"Folder 'widgets' at .*: anomalib cannot read.*does not exist.*nope"):
+        AuxiliaryDataset([_folder_source(folder_root, abnormal_dir="nope")], RESIZE)
+
+
 def test_anomalous_image_without_mask_is_an_error(tmp_path: Path) -> None:
     root = make_mvtec_category(tmp_path, "bottle")
     (root / "bottle" / "ground_truth" / "defect" / "001_mask.png").unlink()

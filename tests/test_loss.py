@@ -229,3 +229,25 @@ def test_only_trainable_tensors_get_gradients(make_model: Callable) -> None:
     model.loss(images, ["bottle", "screw"], masks, labels).backward()
     with_grad = {name for name, parameter in model.named_parameters() if parameter.grad is not None}
     assert with_grad == set(model.trainable_state_dict()) - {"text_prompter.static_prompts.0"}
+
+
+def test_fp16_autocast_with_gradient_scaling_trains(tiny_model: AdaCLIPModel) -> None:
+    """What Lightning's precision="16-mixed" does on a GPU, here on the CPU: fp16 autocast plus a GradScaler."""
+    images, masks, labels = _inputs()
+    before = {name: value.clone() for name, value in tiny_model.trainable_state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in tiny_model.parameters() if p.requires_grad], lr=1e-3)
+    # A lower initial scale than the default 2**16 (which the scaler backs off from within a few skipped steps).
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    for _ in range(2):
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = tiny_model.loss(images, "bottle", masks, labels)
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        assert scaler.get_scale() >= 2.0**10  # no overflow, so no step was skipped
+    after = tiny_model.trainable_state_dict()
+    assert all(torch.isfinite(value).all() for value in after.values())
+    assert not torch.equal(after["patch_token_layer.head.0.weight"], before["patch_token_layer.head.0.weight"])
+    tiny_model.load_state_dict(before, strict=False)  # the module-scoped model stays as it was
