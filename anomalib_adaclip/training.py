@@ -252,7 +252,8 @@ def _trainer_arguments(
         raise ValueError(msg)
     for key in _MANAGED_TRAINER_ARGUMENTS:
         arguments.pop(key, None)
-    arguments.setdefault("max_epochs", 5)
+    if arguments.get("max_epochs") is None and arguments.get("max_steps") in (None, -1):
+        arguments["max_epochs"] = 5  # the paper's (Lightning's own default would be 1000)
     arguments["callbacks"] = [*(arguments.get("callbacks") or []), *callbacks]
     if arguments.get("logger") in (None, True):
         arguments["logger"] = CSVLogger(save_dir=run_dir, name="logs")
