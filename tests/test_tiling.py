@@ -99,8 +99,8 @@ def test_image_score_max_over_tiles_or_whole_image() -> None:
     model = ConstantTileModel(image_size=224)
     images = torch.randn(2, 3, 500, 700, generator=torch.Generator().manual_seed(2))
     tiled = tiled_predict(model, images, score="max")
-    starts = [(t, l) for t in tile_starts(500, 224, 56) for l in tile_starts(700, 224, 56)]
-    expected = torch.stack([images[:, 1, t, l] for t, l in starts], dim=1).sigmoid().amax(1)
+    starts = [(top, left) for top in tile_starts(500, 224, 56) for left in tile_starts(700, 224, 56)]
+    expected = torch.stack([images[:, 1, top, left] for top, left in starts], dim=1).sigmoid().amax(1)
     torch.testing.assert_close(tiled.pred_score, expected)
     whole = tiled_predict(model, images, score="whole")
     assert whole.pred_score.shape == (2,)
