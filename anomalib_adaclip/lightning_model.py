@@ -75,7 +75,8 @@ class AdaCLIP(AnomalibModule):
         normal_states: State words of a normal object. Defaults to the paper's seven.
         abnormal_states: State words of an abnormal object. Defaults to the paper's five.
         templates: Sentence templates. Defaults to the paper's four.
-        class_name: Object name for the prompts. Defaults to the data module's category, else ``"object"``.
+        class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
+            in a loaded Lightning checkpoint, else ``"object"``.
         image_threshold: Fixed decision threshold of the image probability. Defaults to 0.5.
         pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
         thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or

@@ -137,6 +137,29 @@ def _hub_cache_only(active: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE = False
 
 
+def _find_weights(local_only: bool) -> tuple[dict[str, Path], dict[str, WeightsNotFoundError]]:
+    """Resolve the checkpoint and the CLIP weights: from local files only, or downloading what is missing."""
+    lookups = {
+        "checkpoint": lambda: download_released_checkpoint(CHECKPOINT),
+        "backbone_weights": lambda: _download_pretrained(BACKBONE, BACKBONE_WEIGHTS),
+    }
+    found: dict[str, Path] = {}
+    errors: dict[str, WeightsNotFoundError] = {}
+    with _hub_cache_only(local_only):
+        for key, lookup in lookups.items():
+            try:
+                found[key] = Path(lookup())
+            except WeightsNotFoundError as error:
+                errors[key] = error
+    return found, errors
+
+
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    return not constants.HF_HUB_OFFLINE and host_reachable(constants.ENDPOINT)
+
+
 def _has_images(folder: Path) -> bool:
     return folder.is_dir() and any(path.suffix.lower() in {".png", ".jpg", ".jpeg"} for path in folder.iterdir())
 
@@ -179,8 +202,6 @@ def resolve_inputs(root: Path, category: str = "bottle") -> QuickstartInputs:
         MissingInputsError: Something is neither on disk nor downloadable; the message names each missing file or
             data set and where to put it.
     """
-    from huggingface_hub import constants  # noqa: PLC0415
-
     root = Path(root).expanduser()
     offline = _downloads_disabled()
     needs_download = not (root / category).is_dir()
@@ -188,27 +209,24 @@ def resolve_inputs(root: Path, category: str = "bottle") -> QuickstartInputs:
     downloadable = not offline and needs_download and host_reachable(MVTEC_DOWNLOAD_INFO.url)
     if problem := _dataset_problem(root, category, downloadable):
         problems.append(problem)
-    hub_offline = offline or constants.HF_HUB_OFFLINE or not host_reachable(constants.ENDPOINT)
-    checkpoint = backbone_weights = None
-    # When something is already missing, only look into the caches: no point in downloading gigabytes first.
-    with _hub_cache_only(hub_offline or bool(problems)):
-        try:
-            checkpoint = download_released_checkpoint(CHECKPOINT)
-        except WeightsNotFoundError as error:
-            problems.append(str(error).replace("\n", "\n   "))
-        try:
-            backbone_weights = _download_pretrained(BACKBONE, BACKBONE_WEIGHTS)
-        except WeightsNotFoundError as error:
-            problems.append(str(error).replace("\n", "\n   "))
-    if problems or checkpoint is None or backbone_weights is None:
+    found, errors = _find_weights(local_only=True)
+    note = ""
+    if errors and not offline and _hub_reachable():
+        if problems:  # downloadable, but not worth gigabytes while the data set is missing
+            note = "\nThe missing weights are downloadable: they are fetched once the data set is in place."
+            errors = {}
+        else:
+            found, errors = _find_weights(local_only=False)
+    problems += [str(error).replace("\n", "\n   ") for error in errors.values()]
+    if problems:
         reason = "downloads are disabled (ADACLIP_OFFLINE=1)" if offline else "they cannot be downloaded here"
         listed = "\n".join(f"{index}. {problem}" for index, problem in enumerate(problems, 1))
         msg = (
-            f"The AdaCLIP quick start cannot start: {len(problems)} input(s) are missing and {reason}.\n{listed}\n"
-            f"Nothing was downloaded or run. `anomalib-adaclip quickstart --smoke` checks the pipeline offline."
+            f"The AdaCLIP quick start cannot start: {len(problems)} input(s) are missing and {reason}.\n{listed}"
+            f"{note}\nNothing was downloaded or run. `anomalib-adaclip quickstart --smoke` checks the pipeline offline."
         )
         raise MissingInputsError(msg)
-    return QuickstartInputs(root, needs_download, Path(checkpoint), Path(backbone_weights))
+    return QuickstartInputs(root, needs_download, found["checkpoint"], found["backbone_weights"])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

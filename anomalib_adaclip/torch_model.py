@@ -370,7 +370,9 @@ class AdaCLIPModel(nn.Module):
         abnormal = F.normalize(embeddings[:, n_normal:].mean(1), dim=-1)
         return torch.stack([normal, abnormal], dim=-1)
 
-    def text_features(self, class_names: Sequence[str] | str, dynamic_prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(
+        self, class_names: Sequence[str] | str, dynamic_prompts: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Normal/abnormal text features ``[B, embed, 2]`` of each image's class name.
 
         Args:

@@ -363,3 +363,39 @@ def test_quickstart_offline_message_through_the_console_script(tmp_path: Path) -
     assert "pretrained_visa_clinicdb.pth" in result.stderr and "ViT-L-14-336" in result.stderr
     assert str(tmp_path / "empty" / "bottle") in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_quickstart_uses_local_files_without_any_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _isolated_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(quickstart, "host_reachable", lambda *args, **kwargs: pytest.fail("no probe needed"))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    for name in ("pretrained_visa_clinicdb.pth", "ViT-L-14-336-openai.safetensors"):
+        (weights_dir / name).write_bytes(b"")  # only located here, read when the model is built
+    monkeypatch.setenv("ADACLIP_WEIGHTS_DIR", str(weights_dir))
+    root = tmp_path / "MVTecAD"
+    generate_defect_dataset(root, "bottle", n_train=1, n_good=1, n_defect=1, size=32)
+    inputs = quickstart.resolve_inputs(root, "bottle")
+    assert inputs.checkpoint == weights_dir / "pretrained_visa_clinicdb.pth"
+    assert inputs.backbone_weights == weights_dir / "ViT-L-14-336-openai.safetensors"
+    assert inputs.dataset_root == root and not inputs.download_dataset
+
+
+def test_quickstart_downloads_nothing_while_the_dataset_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    _isolated_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv(quickstart.OFFLINE_ENV, raising=False)
+    # The hub answers, the data set's host does not.
+    monkeypatch.setattr(quickstart, "host_reachable", lambda url, *args, **kwargs: url == constants.ENDPOINT)
+    lookups = []
+    original = quickstart._find_weights
+    monkeypatch.setattr(quickstart, "_find_weights", lambda local_only: lookups.append(local_only) or original(True))
+    with pytest.raises(quickstart.MissingInputsError) as error:
+        quickstart.resolve_inputs(tmp_path / "MVTecAD", "bottle")
+    assert lookups == [True]  # the cache only: no download of the weights
+    assert "1 input(s) are missing" in str(error.value)
+    assert "weights are downloadable" in str(error.value)
