@@ -349,6 +349,7 @@ def test_quickstart_names_only_what_is_missing(
     assert f"{root / 'screw'} exists but" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the same check runs in this process above; this one adds the console script's exit code
 def test_quickstart_offline_message_through_the_console_script(tmp_path: Path) -> None:
     environment = {
         "ADACLIP_OFFLINE": "1",
