@@ -25,6 +25,18 @@ def _train(arguments: list[str]) -> int:
 COMMANDS["train"] = (_train, "train AdaCLIP's prompts on auxiliary annotated data (--config configs/train/...)")
 
 
+def _quickstart(arguments: list[str]) -> int:
+    from .quickstart import main as quickstart_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return quickstart_main(arguments)
+
+
+COMMANDS["quickstart"] = (
+    _quickstart,
+    "zero-shot AdaCLIP on MVTec AD 'bottle' with the released weights (--smoke: offline check, meaningless numbers)",
+)
+
+
 def _print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 
 from .backbone import OPENAI_MEAN, OPENAI_STD
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
-from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
+from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
 from .torch_model import AdaCLIPModel
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ __all__ = ["AdaCLIP", "OptimizerSettings"]
 
 DEFAULT_CLASS_NAME = "object"
 FROZEN_PREFIX = "model.clip."
+# The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
+CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
+# anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
+ONNX_OPSET = 18
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,8 @@ class AdaCLIP(AnomalibModule):
         normal_states: State words of a normal object. Defaults to the paper's seven.
         abnormal_states: State words of an abnormal object. Defaults to the paper's five.
         templates: Sentence templates. Defaults to the paper's four.
-        class_name: Object name for the prompts. Defaults to the data module's category, else ``"object"``.
+        class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
+            in a loaded Lightning checkpoint, else ``"object"``.
         image_threshold: Fixed decision threshold of the image probability. Defaults to 0.5.
         pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
         thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or
@@ -160,6 +166,7 @@ class AdaCLIP(AnomalibModule):
                 "checkpoint='visa_clinicdb' for MVTec AD, 'mvtec_colondb' otherwise) or train the prompts first.",
             )
         self.class_name = class_name
+        self._checkpoint_class_name: str | None = None
 
     # ----------------------------------------------------------------------------------------------------------------
     # Components
@@ -239,23 +246,33 @@ class AdaCLIP(AnomalibModule):
     # ----------------------------------------------------------------------------------------------------------------
     # Class names
     # ----------------------------------------------------------------------------------------------------------------
-    def _resolve_class_name(self) -> str:
-        """The ``class_name`` argument, else the data module's category (if not empty), else ``"object"``."""
+    def _resolve_class_name(self) -> tuple[str, str]:
+        """The class name of the prompts and where it comes from.
+
+        The ``class_name`` argument, else the data module's category (an empty one, as ``Folder`` has, counts as
+        missing), else the name stored in a loaded Lightning checkpoint, else ``"object"``.
+        """
         if self.class_name:
-            logger.info("AdaCLIP prompts use the class name %r (class_name argument).", self.class_name)
-            return self.class_name
+            return self.class_name, "the class_name argument"
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         category = getattr(datamodule, "category", None)
         if isinstance(category, str) and category.strip():
-            logger.info("AdaCLIP prompts use the class name %r (the data module's category).", category)
-            return category
-        logger.info("AdaCLIP prompts use the class name %r (no class_name and no category).", DEFAULT_CLASS_NAME)
-        return DEFAULT_CLASS_NAME
+            return category, f"the category of the data module {type(datamodule).__name__}"
+        if self._checkpoint_class_name:
+            return self._checkpoint_class_name, "the loaded checkpoint"
+        return DEFAULT_CLASS_NAME, "the default: no class_name argument and no data module category"
+
+    def _apply_class_name(self) -> None:
+        name, source = self._resolve_class_name()
+        self.model.class_name = name
+        logger.info(
+            "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
+        )
 
     def setup(self, stage: str) -> None:
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
         del stage
-        self.model.class_name = self._resolve_class_name()
+        self._apply_class_name()
 
     def batch_class_names(self, batch: Batch) -> Sequence[str] | None:
         """Class names of the images of a batch; ``None`` uses the run's class name for every image.
@@ -324,11 +341,18 @@ class AdaCLIP(AnomalibModule):
     # Checkpoints without the frozen CLIP
     # ----------------------------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable tensors and the configuration; the CLIP is rebuilt on loading."""
+        """Keep only the trainable tensors, the configuration and the class name; the CLIP is rebuilt on loading."""
         super().on_save_checkpoint(checkpoint)
         state_dict = checkpoint.get("state_dict", {})
         for key in [key for key in state_dict if key.startswith(FROZEN_PREFIX)]:
             del state_dict[key]
+        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the component configuration and the class name the checkpoint's prompts used."""
+        super().on_load_checkpoint(checkpoint)
+        self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
+        self._apply_class_name()
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
@@ -338,3 +362,38 @@ class AdaCLIP(AnomalibModule):
             msg = f"Checkpoint does not fit AdaCLIP: missing keys {missing}, unexpected keys {result.unexpected_keys}."
             raise RuntimeError(msg)
         return result
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Export
+    # ----------------------------------------------------------------------------------------------------------------
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer.
+
+        Args:
+            export_root: Folder; the file goes to ``<export_root>/weights/torch/<model_file_name>.pt``.
+            model_file_name: File name without suffix. Defaults to ``"model"``.
+        """
+        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        return super().to_torch(export_root, model_file_name)
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Export to ONNX: raw ``[B, 3, H, W]`` images in [0, 1] in; score, label, map and mask out.
+
+        The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are part of the
+        graph. The opset defaults to 18.
+
+        Args:
+            export_root: Folder; the file goes to ``<export_root>/weights/onnx/<model_file_name>.onnx``.
+            model_file_name: File name without suffix. Defaults to ``"model"``.
+            input_size: Fixed ``(height, width)`` of the input, or ``None`` for any size. Defaults to ``None``.
+            **kwargs: Passed to ``torch.onnx.export`` (e.g. ``opset_version``).
+        """
+        kwargs.setdefault("opset_version", ONNX_OPSET)
+        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)

@@ -381,6 +381,8 @@ class AdaCLIPModel(nn.Module):
         device = self.clip.token_embedding.weight.device
         tokens, lengths = zip(*(self._tokens(name) for name in names), strict=True)
         stacked = torch.stack(tokens)
+        if prompts is not None and len(names) == 1:
+            stacked = stacked.expand(prompts.shape[1], -1, -1)  # one name for every prompt group (image)
         # The text tower is causal: nothing after the longest sentence's end token changes any pooled output.
         context = max(lengths)
         if prompts is not None:
@@ -391,13 +393,18 @@ class AdaCLIPModel(nn.Module):
         abnormal = F.normalize(embeddings[:, n_normal:].mean(1), dim=-1)
         return torch.stack([normal, abnormal], dim=-1)
 
-    def text_features(self, class_names: Sequence[str], dynamic_prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def text_features(
+        self, class_names: Sequence[str] | str, dynamic_prompts: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Normal/abnormal text features ``[B, embed, 2]`` of each image's class name.
 
         Args:
-            class_names: One class name per image.
+            class_names: One class name per image, or one name for all images (then the features are ``[1, embed, 2]``
+                unless they depend on the image).
             dynamic_prompts: Per-image dynamic text prompts ``[B, length, width]`` (when the text branch has them).
         """
+        if isinstance(class_names, str):
+            class_names = [class_names]
         if not self.prompt_text:
             # Un-prompted text features depend on the class name only: compute once and keep them.
             device = self.clip.token_embedding.weight.device
@@ -423,7 +430,7 @@ class AdaCLIPModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------------------
     # Forward
     # ----------------------------------------------------------------------------------------------------------------
-    def _check_inputs(self, images: torch.Tensor, class_names: Sequence[str] | str | None) -> list[str]:
+    def _check_inputs(self, images: torch.Tensor, class_names: Sequence[str] | str | None) -> list[str] | str:
         if not isinstance(images, torch.Tensor):
             msg = f"`images` must be a torch.Tensor of shape [B, 3, H, W], got {type(images).__name__}."
             raise TypeError(msg)
@@ -439,10 +446,11 @@ class AdaCLIPModel(nn.Module):
                 f"{images.shape[-2]}x{images.shape[-1]}; resize them first (AdaCLIP's pre-processor does)."
             )
             raise ValueError(msg)
+        # One name for all images stays a single string: a per-image list would fix the batch size of an export.
         if class_names is None:
-            return [self.class_name] * images.shape[0]
+            return self.class_name
         if isinstance(class_names, str):
-            return [class_names] * images.shape[0]
+            return class_names
         class_names = list(class_names)
         if len(class_names) != images.shape[0]:
             msg = f"Got {len(class_names)} class names for {images.shape[0]} images; give one per image."
@@ -473,6 +481,7 @@ class AdaCLIPModel(nn.Module):
         else:  # the prompted vision pass would repeat the frozen one
             embedding, layer_tokens = frozen_embedding, frozen_tokens
         text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
+        text = text.expand(images.shape[0], -1, -1)
 
         image_features = F.normalize(self.cls_token_layer.head[0](embedding), dim=-1)
         patch_tokens = torch.stack(
