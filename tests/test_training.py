@@ -322,6 +322,15 @@ def test_there_are_the_two_paper_protocols_and_a_folder_example() -> None:
 
 
 @pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"])
+def test_every_config_setting_is_commented(name: str) -> None:
+    for number, line in enumerate((CONFIG_DIR / name).read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.endswith(":"):
+            continue  # comments and section headers
+        assert "#" in line, f"{name}:{number} has no comment: {line!r}"
+
+
+@pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"])
 def test_configs_run_offline_on_stand_in_data(name: str, clip_weights: Path, folder_root: Path, tmp_path: Path) -> None:
     """Each config as shipped (bf16-mixed included, on the CPU), with tiny backbone and local stand-in data."""
     config = _offline_config(name, clip_weights, folder_root, tmp_path)
