@@ -78,10 +78,10 @@ def _dataset_loss(model: AdaCLIP, batch: ImageBatch) -> float:
         return float(model.model.loss(batch.image, batch.class_name, batch.gt_mask, batch.gt_label))
 
 
-def _scores(model: AdaCLIPModel, batch: ImageBatch) -> torch.Tensor:
+def _scores(model: AdaCLIPModel, batch: ImageBatch, n_images: int = 5) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        output = model(batch.image, batch.class_name)
+        output = model(batch.image[:n_images], batch.class_name[:n_images])
     return torch.cat([output.pred_score, output.anomaly_map.flatten()])
 
 
@@ -114,14 +114,14 @@ def test_training_lowers_the_loss_keeps_the_clip_and_reloads_to_identical_scores
 
     result = train(
         model,
-        _data(train=[_tire(mosaic_probability=0.2)], batch_size=5),
+        _data(train=[_tire(mosaic_probability=0.2)], batch_size=8),
         results_dir=tmp_path,
         name="tire",
         seed=0,
         trainer_arguments={**CPU, "max_epochs": 2, "callbacks": [check]},
     )
 
-    assert check.checked_steps == 6  # 2 epochs x 3 batches
+    assert check.checked_steps == 4  # 2 epochs x 2 batches
     loss_after = _dataset_loss(model, batch)
     print(f"loss on the 15 tire images: {loss_before:.4f} before, {loss_after:.4f} after training")
     assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
@@ -169,7 +169,7 @@ def test_same_seed_same_trained_tensors(clip_weights: Path, tmp_path: Path) -> N
             results_dir=tmp_path,
             name=name,
             seed=seed,
-            trainer_arguments={**CPU, "max_epochs": 1, "limit_train_batches": 2},
+            trainer_arguments={**CPU, "max_epochs": 1, "limit_train_batches": 1},
         )
         return read_checkpoint(result.checkpoint)[0]
 
@@ -205,14 +205,20 @@ def test_validation_metrics_select_the_best_checkpoint(clip_weights: Path, tmp_p
         _data(val=[_tire()], eval_batch_size=15),
         results_dir=tmp_path,
         checkpointing=CheckpointSettings(monitor="pixel_AUROC", mode="max"),
-        val_metrics=["image_AUROC", "pixel_AUROC", "pixel_AUPRO"],
-        trainer_arguments={**CPU, "max_epochs": 2, "limit_train_batches": 2, "log_every_n_steps": 1},
+        val_metrics=["image_AUROC", "pixel_AUROC"],
+        trainer_arguments={
+            **CPU,
+            "max_epochs": 2,
+            "limit_train_batches": 2,
+            "log_every_n_steps": 1,
+            "num_sanity_val_steps": 0,
+        },
     )
     rows = list(csv.DictReader((result.run_dir / "logs" / "version_0" / "metrics.csv").open()))
     assert any(row.get("train_loss_step") for row in rows) and any(row.get("train_loss_epoch") for row in rows)
     per_epoch = {int(row["epoch"]): float(row["pixel_AUROC"]) for row in rows if row.get("pixel_AUROC")}
     assert sorted(per_epoch) == [0, 1]
-    assert all(row.get("image_AUROC") and row.get("pixel_AUPRO") for row in rows if row.get("pixel_AUROC"))
+    assert all(row.get("image_AUROC") for row in rows if row.get("pixel_AUROC"))
     best_epoch = max(per_epoch, key=per_epoch.get)
     assert result.best_score == pytest.approx(per_epoch[best_epoch], abs=1e-6)
     assert result.lightning_checkpoint.name.startswith(f"best-epoch={best_epoch}-pixel_AUROC=")
@@ -295,7 +301,7 @@ def _offline_config(name: str, clip_weights: Path, folder_root: Path, results_di
     data["val"] = [_stand_in(source, folder_root) for source in data.get("val") or []]
     data.update(batch_size=4, eval_batch_size=8, num_workers=0)
     config["trainer"].update(
-        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=2, enable_model_summary=False
+        accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1, enable_model_summary=False
     )
     config["trainer"].update(trainer)
     config["results_dir"] = str(results_dir)
