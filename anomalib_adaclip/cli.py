@@ -16,6 +16,27 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
 
 
+def _train(arguments: list[str]) -> int:
+    from .training import main as train_main  # noqa: PLC0415  (imports Lightning and anomalib only when used)
+
+    return train_main(arguments)
+
+
+COMMANDS["train"] = (_train, "train AdaCLIP's prompts on auxiliary annotated data (--config configs/train/...)")
+
+
+def _quickstart(arguments: list[str]) -> int:
+    from .quickstart import main as quickstart_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return quickstart_main(arguments)
+
+
+COMMANDS["quickstart"] = (
+    _quickstart,
+    "zero-shot AdaCLIP on MVTec AD 'bottle' with the released weights (--smoke: offline check, meaningless numbers)",
+)
+
+
 def _print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):

@@ -78,7 +78,9 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor, point_n
     for step in range(1, k):
         cumulative = closest.double().cumsum(-1)
         targets = draws[1 + (step - 1) * n_trials : 1 + step * n_trials].unsqueeze(0) * cumulative[:, -1:]
-        candidates = torch.searchsorted(cumulative, targets.contiguous()).clamp_max(n_points - 1)  # [B, T]
+        # The number of cumulative sums below a target is torch.searchsorted's left insertion point (the sums never
+        # decrease); unlike searchsorted, the comparison exports to ONNX.
+        candidates = (cumulative.unsqueeze(1) < targets.unsqueeze(-1)).sum(-1).clamp_max(n_points - 1)  # [B, T]
         candidate_points = points[batch_index.unsqueeze(1), candidates]  # [B, T, D]
         candidate_distances = _squared_distances(points, candidate_points, point_norms)  # [B, N, T]
         potentials = torch.minimum(closest.unsqueeze(-1), candidate_distances).sum(1)  # [B, T]

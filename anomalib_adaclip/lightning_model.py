@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
@@ -33,19 +36,39 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
 from .backbone import OPENAI_MEAN, OPENAI_STD
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
-from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES
+from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
 from .torch_model import AdaCLIPModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AdaCLIP"]
+__all__ = ["AdaCLIP", "OptimizerSettings"]
 
 DEFAULT_CLASS_NAME = "object"
 FROZEN_PREFIX = "model.clip."
+# The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
+CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
+# anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
+ONNX_OPSET = 18
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW settings for training AdaCLIP's prompts on auxiliary data; the defaults are the paper's.
+
+    Args:
+        lr: Learning rate. Defaults to 0.01.
+        betas: AdamW's moment coefficients. Defaults to ``(0.5, 0.999)``.
+        weight_decay: Decoupled weight decay. Defaults to 0.01.
+    """
+
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
 
 
 class AdaCLIP(AnomalibModule):
@@ -70,7 +93,8 @@ class AdaCLIP(AnomalibModule):
         normal_states: State words of a normal object. Defaults to the paper's seven.
         abnormal_states: State words of an abnormal object. Defaults to the paper's five.
         templates: Sentence templates. Defaults to the paper's four.
-        class_name: Object name for the prompts. Defaults to the data module's category, else ``"object"``.
+        class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
+            in a loaded Lightning checkpoint, else ``"object"``.
         image_threshold: Fixed decision threshold of the image probability. Defaults to 0.5.
         pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
         thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or
@@ -142,6 +166,7 @@ class AdaCLIP(AnomalibModule):
                 "checkpoint='visa_clinicdb' for MVTec AD, 'mvtec_colondb' otherwise) or train the prompts first.",
             )
         self.class_name = class_name
+        self._checkpoint_class_name: str | None = None
 
     # ----------------------------------------------------------------------------------------------------------------
     # Components
@@ -193,10 +218,20 @@ class AdaCLIP(AnomalibModule):
             ],
         )
 
-    @staticmethod
-    def configure_optimizers() -> None:
-        """Zero-shot: nothing to optimise in the Engine's fit."""
-        return
+    # Used only when the prompts are trained (anomalib_adaclip.training): the Engine never fits a zero-shot model.
+    optimizer_settings: OptimizerSettings = OptimizerSettings()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW over the prompts, prompt generators and projections (``optimizer_settings``); the CLIP is frozen.
+
+        anomalib's Engine never calls this (it only validates zero-shot models); AdaCLIP's training does
+        (``anomalib-adaclip train``, :func:`anomalib_adaclip.training.train`, or a plain Lightning ``Trainer.fit``).
+        """
+        settings = self.optimizer_settings
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return torch.optim.AdamW(
+            parameters, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+        )
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -211,28 +246,41 @@ class AdaCLIP(AnomalibModule):
     # ----------------------------------------------------------------------------------------------------------------
     # Class names
     # ----------------------------------------------------------------------------------------------------------------
-    def _resolve_class_name(self) -> str:
-        """The ``class_name`` argument, else the data module's category (if not empty), else ``"object"``."""
+    def _resolve_class_name(self) -> tuple[str, str]:
+        """The class name of the prompts and where it comes from.
+
+        The ``class_name`` argument, else the data module's category (an empty one, as ``Folder`` has, counts as
+        missing), else the name stored in a loaded Lightning checkpoint, else ``"object"``.
+        """
         if self.class_name:
-            logger.info("AdaCLIP prompts use the class name %r (class_name argument).", self.class_name)
-            return self.class_name
+            return self.class_name, "the class_name argument"
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         category = getattr(datamodule, "category", None)
         if isinstance(category, str) and category.strip():
-            logger.info("AdaCLIP prompts use the class name %r (the data module's category).", category)
-            return category
-        logger.info("AdaCLIP prompts use the class name %r (no class_name and no category).", DEFAULT_CLASS_NAME)
-        return DEFAULT_CLASS_NAME
+            return category, f"the category of the data module {type(datamodule).__name__}"
+        if self._checkpoint_class_name:
+            return self._checkpoint_class_name, "the loaded checkpoint"
+        return DEFAULT_CLASS_NAME, "the default: no class_name argument and no data module category"
+
+    def _apply_class_name(self) -> None:
+        name, source = self._resolve_class_name()
+        self.model.class_name = name
+        logger.info(
+            "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
+        )
 
     def setup(self, stage: str) -> None:
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
         del stage
-        self.model.class_name = self._resolve_class_name()
+        self._apply_class_name()
 
     def batch_class_names(self, batch: Batch) -> Sequence[str] | None:
-        """Class names of the images of a batch; ``None`` uses the run's class name for every image."""
-        del batch
-        return None
+        """Class names of the images of a batch; ``None`` uses the run's class name for every image.
+
+        Batches of :mod:`anomalib_adaclip.data` carry one class name per image (``class_name``); anomalib's own batches
+        carry none.
+        """
+        return getattr(batch, "class_name", None)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Steps
@@ -240,6 +288,31 @@ class AdaCLIP(AnomalibModule):
     def _predict_batch(self, batch: Batch) -> Batch:
         predictions = self.model(batch.image, self.batch_class_names(batch))
         return batch.update(**predictions._asdict())
+
+    def configure_model(self) -> None:
+        """Exclude the tensors that never get a gradient from DDP's gradient synchronisation.
+
+        Without this, multi-device training (``strategy="ddp"``, or ``"auto"`` with several devices) would stop at the
+        second step because the text prompt of block 0 never receives a gradient; ``find_unused_parameters`` is not
+        needed.
+        """
+        unused = [f"model.{name}" for name in self.model.parameters_without_gradient()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, unused)
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """AdaCLIP's loss on a batch of annotated auxiliary images (labels and masks); logged as ``train_loss``."""
+        del args, kwargs
+        if batch.gt_label is None or batch.gt_mask is None:
+            msg = (
+                "AdaCLIP trains its prompts on annotated images: every training batch needs `gt_label` and `gt_mask` "
+                "(use anomalib_adaclip.data.AuxiliaryDataModule, which serves the test splits of anomalib data sets)."
+            )
+            raise ValueError(msg)
+        loss = self.model.loss(batch.image, self.batch_class_names(batch), batch.gt_mask, batch.gt_label)
+        self.log(
+            "train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image), sync_dist=True
+        )
+        return loss
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""
@@ -268,11 +341,18 @@ class AdaCLIP(AnomalibModule):
     # Checkpoints without the frozen CLIP
     # ----------------------------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable tensors and the configuration; the CLIP is rebuilt on loading."""
+        """Keep only the trainable tensors, the configuration and the class name; the CLIP is rebuilt on loading."""
         super().on_save_checkpoint(checkpoint)
         state_dict = checkpoint.get("state_dict", {})
         for key in [key for key in state_dict if key.startswith(FROZEN_PREFIX)]:
             del state_dict[key]
+        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the component configuration and the class name the checkpoint's prompts used."""
+        super().on_load_checkpoint(checkpoint)
+        self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
+        self._apply_class_name()
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
@@ -282,3 +362,38 @@ class AdaCLIP(AnomalibModule):
             msg = f"Checkpoint does not fit AdaCLIP: missing keys {missing}, unexpected keys {result.unexpected_keys}."
             raise RuntimeError(msg)
         return result
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Export
+    # ----------------------------------------------------------------------------------------------------------------
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer.
+
+        Args:
+            export_root: Folder; the file goes to ``<export_root>/weights/torch/<model_file_name>.pt``.
+            model_file_name: File name without suffix. Defaults to ``"model"``.
+        """
+        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        return super().to_torch(export_root, model_file_name)
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> Path:
+        """Export to ONNX: raw ``[B, 3, H, W]`` images in [0, 1] in; score, label, map and mask out.
+
+        The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are part of the
+        graph. The opset defaults to 18.
+
+        Args:
+            export_root: Folder; the file goes to ``<export_root>/weights/onnx/<model_file_name>.onnx``.
+            model_file_name: File name without suffix. Defaults to ``"model"``.
+            input_size: Fixed ``(height, width)`` of the input, or ``None`` for any size. Defaults to ``None``.
+            **kwargs: Passed to ``torch.onnx.export`` (e.g. ``opset_version``).
+        """
+        kwargs.setdefault("opset_version", ONNX_OPSET)
+        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)

@@ -107,10 +107,15 @@ class AdaCLIPPostProcessor(PostProcessor):
                         )
                     threshold_metric.reset()
                     min_max_metric.reset()
+                    # What an earlier validation learned does not describe these data: back to the fixed threshold.
+                    for name in (f"_{level}_threshold", f"{level}_min", f"{level}_max"):
+                        getattr(self, name).fill_(float("nan"))
         super().on_validation_epoch_end(trainer, pl_module)
 
-    @staticmethod
-    def _learned(minimum: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
+    def _learned(self, minimum: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
+        # The fixed mode never uses learned statistics, not even those of a checkpoint saved in another mode.
+        if self.mode == "fixed":
+            return torch.zeros((), dtype=torch.bool, device=minimum.device)
         return ~torch.isnan(minimum) & ~torch.isnan(maximum)
 
     @property
