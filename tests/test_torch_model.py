@@ -178,8 +178,9 @@ def _full_context_text_embeddings(model: AdaCLIPModel, names: list[str], prompts
         ({"prompting_type": "D", "prompting_depth": 1}, ["bottle", "pcb-board"], True),
         ({"prompting_length": 12, "templates": ["{}", "a {}."]}, ["cap", "metal_nut"], True),
         ({"prompting_branch": "V"}, ["bottle", "wood"], False),
+        ({}, ["bottle"], True),
     ],
-    ids=["static-mixed-classes", "dynamic", "depth-1", "prompts-past-end-of-text", "unprompted"],
+    ids=["static-mixed-classes", "dynamic", "depth-1", "prompts-past-end-of-text", "unprompted", "one-name-3-images"],
 )
 def test_trimmed_text_context_equals_full_context(
     make_model: Callable,
@@ -192,11 +193,12 @@ def test_trimmed_text_context_equals_full_context(
     model = make_model(**setting)
     generator = torch.Generator().manual_seed(0)
     dynamic_prompts = None
+    groups = 3 if len(names) == 1 else len(names)  # one name serves every image's prompts
     if dynamic:
-        dynamic_prompts = 0.1 * torch.randn(len(names), model.prompting_length, 64, generator=generator)
+        dynamic_prompts = 0.1 * torch.randn(groups, model.prompting_length, 64, generator=generator)
     prompts = model._block_prompts(model.text_prompter, dynamic_prompts) if model.prompt_text else None
     with torch.no_grad():
-        expected = _full_context_text_embeddings(model, names, prompts)
+        expected = _full_context_text_embeddings(model, names * (groups // len(names)), prompts)
         if prompts is not None and prompts.shape[1] == 1:
             prompts = prompts.expand(-1, len(names), -1, -1)
         packed = model._encode_text(names, prompts)

@@ -177,9 +177,14 @@ def build_model(
     use_hsf: bool = True,
 ) -> AdaCLIPModel:
     """AdaCLIPModel with random CLIP weights and random prompts, in eval mode on ``device``."""
-    logging.getLogger("anomalib_adaclip.backbone").setLevel(logging.ERROR)  # the random-weights warning is expected
-    torch.manual_seed(0)
-    model = AdaCLIPModel(backbone=backbone, backbone_weights=None, image_size=image_size, use_hsf=use_hsf)
+    backbone_logger = logging.getLogger("anomalib_adaclip.backbone")
+    level = backbone_logger.level
+    backbone_logger.setLevel(logging.ERROR)  # the random-weights warning is expected here
+    try:
+        torch.manual_seed(0)
+        model = AdaCLIPModel(backbone=backbone, backbone_weights=None, image_size=image_size, use_hsf=use_hsf)
+    finally:
+        backbone_logger.setLevel(level)
     return model.eval().to(device)
 
 
