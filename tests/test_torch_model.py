@@ -207,6 +207,20 @@ def test_trimmed_text_context_equals_full_context(
     torch.testing.assert_close(again, packed, atol=0, rtol=0)
 
 
+@pytest.mark.slow
+def test_prefix_tree_text_tower_on_a_real_size_backbone() -> None:
+    """ViT-B-16's text tower (random weights): the prefix tree equals the 77-token context, per image prompts."""
+    torch.manual_seed(0)
+    model = AdaCLIPModel(backbone="ViT-B-16", backbone_weights=None, image_size=224).eval()
+    names = ["bottle", "metal_nut", "bottle"]
+    dynamic = 0.1 * torch.randn(3, model.prompting_length, 512, generator=torch.Generator().manual_seed(1))
+    prompts = model._block_prompts(model.text_prompter, dynamic)
+    with torch.no_grad():
+        expected = _full_context_text_embeddings(model, names, prompts)
+        packed = model._encode_text(names, prompts)
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+
+
 def test_sentence_tree_by_hand() -> None:
     """Two sentences sharing "a b": 3 + 2 distinct prefixes; with one prompted position the prompt and the start
     token are single nodes that everything sees."""

@@ -282,7 +282,7 @@ def profile_sections(
         if name in SECTIONS or event.key == _FORWARD_RANGE:
             microseconds = event.device_time_total if device.type == "cuda" else event.cpu_time_total
             times["total" if event.key == _FORWARD_RANGE else name] += microseconds / 1e6 / batches
-    if device.type == "cuda":  # the forward's own range has no kernels: sum its parts, the rest from CPU time
+    if times["total"] == 0.0:  # no kernel time attributed to the forward's own range: the sum of its parts
         times["total"] = sum(times[section] for section in SECTIONS)
     times["other"] = max(0.0, times["total"] - sum(times[section] for section in SECTIONS))
     return times
