@@ -112,12 +112,14 @@ def test_tiled_predict_on_the_tire_sample_gives_full_resolution_maps_without_sea
     weights: dict[str, Path], tmp_path: Path
 ) -> None:
     image_path = TIRE_ROOT / "tire" / "test" / "cut" / "000.png"
-    overlap = 56
+    overlap = 32  # 4 x 3 tiles of 224 px
     torch.manual_seed(0)
     model = AdaCLIP(
         backbone=MICRO_BACKBONE,
         backbone_weights=str(weights["micro"]),
         image_size=224,
+        prompting_branch="V",  # fewer text-tower passes per tile: the prompts are not what is tested here
+        use_hsf=False,
         tiling=True,
         tile_overlap=overlap,
     )
