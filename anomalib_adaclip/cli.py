@@ -16,6 +16,15 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
 
 
+def _train(arguments: list[str]) -> int:
+    from .training import main as train_main  # noqa: PLC0415  (imports Lightning and anomalib only when used)
+
+    return train_main(arguments)
+
+
+COMMANDS["train"] = (_train, "train AdaCLIP's prompts on auxiliary annotated data (--config configs/train/...)")
+
+
 def _quickstart(arguments: list[str]) -> int:
     from .quickstart import main as quickstart_main  # noqa: PLC0415  (imported only when the command runs)
 

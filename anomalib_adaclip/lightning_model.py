@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
@@ -57,7 +59,7 @@ from .torch_model import AdaCLIPModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AdaCLIP"]
+__all__ = ["AdaCLIP", "OptimizerSettings"]
 
 DEFAULT_CLASS_NAME = "object"
 FROZEN_PREFIX = "model.clip."
@@ -65,6 +67,21 @@ FROZEN_PREFIX = "model.clip."
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 # anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
 ONNX_OPSET = 18
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW settings for training AdaCLIP's prompts on auxiliary data; the defaults are the paper's.
+
+    Args:
+        lr: Learning rate. Defaults to 0.01.
+        betas: AdamW's moment coefficients. Defaults to ``(0.5, 0.999)``.
+        weight_decay: Decoupled weight decay. Defaults to 0.01.
+    """
+
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
 
 
 class AdaCLIP(AnomalibModule):
@@ -257,10 +274,20 @@ class AdaCLIP(AnomalibModule):
         writer = next((cb for cb in trainer_callbacks if isinstance(cb, PredictionCSVWriter)), self._csv_writer)
         return [*super().configure_callbacks(), writer]
 
-    @staticmethod
-    def configure_optimizers() -> None:
-        """Zero-shot: nothing to optimise in the Engine's fit."""
-        return
+    # Used only when the prompts are trained (anomalib_adaclip.training): the Engine never fits a zero-shot model.
+    optimizer_settings: OptimizerSettings = OptimizerSettings()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW over the prompts, prompt generators and projections (``optimizer_settings``); the CLIP is frozen.
+
+        anomalib's Engine never calls this (it only validates zero-shot models); AdaCLIP's training does
+        (``anomalib-adaclip train``, :func:`anomalib_adaclip.training.train`, or a plain Lightning ``Trainer.fit``).
+        """
+        settings = self.optimizer_settings
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return torch.optim.AdamW(
+            parameters, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay
+        )
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
@@ -311,12 +338,17 @@ class AdaCLIP(AnomalibModule):
             )
 
     def batch_class_names(self, batch: Batch) -> Sequence[str] | None:
-        """Class names of the images of a batch from ``class_name_map`` / ``class_name_from_parent``.
+        """Class names of the images of a batch: their own, else from ``class_name_map`` / ``class_name_from_parent``.
 
-        Returns ``None`` (every image uses the run's class name) when no such rule is set or the batch carries no
-        image paths. Images that no rule matches use the run's class name. Each class name is logged once per run
-        with the rule and the first image that gave it.
+        Batches of :mod:`anomalib_adaclip.data` carry one class name per image (``class_name``) and keep them;
+        anomalib's own batches carry none, and the rules apply to their image paths. Returns ``None`` (every image
+        uses the run's class name) when no rule is set or the batch carries no image paths. Images that no rule
+        matches use the run's class name. Each class name is logged once per run with the rule and the first image
+        that gave it.
         """
+        own_names = getattr(batch, "class_name", None)
+        if own_names is not None:
+            return own_names
         if not self.class_name_rules.active:
             return None
         paths = getattr(batch, "image_path", None)
@@ -493,6 +525,31 @@ class AdaCLIP(AnomalibModule):
         else:
             predictions = self.model(batch.image, self.batch_class_names(batch))
         return batch.update(**predictions._asdict())
+
+    def configure_model(self) -> None:
+        """Exclude the tensors that never get a gradient from DDP's gradient synchronisation.
+
+        Without this, multi-device training (``strategy="ddp"``, or ``"auto"`` with several devices) would stop at the
+        second step because the text prompt of block 0 never receives a gradient; ``find_unused_parameters`` is not
+        needed.
+        """
+        unused = [f"model.{name}" for name in self.model.parameters_without_gradient()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, unused)
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """AdaCLIP's loss on a batch of annotated auxiliary images (labels and masks); logged as ``train_loss``."""
+        del args, kwargs
+        if batch.gt_label is None or batch.gt_mask is None:
+            msg = (
+                "AdaCLIP trains its prompts on annotated images: every training batch needs `gt_label` and `gt_mask` "
+                "(use anomalib_adaclip.data.AuxiliaryDataModule, which serves the test splits of anomalib data sets)."
+            )
+            raise ValueError(msg)
+        loss = self.model.loss(batch.image, self.batch_class_names(batch), batch.gt_mask, batch.gt_label)
+        self.log(
+            "train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image), sync_dist=True
+        )
+        return loss
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""

@@ -44,6 +44,7 @@ from torch.nn import functional as F  # noqa: N812
 from .backbone import BackboneWeights, backbone_config, create_clip
 from .checkpoint import check_state_dict, read_checkpoint
 from .hsf import hybrid_semantic_fusion
+from .loss import adaclip_loss
 from .prompting import (
     ABNORMAL_STATES,
     NORMAL_STATES,
@@ -249,6 +250,13 @@ class AdaCLIPModel(nn.Module):
         """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP."""
         return {key: value for key, value in self.state_dict().items() if not key.startswith("clip.")}
 
+    def parameters_without_gradient(self) -> list[str]:
+        """Names of the trainable tensors that never get a gradient (distributed training must be told about them).
+
+        That is the text prompt of block 0: the text branch is prompted from block 1 on, as in the reference.
+        """
+        return ["text_prompter.static_prompts.0"] if self.text_prompter is not None else []
+
     def _unused_generator_prefixes(self) -> tuple[str, ...]:
         # The reference builds both generators for dynamic prompting even when a branch is not prompted.
         return tuple(
@@ -284,12 +292,27 @@ class AdaCLIPModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------------------
     # Towers
     # ----------------------------------------------------------------------------------------------------------------
-    def _block_prompts(self, static: StaticPrompts | None, dynamic: torch.Tensor | None) -> torch.Tensor:
-        """Prompts of every prompted block, ``[depth, B or 1, length, width]``: static + dynamic."""
+    def _block_prompts(
+        self,
+        static: StaticPrompts | None,
+        dynamic: torch.Tensor | None,
+        first_block_unused: bool = False,
+    ) -> torch.Tensor:
+        """Prompts of every prompted block, ``[depth, B or 1, length, width]``: static + dynamic.
+
+        ``first_block_unused`` (the text branch, which is prompted from block 1 on) keeps the first static prompt out
+        of autograd: it then gets no gradient at all, as in the reference, rather than a zero gradient that AdamW's
+        weight decay would act on.
+        """
+        if static is not None:
+            prompts = list(static.static_prompts)
+            if first_block_unused:
+                prompts[0] = prompts[0].detach()
+            static_prompts = torch.stack(prompts).unsqueeze(1)
         if dynamic is None:
-            return static().unsqueeze(1)
+            return static_prompts
         dynamic = dynamic.unsqueeze(0).expand(self.prompting_depth, -1, -1, -1)
-        return dynamic if static is None else static().unsqueeze(1) + dynamic
+        return dynamic if static is None else static_prompts + dynamic
 
     def _encode_image(
         self,
@@ -397,9 +420,11 @@ class AdaCLIPModel(nn.Module):
         if dynamic_prompts is None:
             # Static prompts only: the features depend on the class name, not on the image.
             unique = list(dict.fromkeys(class_names))
-            features = self._text_features_of(unique, self._block_prompts(self.text_prompter, None))
+            features = self._text_features_of(
+                unique, self._block_prompts(self.text_prompter, None, first_block_unused=True)
+            )
             return features[[unique.index(name) for name in class_names]]
-        prompts = self._block_prompts(self.text_prompter, dynamic_prompts)
+        prompts = self._block_prompts(self.text_prompter, dynamic_prompts, first_block_unused=True)
         return self._text_features_of(list(class_names), prompts)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -488,13 +513,83 @@ class AdaCLIPModel(nn.Module):
             fused = hybrid_semantic_fusion(patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels)
             image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
         logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.to(image_features.dtype))
-        return logits.squeeze(1).softmax(dim=-1)
+        # float32 softmax also under autocast (CPU autocast keeps fp16 here; its gradients would overflow in fp16).
+        return logits.squeeze(1).float().softmax(dim=-1)
 
     def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
         # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
         probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
         return self.blur(probabilities) if blur else probabilities
+
+    def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
+        """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.
+
+        Computed in float32 also under mixed precision, like the test-time map.
+        """
+        return torch.stack(
+            [self._upsample(logits.float()).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
+            dim=1,
+        )
+
+    def _check_targets(
+        self,
+        images: torch.Tensor,
+        gt_masks: torch.Tensor,
+        gt_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary masks ``[B, H, W]`` and labels ``[B]`` (float), thresholded at 0.5 as the reference does."""
+        batch, size = images.shape[0], (self.image_size, self.image_size)
+        for name, value in (("gt_masks", gt_masks), ("gt_labels", gt_labels)):
+            if not isinstance(value, torch.Tensor):
+                msg = f"`{name}` must be a torch.Tensor, got {type(value).__name__}."
+                raise TypeError(msg)
+        masks = gt_masks[:, 0] if gt_masks.ndim == 4 and gt_masks.shape[1] == 1 else gt_masks
+        if masks.ndim != 3 or masks.shape[0] != batch or tuple(masks.shape[-2:]) != size:
+            msg = (
+                f"`gt_masks` must have shape [B, H, W] or [B, 1, H, W] with B = {batch} images and H = W = "
+                f"{self.image_size} (the model's image_size), got {tuple(gt_masks.shape)}; resize masks like the "
+                f"images (nearest neighbour)."
+            )
+            raise ValueError(msg)
+        labels = gt_labels.reshape(-1) if gt_labels.numel() == batch else gt_labels
+        if labels.shape != (batch,):
+            msg = f"`gt_labels` must hold one label per image ({batch}), got shape {tuple(gt_labels.shape)}."
+            raise ValueError(msg)
+        device = images.device
+        return (masks.to(device).float() > 0.5).float(), (labels.to(device).float() > 0.5).float()
+
+    def loss(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None,
+        gt_masks: torch.Tensor,
+        gt_labels: torch.Tensor,
+        hsf_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """AdaCLIP's training loss of a batch: the mean over its images of each image's loss.
+
+        Per image: focal loss of the image probabilities against the label, plus, for every feature layer, the focal
+        loss of the layer's softmax map and the Dice losses of its abnormal channel against the mask and of its normal
+        channel against the inverted mask (:func:`~anomalib_adaclip.loss.adaclip_loss`). The image probabilities use
+        HSF (when enabled) as in the reference's training. The frozen CLIP gets no gradient.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one for all, or ``None`` for ``self.class_name``.
+            gt_masks: Ground-truth masks ``[B, H, W]`` or ``[B, 1, H, W]`` at ``image_size`` (bool, 0/1 or
+                probabilities; values above 0.5 are anomalous).
+            gt_labels: Image labels ``[B]`` (1 / True = anomalous).
+            hsf_labels: Cluster labels ``[B, 5k]`` to use instead of k-means (for comparisons with the reference).
+
+        Returns:
+            The scalar loss.
+        """
+        names = self._check_inputs(images, class_names)
+        masks, labels = self._check_targets(images, gt_masks, gt_labels)
+        features = self.features(images, names)
+        probabilities = self.image_probabilities(features, hsf_labels=hsf_labels)
+        return adaclip_loss(self.layer_maps(features), probabilities, masks, labels).mean()
 
     def forward(
         self,
@@ -514,9 +609,5 @@ class AdaCLIPModel(nn.Module):
         features = self.features(images, class_names)
         probabilities = self.image_probabilities(features)
         if self.training:
-            layer_maps = torch.stack(
-                [self._upsample(logits).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
-                dim=1,
-            )
-            return AdaCLIPTrainOutput(layer_maps=layer_maps, image_probs=probabilities)
+            return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)
         return InferenceBatch(pred_score=probabilities[:, 1].float(), anomaly_map=self.anomaly_map(features))
