@@ -61,10 +61,12 @@ def calibrate_main(arguments: list[str]) -> int:
     if options.output is not None and options.output.exists():
         print(f"error: {options.output} already exists; choose a new file for --output.", file=sys.stderr)
         return 2
-    if "--data" not in rest and not any(argument.startswith("--data=") for argument in rest):
+    flags = {argument.split("=")[0] for argument in rest}
+    has_config = bool(flags & {"--config", "-c"})
+    if "--data" not in flags and not has_config:
         print("error: --data <image or folder of known-good images> is required.", file=sys.stderr)
         return 2
-    if not any(argument.split("=")[0] in {"--model", "--config", "-c"} for argument in rest):
+    if "--model" not in flags and not has_config:
         rest = ["--model", "anomalib_adaclip.AdaCLIP", *rest]
 
     import torch  # noqa: PLC0415
@@ -149,14 +151,14 @@ def prompts_main(arguments: list[str]) -> int:
         for key in (*PROMPT_KEYS, "class_name", "class_name_map", "class_name_from_parent", "checkpoint"):
             value = getattr(options, f"model_{key}")
             if value is not None:
-                settings[key] = yaml.safe_load(value)
+                settings[key] = value if key in {"class_name", "checkpoint"} else yaml.safe_load(value)
         defaults = {"normal_states": NORMAL_STATES, "abnormal_states": ABNORMAL_STATES, "templates": TEMPLATES}
         ensemble = PromptEnsemble(*(tuple(settings.get(key) or defaults[key]) for key in PROMPT_KEYS))
         rules = ClassNameRules(settings.get("class_name_map") or {}, bool(settings.get("class_name_from_parent")))
     except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_name = settings.get("class_name") or "object"
+    run_name = str(settings.get("class_name") or "object")
     names = list(options.class_name)
     for image in options.image:
         match = rules.match(image)
