@@ -171,8 +171,8 @@ def huge_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     image = Image.fromarray(coarse).resize((4000, 3000), Image.Resampling.BICUBIC)
     array = np.asarray(image).copy()
     array[1500:1504, 2000:2004] = (255, 0, 0)
-    path = tmp_path_factory.mktemp("huge") / "board.png"
-    Image.fromarray(array).save(path, compress_level=1)
+    path = tmp_path_factory.mktemp("huge") / "board.jpg"  # JPEG: 12 megapixels encode and decode quickly
+    Image.fromarray(array).save(path, quality=95)
     return path
 
 
@@ -214,7 +214,7 @@ def test_tiled_predict_through_the_cli_on_a_4000x3000_image(
     torch.testing.assert_close(batch.pred_score, expected_score, rtol=0, atol=1e-5)
     run_dir = tmp_path / "AdaCLIP" / "latest"
     assert (run_dir / "predictions.csv").is_file()
-    with Image.open(next((run_dir / "images").rglob("board.png"))) as visualisation:
+    with Image.open(next((run_dir / "images").rglob("board.jpg"))) as visualisation:
         assert visualisation.width == 3 * visualisation.height
 
 
@@ -235,7 +235,14 @@ def test_tiled_test_on_a_data_module_computes_metrics_at_full_resolution(
 ) -> None:
     root = generate_defect_dataset(tmp_path / "data", "widget", n_train=1, n_good=2, n_defect=2, size=160)
     torch.manual_seed(0)
-    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(weights["micro"]), image_size=112, tiling=True)
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE,
+        backbone_weights=str(weights["micro"]),
+        image_size=112,
+        prompting_branch="V",
+        use_hsf=False,
+        tiling=True,
+    )
     shapes = _KeepShapes()
     engine = Engine(
         default_root_dir=tmp_path / "results",
