@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from urllib.request import getproxies
 
 import torch
 
@@ -44,6 +45,7 @@ __all__ = [
     "check_state_dict",
     "download_released_checkpoint",
     "from_released_layout",
+    "host_reachable",
     "hub_access",
     "load_state_dict_file",
     "read_checkpoint",
@@ -249,11 +251,15 @@ def _hf_cache_dir() -> str:
     return str(HF_HUB_CACHE)
 
 
-def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the host of ``url`` (or to the configured proxy) opens within ``timeout`` s."""
+    target = urlparse(url)
+    proxy = getproxies().get(target.scheme)
+    if proxy:
+        target = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    port = target.port or (443 if target.scheme == "https" else 80)
     try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+        with socket.create_connection((target.hostname or "", port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -268,7 +274,7 @@ def hub_access() -> Iterator[None]:
     """
     from huggingface_hub import constants  # noqa: PLC0415
 
-    if constants.HF_HUB_OFFLINE or _hub_reachable(constants.ENDPOINT):
+    if constants.HF_HUB_OFFLINE or host_reachable(constants.ENDPOINT):
         yield
         return
     logger.info("%s is unreachable: looking up Hugging Face files in the local cache only.", constants.ENDPOINT)

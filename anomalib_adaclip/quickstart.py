@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-from urllib.request import getproxies
 
 import numpy as np
 import torch
@@ -43,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from .backbone import _download_pretrained
-from .checkpoint import WeightsNotFoundError, download_released_checkpoint
+from .checkpoint import WeightsNotFoundError, download_released_checkpoint, host_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +62,6 @@ IMAGE_SIZE = 518
 DEFAULT_ROOT = Path("./datasets/MVTecAD")  # anomalib's default MVTecAD root
 MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 OFFLINE_ENV = "ADACLIP_OFFLINE"
-PROBE_TIMEOUT_S = 3.0
 
 # A tiny CLIP (4 + 4 blocks, 112 px input) for the smoke run: random weights, no download.
 SMOKE_BACKBONE: dict[str, Any] = {
@@ -106,20 +103,6 @@ class QuickstartInputs:
 # ----------------------------------------------------------------------------------------------------------------------
 def _downloads_disabled() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the host of ``url`` (or to the configured proxy) opens within ``timeout`` s."""
-    target = urlparse(url)
-    proxy = getproxies().get(target.scheme)
-    if proxy:
-        target = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        with socket.create_connection((target.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

@@ -46,6 +46,45 @@ def load_reference(name: str = REFERENCE_FILE) -> dict[str, Any]:
     return torch.load(path, weights_only=True)
 
 
+def reference_model(data: dict[str, Any], **overrides: Any) -> Any:
+    """The AdaCLIPModel of a reference file: its settings, its CLIP weights and its AdaCLIP checkpoint (eval mode).
+
+    Variant files without CLIP weights of their own name the file that has them (``clip_state_dict_from``).
+    """
+    from anomalib_adaclip import AdaCLIPModel
+
+    settings = data["settings"]
+    clip_state_dict = data["clip_state_dict"]
+    if clip_state_dict is None:
+        clip_state_dict = load_reference(data["clip_state_dict_from"])["clip_state_dict"]
+    arguments = {
+        "backbone": {key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
+        "image_size": settings["image_size"],
+        "feature_layers": settings["feature_layers"],
+        "prompting_depth": settings["prompting_depth"],
+        "prompting_length": settings["prompting_length"],
+        "prompting_type": settings["prompting_type"],
+        "prompting_branch": settings["prompting_branch"],
+        "use_hsf": settings["use_hsf"],
+        "k_clusters": settings["k_clusters"],
+        "backbone_weights": clip_state_dict,
+        "checkpoint": data["adaclip_checkpoint"],
+    }
+    arguments.update(overrides)
+    return AdaCLIPModel(**arguments).eval()
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random micro CLIP saved as a weights file, so that every model (and process) gets the same CLIP."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
+    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict[str, Any]:
     return load_reference()

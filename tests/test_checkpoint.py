@@ -237,11 +237,11 @@ def test_unreachable_hub_switches_to_offline_mode_for_the_call(monkeypatch: pyte
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("anomalib_adaclip.checkpoint._hub_reachable", lambda *_: False)
+    monkeypatch.setattr("anomalib_adaclip.checkpoint.host_reachable", lambda *_: False)
     with hub_access():
         assert huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False
-    monkeypatch.setattr("anomalib_adaclip.checkpoint._hub_reachable", lambda *_: True)
+    monkeypatch.setattr("anomalib_adaclip.checkpoint.host_reachable", lambda *_: True)
     with hub_access():
         assert huggingface_hub.constants.HF_HUB_OFFLINE is False
 

@@ -21,7 +21,6 @@ import torch
 import yaml
 from anomalib.cli import AnomalibCLI
 from anomalib.deploy import TorchInferencer
-from open_clip.model import CLIP
 from PIL import Image
 
 from anomalib_adaclip import AdaCLIPModel, cli, quickstart
@@ -52,14 +51,6 @@ def run(command: list[str], cwd: Path, **environment: str) -> subprocess.Complet
 def explain(result: subprocess.CompletedProcess) -> str:
     tail = f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
     return f"exit code {result.returncode}\n{tail}"
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
-    return path
 
 
 def tiny_flags(weights: Path) -> list[str]:

@@ -17,7 +17,6 @@ from anomalib.data import Folder, MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.deploy import TorchInferencer
 from anomalib.engine import Engine
-from open_clip.model import CLIP
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP
@@ -31,15 +30,6 @@ from .conftest import MICRO_BACKBONE, TIRE_ROOT
 IMAGE_SIZE = 112
 METRICS = {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max", "pixel_AUPRO"}
 needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny CLIP's weights in a file: a model rebuilt from a checkpoint re-reads the same CLIP."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
-    return path
 
 
 def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:

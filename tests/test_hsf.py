@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 from anomalib_adaclip import hsf
 from anomalib_adaclip.hsf import hybrid_semantic_fusion, kmeans, kmeans_inertia
 
-from .conftest import load_reference
+from .conftest import load_reference, reference_model
 
 
 def _same_partition(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -38,17 +38,9 @@ def test_same_partition_as_scikit_learn_on_separated_data(n_blobs: int, dim: int
 def _reference_top_tokens(k: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     """The 5k most abnormal projected tokens of each fixture image, concatenated over layers, and the reference's
     cluster labels for them."""
-    from anomalib_adaclip import AdaCLIPModel
 
     data = load_reference()
-    settings = data["settings"]
-    model = AdaCLIPModel(
-        backbone={key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
-        image_size=224,
-        feature_layers=settings["feature_layers"],
-        backbone_weights=data["clip_state_dict"],
-        checkpoint=data["adaclip_checkpoint"],
-    ).eval()
+    model = reference_model(data)
     with torch.no_grad():
         features = model.features(data["images"], data["classes"])
     scores = features.layer_logits.mean(1).flatten(2).softmax(1)[:, 1]

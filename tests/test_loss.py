@@ -12,30 +12,10 @@ import torch
 from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.loss import adaclip_loss, dice_loss, focal_loss
 
-from .conftest import MICRO_BACKBONE, REFERENCE_FILE, VARIANT_FILES, load_reference
+from .conftest import MICRO_BACKBONE, REFERENCE_FILE, VARIANT_FILES, load_reference, reference_model
 
 LOSS_RTOL = 1e-4
 GRAD_RTOL = 1e-3
-
-
-def _reference_model(data: dict[str, Any]) -> AdaCLIPModel:
-    settings = data["settings"]
-    clip_state_dict = data["clip_state_dict"]
-    if clip_state_dict is None:
-        clip_state_dict = load_reference(data["clip_state_dict_from"])["clip_state_dict"]
-    return AdaCLIPModel(
-        backbone={key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
-        image_size=settings["image_size"],
-        feature_layers=settings["feature_layers"],
-        prompting_depth=settings["prompting_depth"],
-        prompting_length=settings["prompting_length"],
-        prompting_type=settings["prompting_type"],
-        prompting_branch=settings["prompting_branch"],
-        use_hsf=settings["use_hsf"],
-        k_clusters=settings["k_clusters"],
-        backbone_weights=clip_state_dict,
-        checkpoint=data["adaclip_checkpoint"],
-    ).train()
 
 
 def _loss_and_grads(
@@ -64,7 +44,7 @@ def _relative(value: torch.Tensor, reference: torch.Tensor) -> float:
 def test_loss_and_gradients_match_reference(name: str) -> None:
     """End to end (our k-means, no injected clusters): each image's loss and every trainable tensor's gradient."""
     data = load_reference(name)
-    model = _reference_model(data)
+    model = reference_model(data).train()
     outputs = data["outputs"]
     for index in range(len(data["classes"])):
         loss, grads = _loss_and_grads(model, data, index)
@@ -85,7 +65,7 @@ def test_loss_and_gradients_match_reference(name: str) -> None:
 def test_loss_with_the_reference_clusters() -> None:
     """With the reference's k-means labels injected, the loss is the reference's too (HSF enters the image loss)."""
     data = load_reference(REFERENCE_FILE)
-    model = _reference_model(data)
+    model = reference_model(data).train()
     for index in (1, 2):
         labels = data["outputs"]["hsf_labels"][index].unsqueeze(0)
         loss, grads = _loss_and_grads(model, data, index, hsf_labels=labels)
@@ -97,7 +77,7 @@ def test_loss_with_the_reference_clusters() -> None:
 
 def test_batch_loss_is_the_mean_of_single_image_losses() -> None:
     data = load_reference(REFERENCE_FILE)
-    model = _reference_model(data)
+    model = reference_model(data).train()
     images, classes, masks, labels = data["images"], data["classes"], data["masks"], data["labels"]
     singles, single_grads = [], []
     for index in range(len(classes)):

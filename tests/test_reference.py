@@ -11,27 +11,9 @@ from scipy.ndimage import gaussian_filter
 
 from anomalib_adaclip import AdaCLIPModel
 
-from .conftest import REFERENCE_FILE, VARIANT_FILES, load_reference
+from .conftest import REFERENCE_FILE, VARIANT_FILES, load_reference, reference_model
 
 ATOL = 1e-4
-
-
-def _model_for(data: dict[str, Any], clip_state_dict: dict[str, torch.Tensor]) -> AdaCLIPModel:
-    """The public call of the issue, with the fixture's settings and weights."""
-    settings = data["settings"]
-    return AdaCLIPModel(
-        backbone={key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
-        image_size=settings["image_size"],
-        feature_layers=settings["feature_layers"],
-        prompting_depth=settings["prompting_depth"],
-        prompting_length=settings["prompting_length"],
-        prompting_type=settings["prompting_type"],
-        prompting_branch=settings["prompting_branch"],
-        use_hsf=settings["use_hsf"],
-        k_clusters=settings["k_clusters"],
-        backbone_weights=clip_state_dict,
-        checkpoint=data["adaclip_checkpoint"],
-    ).eval()
 
 
 def _batches(data: dict[str, Any]) -> list[tuple[slice, torch.Tensor, list[str]]]:
@@ -67,10 +49,7 @@ def _run(model: AdaCLIPModel, images: torch.Tensor, classes: list[str], data: di
 @pytest.fixture(scope="module", params=(REFERENCE_FILE, *VARIANT_FILES))
 def case(request: pytest.FixtureRequest) -> tuple[dict[str, Any], AdaCLIPModel, list[tuple[slice, dict]]]:
     data = load_reference(request.param)
-    clip_state_dict = data["clip_state_dict"]
-    if clip_state_dict is None:
-        clip_state_dict = load_reference(data["clip_state_dict_from"])["clip_state_dict"]
-    model = _model_for(data, clip_state_dict)
+    model = reference_model(data)
     runs = [(index, _run(model, images, classes, data, index)) for index, images, classes in _batches(data)]
     return data, model, runs
 

@@ -17,7 +17,7 @@ from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.torch_model import AdaCLIPTrainOutput, default_feature_layers
 from anomalib_adaclip.utils import build_sentence_tree, residual_attention_block
 
-from .conftest import load_reference
+from .conftest import load_reference, reference_model
 
 SETTINGS = [
     {"prompting_type": "SD", "prompting_branch": "VL"},
@@ -299,14 +299,7 @@ BF16_SCORE_TOLERANCE = 0.05
 
 def test_bf16_autocast_on_cpu_stays_close_to_the_reference() -> None:
     data = load_reference()
-    settings = data["settings"]
-    model = AdaCLIPModel(
-        backbone={key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
-        image_size=224,
-        feature_layers=settings["feature_layers"],
-        backbone_weights=data["clip_state_dict"],
-        checkpoint=data["adaclip_checkpoint"],
-    ).eval()
+    model = reference_model(data)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(data["images"], data["classes"])
     assert output.pred_score.dtype == torch.float32 and output.anomaly_map.dtype == torch.float32

@@ -30,17 +30,6 @@ pytestmark = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not
 CPU = {"accelerator": "cpu", "devices": 1, "enable_model_summary": False, "enable_progress_bar": False}
 
 
-@pytest.fixture(scope="module")
-def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A seeded random micro CLIP, saved like a weights file so that every model (and process) gets the same CLIP."""
-    from open_clip.model import CLIP
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
-    return path
-
-
 def _model(weights: Path, seed: int = 0, **overrides: Any) -> AdaCLIP:
     torch.manual_seed(seed)
     arguments = {
@@ -104,9 +93,9 @@ class FrozenClipCheck(Callback):
 
 
 def test_training_lowers_the_loss_keeps_the_clip_and_reloads_to_identical_scores(
-    clip_weights: Path, tmp_path: Path
+    micro_weights: Path, tmp_path: Path
 ) -> None:
-    model = _model(clip_weights)
+    model = _model(micro_weights)
     batch = _tire_batch(model)
     loss_before = _dataset_loss(model, batch)
     unused_prompt = model.model.text_prompter.static_prompts[0].detach().clone()
@@ -126,7 +115,7 @@ def test_training_lowers_the_loss_keeps_the_clip_and_reloads_to_identical_scores
     print(f"loss on the 15 tire images: {loss_before:.4f} before, {loss_after:.4f} after training")
     assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
     fresh_clip = AdaCLIPModel(
-        backbone=MICRO_BACKBONE, backbone_weights=str(clip_weights), image_size=112, k_clusters=4
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, k_clusters=4
     ).clip
     for key, value in fresh_clip.state_dict().items():
         assert torch.equal(model.model.clip.state_dict()[key], value), key  # bit for bit
@@ -147,22 +136,22 @@ def test_training_lowers_the_loss_keeps_the_clip_and_reloads_to_identical_scores
     for checkpoint in (result.checkpoint, result.released_checkpoint):
         reloaded = AdaCLIPModel(
             backbone=MICRO_BACKBONE,
-            backbone_weights=str(clip_weights),
+            backbone_weights=str(micro_weights),
             image_size=112,
             k_clusters=4,
             checkpoint=checkpoint,
         )
         assert torch.equal(_scores(reloaded, batch), expected)
-    module = _model(clip_weights, seed=1, checkpoint=str(result.checkpoint))
+    module = _model(micro_weights, seed=1, checkpoint=str(result.checkpoint))
     assert torch.equal(_scores(module.model, batch), expected)
 
 
-def test_same_seed_same_trained_tensors(clip_weights: Path, tmp_path: Path) -> None:
+def test_same_seed_same_trained_tensors(micro_weights: Path, tmp_path: Path) -> None:
     def run(seed: int, name: str) -> dict[str, torch.Tensor]:
         from lightning import seed_everything
 
         seed_everything(seed)
-        model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(clip_weights), image_size=112, k_clusters=4)
+        model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, k_clusters=4)
         result = train(
             model,
             _data(train=[_tire(mosaic_probability=0.5)], batch_size=3),
@@ -178,7 +167,7 @@ def test_same_seed_same_trained_tensors(clip_weights: Path, tmp_path: Path) -> N
         assert torch.equal(value, second[key]), key
 
 
-def test_resume_continues_from_the_last_checkpoint(clip_weights: Path, tmp_path: Path) -> None:
+def test_resume_continues_from_the_last_checkpoint(micro_weights: Path, tmp_path: Path) -> None:
     """An interrupted run resumed in its folder ends where an uninterrupted run ends (fixed order, no mosaic)."""
     arguments = {**CPU, "limit_train_batches": 1}  # one step per epoch: the second step needs the restored AdamW state
 
@@ -186,9 +175,9 @@ def test_resume_continues_from_the_last_checkpoint(clip_weights: Path, tmp_path:
         return _data(shuffle=False)
 
     two_epochs, one_epoch = dict(arguments, max_epochs=2), dict(arguments, max_epochs=1)
-    straight = train(_model(clip_weights), data(), results_dir=tmp_path, name="straight", trainer_arguments=two_epochs)
-    first = train(_model(clip_weights), data(), results_dir=tmp_path, name="cut", trainer_arguments=one_epoch)
-    resumed = train(_model(clip_weights), data(), resume=first.run_dir.parent / "latest", trainer_arguments=two_epochs)
+    straight = train(_model(micro_weights), data(), results_dir=tmp_path, name="straight", trainer_arguments=two_epochs)
+    first = train(_model(micro_weights), data(), results_dir=tmp_path, name="cut", trainer_arguments=one_epoch)
+    resumed = train(_model(micro_weights), data(), resume=first.run_dir.parent / "latest", trainer_arguments=two_epochs)
     assert resumed.run_dir == first.run_dir  # the same folder, no new version
     assert not (first.run_dir.parent / "v1").exists()
     assert resumed.checkpoint.name == "adaclip-v1.pt" and first.checkpoint.is_file()  # nothing overwritten
@@ -196,12 +185,12 @@ def test_resume_continues_from_the_last_checkpoint(clip_weights: Path, tmp_path:
     for key, value in read_checkpoint(resumed.checkpoint)[0].items():
         torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-7, msg=key)
     with pytest.raises(FileNotFoundError, match=r"Cannot resume .*last.ckpt does not exist"):
-        train(_model(clip_weights), data(), resume=tmp_path / "nothing", trainer_arguments=arguments)
+        train(_model(micro_weights), data(), resume=tmp_path / "nothing", trainer_arguments=arguments)
 
 
-def test_validation_metrics_select_the_best_checkpoint(clip_weights: Path, tmp_path: Path) -> None:
+def test_validation_metrics_select_the_best_checkpoint(micro_weights: Path, tmp_path: Path) -> None:
     result = train(
-        _model(clip_weights),
+        _model(micro_weights),
         _data(val=[_tire()], eval_batch_size=15),
         results_dir=tmp_path,
         checkpointing=CheckpointSettings(monitor="pixel_AUROC", mode="max"),
@@ -223,12 +212,12 @@ def test_validation_metrics_select_the_best_checkpoint(clip_weights: Path, tmp_p
     assert result.best_score == pytest.approx(per_epoch[best_epoch], abs=1e-6)
     assert result.lightning_checkpoint.name.startswith(f"best-epoch={best_epoch}-pixel_AUROC=")
     exported, _ = read_checkpoint(result.checkpoint)
-    best = trainable_tensors_of(result.lightning_checkpoint, _model(clip_weights))
+    best = trainable_tensors_of(result.lightning_checkpoint, _model(micro_weights))
     assert all(torch.equal(value, best[key]) for key, value in exported.items())
 
 
-def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(clip_weights: Path) -> None:
-    model = _model(clip_weights)
+def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(micro_weights: Path) -> None:
+    model = _model(micro_weights)
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW)
     group = optimizer.param_groups[0]
@@ -240,8 +229,8 @@ def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(clip_weights: 
     assert model.configure_optimizers().param_groups[0]["lr"] == 0.001
 
 
-def test_training_step_needs_labels_and_masks(clip_weights: Path) -> None:
-    model = _model(clip_weights)
+def test_training_step_needs_labels_and_masks(micro_weights: Path) -> None:
+    model = _model(micro_weights)
     with pytest.raises(ValueError, match=r"needs `gt_label` and `gt_mask`.*AuxiliaryDataModule"):
         model.training_step(ImageBatch(image=torch.rand(1, 3, 112, 112), gt_label=torch.tensor([True])), 0)
 
@@ -258,7 +247,7 @@ def test_training_step_needs_labels_and_masks(clip_weights: Path) -> None:
     ],
 )
 def test_bad_training_settings_are_clear_errors(
-    clip_weights: Path,
+    micro_weights: Path,
     tmp_path: Path,
     settings: CheckpointSettings | None,
     metrics: list[str] | None,
@@ -270,7 +259,7 @@ def test_bad_training_settings_are_clear_errors(
     extra = {"val_metrics": metrics} if metrics is not None else {}
     with pytest.raises(ValueError, match=message):
         train(
-            _model(clip_weights),
+            _model(micro_weights),
             data,
             results_dir=tmp_path,
             checkpointing=settings,
@@ -293,9 +282,11 @@ def _stand_in(source: dict[str, Any], folder_root: Path) -> dict[str, Any]:
     return {**source, "root": str(TIRE_ROOT), "categories": ["tire"]}
 
 
-def _offline_config(name: str, clip_weights: Path, folder_root: Path, results_dir: Path, **trainer: Any) -> Path:
+def _offline_config(name: str, micro_weights: Path, folder_root: Path, results_dir: Path, **trainer: Any) -> Path:
     config = yaml.safe_load((CONFIG_DIR / name).read_text())
-    config["model"].update(backbone=MICRO_BACKBONE, backbone_weights=str(clip_weights), image_size=112, checkpoint=None)
+    config["model"].update(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, checkpoint=None
+    )
     data = config["data"]
     data["train"] = [_stand_in(source, folder_root) for source in data["train"]]
     data["val"] = [_stand_in(source, folder_root) for source in data.get("val") or []]
@@ -337,9 +328,11 @@ def test_every_config_setting_is_commented(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"])
-def test_configs_run_offline_on_stand_in_data(name: str, clip_weights: Path, folder_root: Path, tmp_path: Path) -> None:
+def test_configs_run_offline_on_stand_in_data(
+    name: str, micro_weights: Path, folder_root: Path, tmp_path: Path
+) -> None:
     """Each config as shipped (bf16-mixed included, on the CPU), with tiny backbone and local stand-in data."""
-    config = _offline_config(name, clip_weights, folder_root, tmp_path)
+    config = _offline_config(name, micro_weights, folder_root, tmp_path)
     assert cli_main(["train", "--config", str(config)]) == 0  # what `anomalib-adaclip train --config ...` runs
     run_dirs = list((tmp_path / "AdaCLIP" / "training").glob("*/v0"))
     assert len(run_dirs) == 1
@@ -349,18 +342,18 @@ def test_configs_run_offline_on_stand_in_data(name: str, clip_weights: Path, fol
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["trainer"]["precision"] == "bf16-mixed" and saved["seed"] == 111
     reloaded = AdaCLIPModel(
-        backbone=MICRO_BACKBONE, backbone_weights=str(clip_weights), image_size=112, checkpoint=run_dir / "adaclip.pt"
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, checkpoint=run_dir / "adaclip.pt"
     )
     assert set(reloaded.trainable_state_dict()) == set(read_checkpoint(run_dir / "adaclip.pt")[0])
 
 
-def test_wrong_objects_and_names_are_clear_errors(clip_weights: Path, tmp_path: Path) -> None:
+def test_wrong_objects_and_names_are_clear_errors(micro_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"`datamodule` must be an anomalib_adaclip.data.AuxiliaryDataModule"):
-        train(_model(clip_weights), object(), results_dir=tmp_path)
+        train(_model(micro_weights), object(), results_dir=tmp_path)
     with pytest.raises(TypeError, match=r"`model` must be an anomalib_adaclip.AdaCLIP"):
         train(object(), _data(), results_dir=tmp_path)
     with pytest.raises(ValueError, match=r"`name` must be a plain folder name"):
-        train(_model(clip_weights), _data(), results_dir=tmp_path, name="../elsewhere")
+        train(_model(micro_weights), _data(), results_dir=tmp_path, name="../elsewhere")
 
 
 def test_cli_resume_refuses_a_second_config(tmp_path: Path) -> None:
@@ -370,7 +363,7 @@ def test_cli_resume_refuses_a_second_config(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_single_process_training(
-    clip_weights: Path, folder_root: Path, tmp_path: Path
+    micro_weights: Path, folder_root: Path, tmp_path: Path
 ) -> None:
     """``anomalib-adaclip train`` (subprocess) with 2 DDP processes x batch 2 equals 1 process x batch 4.
 
@@ -378,7 +371,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(
     gradients of the same four images as one batch of four does (the loss is a mean over images).
     """
     overrides = {"precision": "32-true", "limit_train_batches": 2, "enable_progress_bar": False}
-    config = _offline_config("mvtec_colondb.yaml", clip_weights, folder_root, tmp_path, **overrides)
+    config = _offline_config("mvtec_colondb.yaml", micro_weights, folder_root, tmp_path, **overrides)
     content = yaml.safe_load(config.read_text())
     content["data"].update(train=[{**content["data"]["train"][0], "mosaic_probability": 0.0}], val=None, shuffle=False)
     config.write_text(yaml.safe_dump(content, sort_keys=False))
