@@ -37,6 +37,19 @@ COMMANDS["quickstart"] = (
 )
 
 
+def _benchmark(arguments: list[str]) -> int:
+    from .benchmark.compare import main as benchmark_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return benchmark_main(arguments)
+
+
+COMMANDS["benchmark"] = (
+    _benchmark,
+    "AdaCLIP against other anomalib models on a grid of data sets (--config configs/benchmark/...); "
+    "replaces anomalib's benchmark, which cannot run zero-shot models",
+)
+
+
 def _print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
