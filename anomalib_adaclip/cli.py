@@ -50,6 +50,28 @@ COMMANDS["benchmark"] = (
 )
 
 
+def _calibrate(arguments: list[str]) -> int:
+    from .commands import calibrate_main  # noqa: PLC0415
+
+    return calibrate_main(arguments)
+
+
+def _prompts(arguments: list[str]) -> int:
+    from .commands import prompts_main  # noqa: PLC0415
+
+    return prompts_main(arguments)
+
+
+COMMANDS["calibrate"] = (
+    _calibrate,
+    "set the thresholds from known-good images (--data FOLDER --percentile 99); prints a config snippet",
+)
+COMMANDS["prompts"] = (
+    _prompts,
+    "print the prompt sentences of a class name (--class-name NAME [--config cfg.yaml] [--image PATH])",
+)
+
+
 def _print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):

@@ -18,33 +18,48 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from .utils import is_tracing
+
 __all__ = ["hybrid_semantic_fusion", "kmeans", "kmeans_inertia"]
 
 KMEANS_SEED = 0
 _MAX_ITERATIONS = 50
+_DRAWS: dict[tuple, torch.Tensor] = {}
 
 
-def _uniform_draws(n_init: int, k: int, n_trials: int, seed: int) -> torch.Tensor:
+def _uniform_draws(n_init: int, k: int, n_trials: int, seed: int, device: torch.device) -> torch.Tensor:
     """The uniform numbers scikit-learn's k-means++ draws from ``RandomState(seed)``: ``[n_init, 1 + (k - 1) * T]``.
 
     Each seeding consumes one number for its first centre and ``T`` for each later centre, in this order, as
-    ``KMeans(random_state=seed)`` does. They depend on nothing else, so an image's clusters do not depend on its batch.
+    ``KMeans(random_state=seed)`` does. They depend on nothing else, so an image's clusters do not depend on its
+    batch. They are kept per device: copying them from the host at every call would make a GPU wait.
     """
-    numbers = np.random.RandomState(seed).random_sample(n_init * (1 + (k - 1) * n_trials))
-    return torch.from_numpy(numbers).reshape(n_init, -1)
+    key = (n_init, k, n_trials, seed, device)
+    draws = _DRAWS.get(key)
+    if draws is None:
+        numbers = np.random.RandomState(seed).random_sample(n_init * (1 + (k - 1) * n_trials))
+        draws = torch.from_numpy(numbers).reshape(n_init, -1).to(device)
+        if not is_tracing():
+            _DRAWS[key] = draws
+    return draws
 
 
-def _squared_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[B, N, K]`` between points ``[B, N, D]`` and centres ``[B, K, D]``."""
-    distances = (
-        points.square().sum(-1, keepdim=True)
-        - 2 * points @ centres.transpose(1, 2)
-        + centres.square().sum(-1).unsqueeze(1)
-    )
+def _squared_distances(
+    points: torch.Tensor,
+    centres: torch.Tensor,
+    point_norms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Squared Euclidean distances ``[B, N, K]`` between points ``[B, N, D]`` and centres ``[B, K, D]``.
+
+    ``point_norms`` ``[B, N, 1]`` are the points' squared norms, when the caller has them already.
+    """
+    if point_norms is None:
+        point_norms = points.square().sum(-1, keepdim=True)
+    distances = point_norms - 2 * points @ centres.transpose(1, 2) + centres.square().sum(-1).unsqueeze(1)
     return distances.clamp_min_(0)
 
 
-def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor) -> torch.Tensor:
+def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor, point_norms: torch.Tensor) -> torch.Tensor:
     """Greedy k-means++ seeding exactly as scikit-learn does it, batched; returns centres ``[B, K, D]``.
 
     Args:
@@ -52,13 +67,14 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor) -> torc
         k: Number of centres.
         draws: Uniform numbers ``[1 + (K - 1) * T]`` in [0, 1): the first picks the first centre, each following
             group of ``T`` the candidates of the next centre, which is the candidate that lowers the potential most.
+        point_norms: Squared norms of the points, ``[B, N, 1]``.
     """
     batch, n_points, _ = points.shape
     n_trials = (draws.numel() - 1) // max(k - 1, 1)
     batch_index = torch.arange(batch, device=points.device)
     first = (draws[0] * n_points).long().clamp_max(n_points - 1).expand(batch)
     centres = [points[batch_index, first]]
-    closest = _squared_distances(points, centres[0].unsqueeze(1)).squeeze(-1)  # [B, N]
+    closest = _squared_distances(points, centres[0].unsqueeze(1), point_norms).squeeze(-1)  # [B, N]
     for step in range(1, k):
         cumulative = closest.double().cumsum(-1)
         targets = draws[1 + (step - 1) * n_trials : 1 + step * n_trials].unsqueeze(0) * cumulative[:, -1:]
@@ -66,7 +82,7 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor) -> torc
         # decrease); unlike searchsorted, the comparison exports to ONNX.
         candidates = (cumulative.unsqueeze(1) < targets.unsqueeze(-1)).sum(-1).clamp_max(n_points - 1)  # [B, T]
         candidate_points = points[batch_index.unsqueeze(1), candidates]  # [B, T, D]
-        candidate_distances = _squared_distances(points, candidate_points)  # [B, N, T]
+        candidate_distances = _squared_distances(points, candidate_points, point_norms)  # [B, N, T]
         potentials = torch.minimum(closest.unsqueeze(-1), candidate_distances).sum(1)  # [B, T]
         best = potentials.argmin(-1)
         centres.append(candidate_points[batch_index, best])
@@ -74,15 +90,30 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, draws: torch.Tensor) -> torc
     return torch.stack(centres, dim=1)
 
 
-def _lloyd(points: torch.Tensor, centres: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Run Lloyd iterations; a centre that loses all its points stays where it was."""
+def _can_stop_early(points: torch.Tensor) -> bool:
+    """Whether Lloyd may look at its labels to stop: on the CPU (no device to wait for) and outside tracing."""
+    return points.device.type == "cpu" and not is_tracing()
+
+
+def _lloyd(points: torch.Tensor, centres: torch.Tensor, iterations: int, point_norms: torch.Tensor) -> torch.Tensor:
+    """Run up to ``iterations`` Lloyd iterations; a centre that loses all its points stays where it was.
+
+    When no label changes, the next centres equal the current ones bit for bit, and so would every further
+    iteration: stopping there returns exactly what all iterations return. Only the CPU checks this; on an
+    accelerator the check would make the host wait, so all iterations run there.
+    """
     k = centres.shape[1]
+    check = _can_stop_early(points)
+    previous = None
     for _ in range(iterations):
-        labels = _squared_distances(points, centres).argmin(-1)
+        labels = _squared_distances(points, centres, point_norms).argmin(-1)
+        if check and previous is not None and torch.equal(labels, previous):
+            break  # exact: the same labels give the same centres bit for bit, a fixed point
         one_hot = F.one_hot(labels, k).to(points.dtype)  # [B, N, K]
         counts = one_hot.sum(1).unsqueeze(-1)  # [B, K, 1]
         sums = one_hot.transpose(1, 2) @ points
         centres = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        previous = labels
     return centres
 
 
@@ -105,14 +136,15 @@ def kmeans(
 
     The seeding draws the random numbers of scikit-learn's ``KMeans(n_clusters=k, random_state=seed)``, so on the
     same points both find the same clusters (up to float rounding). All images and the ``n_init`` seedings run as
-    one batch; each image keeps its seeding with the lowest inertia. Nothing depends on the batch, and there is no
-    data-dependent control flow, so nothing waits on the device.
+    one batch; each image keeps its seeding with the lowest inertia. Nothing depends on the batch. On an accelerator
+    there is no data-dependent control flow, so nothing waits on the device; on the CPU, Lloyd stops as soon as no
+    label changes, with the same result as running every iteration.
 
     Args:
         points: Points ``[B, N, D]``.
         k: Number of clusters, at most ``N``.
         n_init: Number of seedings per image (scikit-learn's ``n_init="auto"`` makes one for k-means++).
-        iterations: Number of Lloyd iterations; k-means on a hundred points converges in far fewer, and further
+        iterations: Most Lloyd iterations; k-means on a hundred points converges in far fewer, and further
             iterations leave a converged clustering as it is.
         seed: Seed of the k-means++ sampling.
 
@@ -127,11 +159,12 @@ def kmeans(
         msg = f"k-means needs 1 <= k <= number of points, got k={k} for {n_points} points."
         raise ValueError(msg)
     points = points.float()
-    draws = _uniform_draws(n_init, k, 2 + int(math.log(k)), seed).to(points.device)
-    centres = torch.cat([_kmeans_plus_plus(points, k, run_draws) for run_draws in draws])  # [n_init * B, K, D]
-    runs = points.repeat(n_init, 1, 1)
-    centres = _lloyd(runs, centres, iterations)
-    labels = _squared_distances(runs, centres).argmin(-1)
+    point_norms = points.square().sum(-1, keepdim=True)  # the same in every distance computation: once
+    draws = _uniform_draws(n_init, k, 2 + int(math.log(k)), seed, points.device)
+    centres = torch.cat([_kmeans_plus_plus(points, k, run_draws, point_norms) for run_draws in draws])
+    runs, run_norms = points.repeat(n_init, 1, 1), point_norms.repeat(n_init, 1, 1)  # [n_init * B, ...]
+    centres = _lloyd(runs, centres, iterations, run_norms)
+    labels = _squared_distances(runs, centres, run_norms).argmin(-1)
     inertia = kmeans_inertia(runs, labels, k).reshape(n_init, batch)
     best = inertia.argmin(0)  # the first seeding wins ties
     return labels.reshape(n_init, batch, n_points)[best, torch.arange(batch, device=points.device)]

@@ -14,9 +14,13 @@ From the command line (nothing in anomalib changes)::
     anomalib-adaclip predict --model AdaCLIP --data path/to/images
 
 Pre-processing resizes images to ``image_size`` (bicubic, aspect ratio not kept) and normalises them with the
-OpenAI CLIP mean and std; masks are resized the same way (nearest). Post-processing thresholds AdaCLIP's
-probabilities (:class:`~anomalib_adaclip.post_processor.AdaCLIPPostProcessor`). Lightning checkpoints hold only the
-trainable tensors and the configuration: the frozen CLIP is rebuilt from ``backbone`` and ``backbone_weights``.
+OpenAI CLIP mean and std; masks are resized the same way (nearest). With ``tiling=True`` it only normalises, and the
+full-resolution images are scored in overlapping tiles (:mod:`~anomalib_adaclip.tiling`). Post-processing thresholds
+AdaCLIP's probabilities (:class:`~anomalib_adaclip.post_processor.AdaCLIPPostProcessor`); :meth:`AdaCLIP.calibrate`
+sets the thresholds from known-good images. Class names can differ per image (``class_name_map``,
+``class_name_from_parent``). ``predict`` writes a visualisation with the decision per image and one CSV per run
+(:mod:`~anomalib_adaclip.callbacks`). Lightning checkpoints hold only the trainable tensors and the configuration:
+the frozen CLIP is rebuilt from ``backbone`` and ``backbone_weights``.
 """
 
 from __future__ import annotations
@@ -27,21 +31,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import AnomalibDataModule, Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
+from anomalib.pre_processing.utils.transform import get_exportable_transform
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
 from .backbone import OPENAI_MEAN, OPENAI_STD
+from .calibration import CalibrationResult, PixelPercentiles, calibration_loader, check_percentile
+from .callbacks import AdaCLIPVisualizer, PredictionCSVWriter
+from .checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from .class_names import ClassNameRules
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
 from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
+from .tiling import TILE_SCORES, TileScore, tiled_predict
 from .torch_model import AdaCLIPModel
 
 logger = logging.getLogger(__name__)
@@ -99,10 +112,20 @@ class AdaCLIP(AnomalibModule):
         pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
         thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or
             ``"adaptive"`` (anomalib's). Defaults to ``"auto"``.
+        class_name_map: Class name per image: glob pattern or folder name -> class name, first match wins (see
+            :mod:`~anomalib_adaclip.class_names`). Defaults to ``None``.
+        class_name_from_parent: Use each image's parent folder name as its class name where the map has no match.
+            Defaults to ``False``.
+        tiling: Score full-resolution images in overlapping tiles of ``image_size`` and stitch the maps (the
+            pre-processor then only normalises). Defaults to ``False``.
+        tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
+        tile_score: Image score with tiling: ``"max"`` over the tiles or ``"whole"`` (the whole image resized).
+            Defaults to ``"max"``.
         pre_processor: Pre-processor, ``True`` for the default, ``False`` for none.
         post_processor: Post-processor, ``True`` for the default, ``False`` for none.
         evaluator: Evaluator, ``True`` for the default metrics, ``False`` for none.
-        visualizer: Visualizer, ``True`` for anomalib's default, ``False`` for none.
+        visualizer: Visualizer, ``True`` for anomalib's image visualiser with the decision written on each image
+            (:class:`~anomalib_adaclip.callbacks.AdaCLIPVisualizer`), ``False`` for none.
     """
 
     def __init__(
@@ -126,14 +149,22 @@ class AdaCLIP(AnomalibModule):
         image_threshold: float = 0.5,
         pixel_threshold: float = 0.5,
         thresholding: ThresholdingMode = "auto",
+        class_name_map: dict[str, str] | None = None,
+        class_name_from_parent: bool = False,
+        tiling: bool = False,
+        tile_overlap: int | None = None,
+        tile_score: TileScore = "max",
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
+        self._check_tiling_arguments(image_size, tile_overlap, tile_score)
+        class_name_rules = ClassNameRules(class_name_map or {}, class_name_from_parent)
+        default_pre_processor = pre_processor is True
         # The default components depend on init arguments, so they are built before the base class would build them.
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size)
+            pre_processor = self.configure_pre_processor(image_size, tiling=tiling)
         if post_processor is True:
             post_processor = self.configure_post_processor(image_threshold, pixel_threshold, thresholding)
         super().__init__(
@@ -167,26 +198,35 @@ class AdaCLIP(AnomalibModule):
             )
         self.class_name = class_name
         self._checkpoint_class_name: str | None = None
+        self._default_pre_processor = default_pre_processor
+        self.class_name_rules = class_name_rules
+        self._logged_class_names: set[str] = set()
+        self._csv_writer = PredictionCSVWriter()
+        self.tiling = tiling
+        self.tile_overlap = tile_overlap
+        self.tile_score = tile_score
+        self._warn_if_prompts_differ_from_training(checkpoint)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Components
     # ----------------------------------------------------------------------------------------------------------------
     @classmethod
-    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None) -> PreProcessor:
+    def configure_pre_processor(
+        cls, image_size: int | tuple[int, int] | None = None, tiling: bool = False
+    ) -> PreProcessor:
         """Resize to ``image_size`` (bicubic, aspect ratio not kept) and normalise with the CLIP mean and std.
 
         Args:
             image_size: Side length, or ``(height, width)``. Defaults to 518.
+            tiling: Only normalise: tiled inference needs the images at full resolution. Defaults to ``False``.
         """
+        normalize = Normalize(mean=OPENAI_MEAN, std=OPENAI_STD)
+        if tiling:
+            return PreProcessor(transform=Compose([normalize]))
         size = image_size or 518
         size = (size, size) if isinstance(size, int) else tuple(size)
         return PreProcessor(
-            transform=Compose(
-                [
-                    Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-                    Normalize(mean=OPENAI_MEAN, std=OPENAI_STD),
-                ]
-            ),
+            transform=Compose([Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True), normalize]),
         )
 
     @classmethod
@@ -217,6 +257,22 @@ class AdaCLIP(AnomalibModule):
                 AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             ],
         )
+
+    @classmethod
+    def configure_visualizer(cls) -> AdaCLIPVisualizer:
+        """The image visualiser of anomalib, with the decision (``NG``/``OK``), score and threshold on each image."""
+        return AdaCLIPVisualizer()
+
+    def configure_callbacks(self) -> Sequence[Callback] | Callback:
+        """The components of anomalib plus the predictions table (one CSV per ``predict`` run).
+
+        A :class:`~anomalib_adaclip.callbacks.PredictionCSVWriter` given to the Trainer is used instead of the default.
+        """
+        # Returned callbacks replace the Trainer's of the same type and run after the Trainer's own: the writer must
+        # come after the post-processor, so a writer given to the Trainer is returned (moved) too.
+        trainer_callbacks = self._trainer.callbacks if self._trainer is not None else []
+        writer = next((cb for cb in trainer_callbacks if isinstance(cb, PredictionCSVWriter)), self._csv_writer)
+        return [*super().configure_callbacks(), writer]
 
     # Used only when the prompts are trained (anomalib_adaclip.training): the Engine never fits a zero-shot model.
     optimizer_settings: OptimizerSettings = OptimizerSettings()
@@ -273,20 +329,201 @@ class AdaCLIP(AnomalibModule):
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
         del stage
         self._apply_class_name()
+        self._logged_class_names = set()
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if self.tiling and getattr(datamodule, "eval_batch_size", 1) > 1:
+            logger.info(
+                "Tiling: images reach AdaCLIP at full resolution, so a batch needs images of one size; "
+                "set the data module's eval_batch_size to 1 for images of different sizes.",
+            )
 
     def batch_class_names(self, batch: Batch) -> Sequence[str] | None:
-        """Class names of the images of a batch; ``None`` uses the run's class name for every image.
+        """Class names of the images of a batch: their own, else from ``class_name_map`` / ``class_name_from_parent``.
 
-        Batches of :mod:`anomalib_adaclip.data` carry one class name per image (``class_name``); anomalib's own batches
-        carry none.
+        Batches of :mod:`anomalib_adaclip.data` carry one class name per image (``class_name``) and keep them;
+        anomalib's own batches carry none, and the rules apply to their image paths. Returns ``None`` (every image
+        uses the run's class name) when no rule is set or the batch carries no image paths. Images that no rule
+        matches use the run's class name. Each class name is logged once per run with the rule and the first image
+        that gave it.
         """
-        return getattr(batch, "class_name", None)
+        own_names = getattr(batch, "class_name", None)
+        if own_names is not None:
+            return own_names
+        if not self.class_name_rules.active:
+            return None
+        paths = getattr(batch, "image_path", None)
+        if paths is None:
+            if "<no paths>" not in self._logged_class_names:
+                self._logged_class_names.add("<no paths>")
+                logger.warning(
+                    "class_name_map/class_name_from_parent need image paths, but the batches carry none: every "
+                    "image uses the run's class name %r.",
+                    self.model.class_name,
+                )
+            return None
+        names = []
+        for path in [paths] if isinstance(paths, str) else paths:
+            match = self.class_name_rules.match(path)
+            name, rule = match if match else (self.model.class_name, "")
+            names.append(name)
+            key = name if match else f"<unmatched> {name}"
+            if key not in self._logged_class_names:
+                self._logged_class_names.add(key)
+                if match:
+                    logger.info("AdaCLIP prompts use the class name %r for %s and others (%s).", name, path, rule)
+                else:
+                    logger.warning(
+                        "No class_name_map rule matches %s: it and every other unmatched image use the run's class "
+                        "name %r.",
+                        path,
+                        name,
+                    )
+        return names
+
+    def image_class_names(self, batch: Batch) -> list[str]:
+        """The class name of every image of a batch: its own where a rule gives one, else the run's."""
+        names = self.batch_class_names(batch)
+        return list(names) if names is not None else [self.model.class_name] * len(batch)
+
+    def _warn_if_prompts_differ_from_training(self, checkpoint: str | None) -> None:
+        """Warn when own prompt sentences meet trained prompts that were learned with the paper's sentences."""
+        if checkpoint is None or self.model.ensemble.is_default:
+            return
+        # Checkpoints in our format store their prompt settings (AdaCLIPModel warns when they differ); the released
+        # ones store none and were trained with the paper's sentences.
+        released = checkpoint in RELEASED_CHECKPOINTS or read_checkpoint(checkpoint)[1] is None
+        if released:
+            logger.warning(
+                "AdaCLIP uses its own prompt sentences (normal_states/abnormal_states/templates differ from the "
+                "paper's), but the checkpoint %r stores no prompt settings: the released checkpoints were trained with "
+                "the paper's sentences, so their learned prompts may not fit these. Check the scores on known-good and "
+                "defective parts (`anomalib-adaclip prompts` prints the sentences).",
+                checkpoint,
+            )
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Tiling and calibration
+    # ----------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_tiling_arguments(image_size: int, tile_overlap: int | None, tile_score: str) -> None:
+        if tile_score not in TILE_SCORES:
+            msg = f"tile_score must be one of {TILE_SCORES}, got {tile_score!r}."
+            raise ValueError(msg)
+        if tile_overlap is not None and not 0 <= tile_overlap < image_size:
+            msg = f"tile_overlap must be in [0, image_size) = [0, {image_size}) pixels, got {tile_overlap}."
+            raise ValueError(msg)
+
+    def _sync_pre_processor(self) -> None:
+        """Make the default pre-processor match ``image_size`` and ``tiling`` again (a checkpoint may carry another)."""
+        if not self._default_pre_processor or self.pre_processor is None:
+            return
+        transform = self.configure_pre_processor(self.model.image_size, tiling=self.tiling).transform
+        self.pre_processor.transform = transform
+        self.pre_processor.export_transform = get_exportable_transform(transform)
+
+    @torch.no_grad()
+    def calibrate(
+        self,
+        data: str | Path | Dataset | DataLoader | AnomalibDataModule,
+        percentile: float = 99.0,
+        pixel_percentile: float | None = None,
+        *,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        apply: bool = True,
+    ) -> CalibrationResult:
+        """Set the fixed thresholds from known-good images: percentiles of their scores (no labelled anomaly needed).
+
+        The images go through this model's pre-processing, tiling and class names, as in ``predict``. The image
+        threshold becomes the ``percentile``-th percentile of their image scores (``numpy.percentile``, linear);
+        with ``pixel_percentile`` the pixel threshold becomes that percentile of all their pixel probabilities.
+        Images labelled anomalous (``gt_label`` 1, e.g. from a data module) are left out.
+
+        Args:
+            data: An image or a folder of known-good images, a Dataset, a DataLoader, or an anomalib data module
+                (its training split).
+            percentile: Percentile of the image scores, in [0, 100]. Defaults to 99.
+            pixel_percentile: Percentile of the pixel probabilities, or ``None`` to keep the pixel threshold.
+            batch_size: Images per batch when loading paths, data sets and data modules. Defaults to 1 (images of
+                different sizes need 1).
+            num_workers: Loader processes. Defaults to 0.
+            apply: Set the thresholds on the post-processor. Defaults to ``True``.
+
+        Returns:
+            The thresholds and the scores they come from.
+        """
+        percentile = check_percentile(percentile)
+        if pixel_percentile is not None:
+            pixel_percentile = check_percentile(pixel_percentile, "pixel_percentile")
+        loader, source = calibration_loader(data, batch_size=batch_size, num_workers=num_workers)
+        was_training = self.training
+        self.eval()
+        self._apply_class_name()
+        self._logged_class_names = set()
+        pixels = PixelPercentiles() if pixel_percentile is not None else None
+        scores: list[float] = []
+        paths: list[str] = []
+        skipped = 0
+        try:
+            for batch in loader:
+                batch.image = batch.image.to(self.device)
+                if self.pre_processor is not None and self.pre_processor.transform is not None:
+                    batch.image, batch.gt_mask = self.pre_processor.transform(batch.image, batch.gt_mask)
+                output = self._predict_batch(batch)
+                labels = getattr(batch, "gt_label", None)
+                normal = torch.ones(len(batch), dtype=torch.bool) if labels is None else ~labels.cpu().bool()
+                skipped += int((~normal).sum())
+                image_paths = batch.image_path if batch.image_path is not None else [""] * len(batch)
+                scores += output.pred_score.float().cpu()[normal].tolist()
+                paths += [str(path) for path, keep in zip(image_paths, normal.tolist(), strict=True) if keep]
+                if pixels is not None:
+                    pixels.update(output.anomaly_map[normal.to(output.anomaly_map.device)])
+        finally:
+            self.train(was_training)
+        if skipped:
+            logger.warning("Calibration left out %d image(s) labelled anomalous in %s.", skipped, source)
+        if not scores:
+            msg = f"No known-good image to calibrate on in {source}."
+            raise ValueError(msg)
+        result = CalibrationResult(
+            image_threshold=float(np.percentile(scores, percentile)),
+            pixel_threshold=None if pixels is None else pixels.percentile(pixel_percentile),
+            percentile=percentile,
+            pixel_percentile=pixel_percentile,
+            scores=tuple(scores),
+            paths=tuple(paths),
+            source=source,
+        )
+        logger.info(result.summary())
+        if apply:
+            self._apply_calibration(result)
+        return result
+
+    def _apply_calibration(self, result: CalibrationResult) -> None:
+        if not isinstance(self.post_processor, AdaCLIPPostProcessor):
+            msg = (
+                "Calibrated thresholds need AdaCLIP's post-processor; this model has "
+                f"{type(self.post_processor).__name__}. Call calibrate(..., apply=False) and use the returned values."
+            )
+            raise TypeError(msg)
+        self.post_processor.set_fixed_thresholds(result.image_threshold, result.pixel_threshold)
+        if self.post_processor.mode != "fixed":
+            logger.info(
+                "The calibrated thresholds are the fixed ones; thresholding=%r still learns adaptive thresholds from "
+                "labelled validation data. Use thresholding='fixed' to keep them in every case.",
+                self.post_processor.mode,
+            )
 
     # ----------------------------------------------------------------------------------------------------------------
     # Steps
     # ----------------------------------------------------------------------------------------------------------------
     def _predict_batch(self, batch: Batch) -> Batch:
-        predictions = self.model(batch.image, self.batch_class_names(batch))
+        if self.tiling:
+            predictions = tiled_predict(
+                self.model, batch.image, self.batch_class_names(batch), overlap=self.tile_overlap, score=self.tile_score
+            )
+        else:
+            predictions = self.model(batch.image, self.batch_class_names(batch))
         return batch.update(**predictions._asdict())
 
     def configure_model(self) -> None:
@@ -353,6 +590,7 @@ class AdaCLIP(AnomalibModule):
         super().on_load_checkpoint(checkpoint)
         self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
         self._apply_class_name()
+        self._sync_pre_processor()
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
@@ -373,6 +611,7 @@ class AdaCLIP(AnomalibModule):
             export_root: Folder; the file goes to ``<export_root>/weights/torch/<model_file_name>.pt``.
             model_file_name: File name without suffix. Defaults to ``"model"``.
         """
+        self._check_exportable()
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_torch(export_root, model_file_name)
 
@@ -394,6 +633,16 @@ class AdaCLIP(AnomalibModule):
             input_size: Fixed ``(height, width)`` of the input, or ``None`` for any size. Defaults to ``None``.
             **kwargs: Passed to ``torch.onnx.export`` (e.g. ``opset_version``).
         """
+        self._check_exportable()
         kwargs.setdefault("opset_version", ONNX_OPSET)
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
+    def _check_exportable(self) -> None:
+        if self.tiling:
+            msg = (
+                "Tiled inference cannot be exported: the tile grid depends on each image's size. Export a model with "
+                "tiling=False (the export resizes every image to image_size) and tile in Python with "
+                "anomalib_adaclip.tiling.tiled_predict, or predict through anomalib with tiling=True."
+            )
+            raise NotImplementedError(msg)

@@ -12,9 +12,12 @@ anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
 4. The image score fuses the projected image embedding with the Hybrid Semantic Fusion of the most abnormal patches
    (:mod:`.hsf`) and compares it with the text features.
 
-Unlike the reference, any batch size works: the sentences of all images are encoded in one batch, cut to their
-longest tokenised length (the text tower is causal, so this changes nothing), and the text features are computed
-once per class name whenever they do not depend on the image.
+Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
+are encoded in one batch as a prefix tree of their tokens (the text tower is causal, so each distinct prefix is
+encoded once; block 0 is cached per class name), the text features are computed once per class name whenever they
+do not depend on the image, attention runs through ``scaled_dot_product_attention``, and the frozen pass computes
+only the CLS token in its last block. Under ``torch.autocast`` the towers run in the low precision while cosines,
+softmaxes, HSF, upsampling and blur stay in fp32.
 
 Example:
     >>> import torch
@@ -40,6 +43,7 @@ from anomalib.data import InferenceBatch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+from torch.profiler import record_function
 
 from .backbone import BackboneWeights, backbone_config, create_clip
 from .checkpoint import check_state_dict, read_checkpoint
@@ -54,7 +58,15 @@ from .prompting import (
     PromptEnsemble,
     StaticPrompts,
 )
-from .utils import GaussianBlur
+from .utils import (
+    GaussianBlur,
+    SentenceTree,
+    build_sentence_tree,
+    full_precision,
+    is_tracing,
+    pad_sentence_tree,
+    residual_attention_block,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +211,9 @@ class AdaCLIPModel(nn.Module):
         self.blur = GaussianBlur(sigma=blur_sigma)
 
         self._tokenizer = SimpleTokenizer(context_length=int(config["text_cfg"].get("context_length", 77)))
-        self._token_cache: dict[str, tuple[torch.Tensor, int]] = {}
+        self._tree_cache: dict[tuple, SentenceTree] = {}
         self._text_cache: dict[tuple, torch.Tensor] = {}
+        self._first_block_cache: dict[tuple, torch.Tensor] = {}
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
@@ -288,6 +301,7 @@ class AdaCLIPModel(nn.Module):
         check_state_dict(self.trainable_state_dict(), state_dict, source, ignore_unexpected=ignored)
         self.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith(ignored)}, strict=False)
         self._text_cache.clear()
+        self._first_block_cache.clear()
 
     # ----------------------------------------------------------------------------------------------------------------
     # Towers
@@ -318,11 +332,13 @@ class AdaCLIPModel(nn.Module):
         self,
         images: torch.Tensor,
         prompts: torch.Tensor | None,
+        embedding_only: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the vision tower; return the image embedding ``[B, embed]`` and the feature layers' patch tokens.
 
         Prompt tokens are appended after the CLS and patch tokens before block 0 and replaced before the following
-        prompted blocks; they carry no positional embedding.
+        prompted blocks; they carry no positional embedding. With ``embedding_only`` no patch tokens are kept and the
+        last block computes the CLS token only (its keys and values still come from every token, so it is exact).
         """
         visual = self.clip.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype))
@@ -330,64 +346,98 @@ class AdaCLIPModel(nn.Module):
         x = torch.cat([visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
         x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
         n_tokens = x.shape[1]
+        blocks = visual.transformer.resblocks
         patch_tokens = []
-        for index, block in enumerate(visual.transformer.resblocks):
+        for index, block in enumerate(blocks):
             if prompts is not None and index < self.prompting_depth:
                 block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
-            x = block(x)
-            if index + 1 in self.feature_layers:
+            # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
+            rows = slice(0, 1) if embedding_only and index == len(blocks) - 1 else None
+            x = residual_attention_block(block, x, rows=rows)
+            if not embedding_only and index + 1 in self.feature_layers:
                 patch_tokens.append(x[:, 1:n_tokens])
         embedding = visual.ln_post(x[:, 0]) @ visual.proj
         return embedding, patch_tokens
 
-    def _tokens(self, class_name: str) -> tuple[torch.Tensor, int]:
-        """Tokenised sentences of a class name, normal ones first, ``[S, context]``, and their longest length (cached).
+    def _cache_key(self, name: str, device: torch.device) -> tuple:
+        """Key of a cached text tensor: the class name and everything that changes its numbers."""
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = self.clip.token_embedding.weight.dtype
+        return (name, device, dtype, torch.get_autocast_dtype(device.type) if autocast else None)
 
-        The length is kept as a Python number so that cutting the context needs no device round trip (and traces).
-        """
-        if class_name not in self._token_cache:
+    def _sentence_tree(self, class_name: str, device: torch.device) -> SentenceTree:
+        """The prefix tree of a class name's sentences on ``device`` (built once per class name and device)."""
+        shared = self.prompting_length if self.prompt_text and self.prompting_depth > 1 else 0
+        key = (class_name, device, shared)
+        if key not in self._tree_cache:
             normal, abnormal = self.ensemble.sentences(class_name)
-            tokens = self._tokenizer(normal + abnormal)
-            self._token_cache[class_name] = (tokens, int(tokens.argmax(dim=-1).max()) + 1)
-        return self._token_cache[class_name]
+            tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
+            self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
+        return self._tree_cache[key]
 
-    def _encode_text(self, tokens: torch.Tensor, prompts: torch.Tensor | None) -> torch.Tensor:
-        """Encode sentences ``[G, S, T]`` into normalised embeddings ``[G, S, embed]``.
+    def _first_text_block(self, class_name: str, tree: SentenceTree) -> torch.Tensor:
+        """Output of text block 0 at every node of the class's token tree, ``[N0, width]`` (cached).
+
+        Block 0 is never prompted, so its output depends on the class name only.
+        """
+        key = self._cache_key(class_name, tree.tokens.device)
+        cached = self._first_block_cache.get(key)
+        if cached is None:
+            with torch.no_grad():
+                x = self.clip.token_embedding(tree.tokens)
+                x = x + self.clip.positional_embedding[tree.positions].to(x.dtype)
+                cached = residual_attention_block(self.clip.transformer.resblocks[0], x[None], tree.mask)[0]
+            if not is_tracing():
+                self._first_block_cache[key] = cached
+        return cached
+
+    def _encode_text(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """Encode the sentences of G class names into normalised embeddings ``[G, S, embed]``.
 
         Prompts ``[depth, G or 1, length, width]`` overwrite the positions right after the start token before blocks
-        1 .. depth-1 (block 0 is left untouched, as in the reference); the same prompts serve all S sentences.
+        1 .. depth-1 (block 0 is left untouched, as in the reference); the same prompts serve all S sentences. One
+        name serves every prompt group (then G is the prompts' group count, which may be the batch size of an export).
+
+        Every distinct token prefix of a class's sentences is encoded once (see :func:`build_sentence_tree`): the
+        tower is causal, so a token's state depends only on the tokens before it, which the tree's mask gives it.
+        Block 0 is taken from a per-class cache, and the last block computes the end-of-text tokens only.
         """
-        groups, n_sentences, context = tokens.shape
-        flat = tokens.reshape(groups * n_sentences, context)
-        end_of_text = flat.argmax(dim=-1)
-        x = self.clip.token_embedding(flat)
-        x = x + self.clip.positional_embedding[:context].to(x.dtype)
-        mask = self.clip.attn_mask[:context, :context]
+        device = self.clip.token_embedding.weight.device
+        unique = list(dict.fromkeys(names))
+        # Exact: in a causal tower equal prefixes have equal states, and the mask shows each node its own prefix.
+        trees = {name: self._sentence_tree(name, device) for name in unique}
+        firsts = {name: self._first_text_block(name, tree)[tree.sources] for name, tree in trees.items()}
+        groups = prompts.shape[1] if prompts is not None and len(names) == 1 else len(names)
+        if len(unique) == 1:
+            tree = trees[unique[0]]
+            x = firsts[unique[0]].expand(groups, -1, -1)
+            mask, ends = tree.later_mask, tree.ends.expand(groups, -1)
+        else:  # pad every class's tree to the largest; padding nodes attend to themselves only
+            n_nodes = max(len(tree.sources) for tree in trees.values())
+            padded = {name: pad_sentence_tree(trees[name], firsts[name], n_nodes) for name in unique}
+            x = torch.stack([padded[name][0] for name in names])
+            mask = torch.stack([padded[name][1] for name in names]).unsqueeze(1)
+            ends = torch.stack([trees[name].ends for name in names])
+        blocks = self.clip.transformer.resblocks
         length = self.prompting_length
-        for index, block in enumerate(self.clip.transformer.resblocks):
-            if prompts is not None and 1 <= index < self.prompting_depth:
+        if len(blocks) == 1:
+            x = x.gather(1, ends.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        for index in range(1, len(blocks)):
+            if prompts is not None and index < self.prompting_depth:
                 block_prompts = prompts[index].to(x.dtype).expand(groups, -1, -1)
-                block_prompts = block_prompts.repeat_interleave(n_sentences, dim=0)
                 x = torch.cat([x[:, :1], block_prompts, x[:, 1 + length :]], dim=1)
-            x = block(x, attn_mask=mask)
-        x = self.clip.ln_final(x[torch.arange(x.shape[0], device=x.device), end_of_text])
+            # Only the end-of-text tokens are pooled; they still attend to their whole prefix, so this is exact.
+            rows = ends if index == len(blocks) - 1 else None
+            x = residual_attention_block(blocks[index], x, mask, rows=rows)
+        x = self.clip.ln_final(x)
         projection = self.clip.text_projection
         x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
-        return F.normalize(x, dim=-1).reshape(groups, n_sentences, -1)
+        return F.normalize(x.float(), dim=-1)
 
     def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
         """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
-        device = self.clip.token_embedding.weight.device
-        tokens, lengths = zip(*(self._tokens(name) for name in names), strict=True)
-        stacked = torch.stack(tokens)
-        if prompts is not None and len(names) == 1:
-            stacked = stacked.expand(prompts.shape[1], -1, -1)  # one name for every prompt group (image)
-        # The text tower is causal: nothing after the longest sentence's end token changes any pooled output.
-        context = max(lengths)
-        if prompts is not None:
-            context = max(context, self.prompting_length + 1)
-        embeddings = self._encode_text(stacked[..., :context].to(device, non_blocking=True), prompts)
+        embeddings = self._encode_text(names, prompts)
         n_normal = len(self.ensemble.normal_states) * len(self.ensemble.templates)
         normal = F.normalize(embeddings[:, :n_normal].mean(1), dim=-1)
         abnormal = F.normalize(embeddings[:, n_normal:].mean(1), dim=-1)
@@ -408,22 +458,20 @@ class AdaCLIPModel(nn.Module):
         if not self.prompt_text:
             # Un-prompted text features depend on the class name only: compute once and keep them.
             device = self.clip.token_embedding.weight.device
-            key_of = {name: (name, device, torch.is_autocast_enabled(device.type)) for name in class_names}
-            missing = [name for name in dict.fromkeys(class_names) if key_of[name] not in self._text_cache]
+            key_of = {name: self._cache_key(name, device) for name in class_names}
+            cached = {} if is_tracing() else self._text_cache
+            missing = [name for name in dict.fromkeys(class_names) if key_of[name] not in cached]
             if missing:
                 with torch.no_grad():
                     features = self._text_features_of(missing, None)
-                self._text_cache.update(
-                    {key_of[name]: feature for name, feature in zip(missing, features, strict=True)}
-                )
-            return torch.stack([self._text_cache[key_of[name]] for name in class_names])
+                cached.update({key_of[name]: feature for name, feature in zip(missing, features, strict=True)})
+            return torch.stack([cached[key_of[name]] for name in class_names])
         if dynamic_prompts is None:
             # Static prompts only: the features depend on the class name, not on the image.
             unique = list(dict.fromkeys(class_names))
-            features = self._text_features_of(
-                unique, self._block_prompts(self.text_prompter, None, first_block_unused=True)
-            )
-            return features[[unique.index(name) for name in class_names]]
+            prompts = self._block_prompts(self.text_prompter, None, first_block_unused=True)
+            features = self._text_features_of(unique, prompts)
+            return torch.stack([features[unique.index(name)] for name in class_names])
         prompts = self._block_prompts(self.text_prompter, dynamic_prompts, first_block_unused=True)
         return self._text_features_of(list(class_names), prompts)
 
@@ -473,27 +521,34 @@ class AdaCLIPModel(nn.Module):
         needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision
         frozen_embedding, frozen_tokens = None, None
         if needs_frozen_pass:
-            with torch.no_grad():
-                frozen_embedding, frozen_tokens = self._encode_image(images, None)
+            with torch.no_grad(), record_function("adaclip.vision_frozen"):
+                # Its patch tokens are needed only when they stand in for the prompted pass's.
+                frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=self.prompt_vision)
         if self.prompt_vision:
-            dynamic = dynamic_vision(frozen_embedding) if dynamic_vision is not None else None
-            embedding, layer_tokens = self._encode_image(images, self._block_prompts(self.visual_prompter, dynamic))
+            with record_function("adaclip.vision_prompted"):
+                dynamic = dynamic_vision(frozen_embedding) if dynamic_vision is not None else None
+                prompts = self._block_prompts(self.visual_prompter, dynamic)
+                embedding, layer_tokens = self._encode_image(images, prompts)
         else:  # the prompted vision pass would repeat the frozen one
             embedding, layer_tokens = frozen_embedding, frozen_tokens
-        text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
-        text = text.expand(images.shape[0], -1, -1)
+        with record_function("adaclip.text"):
+            text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
+            text = text.expand(images.shape[0], -1, -1)
 
-        image_features = F.normalize(self.cls_token_layer.head[0](embedding), dim=-1)
-        patch_tokens = torch.stack(
-            [
-                F.normalize(head(tokens), dim=-1)
-                for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
-            ],
-            dim=1,
-        )  # [B, n_layers, L, D]
-        logits = LOGIT_SCALE * patch_tokens @ text.unsqueeze(1).to(patch_tokens.dtype)  # [B, n_layers, L, 2]
-        grid = round(logits.shape[2] ** 0.5)
-        layer_logits = logits.transpose(2, 3).reshape(*logits.shape[:2], 2, grid, grid)
+        with record_function("adaclip.similarity"):
+            # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
+            image_features = F.normalize(self.cls_token_layer.head[0](embedding).float(), dim=-1)
+            patch_tokens = torch.stack(
+                [
+                    F.normalize(head(tokens).float(), dim=-1)
+                    for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
+                ],
+                dim=1,
+            )  # [B, n_layers, L, D]
+            with full_precision(images.device):
+                logits = LOGIT_SCALE * patch_tokens @ text.unsqueeze(1).float()  # [B, n_layers, L, 2]
+            grid = round(logits.shape[2] ** 0.5)
+            layer_logits = logits.transpose(2, 3).reshape(*logits.shape[:2], 2, grid, grid)
         return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
@@ -507,20 +562,25 @@ class AdaCLIPModel(nn.Module):
             features: Output of :meth:`features`.
             hsf_labels: Cluster labels ``[B, 5k]`` to use instead of k-means (for comparisons with the reference).
         """
-        image_features = features.image_features
-        if self.use_hsf:
-            patch_scores = features.layer_logits.mean(1).flatten(2).softmax(dim=1)[:, 1]  # [B, L]
-            fused = hybrid_semantic_fusion(patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels)
-            image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
-        logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.to(image_features.dtype))
-        # float32 softmax also under autocast (CPU autocast keeps fp16 here; its gradients would overflow in fp16).
-        return logits.squeeze(1).float().softmax(dim=-1)
+        image_features = features.image_features.float()
+        with full_precision(image_features.device):
+            if self.use_hsf:
+                with record_function("adaclip.hsf"):
+                    patch_scores = features.layer_logits.mean(1).flatten(2).softmax(dim=1)[:, 1]  # [B, L]
+                    fused = hybrid_semantic_fusion(
+                        patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels
+                    )
+                image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
+            logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.float())
+            # float32 softmax also under autocast (its gradients would overflow in fp16).
+            return logits.squeeze(1).softmax(dim=-1)
 
     def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
         # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
-        probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
-        return self.blur(probabilities) if blur else probabilities
+        with record_function("adaclip.anomaly_map"), full_precision(features.layer_logits.device):
+            probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
+            return self.blur(probabilities) if blur else probabilities
 
     def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
         """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.

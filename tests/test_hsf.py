@@ -8,6 +8,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
+from anomalib_adaclip import hsf
 from anomalib_adaclip.hsf import hybrid_semantic_fusion, kmeans, kmeans_inertia
 
 from .conftest import load_reference
@@ -132,3 +133,19 @@ def test_all_label_permutations_give_the_same_fusion() -> None:
     for permutation in itertools.permutations(range(3)):
         renamed = torch.tensor(permutation)[labels]
         torch.testing.assert_close(hybrid_semantic_fusion(scores, tokens, 3, labels=renamed), first)
+
+
+def test_stopping_at_convergence_equals_running_every_iteration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU Lloyd stops when no label changes; the result is bit for bit that of all 50 iterations."""
+    points = torch.randn(5, 100, 48, generator=torch.Generator().manual_seed(3))
+    stopped = kmeans(points, 20, n_init=2)
+    monkeypatch.setattr(hsf, "_can_stop_early", lambda points: False)
+    assert torch.equal(kmeans(points, 20, n_init=2), stopped)
+
+
+def test_lloyd_stops_once_converged(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = hsf._squared_distances
+    monkeypatch.setattr(hsf, "_squared_distances", lambda *args: calls.append(1) or original(*args))
+    kmeans(_blobs(4, 5, 8, seed=0)[None], 4)
+    assert len(calls) < 20  # seeding (4) + a few Lloyd iterations + labels, not 50 iterations

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from anomalib.data import InferenceBatch
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import ResidualAttentionBlock
+from scipy.ndimage import gaussian_filter
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.torch_model import AdaCLIPTrainOutput, default_feature_layers
+from anomalib_adaclip.utils import build_sentence_tree, residual_attention_block
+
+from .conftest import load_reference
 
 SETTINGS = [
     {"prompting_type": "SD", "prompting_branch": "VL"},
@@ -143,18 +150,172 @@ def test_class_name_dashes_become_spaces(make_model: Callable) -> None:
     assert not torch.allclose(dashed, underscored)
 
 
-def test_trimmed_text_context_equals_full_context(make_model: Callable) -> None:
-    """The causal text tower makes the cut to the longest sentence exact."""
-    model = make_model()
-    names = ["bottle", "a much longer class name with several words"]
+def _full_context_text_embeddings(model: AdaCLIPModel, names: list[str], prompts: torch.Tensor | None) -> torch.Tensor:
+    """The reference's way: every sentence padded to 77 tokens through open_clip's own blocks, ``[G, S, embed]``."""
+    clip = model.clip
+    tokenizer = SimpleTokenizer()
+    embeddings = []
+    for group, name in enumerate(names):
+        normal, abnormal = model.ensemble.sentences(name)
+        tokens = tokenizer(normal + abnormal)
+        x = clip.token_embedding(tokens) + clip.positional_embedding
+        for index, block in enumerate(clip.transformer.resblocks):
+            if prompts is not None and 1 <= index < model.prompting_depth:
+                block_prompts = prompts[index, group if prompts.shape[1] > 1 else 0]
+                length = block_prompts.shape[0]
+                x = torch.cat([x[:, :1], block_prompts.expand(len(tokens), -1, -1), x[:, 1 + length :]], dim=1)
+            x = block(x, attn_mask=clip.attn_mask)
+        pooled = clip.ln_final(x[torch.arange(len(tokens)), tokens.argmax(-1)]) @ clip.text_projection
+        embeddings.append(F.normalize(pooled, dim=-1))
+    return torch.stack(embeddings)
+
+
+@pytest.mark.parametrize(
+    ("setting", "names", "dynamic"),
+    [
+        ({}, ["bottle", "a much longer class name with several words"], False),
+        ({}, ["bottle", "screw", "bottle"], True),
+        ({"prompting_type": "D", "prompting_depth": 1}, ["bottle", "pcb-board"], True),
+        ({"prompting_length": 12, "templates": ["{}", "a {}."]}, ["cap", "metal_nut"], True),
+        ({"prompting_branch": "V"}, ["bottle", "wood"], False),
+        ({}, ["bottle"], True),
+    ],
+    ids=["static-mixed-classes", "dynamic", "depth-1", "prompts-past-end-of-text", "unprompted", "one-name-3-images"],
+)
+def test_trimmed_text_context_equals_full_context(
+    make_model: Callable,
+    setting: dict,
+    names: list[str],
+    dynamic: bool,
+) -> None:
+    """Encoding each distinct token prefix once, with block 0 cached and the last block at the end tokens only
+    (the causal text tower makes this exact), equals the full 77-token context of the reference."""
+    model = make_model(**setting)
+    generator = torch.Generator().manual_seed(0)
+    dynamic_prompts = None
+    groups = 3 if len(names) == 1 else len(names)  # one name serves every image's prompts
+    if dynamic:
+        dynamic_prompts = 0.1 * torch.randn(groups, model.prompting_length, 64, generator=generator)
+    prompts = model._block_prompts(model.text_prompter, dynamic_prompts) if model.prompt_text else None
     with torch.no_grad():
-        tokens = torch.stack([model._tokens(name)[0] for name in names])
-        static = model._block_prompts(model.text_prompter, None)
-        full = model._encode_text(tokens, static)
-        cut = int(tokens.argmax(-1).max()) + 1
-        trimmed = model._encode_text(tokens[..., :cut], static)
-    assert cut < tokens.shape[-1]
-    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)
+        expected = _full_context_text_embeddings(model, names * (groups // len(names)), prompts)
+        if prompts is not None and prompts.shape[1] == 1:
+            prompts = prompts.expand(-1, len(names), -1, -1)
+        packed = model._encode_text(names, prompts)
+        again = model._encode_text(names, prompts)  # block 0 from the cache
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, packed, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_prefix_tree_text_tower_on_a_real_size_backbone() -> None:
+    """ViT-B-16's text tower (random weights): the prefix tree equals the 77-token context, per image prompts."""
+    torch.manual_seed(0)
+    model = AdaCLIPModel(backbone="ViT-B-16", backbone_weights=None, image_size=224).eval()
+    names = ["bottle", "metal_nut", "bottle"]
+    dynamic = 0.1 * torch.randn(3, model.prompting_length, 512, generator=torch.Generator().manual_seed(1))
+    prompts = model._block_prompts(model.text_prompter, dynamic)
+    with torch.no_grad():
+        expected = _full_context_text_embeddings(model, names, prompts)
+        packed = model._encode_text(names, prompts)
+    torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
+
+
+def test_sentence_tree_by_hand() -> None:
+    """Two sentences sharing "a b": 3 + 2 distinct prefixes; with one prompted position the prompt and the start
+    token are single nodes that everything sees."""
+    sot, eot = 49406, 49407
+    tokens = torch.tensor([[sot, 5, 7, eot, 0], [sot, 5, 8, 9, eot]])
+    tree = build_sentence_tree(tokens)
+    # nodes: 0 sot, 1 "5", 2 "7", 3 eot(1), 4 "8", 5 "9", 6 eot(2)
+    assert tree.tokens.tolist() == [sot, 5, 7, eot, 8, 9, eot]
+    assert tree.positions.tolist() == [0, 1, 2, 3, 2, 3, 4]
+    assert tree.ends.tolist() == [3, 6]
+    assert tree.mask[6].nonzero().flatten().tolist() == [0, 1, 4, 5, 6]
+    assert tree.mask[3].nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert torch.equal(tree.later_mask, tree.mask)
+    prompted = build_sentence_tree(tokens, shared=1)
+    # later nodes: 0 sot, 1 prompt, then "7", eot(1), "8", "9", eot(2) fed by block-0 nodes 2, 3, 4, 5, 6
+    assert prompted.sources.tolist() == [0, 0, 2, 3, 4, 5, 6]
+    assert prompted.ends.tolist() == [3, 6]
+    assert prompted.later_mask[6].nonzero().flatten().tolist() == [0, 1, 4, 5, 6]
+    assert prompted.later_mask[2].nonzero().flatten().tolist() == [0, 1, 2]
+    assert prompted.later_mask[1].nonzero().flatten().tolist() == [0, 1]
+    short = build_sentence_tree(tokens, shared=3)  # the first sentence ends inside the prompt
+    assert short.ends.tolist() == [3, 4] and len(short.sources) == 5  # 4 shared nodes + eot(2)
+
+
+@pytest.mark.parametrize("n_prompts", [0, 5])
+def test_block_forward_equals_open_clip_block(n_prompts: int) -> None:
+    """The SDPA block forward equals open_clip's own, with prompt tokens appended, for all rows and for some."""
+    torch.manual_seed(0)
+    block = ResidualAttentionBlock(64, 4).eval()
+    x = torch.randn(3, 17 + n_prompts, 64)
+    causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
+    additive = torch.zeros(causal.shape).masked_fill(~causal, float("-inf"))
+    rows = torch.tensor([[0, 5], [3, 3], [16, 1]])
+    with torch.no_grad():
+        expected = block(x)
+        expected_causal = block(x, attn_mask=additive)
+        torch.testing.assert_close(residual_attention_block(block, x), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            residual_attention_block(block, x, rows=slice(0, 1)), expected[:, :1], atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(residual_attention_block(block, x, causal), expected_causal, atol=1e-5, rtol=0)
+        per_image = residual_attention_block(block, x, causal.expand(3, 1, -1, -1), rows=rows)
+        torch.testing.assert_close(per_image, expected_causal[torch.arange(3)[:, None], rows], atol=1e-5, rtol=0)
+        shared = residual_attention_block(block, x, causal, rows=rows)
+        torch.testing.assert_close(shared, per_image, atol=1e-5, rtol=0)
+
+
+def test_embedding_only_pass_equals_full_pass(make_model: Callable) -> None:
+    """The frozen pass computes the CLS token only in its last block: the embedding is unchanged."""
+    model = make_model()
+    images = _images(2, 224)
+    with torch.no_grad():
+        full, tokens = model._encode_image(images, None)
+        cls_only, no_tokens = model._encode_image(images, None, embedding_only=True)
+    assert len(tokens) == 4 and no_tokens == []
+    torch.testing.assert_close(cls_only, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("setting", [{}, {"prompting_branch": "V"}, {"prompting_type": "S"}], ids=str)
+def test_caches_filled_in_inference_mode_serve_training(make_model: Callable, setting: dict) -> None:
+    """Text caches filled under torch.inference_mode (validation) must not break a later training step."""
+    model = make_model(**setting)
+    images = _images(2, 224)
+    with torch.inference_mode():
+        model(images, ["bottle", "screw"])
+    model.train()
+    output = model(images, ["bottle", "screw"])
+    (output.layer_maps.mean() + output.image_probs[:, 1].sum()).backward()
+    assert any(parameter.grad is not None for parameter in model.parameters())
+
+
+# Documented in the README ("Precision"): bf16 autocast on the CPU vs the reference's fp32 outputs.
+BF16_MAP_TOLERANCE = 0.03
+BF16_SCORE_TOLERANCE = 0.05
+
+
+def test_bf16_autocast_on_cpu_stays_close_to_the_reference() -> None:
+    data = load_reference()
+    settings = data["settings"]
+    model = AdaCLIPModel(
+        backbone={key: settings[key] for key in ("embed_dim", "vision_cfg", "text_cfg")},
+        image_size=224,
+        feature_layers=settings["feature_layers"],
+        backbone_weights=data["clip_state_dict"],
+        checkpoint=data["adaclip_checkpoint"],
+    ).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(data["images"], data["classes"])
+    assert output.pred_score.dtype == torch.float32 and output.anomaly_map.dtype == torch.float32
+    reference_maps = torch.from_numpy(
+        np.stack([gaussian_filter(m.double().numpy(), sigma=4) for m in data["outputs"]["test_map"]])
+    ).float()
+    reference_scores = torch.stack(data["outputs"]["test_score"])
+    assert (output.anomaly_map - reference_maps).abs().max() < BF16_MAP_TOLERANCE
+    assert (output.pred_score - reference_scores).abs().max() < BF16_SCORE_TOLERANCE
 
 
 @pytest.mark.parametrize(

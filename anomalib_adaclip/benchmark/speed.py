@@ -1,0 +1,463 @@
+r"""Speed benchmark of :class:`~anomalib_adaclip.AdaCLIPModel`: throughput, latency, peak memory, time split.
+
+The model is built with random weights (nothing is downloaded) and scores random images of one class; its numbers
+mean nothing, but it does all the work of a real AdaCLIP: both vision passes, the prompted text tower, HSF, the
+upsampled and blurred maps. Warm-up batches (which also fill the per-class text caches) are not timed.
+
+Example:
+    Throughput at batch 8 and at batch 1 in one run, with the time split, on the CPU in fp32::
+
+        python -m anomalib_adaclip.benchmark.speed --backbone ViT-B-16 --image-size 224 --batch-size 8 \\
+            --images 32 --device cpu --precision fp32 --compare-batch1 --profile --json speed.json
+
+Peak memory is the peak resident set size of the process on the CPU (reset before each measurement on Linux, see
+:class:`PeakMemory`) and ``torch.cuda.max_memory_allocated`` on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from anomalib_adaclip.torch_model import AdaCLIPModel
+
+__all__ = [
+    "PRECISIONS",
+    "SECTIONS",
+    "PeakMemory",
+    "build_model",
+    "format_report",
+    "main",
+    "measure",
+    "parse_args",
+    "parse_backbone",
+    "profile_sections",
+    "run",
+]
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The record_function ranges of AdaCLIPModel (without their "adaclip." prefix), in the order they run.
+SECTIONS = ("vision_frozen", "vision_prompted", "text", "similarity", "hsf", "anomaly_map")
+_FORWARD_RANGE = "benchmark.forward"
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+class BenchmarkError(ValueError):
+    """An argument of the benchmark that cannot work (unknown backbone, missing device, bad precision)."""
+
+
+def parse_backbone(text: str) -> str | dict[str, Any]:
+    """An open_clip model name, a JSON config dict (``'{"embed_dim": ...}'``) or the path of a JSON file."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            config = json.loads(stripped)
+        except json.JSONDecodeError as error:
+            msg = f"--backbone looks like a JSON config dict but does not parse: {error}."
+            raise BenchmarkError(msg) from error
+        if not isinstance(config, dict):
+            msg = f"--backbone JSON must be an object with embed_dim, vision_cfg and text_cfg, got {config!r}."
+            raise BenchmarkError(msg)
+        return config
+    if stripped.endswith(".json"):
+        path = Path(stripped).expanduser()
+        if not path.is_file():
+            msg = f"--backbone {text!r}: no such JSON file."
+            raise BenchmarkError(msg)
+        return parse_backbone(path.read_text())
+    return stripped
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        msg = f"--device {name!r} is not a torch device (use cpu, cuda or cuda:N)."
+        raise BenchmarkError(msg) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        msg = f"--device {name!r}: CUDA is not available on this machine; use --device cpu."
+        raise BenchmarkError(msg)
+    if device.type not in {"cpu", "cuda"}:
+        msg = f"--device {name!r}: the benchmark supports cpu and cuda devices."
+        raise BenchmarkError(msg)
+    return device
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine().lower() in {"arm64", "aarch64"}  # recent ARM cores have BF16; a guess
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+class PeakMemory:
+    """Peak memory of the process since :meth:`reset`.
+
+    On a GPU, ``torch.cuda.max_memory_allocated``. On the CPU, the peak resident set size (``VmHWM``): on Linux it
+    is reset by writing 5 to ``/proc/self/clear_refs``; elsewhere ``ru_maxrss`` counts since the process started
+    (``since_start`` then says so).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.since_start = False
+
+    @property
+    def kind(self) -> str:
+        """What is measured."""
+        if self.device.type == "cuda":
+            return "cuda_max_memory_allocated"
+        return "peak_rss_since_start" if self.since_start else "peak_rss"
+
+    def reset(self) -> None:
+        """Start a new measurement."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            _CLEAR_REFS.write_text("5")
+        except OSError:
+            self.since_start = True
+
+    def peak(self) -> int:
+        """Peak bytes since the last reset."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if not self.since_start:
+            try:
+                match = re.search(r"VmHWM:\s+(\d+)\s+kB", _STATUS.read_text())
+            except OSError:
+                match = None
+            if match:
+                return int(match.group(1)) * 1024
+            self.since_start = True
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB elsewhere
+
+
+def _current_memory(device: torch.device) -> int | None:
+    """Memory in use now: the resident set size on the CPU (Linux only, else None), allocated memory on a GPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        match = re.search(r"VmRSS:\s+(\d+)\s+kB", _STATUS.read_text())
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def build_model(
+    backbone: str | dict[str, Any],
+    image_size: int,
+    device: torch.device,
+    use_hsf: bool = True,
+) -> AdaCLIPModel:
+    """AdaCLIPModel with random CLIP weights and random prompts, in eval mode on ``device``."""
+    backbone_logger = logging.getLogger("anomalib_adaclip.backbone")
+    level = backbone_logger.level
+    backbone_logger.setLevel(logging.ERROR)  # the random-weights warning is expected here
+    try:
+        torch.manual_seed(0)
+        model = AdaCLIPModel(backbone=backbone, backbone_weights=None, image_size=image_size, use_hsf=use_hsf)
+    finally:
+        backbone_logger.setLevel(level)
+    return model.eval().to(device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _images(batch_size: int, image_size: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(batch_size)
+    return torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
+
+
+def measure(
+    model: AdaCLIPModel,
+    batch_size: int,
+    n_images: int,
+    device: torch.device,
+    precision: str = "fp32",
+    warmup: int = 1,
+    class_name: str = "bottle",
+) -> dict[str, Any]:
+    """Time ``ceil(n_images / batch_size)`` batches after ``warmup`` untimed ones.
+
+    Returns:
+        ``batch_size``, ``batches``, ``images``, ``seconds`` (all timed batches), ``images_per_second``,
+        ``seconds_per_image`` (their ratio), ``median_seconds_per_image`` (median over the batches),
+        ``cpu_seconds_per_image`` (CPU time of the process, all threads: on a shared machine it shows the work
+        done whatever the load), ``peak_memory_bytes``, ``peak_memory_per_image_bytes`` (divided by the batch
+        size) and ``memory_kind``.
+    """
+    images = _images(batch_size, model.image_size, device)
+    names = [class_name] * batch_size
+    memory = PeakMemory(device)
+    n_batches = max(1, -(-n_images // batch_size))
+    durations = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for _ in range(warmup):
+            model(images, names)
+        _synchronize(device)
+        memory.reset()
+        cpu_start = time.process_time()
+        for _ in range(n_batches):
+            start = time.perf_counter()
+            model(images, names)
+            _synchronize(device)
+            durations.append(time.perf_counter() - start)
+        cpu_seconds = time.process_time() - cpu_start
+    peak = memory.peak()
+    seconds = sum(durations)
+    total = n_batches * batch_size
+    return {
+        "batch_size": batch_size,
+        "batches": n_batches,
+        "images": total,
+        "seconds": seconds,
+        "images_per_second": total / seconds,
+        "seconds_per_image": seconds / total,
+        "median_seconds_per_image": statistics.median(durations) / batch_size,
+        "cpu_seconds_per_image": cpu_seconds / total,
+        "peak_memory_bytes": peak,
+        "peak_memory_per_image_bytes": peak / batch_size,
+        "memory_kind": memory.kind,
+    }
+
+
+def profile_sections(
+    model: AdaCLIPModel,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+    batches: int = 1,
+    class_name: str = "bottle",
+) -> dict[str, float]:
+    """Seconds per batch spent in each part of the forward (the model's ``adaclip.*`` record_function ranges).
+
+    Runs ``batches`` warm batches under :mod:`torch.profiler` (not the timed ones: profiling costs time). On the CPU
+    the ranges' CPU time is reported, on a GPU the time of the kernels they launched. ``other`` is the rest of the
+    forward, ``total`` the whole forward.
+    """
+    images = _images(batch_size, model.image_size, device)
+    names = [class_name] * batch_size
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), _autocast(device, precision):
+        model(images, names)  # warm
+        _synchronize(device)
+        with profile(activities=activities) as profiler:
+            for _ in range(batches):
+                with record_function(_FORWARD_RANGE):
+                    model(images, names)
+            _synchronize(device)
+    times = {section: 0.0 for section in (*SECTIONS, "other", "total")}
+    for event in profiler.key_averages():
+        name = event.key.removeprefix("adaclip.")
+        if name in SECTIONS or event.key == _FORWARD_RANGE:
+            microseconds = event.device_time_total if device.type == "cuda" else event.cpu_time_total
+            times["total" if event.key == _FORWARD_RANGE else name] += microseconds / 1e6 / batches
+    if times["total"] == 0.0:  # no kernel time attributed to the forward's own range: the sum of its parts
+        times["total"] = sum(times[section] for section in SECTIONS)
+    times["other"] = max(0.0, times["total"] - sum(times[section] for section in SECTIONS))
+    return times
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine()
+        try:
+            match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+            device_name = match.group(1).strip() if match else device_name
+        except OSError:
+            pass
+    return {
+        "device_name": device_name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
+    if args.json is not None and args.json.exists():
+        msg = f"--json {args.json} exists already; choose another path (the benchmark never overwrites a file)."
+        raise BenchmarkError(msg)
+    device = _device(args.device)
+    if args.precision == "fp16" and device.type == "cpu":
+        msg = "--precision fp16 is for GPUs (fp16 autocast on the CPU is emulated); use bf16 or fp32 on the CPU."
+        raise BenchmarkError(msg)
+    if args.batch_size < 1 or args.images < 1 or args.warmup < 0:
+        msg = "--batch-size and --images must be at least 1 and --warmup at least 0."
+        raise BenchmarkError(msg)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbone = parse_backbone(args.backbone)
+    memory_before_model = _current_memory(device)
+    try:
+        model = build_model(backbone, args.image_size, device, use_hsf=not args.no_hsf)
+    except (ValueError, TypeError) as error:
+        msg = f"Cannot build AdaCLIP with --backbone {args.backbone!r} --image-size {args.image_size}: {error}"
+        raise BenchmarkError(msg) from error
+    notes = []
+    if args.precision == "bf16" and device.type == "cpu" and not _cpu_has_native_bf16():
+        notes.append("this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower than fp32")
+    report: dict[str, Any] = {
+        "backbone": args.backbone if isinstance(backbone, str) else backbone,
+        "image_size": args.image_size,
+        "device": str(device),
+        "precision": args.precision,
+        "hsf": not args.no_hsf,
+        "warmup_batches": args.warmup,
+        "memory_before_model_bytes": memory_before_model,
+        "memory_with_model_bytes": _current_memory(device),
+        **_environment(device),
+        "notes": notes,
+    }
+    measure_kwargs = {"device": device, "precision": args.precision, "warmup": args.warmup}
+    report["results"] = [measure(model, args.batch_size, args.images, **measure_kwargs)]
+    if args.compare_batch1 and args.batch_size != 1:
+        report["results"].append(measure(model, 1, args.images, **measure_kwargs))
+        report["speedup_over_batch1"] = (
+            report["results"][0]["images_per_second"] / report["results"][1]["images_per_second"]
+        )
+    if args.profile:
+        report["profile_batch_size"] = args.batch_size
+        report["profile_seconds_per_batch"] = profile_sections(
+            model, args.batch_size, device, args.precision, batches=args.profile_batches
+        )
+    report["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return report
+
+
+def _gigabytes(value: float) -> str:
+    return f"{value / 1e9:.2f} GB"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text."""
+    backbone = report["backbone"] if isinstance(report["backbone"], str) else "custom config"
+    lines = [
+        f"AdaCLIP speed: {backbone} @ {report['image_size']} px, {report['precision']}, HSF "
+        f"{'on' if report['hsf'] else 'off'}, random weights",
+        f"device: {report['device']} ({report['device_name']}), {report['torch_threads']} torch threads, "
+        f"torch {report['torch_version']}",
+    ]
+    if report.get("load_average"):
+        before = ", ".join(f"{value:.2f}" for value in report["load_average"])
+        after = ", ".join(f"{value:.2f}" for value in report.get("load_average_after") or [])
+        lines.append(f"load average (1, 5, 15 min): {before} before, {after} after ({report['cpu_count']} CPUs)")
+    if report.get("memory_before_model_bytes") is not None:
+        kind = "allocated" if report["device"].startswith("cuda") else "resident"
+        lines.append(
+            f"memory {kind}: {_gigabytes(report['memory_before_model_bytes'])} before building the model, "
+            f"{_gigabytes(report['memory_with_model_bytes'])} with it"
+        )
+    lines.extend(f"note: {note}" for note in report.get("notes", []))
+    lines.append("")
+    lines.append(
+        f"{'batch':>5} {'images':>6} {'images/s':>9} {'s/image':>8} {'median s/image':>14} {'CPU s/image':>11} "
+        f"{'peak memory':>12}"
+    )
+    for result in report["results"]:
+        lines.append(
+            f"{result['batch_size']:>5} {result['images']:>6} {result['images_per_second']:>9.3f} "
+            f"{result['seconds_per_image']:>8.3f} {result['median_seconds_per_image']:>14.3f} "
+            f"{result['cpu_seconds_per_image']:>11.3f} "
+            f"{_gigabytes(result['peak_memory_bytes']):>12}  ({_gigabytes(result['peak_memory_per_image_bytes'])}"
+            f" per image, {result['memory_kind']})"
+        )
+    if "speedup_over_batch1" in report:
+        lines.append(f"batch {report['results'][0]['batch_size']} vs batch 1: {report['speedup_over_batch1']:.2f}x")
+    if "profile_seconds_per_batch" in report:
+        times = report["profile_seconds_per_batch"]
+        total = times["total"] or 1.0
+        lines.append("")
+        lines.append(f"time per batch of {report['profile_batch_size']} (under the profiler):")
+        for section in (*SECTIONS, "other", "total"):
+            lines.append(f"  {section:<16} {times[section]:>9.3f} s  {100 * times[section] / total:>5.1f}%")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anomalib_adaclip.benchmark.speed",
+        description="Speed of AdaCLIP on random weights: images/s, s/image, peak memory, time split.",
+    )
+    parser.add_argument(
+        "--backbone",
+        default="ViT-L-14-336",
+        help="open_clip ViT name, JSON config dict or JSON file (default: ViT-L-14-336)",
+    )
+    parser.add_argument("--image-size", type=int, default=518, help="input side length (default: 518)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward (default: 8)")
+    parser.add_argument("--images", type=int, default=32, help="timed images, rounded up to full batches (default: 32)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--precision",
+        choices=tuple(PRECISIONS),
+        default="fp32",
+        help="fp32, or bf16/fp16 autocast (fp16 on GPUs only) (default: fp32)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-hsf", action="store_true", help="switch Hybrid Semantic Fusion off")
+    parser.add_argument(
+        "--compare-batch1",
+        action="store_true",
+        help="also measure batch size 1 and print the speed-up",
+    )
+    parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
+    parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, print_fn: Callable[[str], Any] = print) -> int:
+    """Run the benchmark from the command line; returns the exit status."""
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_fn(format_report(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print_fn(f"\nreport written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
