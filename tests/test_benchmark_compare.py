@@ -338,6 +338,94 @@ def test_rerun_with_another_configuration_in_the_same_folder_is_refused(grid: Si
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# score_normalization: metrics on raw outputs (default) or after anomalib's post-processing
+# ----------------------------------------------------------------------------------------------------------------------
+# With seed 2 the micro model's random prompts score the generated images so that anomalib's min-max normalisation
+# clamps several scores to 1: the ties change the AUROC, so the two settings give different numbers (checked below).
+NORMALIZATION_SEED = 2
+
+
+def f1_adaptive_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the highest F1 (``score >= threshold`` is anomalous); the lowest one among ties."""
+    best_f1, best_threshold = -1.0, math.nan
+    for threshold in np.unique(scores):  # ascending
+        predicted = scores >= threshold
+        true_positives = np.sum(predicted & (labels == 1))
+        f1 = (
+            2
+            * true_positives
+            / (2 * true_positives + np.sum(predicted & (labels == 0)) + np.sum(~predicted & (labels == 1)))
+        )
+        if f1 > best_f1:
+            best_f1, best_threshold = f1, float(threshold)
+    return best_threshold
+
+
+@pytest.fixture(scope="module")
+def normalization_runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """AdaCLIP on a generated Folder data set (validation = test), once on raw outputs and once normalised."""
+    root = tmp_path_factory.mktemp("normalization")
+    torch.manual_seed(0)
+    weights = root / "micro_clip.pt"
+    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), weights)
+    generated = root / "generated"
+    generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
+    config = grid_config(root, weights, generated)
+    config["models"] = config["models"][:1]  # AdaCLIP
+    config["data"] = config["data"][1:]  # the generated Folder data, validated on its test split
+    config["seeds"] = [NORMALIZATION_SEED]
+    outcomes = {}
+    for normalised in (False, True):
+        config_file = root / f"normalised_{normalised}.yaml"
+        config_file.write_text(
+            yaml.safe_dump({**config, "score_normalization": normalised, "output": str(root / str(normalised))})
+        )
+        outcomes[normalised] = run_command(["--config", str(config_file)])
+    # The raw run's folder with the other setting: its finished run would be mixed with normalised ones.
+    mixed_file = root / "mixed.yaml"
+    mixed_file.write_text(yaml.safe_dump({**config, "score_normalization": True, "output": str(root / "False")}))
+    mixed = run_command(["--config", str(mixed_file)])
+    return SimpleNamespace(root=root, weights=weights, generated=generated, outcomes=outcomes, mixed=mixed)
+
+
+def test_score_normalization_chooses_raw_or_post_processed_scores_for_the_metrics(
+    normalization_runs: SimpleNamespace,
+) -> None:
+    runs = normalization_runs
+    records = {}
+    for normalised, outcome in runs.outcomes.items():
+        assert outcome.exit_code == 0, outcome.stderr[-3000:]
+        path = (
+            runs.root / str(normalised) / "runs" / "AdaCLIP" / "generated" / "widget" / f"seed{NORMALIZATION_SEED}.json"
+        )
+        records[normalised] = RunRecord.read(path)
+        assert records[normalised].score_normalization is normalised
+    # The model's own scores, from the pre-processing written out and the benchmark's seed.
+    torch.manual_seed(NORMALIZATION_SEED)
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=str(runs.weights), image_size=ADACLIP_SIZE, k_clusters=4
+    ).model.eval()
+    paths = sorted((runs.generated / "widget" / "test").rglob("*.png"))
+    labels = np.array([int(path.parent.name != "good") for path in paths])
+    with torch.no_grad():
+        raw = model(torch.cat([clip_normalised(path) for path in paths]), ["widget"] * len(paths)).pred_score.numpy()
+    # anomalib's normalisation, by hand: F1-optimal threshold and min-max of the validation scores (= the test
+    # scores here), threshold to 0.5, clamped to [0, 1].
+    threshold = f1_adaptive_threshold(labels, raw)
+    normalised = np.clip((raw - threshold) / (raw.max() - raw.min()) + 0.5, 0.0, 1.0)
+    assert roc_auc_score(labels, raw) != pytest.approx(roc_auc_score(labels, normalised))  # the test can tell
+    for expected, record in ((raw, records[False]), (normalised, records[True])):
+        assert record.metrics["image_AUROC"] == pytest.approx(roc_auc_score(labels, expected), abs=1e-4)
+        assert record.metrics["image_AUPR"] == pytest.approx(average_precision_score(labels, expected), abs=1e-4)
+
+
+def test_a_folder_of_raw_metrics_refuses_normalised_runs(normalization_runs: SimpleNamespace) -> None:
+    assert normalization_runs.mixed.exit_code == 2
+    assert "another configuration" in normalization_runs.mixed.stderr
+    assert "score_normalization was False, is now True" in normalization_runs.mixed.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Summaries, configurations and errors (nothing runs)
 # ----------------------------------------------------------------------------------------------------------------------
 def folder_entry(**overrides: Any) -> dict[str, Any]:
@@ -412,6 +500,7 @@ def test_summary_means_over_seeds_and_categories_by_hand() -> None:
         ),
         ({"seeds": [0, 0]}, "two seeds are called '0'"),
         ({"seeds": "0"}, "seeds must be a non-empty list of integers"),
+        ({"score_normalization": "yes"}, "score_normalization must be true or false, got 'yes'"),
         ({"engine": {"default_root_dir": "x"}}, "engine.default_root_dir is set by the benchmark"),
         ({"engine": {"acelerator": "cpu"}}, "unknown engine argument(s) ['acelerator']"),
     ],
@@ -468,6 +557,7 @@ def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> No
     assert adaclip.arguments_for("MVTecAD")["image_size"] == 518
     assert config.model("WinCLIP").class_path == "anomalib.models.WinClip"
     assert len(config.grid()) == 2 * (15 + 12)
+    assert config.score_normalization is False  # metrics on raw outputs, as the paper computes them
     # --dry-run lists the grid without building anything.
     assert cli.main(["benchmark", "--config", str(PROJECT_ROOT / "configs/benchmark/paper.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
