@@ -37,6 +37,19 @@ COMMANDS["quickstart"] = (
 )
 
 
+def _benchmark(arguments: list[str]) -> int:
+    from .benchmark.compare import main as benchmark_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return benchmark_main(arguments)
+
+
+COMMANDS["benchmark"] = (
+    _benchmark,
+    "AdaCLIP against other anomalib models on a grid of data sets (--config configs/benchmark/...); "
+    "replaces anomalib's benchmark, which cannot run zero-shot models",
+)
+
+
 def _calibrate(arguments: list[str]) -> int:
     from .commands import calibrate_main  # noqa: PLC0415
 

@@ -98,11 +98,13 @@ class AdaCLIP(AnomalibModule):
         feature_layers: 1-based vision blocks for the maps. Defaults to n/4, n/2, 3n/4, n.
         prompting_depth: Prompted blocks per branch. Defaults to 4.
         prompting_length: Prompt tokens. Defaults to 5.
-        prompting_type: ``"S"``, ``"D"`` or ``"SD"``. Defaults to ``"SD"``.
-        prompting_branch: ``"V"``, ``"L"`` or ``"VL"``. Defaults to ``"VL"``.
-        use_hsf: Hybrid Semantic Fusion for the image score. Defaults to ``True``.
-        k_clusters: HSF clusters. Defaults to 20.
-        blur_sigma: Gaussian blur of the map; 0 disables it. Defaults to 4.
+        prompting_type: Static prompts (``"S"``), dynamic prompts generated per image (``"D"``) or both (``"SD"``).
+            Defaults to ``"SD"``.
+        prompting_branch: Prompted branch: vision (``"V"``), text (``"L"``) or both (``"VL"``). Defaults to ``"VL"``.
+        use_hsf: Hybrid Semantic Fusion (k-means over the most abnormal patches) in the image score. Defaults to
+            ``True``.
+        k_clusters: HSF clusters (``5 * k_clusters`` patches are clustered). Defaults to 20.
+        blur_sigma: Gaussian blur of the anomaly map in pixels; 0 disables it. Defaults to 4.
         normal_states: State words of a normal object. Defaults to the paper's seven.
         abnormal_states: State words of an abnormal object. Defaults to the paper's five.
         templates: Sentence templates. Defaults to the paper's four.
