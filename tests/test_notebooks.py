@@ -3,8 +3,7 @@
 Each notebook has one cell tagged ``parameters``. As papermill does, the test inserts a cell right after it that sets
 ``TINY = True`` (a tiny random CLIP on generated images: offline, seconds) and points the outputs into a temporary
 folder, then executes the notebook with nbclient on a kernel of this interpreter. A notebook that no longer runs
-fails the suite, so they cannot rot. The quick start runs in the default suite, the training and benchmark
-notebooks with ``pytest -m slow``.
+fails the suite, so they cannot rot. All three run in the default suite.
 """
 
 from __future__ import annotations
@@ -20,15 +19,7 @@ from .conftest import PROJECT_ROOT
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 IDS = [path.stem for path in NOTEBOOKS]
 CELL_TIMEOUT_S = 600
-# Each execution starts a kernel that imports anomalib and runs the Engine: 40 to 60 s per notebook on two busy cores.
-# The default suite executes the quick start, the notebook every user opens first; the training and benchmark
-# notebooks run with `pytest -m slow` (their code paths are covered by tests/test_training.py and
-# tests/test_benchmark_compare.py in the default suite).
-DEFAULT_SUITE_NOTEBOOKS = {"01_zero_shot_quickstart.ipynb"}
-EXECUTED = [
-    pytest.param(path, id=path.stem, marks=() if path.name in DEFAULT_SUITE_NOTEBOOKS else pytest.mark.slow)
-    for path in NOTEBOOKS
-]
+EXECUTED = [pytest.param(path, id=path.stem) for path in NOTEBOOKS]
 
 
 def test_there_are_the_three_notebooks() -> None:
