@@ -56,10 +56,12 @@ from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
 from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
 from .tiling import TILE_SCORES, TileScore, tiled_predict
 from .torch_model import AdaCLIPModel
+from .utils import is_tracing
+from .validation import iter_loader_datasets, validate_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AdaCLIP", "OptimizerSettings"]
+__all__ = ["AdaCLIP", "OptimizerSettings", "check_raw_images"]
 
 DEFAULT_CLASS_NAME = "object"
 FROZEN_PREFIX = "model.clip."
@@ -67,6 +69,41 @@ FROZEN_PREFIX = "model.clip."
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 # anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
 ONNX_OPSET = 18
+
+
+def check_raw_images(images: Any, argument: str = "batch") -> None:
+    """Check raw images for :meth:`AdaCLIP.forward`: a float tensor ``[B, 3, H, W]``, finite, in [0, 1].
+
+    Raises:
+        TypeError: Not a floating-point tensor.
+        ValueError: Wrong rank or channels, NaN/inf values, or values outside [0, 1].
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        got = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        msg = (
+            f"`{argument}` must be a floating-point tensor [B, 3, H, W] of RGB values in [0, 1], got {got} "
+            f"(for uint8 images: images.float() / 255)."
+        )
+        raise TypeError(msg)
+    if images.ndim != 4 or images.shape[1] != 3:
+        msg = (
+            f"`{argument}` must have shape [B, 3, H, W] (RGB), got {tuple(images.shape)} (one image: "
+            f"image.unsqueeze(0); grayscale: image.expand(-1, 3, -1, -1); RGBA: image[:, :3])."
+        )
+        raise ValueError(msg)
+    if images.numel() == 0:
+        msg = f"`{argument}` is empty: shape {tuple(images.shape)}."
+        raise ValueError(msg)
+    if not bool(torch.isfinite(images).all()):
+        msg = f"`{argument}` holds {int((~torch.isfinite(images)).sum())} NaN or infinite value(s)."
+        raise ValueError(msg)
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        msg = (
+            f"`{argument}` must hold raw RGB values in [0, 1] (AdaCLIP normalises them itself), got values in "
+            f"[{low:.4g}, {high:.4g}]" + (" (divide 8-bit values by 255)." if high > 1.0 else ".")
+        )
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -320,6 +357,7 @@ class AdaCLIP(AnomalibModule):
 
     def _apply_class_name(self) -> None:
         name, source = self._resolve_class_name()
+        self.model.check_class_name(name)
         self.model.class_name = name
         logger.info(
             "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
@@ -573,6 +611,49 @@ class AdaCLIP(AnomalibModule):
         validation data. An empty list skips that validation; a data module's validation data still take precedence.
         """
         return []
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Input checks
+    # ----------------------------------------------------------------------------------------------------------------
+    def _validate_input_files(self, loaders: Any, split: str) -> None:
+        """Check every image and mask file the run's loaders will read, before the first batch (README: Input handling).
+
+        Raises:
+            InputFilesError: Files AdaCLIP cannot use; the message lists each with what to do.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        name = getattr(datamodule, "name", None) or (type(datamodule).__name__ if datamodule is not None else "")
+        category = getattr(datamodule, "category", None)
+        origin = f" of {name}" + (f" {category!r}" if category else "") if name else ""
+        for dataset in iter_loader_datasets(loaders):
+            validate_dataset(dataset, f"the {split} data{origin}")
+
+    def on_train_start(self) -> None:
+        """Check the training files before the first step."""
+        self._validate_input_files(self.trainer.train_dataloader, "training")
+
+    def on_validation_start(self) -> None:
+        """Check the validation files before the first batch."""
+        self._validate_input_files(self.trainer.val_dataloaders, "validation")
+
+    def on_test_start(self) -> None:
+        """Check the test files before the first batch."""
+        self._validate_input_files(self.trainer.test_dataloaders, "test")
+
+    def on_predict_start(self) -> None:
+        """Check the files to predict on before the first batch."""
+        self._validate_input_files(self.trainer.predict_dataloaders, "prediction")
+
+    def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer).
+
+        Raises:
+            TypeError: ``batch`` is not a floating-point tensor.
+            ValueError: Wrong rank or channels, NaN/inf values, or values outside [0, 1].
+        """
+        if not is_tracing():
+            check_raw_images(batch)
+        return super().forward(batch, *args, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Checkpoints without the frozen CLIP

@@ -214,6 +214,7 @@ class AdaCLIPModel(nn.Module):
         self._tree_cache: dict[tuple, SentenceTree] = {}
         self._text_cache: dict[tuple, torch.Tensor] = {}
         self._first_block_cache: dict[tuple, torch.Tensor] = {}
+        self._checked_class_names: set[str] = set()
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
@@ -494,19 +495,57 @@ class AdaCLIPModel(nn.Module):
                 f"{images.shape[-2]}x{images.shape[-1]}; resize them first (AdaCLIP's pre-processor does)."
             )
             raise ValueError(msg)
+        if not is_tracing() and not bool(torch.isfinite(images).all()):
+            n_bad = int((~torch.isfinite(images)).sum())
+            msg = (
+                f"`images` holds {n_bad} NaN or infinite value(s); AdaCLIP needs finite pixels (a NaN would spread "
+                f"through attention to every score of its image)."
+            )
+            raise ValueError(msg)
         # One name for all images stays a single string: a per-image list would fix the batch size of an export.
         if class_names is None:
-            return self.class_name
-        if isinstance(class_names, str):
-            return class_names
-        class_names = list(class_names)
-        if len(class_names) != images.shape[0]:
-            msg = f"Got {len(class_names)} class names for {images.shape[0]} images; give one per image."
+            names: list[str] | str = self.class_name
+        elif isinstance(class_names, str):
+            names = class_names
+        else:
+            names = list(class_names)
+            if len(names) != images.shape[0]:
+                msg = f"Got {len(names)} class names for {images.shape[0]} images; give one per image."
+                raise ValueError(msg)
+            if not all(isinstance(name, str) for name in names):
+                msg = f"Every class name must be a string, got {names!r}."
+                raise TypeError(msg)
+        for name in [names] if isinstance(names, str) else dict.fromkeys(names):
+            self.check_class_name(name)
+        return names
+
+    def check_class_name(self, class_name: str) -> None:
+        """Refuse a class name the prompts cannot use: empty, or too long for the text tower's context.
+
+        Any other string works: dashes become spaces, underscores, digits and non-ASCII characters stay (CLIP's
+        tokenizer lower-cases the text and splits it into byte-level BPE tokens).
+
+        Raises:
+            ValueError: The name is empty or blank, or one of its sentences would not fit into the context (the
+                tokenizer would cut the end off, and with it the state words that tell normal from abnormal).
+        """
+        if class_name in self._checked_class_names:
+            return
+        if not isinstance(class_name, str) or not class_name.strip():
+            msg = f"A class name must be a non-empty string, got {class_name!r}."
             raise ValueError(msg)
-        if not all(isinstance(name, str) for name in class_names):
-            msg = f"Every class name must be a string, got {class_names!r}."
-            raise TypeError(msg)
-        return class_names
+        context = self._tokenizer.context_length
+        normal, abnormal = self.ensemble.sentences(class_name)
+        longest = max(len(self._tokenizer.encode(sentence)) for sentence in normal + abnormal) + 2
+        if longest > context:
+            name_tokens = len(self._tokenizer.encode(class_name))
+            msg = (
+                f"The class name {class_name[:60]!r}{'...' if len(class_name) > 60 else ''} is too long: it is "
+                f"{name_tokens} tokens, and its longest prompt sentence {longest} tokens with start and end, but the "
+                f"text tower reads {context}. Use at most {name_tokens - (longest - context)} tokens (a few words)."
+            )
+            raise ValueError(msg)
+        self._checked_class_names.add(class_name)
 
     def features(self, images: torch.Tensor, class_names: Sequence[str] | str | None = None) -> AdaCLIPFeatures:
         """Compute text features, image features, patch tokens and the per-layer logits of a batch.
