@@ -108,7 +108,7 @@ def _orientation(image: Image.Image) -> int:
         else:
             exif = image.getexif()
         return int(exif.get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # noqa: BLE001  (a broken EXIF block is not worth refusing an image for)
+    except Exception:  # a broken EXIF block is not worth refusing an image for
         return 1
 
 
@@ -135,7 +135,7 @@ def _decode_error(path: Path, image: Image.Image) -> str | None:
             image.load()
         else:
             image.load()
-    except Exception as error:  # noqa: BLE001  (PIL raises OSError, SyntaxError, ValueError, ... for broken files)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
         return f"{type(error).__name__}: {error}"
     return None
 

@@ -109,7 +109,7 @@ def write_refused(folder: Path) -> dict[str, tuple[Path, str]]:
     photo = _photo()
     cases: dict[str, tuple[Path, str]] = {}
     gray16 = folder / "gray16.png"
-    Image.fromarray((photo[..., 0].astype(np.uint16) * 16)).save(gray16)  # 12-bit data in a 16-bit PNG
+    Image.fromarray(photo[..., 0].astype(np.uint16) * 16).save(gray16)  # 12-bit data in a 16-bit PNG
     cases["gray16"] = (gray16, "16-bit grayscale")
     buffer = io.BytesIO()
     Image.fromarray(photo).save(buffer, "JPEG", quality=95)
