@@ -50,7 +50,7 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 from .backbone import OPENAI_MEAN, OPENAI_STD
 from .calibration import CalibrationResult, PixelPercentiles, calibration_loader, check_percentile
 from .callbacks import AdaCLIPVisualizer, PredictionCSVWriter
-from .checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from .checkpoint import RELEASED_CHECKPOINTS, CheckpointError, check_state_dict, read_checkpoint
 from .class_names import ClassNameRules
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
 from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
@@ -674,13 +674,29 @@ class AdaCLIP(AnomalibModule):
         self._sync_pre_processor()
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [key for key in result.missing_keys if not key.startswith(FROZEN_PREFIX)]
-        if strict and (missing or result.unexpected_keys):
-            msg = f"Checkpoint does not fit AdaCLIP: missing keys {missing}, unexpected keys {result.unexpected_keys}."
-            raise RuntimeError(msg)
-        return result
+        """Load a state dict that may lack the frozen CLIP; every other key is checked as usual.
+
+        Keys and shapes are checked before anything is copied, so a checkpoint that does not fit leaves the model as
+        it was (``torch.nn.Module.load_state_dict`` would copy the fitting tensors before raising).
+
+        Raises:
+            RuntimeError: With ``strict``, missing or unexpected keys; always, shapes that differ.
+        """
+        own = self.state_dict()
+        if strict:
+            expected = {
+                key: value for key, value in own.items() if not key.startswith(FROZEN_PREFIX) or key in state_dict
+            }
+            given = state_dict
+        else:
+            expected = {key: value for key, value in own.items() if key in state_dict}
+            given = {key: value for key, value in state_dict.items() if key in own}
+        try:
+            check_state_dict(expected, given, "The checkpoint")
+        except CheckpointError as error:
+            msg = f"Checkpoint does not fit AdaCLIP; nothing was loaded. {error}"
+            raise RuntimeError(msg) from error
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Export
