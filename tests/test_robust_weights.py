@@ -39,7 +39,7 @@ class CreatesFile:
 def marker(tmp_path: Path) -> Path:
     """The file the payload would create; the payload is real: plain unpickling creates it."""
     control = tmp_path / "control-marker"
-    pickle.loads(pickle.dumps(CreatesFile(control)))  # noqa: S301  (proves the payload works)
+    pickle.loads(pickle.dumps(CreatesFile(control)))  # proves the payload works
     assert control.exists()
     return tmp_path / "pwned"
 
