@@ -639,10 +639,25 @@ class AdaCLIP(AnomalibModule):
     def on_test_start(self) -> None:
         """Check the test files before the first batch."""
         self._validate_input_files(self.trainer.test_dataloaders, "test")
+        self._warn_if_visualisations_exist()
 
     def on_predict_start(self) -> None:
         """Check the files to predict on before the first batch."""
         self._validate_input_files(self.trainer.predict_dataloaders, "prediction")
+        self._warn_if_visualisations_exist()
+
+    def _warn_if_visualisations_exist(self) -> None:
+        """Say so when this run's images will replace an earlier run's (anomalib's test/predict reuse ``latest``)."""
+        if not self.visualizer:
+            return
+        folder = getattr(self.visualizer, "output_dir", None) or Path(self.trainer.default_root_dir) / "images"
+        if Path(folder).is_dir() and any(path.is_file() for path in Path(folder).rglob("*")):
+            logger.warning(
+                "%s holds visualisations of an earlier run; images of the same name will be replaced (anomalib's "
+                "test and predict write into the results folder's 'latest' version). Give the Engine another "
+                "default_root_dir to keep them.",
+                folder,
+            )
 
     def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer).
@@ -709,6 +724,7 @@ class AdaCLIP(AnomalibModule):
             model_file_name: File name without suffix. Defaults to ``"model"``.
         """
         self._check_exportable()
+        self._check_export_target(export_root, "torch", model_file_name, (".pt",))
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_torch(export_root, model_file_name)
 
@@ -731,9 +747,30 @@ class AdaCLIP(AnomalibModule):
             **kwargs: Passed to ``torch.onnx.export`` (e.g. ``opset_version``).
         """
         self._check_exportable()
+        self._check_export_target(export_root, "onnx", model_file_name, (".onnx", ".onnx.data"))
         kwargs.setdefault("opset_version", ONNX_OPSET)
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
+    def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
+        """Export to OpenVINO IR (through ONNX, opset 18); an existing export is an error, as for the other formats."""
+        self._check_export_target(export_root, "openvino", model_file_name, (".xml", ".bin"))
+        return super().to_openvino(export_root, model_file_name, *args, **kwargs)
+
+    @staticmethod
+    def _check_export_target(
+        export_root: Path | str, kind: str, model_file_name: str, suffixes: tuple[str, ...]
+    ) -> None:
+        """Refuse to export over an earlier export (anomalib would replace it silently)."""
+        folder = Path(export_root) / "weights" / kind
+        existing = [folder / f"{model_file_name}{suffix}" for suffix in suffixes]
+        existing = [path for path in existing if path.exists()]
+        if existing:
+            msg = (
+                f"{existing[0]} already exists: AdaCLIP never replaces an earlier export. Choose another export_root "
+                f"or model_file_name, or delete the old files first."
+            )
+            raise FileExistsError(msg)
 
     def _check_exportable(self) -> None:
         if self.tiling:
