@@ -65,6 +65,7 @@ from .utils import (
     full_precision,
     is_tracing,
     pad_sentence_tree,
+    per_image,
     residual_attention_block,
 )
 
@@ -354,11 +355,14 @@ class AdaCLIPModel(nn.Module):
                 block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
             # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
-            rows = slice(0, 1) if embedding_only and index == len(blocks) - 1 else None
-            x = residual_attention_block(block, x, rows=rows)
+            if embedding_only and index == len(blocks) - 1:
+                # One query row per image: per image on the CPU, so that the numbers do not depend on the batch size.
+                x = per_image(lambda tokens, block=block: residual_attention_block(block, tokens, rows=slice(0, 1)), x)
+            else:
+                x = residual_attention_block(block, x)
             if not embedding_only and index + 1 in self.feature_layers:
                 patch_tokens.append(x[:, 1:n_tokens])
-        embedding = visual.ln_post(x[:, 0]) @ visual.proj
+        embedding = per_image(lambda cls: visual.ln_post(cls) @ visual.proj, x[:, 0])
         return embedding, patch_tokens
 
     def _cache_key(self, name: str, device: torch.device) -> tuple:
@@ -406,6 +410,8 @@ class AdaCLIPModel(nn.Module):
         """
         device = self.clip.token_embedding.weight.device
         unique = list(dict.fromkeys(names))
+        if len(unique) > 1 and device.type == "cpu" and not is_tracing():
+            return self._encode_text_per_class(names, prompts)
         # Exact: in a causal tower equal prefixes have equal states, and the mask shows each node its own prefix.
         trees = {name: self._sentence_tree(name, device) for name in unique}
         firsts = {name: self._first_text_block(name, tree)[tree.sources] for name, tree in trees.items()}
@@ -435,6 +441,26 @@ class AdaCLIPModel(nn.Module):
         projection = self.clip.text_projection
         x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
         return F.normalize(x.float(), dim=-1)
+
+    def _encode_text_per_class(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_encode_text` one class name at a time (CPU): an image's numbers then do not depend on the others.
+
+        Padding a class's token tree to a larger one (several names in one batch) lengthens the attention's sums, and
+        the CPU kernels then add in another order.
+        """
+        per_group = prompts is not None and prompts.shape[1] == len(names) > 1
+        order: list[int] = []
+        pieces = []
+        for name in dict.fromkeys(names):
+            indices = [index for index, other in enumerate(names) if other == name]
+            if per_group:
+                pieces.append(self._encode_text([name] * len(indices), prompts[:, indices]))
+            else:
+                pieces.append(self._encode_text([name], prompts).expand(len(indices), -1, -1))
+            order += indices
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(pieces)[inverse.to(pieces[0].device)]
 
     def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
         """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
@@ -565,18 +591,19 @@ class AdaCLIPModel(nn.Module):
                 frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=self.prompt_vision)
         if self.prompt_vision:
             with record_function("adaclip.vision_prompted"):
-                dynamic = dynamic_vision(frozen_embedding) if dynamic_vision is not None else None
+                dynamic = per_image(dynamic_vision, frozen_embedding) if dynamic_vision is not None else None
                 prompts = self._block_prompts(self.visual_prompter, dynamic)
                 embedding, layer_tokens = self._encode_image(images, prompts)
         else:  # the prompted vision pass would repeat the frozen one
             embedding, layer_tokens = frozen_embedding, frozen_tokens
         with record_function("adaclip.text"):
-            text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
+            dynamic = per_image(dynamic_text, frozen_embedding) if dynamic_text is not None else None
+            text = self.text_features(names, dynamic)
             text = text.expand(images.shape[0], -1, -1)
 
         with record_function("adaclip.similarity"):
             # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
-            image_features = F.normalize(self.cls_token_layer.head[0](embedding).float(), dim=-1)
+            image_features = F.normalize(per_image(self.cls_token_layer.head[0], embedding).float(), dim=-1)
             patch_tokens = torch.stack(
                 [
                     F.normalize(head(tokens).float(), dim=-1)
