@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,6 +106,11 @@ class AdaCLIPFeatures(NamedTuple):
     image_features: torch.Tensor
     patch_tokens: torch.Tensor
     layer_logits: torch.Tensor
+
+
+def _outside_inference_mode() -> contextlib.AbstractContextManager:
+    """Leave ``torch.inference_mode`` for tensors that are cached and later used where autograd records."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
 
 
 def default_feature_layers(n_blocks: int) -> list[int]:
@@ -377,8 +383,10 @@ class AdaCLIPModel(nn.Module):
         key = (class_name, device, shared)
         if key not in self._tree_cache:
             normal, abnormal = self.ensemble.sentences(class_name)
-            tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
-            self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
+            # Normal tensors even when first needed under torch.inference_mode (validation): training reuses them.
+            with _outside_inference_mode():
+                tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
+                self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
         return self._tree_cache[key]
 
     def _first_text_block(self, class_name: str, tree: SentenceTree) -> torch.Tensor:
@@ -389,7 +397,7 @@ class AdaCLIPModel(nn.Module):
         key = self._cache_key(class_name, tree.tokens.device)
         cached = self._first_block_cache.get(key)
         if cached is None:
-            with torch.no_grad():
+            with _outside_inference_mode(), torch.no_grad():
                 x = self.clip.token_embedding(tree.tokens)
                 x = x + self.clip.positional_embedding[tree.positions].to(x.dtype)
                 cached = residual_attention_block(self.clip.transformer.resblocks[0], x[None], tree.mask)[0]
@@ -645,8 +653,12 @@ class AdaCLIPModel(nn.Module):
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
         # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
         with record_function("adaclip.anomaly_map"), full_precision(features.layer_logits.device):
-            probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
-            return self.blur(probabilities) if blur else probabilities
+            # Per image on the CPU: how element-wise kernels split and vectorise a tensor depends on its size.
+            def one_map(logits: torch.Tensor) -> torch.Tensor:
+                probabilities = self._upsample(logits).softmax(dim=1)[:, 1]
+                return self.blur(probabilities) if blur else probabilities
+
+            return per_image(one_map, features.layer_logits.mean(1).float())
 
     def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
         """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.
