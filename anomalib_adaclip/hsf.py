@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from .utils import is_tracing
+from .utils import is_tracing, per_image
 
 __all__ = ["hybrid_semantic_fusion", "kmeans", "kmeans_inertia"]
 
@@ -136,7 +136,8 @@ def kmeans(
 
     The seeding draws the random numbers of scikit-learn's ``KMeans(n_clusters=k, random_state=seed)``, so on the
     same points both find the same clusters (up to float rounding). All images and the ``n_init`` seedings run as
-    one batch; each image keeps its seeding with the lowest inertia. Nothing depends on the batch. On an accelerator
+    one batch; each image keeps its seeding with the lowest inertia. Nothing depends on the batch but the rounding
+    of the batched products (:func:`hybrid_semantic_fusion` clusters one image at a time on the CPU). On an accelerator
     there is no data-dependent control flow, so nothing waits on the device; on the CPU, Lloyd stops as soon as no
     label changes, with the same result as running every iteration.
 
@@ -197,7 +198,9 @@ def hybrid_semantic_fusion(
     if labels is None:
         with torch.no_grad():
             points = selected.detach().transpose(1, 2).reshape(batch, n_top, n_layers * dim)
-            labels = kmeans(points, k)
+            # Per image on the CPU: the batched distance products round differently for other batch sizes, and a
+            # near-tie may then move a point to another cluster.
+            labels = per_image(lambda image_points: kmeans(image_points, k), points)
     elif labels.shape != (batch, n_top) or labels.min() < 0 or labels.max() >= k:
         msg = f"`labels` must have shape {(batch, n_top)} with values in [0, {k}), got {tuple(labels.shape)}."
         raise ValueError(msg)

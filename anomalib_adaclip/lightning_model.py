@@ -50,16 +50,18 @@ from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Res
 from .backbone import OPENAI_MEAN, OPENAI_STD
 from .calibration import CalibrationResult, PixelPercentiles, calibration_loader, check_percentile
 from .callbacks import AdaCLIPVisualizer, PredictionCSVWriter
-from .checkpoint import RELEASED_CHECKPOINTS, read_checkpoint
+from .checkpoint import RELEASED_CHECKPOINTS, CheckpointError, check_state_dict, read_checkpoint
 from .class_names import ClassNameRules
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
 from .prompting import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, format_class_name
 from .tiling import TILE_SCORES, TileScore, tiled_predict
 from .torch_model import AdaCLIPModel
+from .utils import is_tracing
+from .validation import iter_loader_datasets, validate_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AdaCLIP", "OptimizerSettings"]
+__all__ = ["AdaCLIP", "OptimizerSettings", "check_raw_images"]
 
 DEFAULT_CLASS_NAME = "object"
 FROZEN_PREFIX = "model.clip."
@@ -67,6 +69,41 @@ FROZEN_PREFIX = "model.clip."
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 # anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
 ONNX_OPSET = 18
+
+
+def check_raw_images(images: Any, argument: str = "batch") -> None:
+    """Check raw images for :meth:`AdaCLIP.forward`: a float tensor ``[B, 3, H, W]``, finite, in [0, 1].
+
+    Raises:
+        TypeError: Not a floating-point tensor.
+        ValueError: Wrong rank or channels, NaN/inf values, or values outside [0, 1].
+    """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        got = f"dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
+        msg = (
+            f"`{argument}` must be a floating-point tensor [B, 3, H, W] of RGB values in [0, 1], got {got} "
+            f"(for uint8 images: images.float() / 255)."
+        )
+        raise TypeError(msg)
+    if images.ndim != 4 or images.shape[1] != 3:
+        msg = (
+            f"`{argument}` must have shape [B, 3, H, W] (RGB), got {tuple(images.shape)} (one image: "
+            f"image.unsqueeze(0); grayscale: image.expand(-1, 3, -1, -1); RGBA: image[:, :3])."
+        )
+        raise ValueError(msg)
+    if images.numel() == 0:
+        msg = f"`{argument}` is empty: shape {tuple(images.shape)}."
+        raise ValueError(msg)
+    if not bool(torch.isfinite(images).all()):
+        msg = f"`{argument}` holds {int((~torch.isfinite(images)).sum())} NaN or infinite value(s)."
+        raise ValueError(msg)
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        msg = (
+            f"`{argument}` must hold raw RGB values in [0, 1] (AdaCLIP normalises them itself), got values in "
+            f"[{low:.4g}, {high:.4g}]" + (" (divide 8-bit values by 255)." if high > 1.0 else ".")
+        )
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True)
@@ -322,6 +359,7 @@ class AdaCLIP(AnomalibModule):
 
     def _apply_class_name(self) -> None:
         name, source = self._resolve_class_name()
+        self.model.check_class_name(name)
         self.model.class_name = name
         logger.info(
             "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
@@ -577,6 +615,64 @@ class AdaCLIP(AnomalibModule):
         return []
 
     # ----------------------------------------------------------------------------------------------------------------
+    # Input checks
+    # ----------------------------------------------------------------------------------------------------------------
+    def _validate_input_files(self, loaders: Any, split: str) -> None:
+        """Check every image and mask file the run's loaders will read, before the first batch (README: Input handling).
+
+        Raises:
+            InputFilesError: Files AdaCLIP cannot use; the message lists each with what to do.
+        """
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        name = getattr(datamodule, "name", None) or (type(datamodule).__name__ if datamodule is not None else "")
+        category = getattr(datamodule, "category", None)
+        origin = f" of {name}" + (f" {category!r}" if category else "") if name else ""
+        for dataset in iter_loader_datasets(loaders):
+            validate_dataset(dataset, f"the {split} data{origin}")
+
+    def on_train_start(self) -> None:
+        """Check the training files before the first step."""
+        self._validate_input_files(self.trainer.train_dataloader, "training")
+
+    def on_validation_start(self) -> None:
+        """Check the validation files before the first batch."""
+        self._validate_input_files(self.trainer.val_dataloaders, "validation")
+
+    def on_test_start(self) -> None:
+        """Check the test files before the first batch."""
+        self._validate_input_files(self.trainer.test_dataloaders, "test")
+        self._warn_if_visualisations_exist()
+
+    def on_predict_start(self) -> None:
+        """Check the files to predict on before the first batch."""
+        self._validate_input_files(self.trainer.predict_dataloaders, "prediction")
+        self._warn_if_visualisations_exist()
+
+    def _warn_if_visualisations_exist(self) -> None:
+        """Say so when this run's images will replace an earlier run's (anomalib's test/predict reuse ``latest``)."""
+        if not self.visualizer:
+            return
+        folder = getattr(self.visualizer, "output_dir", None) or Path(self.trainer.default_root_dir) / "images"
+        if Path(folder).is_dir() and any(path.is_file() for path in Path(folder).rglob("*")):
+            logger.warning(
+                "%s holds visualisations of an earlier run; images of the same name will be replaced (anomalib's "
+                "test and predict write into the results folder's 'latest' version). Give the Engine another "
+                "default_root_dir to keep them.",
+                folder,
+            )
+
+    def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer).
+
+        Raises:
+            TypeError: ``batch`` is not a floating-point tensor.
+            ValueError: Wrong rank or channels, NaN/inf values, or values outside [0, 1].
+        """
+        if not is_tracing():
+            check_raw_images(batch)
+        return super().forward(batch, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------------------
     # Checkpoints without the frozen CLIP
     # ----------------------------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -595,13 +691,29 @@ class AdaCLIP(AnomalibModule):
         self._sync_pre_processor()
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict that may lack the frozen CLIP; every other key is checked as usual."""
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [key for key in result.missing_keys if not key.startswith(FROZEN_PREFIX)]
-        if strict and (missing or result.unexpected_keys):
-            msg = f"Checkpoint does not fit AdaCLIP: missing keys {missing}, unexpected keys {result.unexpected_keys}."
-            raise RuntimeError(msg)
-        return result
+        """Load a state dict that may lack the frozen CLIP; every other key is checked as usual.
+
+        Keys and shapes are checked before anything is copied, so a checkpoint that does not fit leaves the model as
+        it was (``torch.nn.Module.load_state_dict`` would copy the fitting tensors before raising).
+
+        Raises:
+            RuntimeError: With ``strict``, missing or unexpected keys; always, shapes that differ.
+        """
+        own = self.state_dict()
+        if strict:
+            expected = {
+                key: value for key, value in own.items() if not key.startswith(FROZEN_PREFIX) or key in state_dict
+            }
+            given = state_dict
+        else:
+            expected = {key: value for key, value in own.items() if key in state_dict}
+            given = {key: value for key, value in state_dict.items() if key in own}
+        try:
+            check_state_dict(expected, given, "The checkpoint")
+        except CheckpointError as error:
+            msg = f"Checkpoint does not fit AdaCLIP; nothing was loaded. {error}"
+            raise RuntimeError(msg) from error
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Export
@@ -614,6 +726,7 @@ class AdaCLIP(AnomalibModule):
             model_file_name: File name without suffix. Defaults to ``"model"``.
         """
         self._check_exportable()
+        self._check_export_target(export_root, "torch", model_file_name, (".pt",))
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_torch(export_root, model_file_name)
 
@@ -636,9 +749,30 @@ class AdaCLIP(AnomalibModule):
             **kwargs: Passed to ``torch.onnx.export`` (e.g. ``opset_version``).
         """
         self._check_exportable()
+        self._check_export_target(export_root, "onnx", model_file_name, (".onnx", ".onnx.data"))
         kwargs.setdefault("opset_version", ONNX_OPSET)
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+
+    def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
+        """Export to OpenVINO IR (through ONNX, opset 18); an existing export is an error, as for the other formats."""
+        self._check_export_target(export_root, "openvino", model_file_name, (".xml", ".bin"))
+        return super().to_openvino(export_root, model_file_name, *args, **kwargs)
+
+    @staticmethod
+    def _check_export_target(
+        export_root: Path | str, kind: str, model_file_name: str, suffixes: tuple[str, ...]
+    ) -> None:
+        """Refuse to export over an earlier export (anomalib would replace it silently)."""
+        folder = Path(export_root) / "weights" / kind
+        existing = [folder / f"{model_file_name}{suffix}" for suffix in suffixes]
+        existing = [path for path in existing if path.exists()]
+        if existing:
+            msg = (
+                f"{existing[0]} already exists: AdaCLIP never replaces an earlier export. Choose another export_root "
+                f"or model_file_name, or delete the old files first."
+            )
+            raise FileExistsError(msg)
 
     def _check_exportable(self) -> None:
         if self.tiling:

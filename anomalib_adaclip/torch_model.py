@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -65,6 +66,7 @@ from .utils import (
     full_precision,
     is_tracing,
     pad_sentence_tree,
+    per_image,
     residual_attention_block,
 )
 
@@ -104,6 +106,11 @@ class AdaCLIPFeatures(NamedTuple):
     image_features: torch.Tensor
     patch_tokens: torch.Tensor
     layer_logits: torch.Tensor
+
+
+def _outside_inference_mode() -> contextlib.AbstractContextManager:
+    """Leave ``torch.inference_mode`` for tensors that are cached and later used where autograd records."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
 
 
 def default_feature_layers(n_blocks: int) -> list[int]:
@@ -214,6 +221,7 @@ class AdaCLIPModel(nn.Module):
         self._tree_cache: dict[tuple, SentenceTree] = {}
         self._text_cache: dict[tuple, torch.Tensor] = {}
         self._first_block_cache: dict[tuple, torch.Tensor] = {}
+        self._checked_class_names: set[str] = set()
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
@@ -353,11 +361,14 @@ class AdaCLIPModel(nn.Module):
                 block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
             # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
-            rows = slice(0, 1) if embedding_only and index == len(blocks) - 1 else None
-            x = residual_attention_block(block, x, rows=rows)
+            if embedding_only and index == len(blocks) - 1:
+                # One query row per image: per image on the CPU, so that the numbers do not depend on the batch size.
+                x = per_image(lambda tokens, block=block: residual_attention_block(block, tokens, rows=slice(0, 1)), x)
+            else:
+                x = residual_attention_block(block, x)
             if not embedding_only and index + 1 in self.feature_layers:
                 patch_tokens.append(x[:, 1:n_tokens])
-        embedding = visual.ln_post(x[:, 0]) @ visual.proj
+        embedding = per_image(lambda cls: visual.ln_post(cls) @ visual.proj, x[:, 0])
         return embedding, patch_tokens
 
     def _cache_key(self, name: str, device: torch.device) -> tuple:
@@ -372,8 +383,10 @@ class AdaCLIPModel(nn.Module):
         key = (class_name, device, shared)
         if key not in self._tree_cache:
             normal, abnormal = self.ensemble.sentences(class_name)
-            tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
-            self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
+            # Normal tensors even when first needed under torch.inference_mode (validation): training reuses them.
+            with _outside_inference_mode():
+                tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
+                self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
         return self._tree_cache[key]
 
     def _first_text_block(self, class_name: str, tree: SentenceTree) -> torch.Tensor:
@@ -384,7 +397,7 @@ class AdaCLIPModel(nn.Module):
         key = self._cache_key(class_name, tree.tokens.device)
         cached = self._first_block_cache.get(key)
         if cached is None:
-            with torch.no_grad():
+            with _outside_inference_mode(), torch.no_grad():
                 x = self.clip.token_embedding(tree.tokens)
                 x = x + self.clip.positional_embedding[tree.positions].to(x.dtype)
                 cached = residual_attention_block(self.clip.transformer.resblocks[0], x[None], tree.mask)[0]
@@ -405,6 +418,8 @@ class AdaCLIPModel(nn.Module):
         """
         device = self.clip.token_embedding.weight.device
         unique = list(dict.fromkeys(names))
+        if len(unique) > 1 and device.type == "cpu" and not is_tracing():
+            return self._encode_text_per_class(names, prompts)
         # Exact: in a causal tower equal prefixes have equal states, and the mask shows each node its own prefix.
         trees = {name: self._sentence_tree(name, device) for name in unique}
         firsts = {name: self._first_text_block(name, tree)[tree.sources] for name, tree in trees.items()}
@@ -434,6 +449,26 @@ class AdaCLIPModel(nn.Module):
         projection = self.clip.text_projection
         x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
         return F.normalize(x.float(), dim=-1)
+
+    def _encode_text_per_class(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_encode_text` one class name at a time (CPU): an image's numbers then do not depend on the others.
+
+        Padding a class's token tree to a larger one (several names in one batch) lengthens the attention's sums, and
+        the CPU kernels then add in another order.
+        """
+        per_group = prompts is not None and prompts.shape[1] == len(names) > 1
+        order: list[int] = []
+        pieces = []
+        for name in dict.fromkeys(names):
+            indices = [index for index, other in enumerate(names) if other == name]
+            if per_group:
+                pieces.append(self._encode_text([name] * len(indices), prompts[:, indices]))
+            else:
+                pieces.append(self._encode_text([name], prompts).expand(len(indices), -1, -1))
+            order += indices
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(pieces)[inverse.to(pieces[0].device)]
 
     def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
         """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
@@ -494,19 +529,57 @@ class AdaCLIPModel(nn.Module):
                 f"{images.shape[-2]}x{images.shape[-1]}; resize them first (AdaCLIP's pre-processor does)."
             )
             raise ValueError(msg)
+        if not is_tracing() and not bool(torch.isfinite(images).all()):
+            n_bad = int((~torch.isfinite(images)).sum())
+            msg = (
+                f"`images` holds {n_bad} NaN or infinite value(s); AdaCLIP needs finite pixels (a NaN would spread "
+                f"through attention to every score of its image)."
+            )
+            raise ValueError(msg)
         # One name for all images stays a single string: a per-image list would fix the batch size of an export.
         if class_names is None:
-            return self.class_name
-        if isinstance(class_names, str):
-            return class_names
-        class_names = list(class_names)
-        if len(class_names) != images.shape[0]:
-            msg = f"Got {len(class_names)} class names for {images.shape[0]} images; give one per image."
+            names: list[str] | str = self.class_name
+        elif isinstance(class_names, str):
+            names = class_names
+        else:
+            names = list(class_names)
+            if len(names) != images.shape[0]:
+                msg = f"Got {len(names)} class names for {images.shape[0]} images; give one per image."
+                raise ValueError(msg)
+            if not all(isinstance(name, str) for name in names):
+                msg = f"Every class name must be a string, got {names!r}."
+                raise TypeError(msg)
+        for name in [names] if isinstance(names, str) else dict.fromkeys(names):
+            self.check_class_name(name)
+        return names
+
+    def check_class_name(self, class_name: str) -> None:
+        """Refuse a class name the prompts cannot use: empty, or too long for the text tower's context.
+
+        Any other string works: dashes become spaces, underscores, digits and non-ASCII characters stay (CLIP's
+        tokenizer lower-cases the text and splits it into byte-level BPE tokens).
+
+        Raises:
+            ValueError: The name is empty or blank, or one of its sentences would not fit into the context (the
+                tokenizer would cut the end off, and with it the state words that tell normal from abnormal).
+        """
+        if class_name in self._checked_class_names:
+            return
+        if not isinstance(class_name, str) or not class_name.strip():
+            msg = f"A class name must be a non-empty string, got {class_name!r}."
             raise ValueError(msg)
-        if not all(isinstance(name, str) for name in class_names):
-            msg = f"Every class name must be a string, got {class_names!r}."
-            raise TypeError(msg)
-        return class_names
+        context = self._tokenizer.context_length
+        normal, abnormal = self.ensemble.sentences(class_name)
+        longest = max(len(self._tokenizer.encode(sentence)) for sentence in normal + abnormal) + 2
+        if longest > context:
+            name_tokens = len(self._tokenizer.encode(class_name))
+            msg = (
+                f"The class name {class_name[:60]!r}{'...' if len(class_name) > 60 else ''} is too long: it is "
+                f"{name_tokens} tokens, and its longest prompt sentence {longest} tokens with start and end, but the "
+                f"text tower reads {context}. Use at most {name_tokens - (longest - context)} tokens (a few words)."
+            )
+            raise ValueError(msg)
+        self._checked_class_names.add(class_name)
 
     def features(self, images: torch.Tensor, class_names: Sequence[str] | str | None = None) -> AdaCLIPFeatures:
         """Compute text features, image features, patch tokens and the per-layer logits of a batch.
@@ -526,18 +599,19 @@ class AdaCLIPModel(nn.Module):
                 frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=self.prompt_vision)
         if self.prompt_vision:
             with record_function("adaclip.vision_prompted"):
-                dynamic = dynamic_vision(frozen_embedding) if dynamic_vision is not None else None
+                dynamic = per_image(dynamic_vision, frozen_embedding) if dynamic_vision is not None else None
                 prompts = self._block_prompts(self.visual_prompter, dynamic)
                 embedding, layer_tokens = self._encode_image(images, prompts)
         else:  # the prompted vision pass would repeat the frozen one
             embedding, layer_tokens = frozen_embedding, frozen_tokens
         with record_function("adaclip.text"):
-            text = self.text_features(names, dynamic_text(frozen_embedding) if dynamic_text is not None else None)
+            dynamic = per_image(dynamic_text, frozen_embedding) if dynamic_text is not None else None
+            text = self.text_features(names, dynamic)
             text = text.expand(images.shape[0], -1, -1)
 
         with record_function("adaclip.similarity"):
             # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
-            image_features = F.normalize(self.cls_token_layer.head[0](embedding).float(), dim=-1)
+            image_features = F.normalize(per_image(self.cls_token_layer.head[0], embedding).float(), dim=-1)
             patch_tokens = torch.stack(
                 [
                     F.normalize(head(tokens).float(), dim=-1)
@@ -579,8 +653,12 @@ class AdaCLIPModel(nn.Module):
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
         # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
         with record_function("adaclip.anomaly_map"), full_precision(features.layer_logits.device):
-            probabilities = self._upsample(features.layer_logits.mean(1).float()).softmax(dim=1)[:, 1]
-            return self.blur(probabilities) if blur else probabilities
+            # Per image on the CPU: how element-wise kernels split and vectorise a tensor depends on its size.
+            def one_map(logits: torch.Tensor) -> torch.Tensor:
+                probabilities = self._upsample(logits).softmax(dim=1)[:, 1]
+                return self.blur(probabilities) if blur else probabilities
+
+            return per_image(one_map, features.layer_logits.mean(1).float())
 
     def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
         """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.

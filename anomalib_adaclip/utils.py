@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,7 @@ __all__ = [
     "gaussian_kernel1d",
     "is_tracing",
     "pad_sentence_tree",
+    "per_image",
     "reflect_indices",
     "residual_attention_block",
 ]
@@ -83,6 +85,19 @@ class GaussianBlur(nn.Module):
 def is_tracing() -> bool:
     """Whether the code runs under tracing or compilation (then nothing may be cached, nor read back to the host)."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def per_image(function: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """``function(rows)``, computed one image (row) at a time on the CPU: the same numbers for any batch size.
+
+    A matrix product with a single row runs through a matrix-vector kernel, one with several rows through a
+    matrix-matrix kernel that sums in another order: ``[B, D] @ W`` would round differently for B = 1 and B > 1.
+    Products with many rows per image (tokens) do not have this problem. On accelerators and under tracing (where
+    the batch size must stay symbolic) the batch is computed at once.
+    """
+    if rows.device.type != "cpu" or rows.shape[0] == 1 or is_tracing():
+        return function(rows)
+    return torch.cat([function(row) for row in rows.split(1)])
 
 
 def full_precision(device: torch.device) -> torch.autocast:
