@@ -155,12 +155,11 @@ def grid_config(root: Path, weights: Path, generated: Path, image_size: int = AD
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def grid(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> SimpleNamespace:
     """The benchmark run three times on one folder: first, rerun, and rerun with a changed AdaCLIP configuration."""
     root = tmp_path_factory.mktemp("benchmark")
     torch.manual_seed(0)
-    weights = root / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), weights)
+    weights = micro_weights
     generated = root / "generated"
     generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
     config_file = root / "grid.yaml"
@@ -362,12 +361,11 @@ def f1_adaptive_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def normalization_runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def normalization_runs(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> SimpleNamespace:
     """AdaCLIP on a generated Folder data set (validation = test), once on raw outputs and once normalised."""
     root = tmp_path_factory.mktemp("normalization")
     torch.manual_seed(0)
-    weights = root / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), weights)
+    weights = micro_weights
     generated = root / "generated"
     generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
     config = grid_config(root, weights, generated)

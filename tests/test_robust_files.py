@@ -16,20 +16,11 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.engine import Engine
-from open_clip.model import CLIP
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.quickstart import generate_defect_dataset
 
 from .conftest import MICRO_BACKBONE
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
-    return path
 
 
 def make_adaclip(weights: Path) -> AdaCLIP:

@@ -17,7 +17,6 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.engine import Engine
-from open_clip.model import CLIP
 from PIL import Image, ImageFile
 
 from anomalib_adaclip import AdaCLIP
@@ -140,14 +139,6 @@ def accepted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 @pytest.fixture(scope="module")
 def refused(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
     return write_refused(tmp_path_factory.mktemp("refused") / "images")
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
-    return path
 
 
 def make_adaclip(weights: Path) -> AdaCLIP:
