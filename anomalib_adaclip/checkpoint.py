@@ -47,6 +47,7 @@ __all__ = [
     "from_released_layout",
     "host_reachable",
     "hub_access",
+    "hub_cache_only",
     "load_state_dict_file",
     "read_checkpoint",
     "save_checkpoint",
@@ -266,6 +267,21 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 @contextlib.contextmanager
+def hub_cache_only(active: bool = True) -> Iterator[None]:
+    """Inside the block (when ``active``), Hugging Face lookups answer from the local cache only: no requests."""
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    if not active or constants.HF_HUB_OFFLINE:
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
+
+
+@contextlib.contextmanager
 def hub_access() -> Iterator[None]:
     """Let Hugging Face hub calls inside the block fail at once when the hub is unreachable.
 
@@ -274,15 +290,11 @@ def hub_access() -> Iterator[None]:
     """
     from huggingface_hub import constants  # noqa: PLC0415
 
-    if constants.HF_HUB_OFFLINE or host_reachable(constants.ENDPOINT):
+    unreachable = not constants.HF_HUB_OFFLINE and not host_reachable(constants.ENDPOINT)
+    if unreachable:
+        logger.info("%s is unreachable: looking up Hugging Face files in the local cache only.", constants.ENDPOINT)
+    with hub_cache_only(unreachable):
         yield
-        return
-    logger.info("%s is unreachable: looking up Hugging Face files in the local cache only.", constants.ENDPOINT)
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = False
 
 
 def download_released_checkpoint(name: str) -> Path:

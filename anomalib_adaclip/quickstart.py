@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from .backbone import _download_pretrained
-from .checkpoint import WeightsNotFoundError, download_released_checkpoint, host_reachable
+from .checkpoint import WeightsNotFoundError, download_released_checkpoint, host_reachable, hub_cache_only
 
 logger = logging.getLogger(__name__)
 
@@ -105,21 +105,6 @@ def _downloads_disabled() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-@contextlib.contextmanager
-def _hub_cache_only(active: bool) -> Iterator[None]:
-    """Inside the block, Hugging Face lookups answer from the local cache only (no request, no retries)."""
-    from huggingface_hub import constants  # noqa: PLC0415
-
-    if not active or constants.HF_HUB_OFFLINE:
-        yield
-        return
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = False
-
-
 def _find_weights(local_only: bool) -> tuple[dict[str, Path], dict[str, WeightsNotFoundError]]:
     """Resolve the checkpoint and the CLIP weights: from local files only, or downloading what is missing."""
     lookups = {
@@ -128,7 +113,7 @@ def _find_weights(local_only: bool) -> tuple[dict[str, Path], dict[str, WeightsN
     }
     found: dict[str, Path] = {}
     errors: dict[str, WeightsNotFoundError] = {}
-    with _hub_cache_only(local_only):
+    with hub_cache_only(local_only):
         for key, lookup in lookups.items():
             try:
                 found[key] = Path(lookup())
