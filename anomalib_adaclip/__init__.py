@@ -1,10 +1,13 @@
-"""AdaCLIP zero-shot anomaly detection (Cao et al., ECCV 2024) as an anomalib model plugin.
+"""AdaCLIP (Cao et al., ECCV 2024) as an anomalib 2.x model plugin.
 
-``AdaCLIP`` is the anomalib model (Engine, CLI, export); ``AdaCLIPModel`` the underlying torch module.
+- :class:`AdaCLIP`: the anomalib model (Engine, CLI, export);
+- :class:`AdaCLIPModel`: the PyTorch model;
+- :class:`AdaCLIPConfig`: their hyper-parameters.
 """
 
+from .config import AdaCLIPConfig
 from .lightning_model import AdaCLIP
-from .torch_model import AdaCLIPModel
+from .model import AdaCLIPModel
 
-__all__ = ["AdaCLIP", "AdaCLIPModel"]
+__all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel"]
 __version__ = "0.1.0"

@@ -661,7 +661,7 @@ class RunRecord:
 
 def _free_path(path: Path) -> Path:
     """``path`` if it does not exist, else ``<stem>-v1<suffix>``, ``-v2``, ... (nothing is overwritten)."""
-    from anomalib_adaclip.training import _free_path as free_path  # noqa: PLC0415  (one implementation of the rule)
+    from anomalib_adaclip.files import free_path  # noqa: PLC0415
 
     return free_path(path)
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from anomalib_adaclip.torch_model import AdaCLIPModel
+from anomalib_adaclip.model import AdaCLIPModel
 
 __all__ = [
     "PRECISIONS",
@@ -177,7 +177,7 @@ def build_model(
     use_hsf: bool = True,
 ) -> AdaCLIPModel:
     """AdaCLIPModel with random CLIP weights and random prompts, in eval mode on ``device``."""
-    backbone_logger = logging.getLogger("anomalib_adaclip.backbone")
+    backbone_logger = logging.getLogger("anomalib_adaclip.model.backbone")
     level = backbone_logger.level
     backbone_logger.setLevel(logging.ERROR)  # the random-weights warning is expected here
     try:

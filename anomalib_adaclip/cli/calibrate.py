@@ -1,0 +1,96 @@
+"""``anomalib-adaclip calibrate``: AdaCLIP's decision thresholds from known-good images.
+
+``anomalib-adaclip calibrate --data <known-good folder> --percentile 99 [anomalib model arguments]`` scores the
+images and prints a config snippet with the calibrated thresholds (``--output`` also writes it to a new file). The
+model comes from the same arguments as ``anomalib predict`` (``--model``, ``--model.X``, ``--config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+DEVICES = {"auto": None, "cpu": "cpu", "gpu": "cuda"}
+
+
+def _calibrate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomalib-adaclip calibrate",
+        description=(
+            "Set AdaCLIP's decision thresholds from known-good images: the image threshold at a percentile of their "
+            "scores, optionally the pixel threshold at a percentile of their pixel probabilities. Prints a config "
+            "snippet for `anomalib ... --config`."
+        ),
+        epilog=(
+            "Every other argument is anomalib's, as for `anomalib predict`: --data <image or folder of known-good "
+            "images> (or a data module, whose training split is used), --model (default anomalib_adaclip.AdaCLIP), "
+            "--model.X, --config."
+        ),
+    )
+    parser.add_argument("--percentile", type=float, default=99.0, help="percentile of the image scores (default 99)")
+    parser.add_argument(
+        "--pixel-percentile",
+        type=float,
+        default=None,
+        help="percentile of the pixel probabilities for the pixel threshold (default: keep the pixel threshold)",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="also write the snippet to this new YAML file")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1: any image sizes)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader processes (default 0)")
+    parser.add_argument("--device", choices=sorted(DEVICES), default="auto", help="device (default: GPU if any)")
+    return parser
+
+
+def main(arguments: list[str]) -> int:
+    """Run ``anomalib-adaclip calibrate``; returns the exit code."""
+    options, rest = _calibrate_parser().parse_known_args(arguments)
+    if options.output is not None and options.output.exists():
+        print(f"error: {options.output} already exists; choose a new file for --output.", file=sys.stderr)
+        return 2
+    flags = {argument.split("=")[0] for argument in rest}
+    has_config = bool(flags & {"--config", "-c"})
+    if "--data" not in flags and not has_config:
+        print("error: --data <image or folder of known-good images> is required.", file=sys.stderr)
+        return 2
+    if "--model" not in flags and not has_config:
+        rest = ["--model", "anomalib_adaclip.AdaCLIP", *rest]
+
+    import torch  # noqa: PLC0415
+    from anomalib.cli import AnomalibCLI  # noqa: PLC0415
+
+    from anomalib_adaclip import AdaCLIP  # noqa: PLC0415  (registers the short name AdaCLIP too)
+
+    cli = AnomalibCLI(["predict", *rest], run=False)
+    model = cli.model
+    if not isinstance(model, AdaCLIP):
+        print(f"error: calibrate needs an AdaCLIP model, got {type(model).__name__}.", file=sys.stderr)
+        return 2
+    device = DEVICES[options.device] or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    try:
+        result = model.calibrate(
+            cli.datamodule,
+            options.percentile,
+            options.pixel_percentile,
+            batch_size=options.batch_size,
+            num_workers=options.num_workers,
+        )
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    snippet = result.to_yaml()
+    print(result.summary(), file=sys.stderr)
+    if options.output is not None:
+        options.output.parent.mkdir(parents=True, exist_ok=True)
+        with options.output.open("x", encoding="utf-8") as handle:
+            handle.write(snippet)
+        print(f"Wrote {options.output}; use it with: anomalib predict --config {options.output} ...", file=sys.stderr)
+    flags = f"--model.image_threshold {result.image_threshold!r}"
+    if result.pixel_threshold is not None:
+        flags += f" --model.pixel_threshold {result.pixel_threshold!r}"
+    print(f"Or on the command line: {flags} --model.thresholding fixed", file=sys.stderr)
+    print(snippet, end="")
+    return 0

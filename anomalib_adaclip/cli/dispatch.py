@@ -1,0 +1,109 @@
+"""The ``anomalib-adaclip`` command: anomalib's CLI with AdaCLIP registered, plus AdaCLIP's own subcommands.
+
+``anomalib-adaclip test --model AdaCLIP ...`` is exactly ``anomalib test --model anomalib_adaclip.AdaCLIP ...``: the
+plugin is imported before anomalib builds its parser, so the short model name resolves. Subcommands listed in
+:data:`COMMANDS` are AdaCLIP's own and are handled here instead of by anomalib.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (handler taking the remaining arguments and returning an exit code, one-line help)
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
+
+
+def _train(arguments: list[str]) -> int:
+    from .train import main as train_main  # noqa: PLC0415  (imports Lightning and anomalib only when used)
+
+    return train_main(arguments)
+
+
+COMMANDS["train"] = (_train, "train AdaCLIP's prompts on auxiliary annotated data (--config configs/train/...)")
+
+
+def _quickstart(arguments: list[str]) -> int:
+    from .quickstart import main as quickstart_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return quickstart_main(arguments)
+
+
+COMMANDS["quickstart"] = (
+    _quickstart,
+    "zero-shot AdaCLIP on MVTec AD 'bottle' with the released weights (--smoke: offline check, meaningless numbers)",
+)
+
+
+def _benchmark(arguments: list[str]) -> int:
+    from anomalib_adaclip.benchmark.compare import main as benchmark_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return benchmark_main(arguments)
+
+
+COMMANDS["benchmark"] = (
+    _benchmark,
+    "AdaCLIP against other anomalib models on a grid of data sets (--config configs/benchmark/...); "
+    "replaces anomalib's benchmark, which cannot run zero-shot models",
+)
+
+
+def _calibrate(arguments: list[str]) -> int:
+    from .calibrate import main as calibrate_main  # noqa: PLC0415
+
+    return calibrate_main(arguments)
+
+
+def _prompts(arguments: list[str]) -> int:
+    from .prompts import main as prompts_main  # noqa: PLC0415
+
+    return prompts_main(arguments)
+
+
+COMMANDS["calibrate"] = (
+    _calibrate,
+    "set the thresholds from known-good images (--data FOLDER --percentile 99); prints a config snippet",
+)
+COMMANDS["prompts"] = (
+    _prompts,
+    "print the prompt sentences of a class name (--class-name NAME [--config cfg.yaml] [--image PATH])",
+)
+
+
+def print_commands() -> None:
+    print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
+    for name, (_, help_text) in sorted(COMMANDS.items()):
+        print(f"  {name:<12} {help_text}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run an AdaCLIP subcommand, or anomalib's CLI with ``--model AdaCLIP`` available.
+
+    Args:
+        argv: Arguments without the program name. Defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit code.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in COMMANDS:
+        handler, _ = COMMANDS[arguments[0]]
+        return handler(arguments[1:])
+    if arguments[:1] in (["--help"], ["-h"]):
+        print_commands()
+        print()
+
+    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
+
+    import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
+
+    program = sys.argv[0] if sys.argv else "anomalib-adaclip"
+    sys.argv = [program, *arguments]
+    anomalib_main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

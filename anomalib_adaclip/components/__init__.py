@@ -1,0 +1,42 @@
+"""The parts AdaCLIP plugs into anomalib and Lightning, each in its own module.
+
+- :mod:`.pre_processing`: resize and CLIP normalisation; :mod:`.post_processor`: thresholds of the probabilities;
+- :mod:`.class_names`: the run's class name and class names per image;
+- :mod:`.tiling`: full-resolution images scored in overlapping tiles;
+- :mod:`.calibration`: thresholds from known-good images (a callback of a predict run);
+- :mod:`.file_checks` and :mod:`.input_file_check`: image and mask files checked before a run (a callback);
+- :mod:`.decisions`, :mod:`.visualizer` and :mod:`.prediction_writer`: what a run leaves behind;
+- :mod:`.export`: what can be exported, and where.
+"""
+
+from .calibration import CalibrationResult, ThresholdCalibration, calibration_loader, run_calibration
+from .class_names import BatchClassNames, ClassNamedModule, ClassNameRules, run_class_name
+from .file_checks import InputFilesError
+from .input_file_check import InputFileCheck
+from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
+from .pre_processing import adaclip_transform, input_resize
+from .prediction_writer import PredictionCSVWriter
+from .tiling import TileScore, check_tiling, tiled_predict
+from .visualizer import AdaCLIPVisualizer
+
+__all__ = [
+    "AdaCLIPPostProcessor",
+    "AdaCLIPVisualizer",
+    "BatchClassNames",
+    "CalibrationResult",
+    "ClassNameRules",
+    "ClassNamedModule",
+    "InputFileCheck",
+    "InputFilesError",
+    "PredictionCSVWriter",
+    "ThresholdCalibration",
+    "ThresholdingMode",
+    "TileScore",
+    "adaclip_transform",
+    "calibration_loader",
+    "check_tiling",
+    "input_resize",
+    "run_calibration",
+    "run_class_name",
+    "tiled_predict",
+]

@@ -1,0 +1,251 @@
+"""Every hyper-parameter of the AdaCLIP model, declared, documented, validated and saved in one place.
+
+:class:`AdaCLIPConfig` is what :class:`~anomalib_adaclip.model.AdaCLIPModel` is built from and what checkpoints store
+next to the trained tensors. :class:`~anomalib_adaclip.AdaCLIP` takes the same values as plain arguments (so that
+anomalib's CLI and YAML configs set them) and builds the config from them; its defaults are read from here.
+
+Example:
+    >>> from anomalib_adaclip.config import AdaCLIPConfig
+    >>> config = AdaCLIPConfig(backbone="ViT-B-16", image_size=224, prompting_type="S")
+    >>> config.prompting_branch, config.k_clusters
+    ('VL', 20)
+    >>> AdaCLIPConfig.from_dict(config.to_dict()) == config
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "ABNORMAL_STATES",
+    "DEFAULT_CLASS_NAME",
+    "NORMAL_STATES",
+    "TEMPLATES",
+    "AdaCLIPConfig",
+    "OptimizerSettings",
+    "PromptingBranch",
+    "PromptingType",
+    "check_phrases",
+]
+
+PromptingType = Literal["S", "D", "SD"]
+PromptingBranch = Literal["V", "L", "VL"]
+
+# The class name of the prompts when neither the user nor the data gives one (anomalib's WinCLIP uses the same).
+DEFAULT_CLASS_NAME = "object"
+
+# The paper's prompt ensemble: 7 normal and 5 abnormal state words, each put in 4 templates.
+NORMAL_STATES: tuple[str, ...] = (
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+)
+ABNORMAL_STATES: tuple[str, ...] = (
+    "damaged {}",
+    "broken {}",
+    "{} with flaw",
+    "{} with defect",
+    "{} with damage",
+)
+TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.",
+    "a low resolution photo of the {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+)
+
+
+def check_phrases(phrases: Sequence[str], argument: str) -> tuple[str, ...]:
+    """Return ``phrases`` as a tuple after checking that each holds exactly one ``{}`` placeholder.
+
+    Raises:
+        ValueError: No phrase, or a phrase without exactly one ``{}``.
+    """
+    if isinstance(phrases, str):
+        msg = f"`{argument}` must be a list of phrases, got the single string {phrases!r}."
+        raise ValueError(msg)
+    phrases = tuple(phrases)
+    if not phrases:
+        msg = f"`{argument}` must hold at least one phrase, got an empty list."
+        raise ValueError(msg)
+    for phrase in phrases:
+        if not isinstance(phrase, str) or phrase.count("{}") != 1:
+            msg = f"Every phrase of `{argument}` needs exactly one '{{}}' placeholder, got {phrase!r}."
+            raise ValueError(msg)
+    return phrases
+
+
+def _check_choice(value: Any, choices: Any, argument: str) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        msg = f"{argument} must be one of {allowed}, got {value!r}."
+        raise ValueError(msg)
+
+
+def _check_integer(value: Any, argument: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        msg = f"{argument} must be an integer of at least {minimum}, got {value!r}."
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class AdaCLIPConfig:
+    """The hyper-parameters of the AdaCLIP model; the defaults are the paper's.
+
+    Attributes:
+        backbone: open_clip ViT model name, or a config dict with ``embed_dim``, ``vision_cfg`` and ``text_cfg``.
+            Always built with exact GELU, as the reference. Defaults to ``"ViT-L-14-336"``.
+        image_size: Input side length, a multiple of the patch size. Defaults to 518.
+        feature_layers: 1-based vision blocks whose patch tokens make the maps. Defaults to n/4, n/2, 3n/4, n.
+        prompting_depth: Prompted blocks per branch. Defaults to 4.
+        prompting_length: Prompt tokens. Defaults to 5.
+        prompting_type: Static prompts (``"S"``), dynamic prompts generated per image (``"D"``) or both (``"SD"``).
+            Defaults to ``"SD"``.
+        prompting_branch: Prompted branch: vision (``"V"``), text (``"L"``) or both (``"VL"``). Defaults to ``"VL"``.
+        use_hsf: Hybrid Semantic Fusion (k-means over the most abnormal patches) in the image score. Defaults to
+            ``True``.
+        k_clusters: HSF clusters (``5 * k_clusters`` patches are clustered). Defaults to 20.
+        blur_sigma: Gaussian blur of the anomaly map in pixels; 0 disables it. Defaults to 4.
+        normal_states: State words of a normal object, each with one ``{}``. Defaults to the paper's seven.
+        abnormal_states: State words of an abnormal object, each with one ``{}``. Defaults to the paper's five.
+        templates: Sentence templates, each with one ``{}``. Defaults to the paper's four.
+
+    Raises:
+        ValueError: A value outside its allowed range; :meth:`check_backbone` also checks the values that depend on
+            the backbone's depth and patch size.
+    """
+
+    backbone: str | Mapping[str, Any] = "ViT-L-14-336"
+    image_size: int = 518
+    feature_layers: tuple[int, ...] | None = None
+    prompting_depth: int = 4
+    prompting_length: int = 5
+    prompting_type: PromptingType = "SD"
+    prompting_branch: PromptingBranch = "VL"
+    use_hsf: bool = True
+    k_clusters: int = 20
+    blur_sigma: float = 4.0
+    normal_states: tuple[str, ...] = NORMAL_STATES
+    abnormal_states: tuple[str, ...] = ABNORMAL_STATES
+    templates: tuple[str, ...] = TEMPLATES
+
+    def __post_init__(self) -> None:
+        """Check every value that does not depend on the backbone and store sequences as tuples."""
+        if not isinstance(self.backbone, str | Mapping):
+            msg = f"`backbone` must be an open_clip model name or a config dict, got {type(self.backbone).__name__}."
+            raise TypeError(msg)
+        _check_integer(self.image_size, "image_size", 1)
+        _check_integer(self.prompting_depth, "prompting_depth", 1)
+        _check_integer(self.prompting_length, "prompting_length", 1)
+        _check_integer(self.k_clusters, "k_clusters", 1)
+        _check_choice(self.prompting_type, PromptingType, "prompting_type")
+        _check_choice(self.prompting_branch, PromptingBranch, "prompting_branch")
+        if not isinstance(self.use_hsf, bool):
+            msg = f"use_hsf must be true or false, got {self.use_hsf!r}."
+            raise ValueError(msg)
+        if isinstance(self.blur_sigma, bool) or not isinstance(self.blur_sigma, int | float) or self.blur_sigma < 0:
+            msg = f"blur_sigma must be a number of at least 0 (0 disables the blur), got {self.blur_sigma!r}."
+            raise ValueError(msg)
+        if self.feature_layers is not None:
+            layers = tuple(self.feature_layers)
+            if not layers or any(isinstance(layer, bool) or not isinstance(layer, int) for layer in layers):
+                msg = f"feature_layers must be a non-empty list of 1-based block indices, got {self.feature_layers!r}."
+                raise ValueError(msg)
+            if len(set(layers)) != len(layers):
+                msg = f"feature_layers must not repeat a block, got {list(layers)}."
+                raise ValueError(msg)
+            object.__setattr__(self, "feature_layers", layers)
+        object.__setattr__(self, "blur_sigma", float(self.blur_sigma))
+        for name in ("normal_states", "abnormal_states", "templates"):
+            object.__setattr__(self, name, check_phrases(getattr(self, name), name))
+
+    def check_backbone(self, n_vision_blocks: int, n_text_blocks: int) -> None:
+        """Check the values that depend on the backbone's depth: prompted depth and feature layers.
+
+        (The backbone factory checks that ``image_size`` is a multiple of the patch size.)
+
+        Raises:
+            ValueError: ``prompting_depth`` beyond a tower's blocks, or a feature layer outside the vision tower.
+        """
+        if self.prompting_depth > min(n_vision_blocks, n_text_blocks):
+            msg = (
+                f"prompting_depth must be in [1, {min(n_vision_blocks, n_text_blocks)}] (blocks), got "
+                f"{self.prompting_depth}."
+            )
+            raise ValueError(msg)
+        if any(not 1 <= layer <= n_vision_blocks for layer in self.resolved_feature_layers(n_vision_blocks)):
+            msg = (
+                f"feature_layers must be 1-based block indices in [1, {n_vision_blocks}], got "
+                f"{list(self.feature_layers or ())}."
+            )
+            raise ValueError(msg)
+
+    def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
+        """The feature layers, or the paper's blocks n/4, n/2, 3n/4 and n when none are set ([6, 12, 18, 24] for ViT-L)."""
+        if self.feature_layers is not None:
+            return self.feature_layers
+        return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))
+
+    @property
+    def uses_paper_prompts(self) -> bool:
+        """Whether the sentences are the ones the released checkpoints were trained with."""
+        return (self.normal_states, self.abnormal_states, self.templates) == (NORMAL_STATES, ABNORMAL_STATES, TEMPLATES)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists, dicts, strings, numbers), for checkpoints, YAML and JSON."""
+        values = dataclasses.asdict(self)
+        for name, value in values.items():
+            if isinstance(value, tuple):
+                values[name] = list(value)
+            elif isinstance(value, Mapping):
+                values[name] = dict(value)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AdaCLIPConfig:
+        """Build a config from :meth:`to_dict`'s output (or any subset of the fields).
+
+        Raises:
+            ValueError: A key that is not a hyper-parameter.
+        """
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            msg = f"Unknown AdaCLIP hyper-parameter(s) {unknown}; known: {sorted(fields)}."
+            raise ValueError(msg)
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> AdaCLIPConfig:
+        """A copy with some values changed, validated like a new config.
+
+        Raises:
+            ValueError: A key that is not a hyper-parameter, or an invalid value.
+        """
+        return AdaCLIPConfig.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """AdamW settings for training AdaCLIP's prompts on auxiliary data; the defaults are the paper's.
+
+    Args:
+        lr: Learning rate. Defaults to 0.01.
+        betas: AdamW's moment coefficients. Defaults to ``(0.5, 0.999)``.
+        weight_decay: Decoupled weight decay. Defaults to 0.01.
+    """
+
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        """Store ``betas`` as a tuple (YAML gives a list)."""
+        object.__setattr__(self, "betas", tuple(self.betas))

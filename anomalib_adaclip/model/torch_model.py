@@ -1,0 +1,653 @@
+"""PyTorch model of AdaCLIP: CLIP with hybrid (static + dynamic) learnable prompts.
+
+The model computes what the authors' implementation computes (see ``ADACLIP.md`` of the project) and returns
+anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
+
+1. A frozen, un-prompted pass of the CLIP vision tower gives each image's embedding; the dynamic prompt generators
+   turn it into per-image prompts, which are added to the static prompts of every prompted block.
+2. The prompted vision tower yields patch tokens of the feature layers and the image embedding; the prompted text
+   tower encodes 28 normal and 20 abnormal sentences into two text features per image.
+3. Per feature layer, the projected patch tokens are compared with the text features (``100 * cos``); the test-time
+   anomaly map is the softmax of the mean layer logits, upsampled and blurred (sigma 4).
+4. The image score fuses the projected image embedding with the Hybrid Semantic Fusion of the most abnormal patches
+   (:mod:`.hsf`) and compares it with the text features.
+
+Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
+are encoded in one batch as a prefix tree of their tokens (the text tower is causal, so each distinct prefix is
+encoded once; block 0 is cached per class name), the text features are computed once per class name whenever they
+do not depend on the image, attention runs through ``scaled_dot_product_attention``, and the frozen pass computes
+only the CLS token in its last block. Under ``torch.autocast`` the towers run in the low precision while cosines,
+softmaxes, HSF, upsampling and blur stay in fp32.
+
+Example:
+    >>> import torch
+    >>> from anomalib_adaclip import AdaCLIPModel
+    >>> tiny = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 4, "width": 128, "head_width": 32,
+    ...         "patch_size": 14}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4,
+    ...         "layers": 4}}
+    >>> model = AdaCLIPModel(backbone=tiny, backbone_weights=None, image_size=224).eval()
+    >>> out = model(torch.randn(2, 3, 224, 224), ["bottle", "metal_nut"])
+    >>> out.pred_score.shape, out.anomaly_map.shape
+    (torch.Size([2]), torch.Size([2, 224, 224]))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from anomalib.data import InferenceBatch
+from open_clip.tokenizer import SimpleTokenizer
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torch.profiler import record_function
+
+from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig
+from anomalib_adaclip.weights import check_state_dict, read_checkpoint
+
+from .backbone import BackboneWeights, backbone_config, create_clip
+from .blocks import full_precision, is_tracing, per_image, residual_attention_block
+from .blur import GaussianBlur
+from .hsf import hybrid_semantic_fusion
+from .inputs import check_images, image_class_names
+from .loss import adaclip_loss
+from .prompting import (
+    DynamicPromptGenerator,
+    LinearHeads,
+    PromptEnsemble,
+    StaticPrompts,
+)
+from .sentence_tree import SentenceTree, build_sentence_tree, pad_sentence_tree
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AdaCLIPFeatures", "AdaCLIPModel", "AdaCLIPTrainOutput"]
+
+LOGIT_SCALE = 100.0
+HSF_WEIGHT = 0.2
+
+
+class AdaCLIPTrainOutput(NamedTuple):
+    """Training-mode output of :class:`AdaCLIPModel`.
+
+    Attributes:
+        layer_maps: Softmax maps of every feature layer, ``[B, n_layers, 2, H, W]`` (channel 1 = abnormal).
+        image_probs: Normal/abnormal probabilities of the image, ``[B, 2]``.
+    """
+
+    layer_maps: torch.Tensor
+    image_probs: torch.Tensor
+
+
+class AdaCLIPFeatures(NamedTuple):
+    """Everything AdaCLIP computes for a batch before maps and scores are formed.
+
+    Attributes:
+        text_features: Normal/abnormal text features per image, ``[B, D, 2]``.
+        image_features: Projected, normalised image embedding of the prompted pass (``proj_cls``), ``[B, D]``.
+        patch_tokens: Projected, normalised patch tokens of every feature layer, ``[B, n_layers, L, D]``.
+        layer_logits: ``100 * cos`` of patch tokens and text features on the patch grid, ``[B, n_layers, 2, g, g]``.
+    """
+
+    text_features: torch.Tensor
+    image_features: torch.Tensor
+    patch_tokens: torch.Tensor
+    layer_logits: torch.Tensor
+
+
+def _outside_inference_mode() -> contextlib.AbstractContextManager:
+    """Leave ``torch.inference_mode`` for tensors that are cached and later used where autograd records."""
+    return torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+
+
+class AdaCLIPModel(nn.Module):
+    """AdaCLIP: zero-shot anomaly detection with a hybrid-prompted, frozen CLIP.
+
+    Args:
+        config: The hyper-parameters (:class:`~anomalib_adaclip.config.AdaCLIPConfig`). Defaults to the paper's.
+        backbone_weights: CLIP weights: a pretrained tag of open_clip (``"openai"``, downloaded and cached), a path to
+            a weights file, a state dict (at the config's native image size or at ``image_size``), or ``None`` for
+            random weights (tests only: the scores mean nothing). Defaults to ``"openai"``.
+        checkpoint: AdaCLIP's trained tensors: a released name (``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``),
+            a path, or a state dict in the released (``clip_model.``) or our layout. ``None`` keeps the random
+            initialisation of the prompts and projections.
+        class_name: Object name used when ``forward`` gets no class names (e.g. in exported models). Defaults to
+            ``"object"``.
+        **hyperparameters: Fields of :class:`~anomalib_adaclip.config.AdaCLIPConfig` that replace the config's, e.g.
+            ``AdaCLIPModel(backbone="ViT-B-16", image_size=224)``.
+
+    Raises:
+        ValueError: An unknown or invalid hyper-parameter.
+    """
+
+    def __init__(
+        self,
+        config: AdaCLIPConfig | None = None,
+        *,
+        backbone_weights: BackboneWeights = "openai",
+        checkpoint: str | Path | Mapping[str, Any] | None = None,
+        class_name: str = DEFAULT_CLASS_NAME,
+        **hyperparameters: Any,
+    ) -> None:
+        super().__init__()
+        config = config or AdaCLIPConfig()
+        if hyperparameters:
+            config = config.replace(**hyperparameters)
+        clip_config = backbone_config(config.backbone)
+        n_vision_blocks = int(clip_config["vision_cfg"].get("layers", 12))
+        config.check_backbone(n_vision_blocks, int(clip_config["text_cfg"].get("layers", 12)))
+        # The saved configuration names the feature layers and the backbone it ran with, also where defaults gave them.
+        self.config = config.replace(
+            backbone=config.backbone if isinstance(config.backbone, str) else clip_config,
+            feature_layers=list(config.resolved_feature_layers(n_vision_blocks)),
+        )
+        self.ensemble = PromptEnsemble.of(self.config)
+        self.image_size = self.config.image_size
+        self.feature_layers = list(self.config.feature_layers)
+        self.prompting_depth = self.config.prompting_depth
+        self.prompting_length = self.config.prompting_length
+        self.use_hsf = self.config.use_hsf
+        self.k_clusters = self.config.k_clusters
+        self.class_name = class_name
+
+        self.clip = create_clip(config.backbone, backbone_weights, image_size=self.image_size)
+        embed_dim = int(clip_config["embed_dim"])
+        vision_width = int(clip_config["vision_cfg"].get("width", 768))
+        text_width = int(clip_config["text_cfg"].get("width", 512))
+        self.prompt_vision = "V" in self.config.prompting_branch
+        self.prompt_text = "L" in self.config.prompting_branch
+        static, dynamic = "S" in self.config.prompting_type, "D" in self.config.prompting_type
+        depth, length = self.prompting_depth, self.prompting_length
+        self.visual_prompter = StaticPrompts(depth, length, vision_width) if static and self.prompt_vision else None
+        self.text_prompter = StaticPrompts(depth, length, text_width) if static and self.prompt_text else None
+        self.dynamic_visual_prompt_generator = (
+            DynamicPromptGenerator(length, embed_dim, vision_width) if dynamic and self.prompt_vision else None
+        )
+        self.dynamic_text_prompt_generator = (
+            DynamicPromptGenerator(length, embed_dim, text_width) if dynamic and self.prompt_text else None
+        )
+        self.patch_token_layer = LinearHeads(len(self.feature_layers), vision_width, embed_dim)
+        self.cls_token_layer = LinearHeads(1, embed_dim, embed_dim)
+        self.blur = GaussianBlur(sigma=self.config.blur_sigma)
+
+        self._tokenizer = SimpleTokenizer(context_length=int(clip_config["text_cfg"].get("context_length", 77)))
+        self._tree_cache: dict[tuple, SentenceTree] = {}
+        self._text_cache: dict[tuple, torch.Tensor] = {}
+        self._first_block_cache: dict[tuple, torch.Tensor] = {}
+        self._checked_class_names: set[str] = set()
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Trainable state
+    # ----------------------------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> AdaCLIPModel:
+        """Set the training mode of the prompts and projections; the frozen CLIP always stays in eval mode."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP."""
+        return {key: value for key, value in self.state_dict().items() if not key.startswith("clip.")}
+
+    def parameters_without_gradient(self) -> list[str]:
+        """Names of the trainable tensors that never get a gradient (distributed training must be told about them).
+
+        That is the text prompt of block 0: the text branch is prompted from block 1 on, as in the reference.
+        """
+        return ["text_prompter.static_prompts.0"] if self.text_prompter is not None else []
+
+    def _unused_generator_prefixes(self) -> tuple[str, ...]:
+        # The reference builds both generators for dynamic prompting even when a branch is not prompted.
+        return tuple(
+            f"{name}."
+            for name in ("dynamic_visual_prompt_generator", "dynamic_text_prompt_generator")
+            if getattr(self, name) is None
+        )
+
+    def load_checkpoint(self, checkpoint: str | Path | Mapping[str, Any]) -> None:
+        """Load AdaCLIP's trained tensors (released or our layout), checking every key and shape first.
+
+        Args:
+            checkpoint: A released name, a path, or a state dict.
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or shapes that do not fit (nothing is loaded then).
+        """
+        state_dict, stored_config = read_checkpoint(checkpoint)
+        source = f"The AdaCLIP checkpoint {checkpoint}" if isinstance(checkpoint, str | Path) else "The checkpoint"
+        if stored_config:
+            current = self.config.to_dict()
+            differing = {
+                key: (value, current[key])
+                for key, value in stored_config.items()
+                if key in current and key != "backbone" and value != current[key]
+            }
+            if differing:
+                logger.warning("%s was saved with other settings (saved, current): %s", source, differing)
+        elif not self.config.uses_paper_prompts:
+            # The released checkpoints store no settings: their prompts were learned with the paper's sentences.
+            logger.warning(
+                "AdaCLIP uses its own prompt sentences (normal_states/abnormal_states/templates differ from the "
+                "paper's), but %s stores no prompt settings: the released checkpoints were trained with the paper's "
+                "sentences, so their learned prompts may not fit these. Check the scores on known-good and defective "
+                "parts (`anomalib-adaclip prompts` prints the sentences).",
+                source.removeprefix("The ").replace("AdaCLIP checkpoint", "the checkpoint"),
+            )
+        ignored = self._unused_generator_prefixes()
+        check_state_dict(self.trainable_state_dict(), state_dict, source, ignore_unexpected=ignored)
+        self.load_state_dict({k: v for k, v in state_dict.items() if not k.startswith(ignored)}, strict=False)
+        self._text_cache.clear()
+        self._first_block_cache.clear()
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Towers
+    # ----------------------------------------------------------------------------------------------------------------
+    def _block_prompts(
+        self,
+        static: StaticPrompts | None,
+        dynamic: torch.Tensor | None,
+        first_block_unused: bool = False,
+    ) -> torch.Tensor:
+        """Prompts of every prompted block, ``[depth, B or 1, length, width]``: static + dynamic.
+
+        ``first_block_unused`` (the text branch, which is prompted from block 1 on) keeps the first static prompt out
+        of autograd: it then gets no gradient at all, as in the reference, rather than a zero gradient that AdamW's
+        weight decay would act on.
+        """
+        if static is not None:
+            prompts = list(static.static_prompts)
+            if first_block_unused:
+                prompts[0] = prompts[0].detach()
+            static_prompts = torch.stack(prompts).unsqueeze(1)
+        if dynamic is None:
+            return static_prompts
+        dynamic = dynamic.unsqueeze(0).expand(self.prompting_depth, -1, -1, -1)
+        return dynamic if static is None else static_prompts + dynamic
+
+    def _encode_image(
+        self,
+        images: torch.Tensor,
+        prompts: torch.Tensor | None,
+        embedding_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the vision tower; return the image embedding ``[B, embed]`` and the feature layers' patch tokens.
+
+        Prompt tokens are appended after the CLS and patch tokens before block 0 and replaced before the following
+        prompted blocks; they carry no positional embedding. With ``embedding_only`` no patch tokens are kept and the
+        last block computes the CLS token only (its keys and values still come from every token, so it is exact).
+        """
+        visual = self.clip.visual
+        x = visual.conv1(images.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
+        x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
+        n_tokens = x.shape[1]
+        blocks = visual.transformer.resblocks
+        patch_tokens = []
+        for index, block in enumerate(blocks):
+            if prompts is not None and index < self.prompting_depth:
+                block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
+            # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
+            if embedding_only and index == len(blocks) - 1:
+                # One query row per image: per image on the CPU, so that the numbers do not depend on the batch size.
+                x = per_image(lambda tokens, block=block: residual_attention_block(block, tokens, rows=slice(0, 1)), x)
+            else:
+                x = residual_attention_block(block, x)
+            if not embedding_only and index + 1 in self.feature_layers:
+                patch_tokens.append(x[:, 1:n_tokens])
+        embedding = per_image(lambda cls: visual.ln_post(cls) @ visual.proj, x[:, 0])
+        return embedding, patch_tokens
+
+    def _cache_key(self, name: str, device: torch.device) -> tuple:
+        """Key of a cached text tensor: the class name and everything that changes its numbers."""
+        autocast = torch.is_autocast_enabled(device.type)
+        dtype = self.clip.token_embedding.weight.dtype
+        return (name, device, dtype, torch.get_autocast_dtype(device.type) if autocast else None)
+
+    def _sentence_tree(self, class_name: str, device: torch.device) -> SentenceTree:
+        """The prefix tree of a class name's sentences on ``device`` (built once per class name and device)."""
+        shared = self.prompting_length if self.prompt_text and self.prompting_depth > 1 else 0
+        key = (class_name, device, shared)
+        if key not in self._tree_cache:
+            normal, abnormal = self.ensemble.sentences(class_name)
+            # Normal tensors even when first needed under torch.inference_mode (validation): training reuses them.
+            with _outside_inference_mode():
+                tree = build_sentence_tree(self._tokenizer(normal + abnormal), shared)
+                self._tree_cache[key] = SentenceTree(*(tensor.to(device) for tensor in tree))
+        return self._tree_cache[key]
+
+    def _first_text_block(self, class_name: str, tree: SentenceTree) -> torch.Tensor:
+        """Output of text block 0 at every node of the class's token tree, ``[N0, width]`` (cached).
+
+        Block 0 is never prompted, so its output depends on the class name only.
+        """
+        key = self._cache_key(class_name, tree.tokens.device)
+        cached = self._first_block_cache.get(key)
+        if cached is None:
+            with _outside_inference_mode(), torch.no_grad():
+                x = self.clip.token_embedding(tree.tokens)
+                x = x + self.clip.positional_embedding[tree.positions].to(x.dtype)
+                cached = residual_attention_block(self.clip.transformer.resblocks[0], x[None], tree.mask)[0]
+            if not is_tracing():
+                self._first_block_cache[key] = cached
+        return cached
+
+    def _encode_text(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """Encode the sentences of G class names into normalised embeddings ``[G, S, embed]``.
+
+        Prompts ``[depth, G or 1, length, width]`` overwrite the positions right after the start token before blocks
+        1 .. depth-1 (block 0 is left untouched, as in the reference); the same prompts serve all S sentences. One
+        name serves every prompt group (then G is the prompts' group count, which may be the batch size of an export).
+
+        Every distinct token prefix of a class's sentences is encoded once (see :func:`build_sentence_tree`): the
+        tower is causal, so a token's state depends only on the tokens before it, which the tree's mask gives it.
+        Block 0 is taken from a per-class cache, and the last block computes the end-of-text tokens only.
+        """
+        device = self.clip.token_embedding.weight.device
+        unique = list(dict.fromkeys(names))
+        if len(unique) > 1 and device.type == "cpu" and not is_tracing():
+            return self._encode_text_per_class(names, prompts)
+        # Exact: in a causal tower equal prefixes have equal states, and the mask shows each node its own prefix.
+        trees = {name: self._sentence_tree(name, device) for name in unique}
+        firsts = {name: self._first_text_block(name, tree)[tree.sources] for name, tree in trees.items()}
+        groups = prompts.shape[1] if prompts is not None and len(names) == 1 else len(names)
+        if len(unique) == 1:
+            tree = trees[unique[0]]
+            x = firsts[unique[0]].expand(groups, -1, -1)
+            mask, ends = tree.later_mask, tree.ends.expand(groups, -1)
+        else:  # pad every class's tree to the largest; padding nodes attend to themselves only
+            n_nodes = max(len(tree.sources) for tree in trees.values())
+            padded = {name: pad_sentence_tree(trees[name], firsts[name], n_nodes) for name in unique}
+            x = torch.stack([padded[name][0] for name in names])
+            mask = torch.stack([padded[name][1] for name in names]).unsqueeze(1)
+            ends = torch.stack([trees[name].ends for name in names])
+        blocks = self.clip.transformer.resblocks
+        length = self.prompting_length
+        if len(blocks) == 1:
+            x = x.gather(1, ends.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        for index in range(1, len(blocks)):
+            if prompts is not None and index < self.prompting_depth:
+                block_prompts = prompts[index].to(x.dtype).expand(groups, -1, -1)
+                x = torch.cat([x[:, :1], block_prompts, x[:, 1 + length :]], dim=1)
+            # Only the end-of-text tokens are pooled; they still attend to their whole prefix, so this is exact.
+            rows = ends if index == len(blocks) - 1 else None
+            x = residual_attention_block(blocks[index], x, mask, rows=rows)
+        x = self.clip.ln_final(x)
+        projection = self.clip.text_projection
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        return F.normalize(x.float(), dim=-1)
+
+    def _encode_text_per_class(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`_encode_text` one class name at a time (CPU): an image's numbers then do not depend on the others.
+
+        Padding a class's token tree to a larger one (several names in one batch) lengthens the attention's sums, and
+        the CPU kernels then add in another order.
+        """
+        per_group = prompts is not None and prompts.shape[1] == len(names) > 1
+        order: list[int] = []
+        pieces = []
+        for name in dict.fromkeys(names):
+            indices = [index for index, other in enumerate(names) if other == name]
+            if per_group:
+                pieces.append(self._encode_text([name] * len(indices), prompts[:, indices]))
+            else:
+                pieces.append(self._encode_text([name], prompts).expand(len(indices), -1, -1))
+            order += indices
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(pieces)[inverse.to(pieces[0].device)]
+
+    def _text_features_of(self, names: Sequence[str], prompts: torch.Tensor | None) -> torch.Tensor:
+        """Text features ``[G, embed, 2]`` for G class names (one per prompt group)."""
+        embeddings = self._encode_text(names, prompts)
+        n_normal = len(self.ensemble.normal_states) * len(self.ensemble.templates)
+        normal = F.normalize(embeddings[:, :n_normal].mean(1), dim=-1)
+        abnormal = F.normalize(embeddings[:, n_normal:].mean(1), dim=-1)
+        return torch.stack([normal, abnormal], dim=-1)
+
+    def text_features(
+        self, class_names: Sequence[str] | str, dynamic_prompts: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Normal/abnormal text features ``[B, embed, 2]`` of each image's class name.
+
+        Args:
+            class_names: One class name per image, or one name for all images (then the features are ``[1, embed, 2]``
+                unless they depend on the image).
+            dynamic_prompts: Per-image dynamic text prompts ``[B, length, width]`` (when the text branch has them).
+        """
+        if isinstance(class_names, str):
+            class_names = [class_names]
+        if not self.prompt_text:
+            # Un-prompted text features depend on the class name only: compute once and keep them.
+            device = self.clip.token_embedding.weight.device
+            key_of = {name: self._cache_key(name, device) for name in class_names}
+            cached = {} if is_tracing() else self._text_cache
+            missing = [name for name in dict.fromkeys(class_names) if key_of[name] not in cached]
+            if missing:
+                with torch.no_grad():
+                    features = self._text_features_of(missing, None)
+                cached.update({key_of[name]: feature for name, feature in zip(missing, features, strict=True)})
+            return torch.stack([cached[key_of[name]] for name in class_names])
+        if dynamic_prompts is None:
+            # Static prompts only: the features depend on the class name, not on the image.
+            unique = list(dict.fromkeys(class_names))
+            prompts = self._block_prompts(self.text_prompter, None, first_block_unused=True)
+            features = self._text_features_of(unique, prompts)
+            return torch.stack([features[unique.index(name)] for name in class_names])
+        prompts = self._block_prompts(self.text_prompter, dynamic_prompts, first_block_unused=True)
+        return self._text_features_of(list(class_names), prompts)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------------------------------
+    def _check_inputs(self, images: torch.Tensor, class_names: Sequence[str] | str | None) -> list[str] | str:
+        check_images(images, image_size=self.image_size)
+        names = image_class_names(class_names, images.shape[0])
+        names = self.class_name if names is None else names
+        for name in [names] if isinstance(names, str) else dict.fromkeys(names):
+            self.check_class_name(name)
+        return names
+
+    def check_class_name(self, class_name: str) -> None:
+        """Refuse a class name the prompts cannot use: empty, or too long for the text tower's context.
+
+        Any other string works: dashes become spaces, underscores, digits and non-ASCII characters stay (CLIP's
+        tokenizer lower-cases the text and splits it into byte-level BPE tokens).
+
+        Raises:
+            ValueError: The name is empty or blank, or one of its sentences would not fit into the context (the
+                tokenizer would cut the end off, and with it the state words that tell normal from abnormal).
+        """
+        if class_name in self._checked_class_names:
+            return
+        if not isinstance(class_name, str) or not class_name.strip():
+            msg = f"A class name must be a non-empty string, got {class_name!r}."
+            raise ValueError(msg)
+        context = self._tokenizer.context_length
+        normal, abnormal = self.ensemble.sentences(class_name)
+        longest = max(len(self._tokenizer.encode(sentence)) for sentence in normal + abnormal) + 2
+        if longest > context:
+            name_tokens = len(self._tokenizer.encode(class_name))
+            msg = (
+                f"The class name {class_name[:60]!r}{'...' if len(class_name) > 60 else ''} is too long: it is "
+                f"{name_tokens} tokens, and its longest prompt sentence {longest} tokens with start and end, but the "
+                f"text tower reads {context}. Use at most {name_tokens - (longest - context)} tokens (a few words)."
+            )
+            raise ValueError(msg)
+        self._checked_class_names.add(class_name)
+
+    def features(self, images: torch.Tensor, class_names: Sequence[str] | str | None = None) -> AdaCLIPFeatures:
+        """Compute text features, image features, patch tokens and the per-layer logits of a batch.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one name for all, or ``None`` for ``self.class_name``.
+        """
+        names = self._check_inputs(images, class_names)
+        dynamic_vision = self.dynamic_visual_prompt_generator
+        dynamic_text = self.dynamic_text_prompt_generator
+        needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision
+        frozen_embedding, frozen_tokens = None, None
+        if needs_frozen_pass:
+            with torch.no_grad(), record_function("adaclip.vision_frozen"):
+                # Its patch tokens are needed only when they stand in for the prompted pass's.
+                frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=self.prompt_vision)
+        if self.prompt_vision:
+            with record_function("adaclip.vision_prompted"):
+                dynamic = per_image(dynamic_vision, frozen_embedding) if dynamic_vision is not None else None
+                prompts = self._block_prompts(self.visual_prompter, dynamic)
+                embedding, layer_tokens = self._encode_image(images, prompts)
+        else:  # the prompted vision pass would repeat the frozen one
+            embedding, layer_tokens = frozen_embedding, frozen_tokens
+        with record_function("adaclip.text"):
+            dynamic = per_image(dynamic_text, frozen_embedding) if dynamic_text is not None else None
+            text = self.text_features(names, dynamic)
+            text = text.expand(images.shape[0], -1, -1)
+
+        with record_function("adaclip.similarity"):
+            # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
+            image_features = F.normalize(per_image(self.cls_token_layer.head[0], embedding).float(), dim=-1)
+            patch_tokens = torch.stack(
+                [
+                    F.normalize(head(tokens).float(), dim=-1)
+                    for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
+                ],
+                dim=1,
+            )  # [B, n_layers, L, D]
+            with full_precision(images.device):
+                logits = LOGIT_SCALE * patch_tokens @ text.unsqueeze(1).float()  # [B, n_layers, L, 2]
+            grid = round(logits.shape[2] ** 0.5)
+            layer_logits = logits.transpose(2, 3).reshape(*logits.shape[:2], 2, grid, grid)
+        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits)
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        size = (self.image_size, self.image_size)
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+    def image_probabilities(self, features: AdaCLIPFeatures, hsf_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Normal/abnormal probabilities of each image, ``[B, 2]``.
+
+        Args:
+            features: Output of :meth:`features`.
+            hsf_labels: Cluster labels ``[B, 5k]`` to use instead of k-means (for comparisons with the reference).
+        """
+        image_features = features.image_features.float()
+        with full_precision(image_features.device):
+            if self.use_hsf:
+                with record_function("adaclip.hsf"):
+                    patch_scores = features.layer_logits.mean(1).flatten(2).softmax(dim=1)[:, 1]  # [B, L]
+                    fused = hybrid_semantic_fusion(
+                        patch_scores, features.patch_tokens, self.k_clusters, labels=hsf_labels
+                    )
+                image_features = F.normalize(HSF_WEIGHT * fused + (1 - HSF_WEIGHT) * image_features, dim=-1)
+            logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.float())
+            # float32 softmax also under autocast (its gradients would overflow in fp16).
+            return logits.squeeze(1).softmax(dim=-1)
+
+    def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
+        """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
+        # Upsampling is linear, so averaging the layers first equals averaging the upsampled maps.
+        with record_function("adaclip.anomaly_map"), full_precision(features.layer_logits.device):
+            # Per image on the CPU: how element-wise kernels split and vectorise a tensor depends on its size.
+            def one_map(logits: torch.Tensor) -> torch.Tensor:
+                probabilities = self._upsample(logits).softmax(dim=1)[:, 1]
+                return self.blur(probabilities) if blur else probabilities
+
+            return per_image(one_map, features.layer_logits.mean(1).float())
+
+    def layer_maps(self, features: AdaCLIPFeatures) -> torch.Tensor:
+        """Training-time maps: the softmax of every feature layer's upsampled logits, ``[B, n_layers, 2, H, W]``.
+
+        Computed in float32 also under mixed precision, like the test-time map.
+        """
+        return torch.stack(
+            [self._upsample(logits.float()).softmax(dim=1) for logits in features.layer_logits.unbind(1)],
+            dim=1,
+        )
+
+    def _check_targets(
+        self,
+        images: torch.Tensor,
+        gt_masks: torch.Tensor,
+        gt_labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary masks ``[B, H, W]`` and labels ``[B]`` (float), thresholded at 0.5 as the reference does."""
+        batch, size = images.shape[0], (self.image_size, self.image_size)
+        for name, value in (("gt_masks", gt_masks), ("gt_labels", gt_labels)):
+            if not isinstance(value, torch.Tensor):
+                msg = f"`{name}` must be a torch.Tensor, got {type(value).__name__}."
+                raise TypeError(msg)
+        masks = gt_masks[:, 0] if gt_masks.ndim == 4 and gt_masks.shape[1] == 1 else gt_masks
+        if masks.ndim != 3 or masks.shape[0] != batch or tuple(masks.shape[-2:]) != size:
+            msg = (
+                f"`gt_masks` must have shape [B, H, W] or [B, 1, H, W] with B = {batch} images and H = W = "
+                f"{self.image_size} (the model's image_size), got {tuple(gt_masks.shape)}; resize masks like the "
+                f"images (nearest neighbour)."
+            )
+            raise ValueError(msg)
+        labels = gt_labels.reshape(-1) if gt_labels.numel() == batch else gt_labels
+        if labels.shape != (batch,):
+            msg = f"`gt_labels` must hold one label per image ({batch}), got shape {tuple(gt_labels.shape)}."
+            raise ValueError(msg)
+        device = images.device
+        return (masks.to(device).float() > 0.5).float(), (labels.to(device).float() > 0.5).float()
+
+    def loss(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None,
+        gt_masks: torch.Tensor,
+        gt_labels: torch.Tensor,
+        hsf_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """AdaCLIP's training loss of a batch: the mean over its images of each image's loss.
+
+        Per image: focal loss of the image probabilities against the label, plus, for every feature layer, the focal
+        loss of the layer's softmax map and the Dice losses of its abnormal channel against the mask and of its normal
+        channel against the inverted mask (:func:`~anomalib_adaclip.loss.adaclip_loss`). The image probabilities use
+        HSF (when enabled) as in the reference's training. The frozen CLIP gets no gradient.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one for all, or ``None`` for ``self.class_name``.
+            gt_masks: Ground-truth masks ``[B, H, W]`` or ``[B, 1, H, W]`` at ``image_size`` (bool, 0/1 or
+                probabilities; values above 0.5 are anomalous).
+            gt_labels: Image labels ``[B]`` (1 / True = anomalous).
+            hsf_labels: Cluster labels ``[B, 5k]`` to use instead of k-means (for comparisons with the reference).
+
+        Returns:
+            The scalar loss.
+        """
+        names = self._check_inputs(images, class_names)
+        masks, labels = self._check_targets(images, gt_masks, gt_labels)
+        features = self.features(images, names)
+        probabilities = self.image_probabilities(features, hsf_labels=hsf_labels)
+        return adaclip_loss(self.layer_maps(features), probabilities, masks, labels).mean()
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None = None,
+    ) -> InferenceBatch | AdaCLIPTrainOutput:
+        """Score images.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: One class name per image, one for all, or ``None`` for ``self.class_name``.
+
+        Returns:
+            In eval mode, ``InferenceBatch(pred_score [B], anomaly_map [B, H, W])`` with the blurred map; in training
+            mode, :class:`AdaCLIPTrainOutput` with the per-layer softmax maps and the image probabilities.
+        """
+        features = self.features(images, class_names)
+        probabilities = self.image_probabilities(features)
+        if self.training:
+            return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)
+        return InferenceBatch(pred_score=probabilities[:, 1].float(), anomaly_map=self.anomaly_map(features))

@@ -1,0 +1,42 @@
+"""AdaCLIP's weights: where they come from (:mod:`.hub`), how files are read safely (:mod:`.loading`), and the
+checkpoint format of the trainable tensors (:mod:`.checkpoint`)."""
+
+from .checkpoint import CHECKPOINT_FORMAT, from_released_layout, read_checkpoint, save_checkpoint, to_released_layout
+from .hub import (
+    HF_REPO_ID,
+    RELEASED_CHECKPOINTS,
+    WEIGHTS_DIR_ENV,
+    ReleasedCheckpoint,
+    WeightsNotFoundError,
+    download_clip_weights,
+    download_released_checkpoint,
+    find_in_weights_dir,
+    host_reachable,
+    hub_access,
+    hub_cache_dir,
+    hub_cache_only,
+)
+from .loading import CheckpointError, check_state_dict, load_state_dict_file
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "HF_REPO_ID",
+    "RELEASED_CHECKPOINTS",
+    "WEIGHTS_DIR_ENV",
+    "CheckpointError",
+    "ReleasedCheckpoint",
+    "WeightsNotFoundError",
+    "check_state_dict",
+    "download_clip_weights",
+    "download_released_checkpoint",
+    "find_in_weights_dir",
+    "from_released_layout",
+    "host_reachable",
+    "hub_access",
+    "hub_cache_dir",
+    "hub_cache_only",
+    "load_state_dict_file",
+    "read_checkpoint",
+    "save_checkpoint",
+    "to_released_layout",
+]

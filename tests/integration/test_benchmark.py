@@ -1,0 +1,562 @@
+"""``anomalib-adaclip benchmark``: a grid of anomalib models x data sets, run through anomalib's Engine and Evaluator.
+
+The end-to-end test runs the command (in this process, through ``anomalib_adaclip.cli.main``) on the MVTec 3D tire
+sample and a generated ``Folder`` data set with four models:
+
+- AdaCLIP on a tiny random CLIP (MICRO_BACKBONE at 112 px, weights in a file);
+- anomalib's own ``WinClip``, unchanged. It builds its CLIP with
+  ``open_clip.create_model_and_transforms("ViT-B-16-plus-240", pretrained="laion400m_e31")``, which downloads about
+  800 MB from the hub. For this test process only (pytest's ``monkeypatch``), that function returns a tiny random CLIP
+  with the interface WinClip uses (240 px input, an 8 x 8 patch grid, open_clip's transforms); the package code
+  patches nothing;
+- anomalib's ``Padim`` with a random ResNet-18 at 64 px: a one-class model, so the benchmark fits it first;
+- AdaCLIP with a checkpoint file that does not exist: the forced failure of its two runs, which must be recorded
+  while the grid goes on (the first one fails in the middle of the grid).
+
+It then reruns the command on the same folder (finished runs are skipped, the failed one is tried again, nothing is
+overwritten) and once more with a changed model configuration (refused). The numbers mean nothing; AdaCLIP's image
+metrics on the tire sample are checked against scikit-learn on the model's own scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import yaml
+from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
+from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
+from open_clip.model import CLIP
+from PIL import Image
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from anomalib_adaclip import AdaCLIP, cli
+from anomalib_adaclip.benchmark.compare import (
+    BENCHMARK_METRICS,
+    BenchmarkConfigError,
+    RunRecord,
+    load_config,
+    summarise,
+)
+from anomalib_adaclip.data.synthetic import generate_defect_dataset
+
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+from tests.integration.test_engine import clip_normalised
+
+needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
+
+# A stand-in for WinCLIP's ViT-B-16-plus-240: the same input size, a 240 / 30 = 8 x 8 patch grid (WinCLIP's 2 x 2 and
+# 3 x 3 windows fit), two blocks per tower.
+TINY_WINCLIP_CLIP: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 240, "layers": 2, "width": 64, "head_width": 32, "patch_size": 30},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+ADACLIP_SIZE = 112
+MISSING_CHECKPOINT = "/nonexistent/adaclip_prompts.pt"
+
+
+@contextlib.contextmanager
+def offline_winclip() -> Any:
+    """Within the block, open_clip builds a tiny random CLIP instead of downloading WinCLIP's weights."""
+    calls: list[tuple[str, Any]] = []
+
+    def create_model_and_transforms(model_name: str, pretrained: str | None = None, **kwargs: Any) -> tuple:
+        calls.append((model_name, pretrained))
+        torch.manual_seed(0)
+        transform = open_clip.image_transform(240, is_train=False)
+        return CLIP(**TINY_WINCLIP_CLIP), transform, transform
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(open_clip, "create_model_and_transforms", create_model_and_transforms)
+        yield calls
+
+
+def run_command(arguments: list[str]) -> SimpleNamespace:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        exit_code = cli.main(["benchmark", *arguments])
+    return SimpleNamespace(exit_code=exit_code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*.json")
+    }
+
+
+def grid_config(root: Path, weights: Path, generated: Path, image_size: int = ADACLIP_SIZE) -> dict[str, Any]:
+    adaclip = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": image_size, "k_clusters": 4}
+    small_resize = {
+        "class_path": "anomalib.pre_processing.PreProcessor",
+        "init_args": {"transform": {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [64, 64]}}},
+    }
+    return {
+        "output": str(root / "benchmark"),
+        "seeds": [0],
+        "engine": {"accelerator": "cpu"},
+        "models": [
+            {"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": adaclip},
+            {"name": "WinCLIP", "class_path": "anomalib.models.WinClip"},
+            {
+                "name": "PaDiM",
+                "class_path": "Padim",  # a short name, found in anomalib.models
+                "init_args": {
+                    "backbone": "resnet18",
+                    "pre_trained": False,  # random weights: no download
+                    "layers": ["layer1"],
+                    "n_features": 16,
+                    "pre_processor": small_resize,  # a nested class_path block, as in anomalib's configs
+                },
+            },
+            {
+                "name": "AdaCLIP-missing-prompts",
+                "class_path": "anomalib_adaclip.AdaCLIP",
+                "init_args": {**adaclip, "checkpoint": MISSING_CHECKPOINT},
+            },
+        ],
+        "data": [
+            {
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 8},
+                "categories": ["tire"],
+            },
+            {
+                "class_path": "Folder",
+                "init_args": {
+                    "name": "generated",
+                    "root": str(generated / "{category}"),
+                    "normal_dir": "train/good",
+                    "normal_test_dir": "test/good",
+                    "abnormal_dir": "test/defect",
+                    "mask_dir": "ground_truth/defect",
+                    "val_split_mode": "same_as_test",
+                    "num_workers": 0,
+                },
+                "categories": ["widget"],
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> SimpleNamespace:
+    """The benchmark run three times on one folder: first, rerun, and rerun with a changed AdaCLIP configuration."""
+    root = tmp_path_factory.mktemp("benchmark")
+    torch.manual_seed(0)
+    weights = micro_weights
+    generated = root / "generated"
+    generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
+    config_file = root / "grid.yaml"
+    config_file.write_text(yaml.safe_dump(grid_config(root, weights, generated)))
+    output = root / "benchmark"
+
+    with offline_winclip() as winclip_calls:
+        first = run_command(["--config", str(config_file)])
+        after_first = snapshot(output / "runs")
+        first_report = {path.name: path.read_bytes() for path in (output / "reports" / "v0").iterdir()}
+        rerun = run_command(["--config", str(config_file)])
+        changed_file = root / "changed.yaml"
+        changed_file.write_text(yaml.safe_dump(grid_config(root, weights, generated, image_size=140)))
+        changed = run_command(["--config", str(changed_file)])
+    return SimpleNamespace(
+        output=output,
+        weights=weights,
+        first=first,
+        rerun=rerun,
+        changed=changed,
+        after_first=after_first,
+        first_report=first_report,
+        winclip_calls=winclip_calls,
+        report=output / "reports" / "v0",
+    )
+
+
+def result_rows(grid: SimpleNamespace) -> dict[tuple[str, str, str], dict[str, str]]:
+    return {(row["dataset"], row["category"], row["model"]): row for row in read_csv(grid.report / "results.csv")}
+
+
+MODELS = ("AdaCLIP", "WinCLIP", "PaDiM", "AdaCLIP-missing-prompts")
+
+
+@needs_tire
+def test_results_csv_has_every_category_and_model_and_the_means(grid: SimpleNamespace) -> None:
+    assert grid.first.exit_code == 1, grid.first.stderr[-3000:]  # two runs failed, the others finished
+    rows = result_rows(grid)
+    expected = {
+        (dataset, category, model)
+        for dataset, category in [
+            ("MVTecAD", "tire"),
+            ("MVTecAD", "mean"),
+            ("generated", "widget"),
+            ("generated", "mean"),
+        ]
+        for model in MODELS
+    }
+    assert set(rows) == expected
+    for (dataset, category, model), row in rows.items():
+        failed = model == "AdaCLIP-missing-prompts"
+        assert row["runs_failed"] == ("1" if failed else "0"), (dataset, category, model)
+        for name in BENCHMARK_METRICS:
+            if failed:
+                assert row[name] == ""
+            else:
+                assert 0.0 <= float(row[name]) <= 1.0, (dataset, category, model, name)
+            assert row[f"{name}_std"] == ""  # one seed
+        if category == "mean" and not failed:  # one category per data set: the mean is that category's value
+            single = rows[(dataset, "tire" if dataset == "MVTecAD" else "widget", model)]
+            assert all(row[name] == single[name] for name in BENCHMARK_METRICS)
+
+
+@needs_tire
+def test_adaclip_image_metrics_equal_scikit_learn_on_the_models_own_scores(grid: SimpleNamespace) -> None:
+    # The benchmark seeds with 0 before building each model: the same seed gives the same random prompts.
+    torch.manual_seed(0)
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=str(grid.weights), image_size=ADACLIP_SIZE, k_clusters=4
+    ).model.eval()
+    paths = sorted((TIRE_ROOT / "tire" / "test").rglob("*.png"))
+    labels = np.array([int(path.parent.name != "good") for path in paths])
+    with torch.no_grad():
+        scores = model(torch.cat([clip_normalised(path) for path in paths]), ["tire"] * len(paths)).pred_score.numpy()
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    f1_max = np.max(2 * precision * recall / np.clip(precision + recall, 1e-12, None))
+    record = json.loads((grid.output / "runs" / "AdaCLIP" / "MVTecAD" / "tire" / "seed0.json").read_text())
+    assert record["status"] == "finished" and record["learning_type"] == "zero_shot"
+    assert record["fit_seconds"] is None  # zero-shot: tested, never fitted
+    assert record["metrics"]["image_AUROC"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+    assert record["metrics"]["image_AUPR"] == pytest.approx(average_precision_score(labels, scores), abs=1e-4)
+    assert record["metrics"]["image_F1Max"] == pytest.approx(f1_max, abs=1e-4)
+    csv_row = result_rows(grid)[("MVTecAD", "tire", "AdaCLIP")]
+    assert float(csv_row["image_AUROC"]) == pytest.approx(record["metrics"]["image_AUROC"], abs=1e-6)
+
+
+@needs_tire
+def test_only_the_one_class_model_is_fitted_and_winclip_built_its_own_clip(grid: SimpleNamespace) -> None:
+    runs = {(row["model"], row["dataset"]): row for row in read_csv(grid.report / "runs.csv")}
+    for dataset in ("MVTecAD", "generated"):
+        assert runs[("PaDiM", dataset)]["learning_type"] == "one_class"
+        assert float(runs[("PaDiM", dataset)]["fit_seconds"]) > 0
+        for model in ("AdaCLIP", "WinCLIP"):
+            assert runs[(model, dataset)]["learning_type"] == "zero_shot"
+            assert runs[(model, dataset)]["fit_seconds"] == ""
+    # WinClip ran unchanged: it asked open_clip for its own backbone, once per run (plus once in the rerun: none).
+    assert grid.winclip_calls == [("ViT-B-16-plus-240", "laion400m_e31")] * 2
+
+
+@needs_tire
+def test_markdown_tables_in_percent_and_the_failed_run(grid: SimpleNamespace) -> None:
+    text = (grid.report / "results.md").read_text()
+    assert "## MVTecAD" in text and "## generated" in text and "## Failed runs" in text
+    header = "| Category | Model | image AUROC | image AP | image F1-max | pixel AUROC | pixel AUPRO | pixel F1-max |"
+    assert text.count(header) == 2
+    rows = result_rows(grid)
+    for (_, category, model), row in rows.items():
+        values = [f"{100 * float(row[name]):.1f}" if row[name] else "failed" for name in BENCHMARK_METRICS]
+        if category == "mean":
+            label = "**mean**" if row["categories"] == "1" else "**mean** (0 of 1)†"
+            bold = [f"**{value}**" if value != "failed" else value for value in values]
+            line = f"| {label} | **{model}** | " + " | ".join(bold) + " |"
+        else:
+            line = f"| {category} | {model} | " + " | ".join(values) + " |"
+        assert line in text, line
+    failures = [line for line in text.splitlines() if line.startswith("| AdaCLIP-missing-prompts | ")]
+    assert [line.split(" | ")[1:3] for line in failures] == [["MVTecAD", "tire"], ["generated", "widget"]]
+    assert all("FileNotFoundError" in line and MISSING_CHECKPOINT in line for line in failures)
+
+
+@needs_tire
+def test_a_plot_per_data_set(grid: SimpleNamespace) -> None:
+    for dataset in ("MVTecAD", "generated"):
+        path = grid.report / f"plot_{dataset}.png"
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.width >= 400 and image.height >= 6 * 150  # a panel per metric
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+            assert colours is None or len(colours) > 10  # drawn, not blank
+
+
+@needs_tire
+def test_failed_run_is_recorded_with_its_error_and_the_grid_goes_on(grid: SimpleNamespace) -> None:
+    folder = grid.output / "runs" / "AdaCLIP-missing-prompts" / "MVTecAD" / "tire"
+    record = RunRecord.read(folder / "seed0.failed.json")
+    assert record.status == "failed" and not record.metrics and not (folder / "seed0.json").exists()
+    assert record.error.startswith("FileNotFoundError") and MISSING_CHECKPOINT in record.error
+    assert "Traceback" in record.traceback
+    assert "2 run(s) failed" in grid.first.stderr
+    # The runs after the failed one in the grid order (every model on the Folder data) still ran.
+    runs = read_csv(grid.report / "runs.csv")
+    assert [(row["dataset"], row["model"], row["status"]) for row in runs] == [
+        (dataset, model, "failed" if model == "AdaCLIP-missing-prompts" else "finished")
+        for dataset in ("MVTecAD", "generated")
+        for model in MODELS
+    ]
+    assert all(row["error"] == "" for row in runs if row["status"] == "finished")
+
+
+@needs_tire
+def test_rerun_skips_finished_runs_and_overwrites_nothing(grid: SimpleNamespace) -> None:
+    assert grid.rerun.exit_code == 1
+    assert "Runs: 2 executed, 6 skipped (finished earlier)." in grid.rerun.stdout
+    after = snapshot(grid.output / "runs")
+    for name, content in grid.after_first.items():
+        assert after[name] == content, name  # same bytes, same modification time
+    new = sorted(set(after) - set(grid.after_first))
+    assert new == [  # the retried failures
+        "AdaCLIP-missing-prompts/MVTecAD/tire/seed0.failed-v1.json",
+        "AdaCLIP-missing-prompts/generated/widget/seed0.failed-v1.json",
+    ]
+    reports = grid.output / "reports"
+    assert sorted(path.name for path in reports.iterdir()) == ["latest", "v0", "v1"]
+    assert (reports / "latest").resolve() == (reports / "v1").resolve()
+    assert {path.name: path.read_bytes() for path in (reports / "v0").iterdir()} == grid.first_report
+    assert (reports / "v1" / "results.csv").read_bytes() == grid.first_report["results.csv"]
+
+
+@needs_tire
+def test_rerun_with_another_configuration_in_the_same_folder_is_refused(grid: SimpleNamespace) -> None:
+    assert grid.changed.exit_code == 2
+    assert "another configuration" in grid.changed.stderr
+    assert "AdaCLIP · MVTecAD/tire · seed 0" in grid.changed.stderr and "'image_size': 140" in grid.changed.stderr
+    assert not (grid.output / "reports" / "v2").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# score_normalization: metrics on raw outputs (default) or after anomalib's post-processing
+# ----------------------------------------------------------------------------------------------------------------------
+# With seed 2 the micro model's random prompts score the generated images so that anomalib's min-max normalisation
+# clamps several scores to 1: the ties change the AUROC, so the two settings give different numbers (checked below).
+NORMALIZATION_SEED = 2
+
+
+def f1_adaptive_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the highest F1 (``score >= threshold`` is anomalous); the lowest one among ties."""
+    best_f1, best_threshold = -1.0, math.nan
+    for threshold in np.unique(scores):  # ascending
+        predicted = scores >= threshold
+        true_positives = np.sum(predicted & (labels == 1))
+        f1 = (
+            2
+            * true_positives
+            / (2 * true_positives + np.sum(predicted & (labels == 0)) + np.sum(~predicted & (labels == 1)))
+        )
+        if f1 > best_f1:
+            best_f1, best_threshold = f1, float(threshold)
+    return best_threshold
+
+
+@pytest.fixture(scope="module")
+def normalization_runs(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> SimpleNamespace:
+    """AdaCLIP on a generated Folder data set (validation = test), once on raw outputs and once normalised."""
+    root = tmp_path_factory.mktemp("normalization")
+    torch.manual_seed(0)
+    weights = micro_weights
+    generated = root / "generated"
+    generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
+    config = grid_config(root, weights, generated)
+    config["models"] = config["models"][:1]  # AdaCLIP
+    config["data"] = config["data"][1:]  # the generated Folder data, validated on its test split
+    config["seeds"] = [NORMALIZATION_SEED]
+    outcomes = {}
+    for normalised in (False, True):
+        config_file = root / f"normalised_{normalised}.yaml"
+        config_file.write_text(
+            yaml.safe_dump({**config, "score_normalization": normalised, "output": str(root / str(normalised))})
+        )
+        outcomes[normalised] = run_command(["--config", str(config_file)])
+    # The raw run's folder with the other setting: its finished run would be mixed with normalised ones.
+    mixed_file = root / "mixed.yaml"
+    mixed_file.write_text(yaml.safe_dump({**config, "score_normalization": True, "output": str(root / "False")}))
+    mixed = run_command(["--config", str(mixed_file)])
+    return SimpleNamespace(root=root, weights=weights, generated=generated, outcomes=outcomes, mixed=mixed)
+
+
+def test_score_normalization_chooses_raw_or_post_processed_scores_for_the_metrics(
+    normalization_runs: SimpleNamespace,
+) -> None:
+    runs = normalization_runs
+    records = {}
+    for normalised, outcome in runs.outcomes.items():
+        assert outcome.exit_code == 0, outcome.stderr[-3000:]
+        path = (
+            runs.root / str(normalised) / "runs" / "AdaCLIP" / "generated" / "widget" / f"seed{NORMALIZATION_SEED}.json"
+        )
+        records[normalised] = RunRecord.read(path)
+        assert records[normalised].score_normalization is normalised
+    # The model's own scores, from the pre-processing written out and the benchmark's seed.
+    torch.manual_seed(NORMALIZATION_SEED)
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=str(runs.weights), image_size=ADACLIP_SIZE, k_clusters=4
+    ).model.eval()
+    paths = sorted((runs.generated / "widget" / "test").rglob("*.png"))
+    labels = np.array([int(path.parent.name != "good") for path in paths])
+    with torch.no_grad():
+        raw = model(torch.cat([clip_normalised(path) for path in paths]), ["widget"] * len(paths)).pred_score.numpy()
+    # anomalib's normalisation, by hand: F1-optimal threshold and min-max of the validation scores (= the test
+    # scores here), threshold to 0.5, clamped to [0, 1].
+    threshold = f1_adaptive_threshold(labels, raw)
+    normalised = np.clip((raw - threshold) / (raw.max() - raw.min()) + 0.5, 0.0, 1.0)
+    assert roc_auc_score(labels, raw) != pytest.approx(roc_auc_score(labels, normalised))  # the test can tell
+    for expected, record in ((raw, records[False]), (normalised, records[True])):
+        assert record.metrics["image_AUROC"] == pytest.approx(roc_auc_score(labels, expected), abs=1e-4)
+        assert record.metrics["image_AUPR"] == pytest.approx(average_precision_score(labels, expected), abs=1e-4)
+
+
+def test_a_folder_of_raw_metrics_refuses_normalised_runs(normalization_runs: SimpleNamespace) -> None:
+    assert normalization_runs.mixed.exit_code == 2
+    assert "another configuration" in normalization_runs.mixed.stderr
+    assert "score_normalization was False, is now True" in normalization_runs.mixed.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Summaries, configurations and errors (nothing runs)
+# ----------------------------------------------------------------------------------------------------------------------
+def folder_entry(**overrides: Any) -> dict[str, Any]:
+    entry = {
+        "class_path": "anomalib.data.Folder",
+        "init_args": {"name": "parts", "root": "data/{category}", "normal_dir": "good", "abnormal_dir": "bad"},
+        "categories": ["gear", "bracket"],
+    }
+    entry.update(overrides)
+    return entry
+
+
+def adaclip_entry(**overrides: Any) -> dict[str, Any]:
+    entry = {"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": {"backbone_weights": None}}
+    entry.update(overrides)
+    return entry
+
+
+def record(model: str, category: str, seed: int, auroc: float | None) -> RunRecord:
+    if auroc is None:
+        return RunRecord(model, "parts", category, seed, "failed", error="RuntimeError: boom")
+    return RunRecord(model, "parts", category, seed, "finished", metrics={"image_AUROC": auroc, "pixel_AUROC": 0.5})
+
+
+def test_summary_means_over_seeds_and_categories_by_hand() -> None:
+    config = load_config(
+        {"models": [adaclip_entry(), adaclip_entry(name="Other")], "data": [folder_entry()], "seeds": [0, 1]}
+    )
+    records = [
+        record("AdaCLIP", "gear", 0, 0.8),
+        record("AdaCLIP", "gear", 1, 0.6),
+        record("AdaCLIP", "bracket", 0, 0.5),
+        record("AdaCLIP", "bracket", 1, None),  # a failed seed does not count
+        record("Other", "gear", 0, None),
+        record("Other", "gear", 1, None),
+        record("Other", "bracket", 0, 0.9),
+    ]
+    rows = {(row.category, row.model): row for row in summarise(records, config)}
+    gear = rows[("gear", "AdaCLIP")]
+    assert gear.metrics["image_AUROC"] == pytest.approx(0.7)
+    assert gear.std["image_AUROC"] == pytest.approx(math.sqrt(0.02))  # sample standard deviation of 0.8 and 0.6
+    assert gear.metrics["pixel_AUPRO"] is None  # no run has it
+    bracket = rows[("bracket", "AdaCLIP")]
+    assert (bracket.runs_finished, bracket.runs_failed, bracket.metrics["image_AUROC"]) == (1, 1, 0.5)
+    assert bracket.std["image_AUROC"] is None
+    mean = rows[("mean", "AdaCLIP")]
+    assert mean.metrics["image_AUROC"] == pytest.approx((0.7 + 0.5) / 2) and mean.categories == 2
+    other = rows[("mean", "Other")]  # gear failed on every seed: the mean covers bracket only, and says so
+    assert other.metrics["image_AUROC"] == pytest.approx(0.9) and other.categories == 1
+    assert (other.runs_finished, other.runs_failed) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modelz": []}, "unknown key(s) ['modelz']"),
+        ({"models": []}, "'models' must be a non-empty list"),
+        ({"models": [adaclip_entry(init_args={"imagesize": 3})]}, "init_args do not fit anomalib_adaclip"),
+        ({"models": [adaclip_entry(init_args={"image_size": "big"})]}, 'Parser key "init.image_size"'),
+        ({"models": [adaclip_entry(class_path="anomalib.models.NoSuchModel")]}, "cannot be imported"),
+        ({"models": [adaclip_entry(class_path="anomalib.data.MVTecAD")]}, "is not a subclass of"),
+        ({"models": [adaclip_entry(), adaclip_entry()]}, "two models are called 'AdaCLIP'"),
+        ({"models": [adaclip_entry(name="Ada CLIP")]}, "must be a non-empty folder name"),
+        ({"models": [adaclip_entry(init_args_by_dataset={"Visa": {}})]}, "unknown data sets ['Visa']"),
+        ({"models": [adaclip_entry(init_args={"evaluator": False})]}, "leave out 'evaluator'"),
+        ({"data": [folder_entry(init_args={"name": "p", "root": "d", "normal_dir": "g"})]}, "put {category} into"),
+        ({"data": [folder_entry(categories=None)]}, "use {category} but no categories are listed"),
+        ({"data": [{"class_path": "MVTecAD", "init_args": {"root": "d"}}]}, "MVTecAD needs categories"),
+        (
+            {"data": [{"class_path": "MVTecAD", "init_args": {"category": "bottle"}, "categories": ["x"]}]},
+            "not as init_args.category",
+        ),
+        ({"seeds": [0, 0]}, "two seeds are called '0'"),
+        ({"seeds": "0"}, "seeds must be a non-empty list of integers"),
+        ({"score_normalization": "yes"}, "score_normalization must be true or false, got 'yes'"),
+        ({"engine": {"default_root_dir": "x"}}, "engine.default_root_dir is set by the benchmark"),
+        ({"engine": {"acelerator": "cpu"}}, "unknown engine argument(s) ['acelerator']"),
+    ],
+)
+def test_configuration_errors_name_the_entry_and_what_was_expected(change: dict[str, Any], message: str) -> None:
+    config = {"models": [adaclip_entry()], "data": [folder_entry()], **change}
+    with pytest.raises(BenchmarkConfigError) as error:
+        load_config(config)
+    assert message in str(error.value)
+
+
+def test_command_reports_configuration_errors_with_exit_code_2(tmp_path: Path) -> None:
+    missing = run_command(["--config", str(tmp_path / "nothing.yaml")])
+    assert missing.exit_code == 2 and "nothing.yaml does not exist" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump({"models": [adaclip_entry(init_args={"image_size": "big"})], "data": [folder_entry()]})
+    )
+    result = run_command(["--config", str(bad)])
+    assert result.exit_code == 2 and f"{bad}: models[0] (AdaCLIP) on parts" in result.stderr
+
+
+def test_benchmark_is_an_adaclip_subcommand() -> None:
+    assert "benchmark" in cli.COMMANDS
+
+
+SHIPPED = sorted((PROJECT_ROOT / "configs" / "benchmark").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_shipped_configs_load_and_comment_every_setting(path: Path) -> None:
+    config = load_config(path)  # class paths import and every init_args fits its constructor; nothing is built
+    assert config.output == Path("results/benchmark") / config.output.name
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "- name:", "class_path:")) or stripped.endswith(":"):
+            continue
+        if stripped.startswith(("categories:", "transistor", "pipe_fryum")):
+            continue  # the category lists speak for themselves
+        assert "#" in stripped, f"{path.name}:{number} has no comment: {stripped}"
+
+
+def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> None:
+    config = load_config(PROJECT_ROOT / "configs" / "benchmark" / "paper.yaml")
+    assert [data.name for data in config.data] == ["MVTecAD", "Visa"]
+    assert config.dataset("MVTecAD").categories == MVTEC_CATEGORIES  # all 15
+    assert config.dataset("Visa").categories == VISA_CATEGORIES  # all 12
+    adaclip = config.model("AdaCLIP")
+    assert adaclip.class_path == "anomalib_adaclip.AdaCLIP"
+    # The paper's protocol: never test on data the prompts were trained on.
+    assert adaclip.arguments_for("MVTecAD")["checkpoint"] == "visa_clinicdb"
+    assert adaclip.arguments_for("Visa")["checkpoint"] == "mvtec_colondb"
+    assert adaclip.arguments_for("MVTecAD")["backbone"] == "ViT-L-14-336"
+    assert adaclip.arguments_for("MVTecAD")["image_size"] == 518
+    assert config.model("WinCLIP").class_path == "anomalib.models.WinClip"
+    assert len(config.grid()) == 2 * (15 + 12)
+    assert config.score_normalization is False  # metrics on raw outputs, as the paper computes them
+    # --dry-run lists the grid without building anything.
+    assert cli.main(["benchmark", "--config", str(PROJECT_ROOT / "configs/benchmark/paper.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "54 runs" in out and "pending   AdaCLIP · Visa/pipe_fryum · seed 0" in out

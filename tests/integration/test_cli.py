@@ -1,0 +1,403 @@
+"""AdaCLIP through anomalib's CLI and the ``anomalib-adaclip`` console script, and the quick start.
+
+The real console entries run in subprocesses (``anomalib test``, ``anomalib-adaclip test``, the quick start's smoke
+mode and its offline message). Parsing, predict and export go through anomalib's ``AnomalibCLI`` in this process,
+the class both console scripts run. A tiny random CLIP (MICRO_BACKBONE at 112 px, weights in a file) replaces the
+real backbone everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from anomalib.cli import AnomalibCLI
+from anomalib.deploy import TorchInferencer
+from PIL import Image
+
+from anomalib_adaclip import AdaCLIPModel, cli
+from anomalib_adaclip.cli import quickstart
+from anomalib_adaclip.weights import save_checkpoint
+from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
+from anomalib_adaclip.data.synthetic import generate_defect_dataset
+
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+
+BIN = Path(sys.executable).parent
+needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
+
+
+def console_script(name: str) -> list[str]:
+    """The installed console script (``pip install -e .`` puts it next to the interpreter)."""
+    path = BIN / name
+    if not path.is_file():
+        pytest.fail(f"console script {name!r} is not installed next to {sys.executable}: run `pip install -e .`")
+    return [str(path)]
+
+
+def run(command: list[str], cwd: Path, **environment: str) -> subprocess.CompletedProcess:
+    """Run a command with this checkout first on the path, offline for the Hugging Face hub."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **environment}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    tail = f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
+    return f"exit code {result.returncode}\n{tail}"
+
+
+def tiny_flags(weights: Path) -> list[str]:
+    return [
+        "--model.backbone",
+        json.dumps(MICRO_BACKBONE),
+        "--model.backbone_weights",
+        str(weights),
+        "--model.image_size",
+        "112",
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The real console entries on the tire sample
+# ----------------------------------------------------------------------------------------------------------------------
+TIRE_DATA = ["--data", "MVTecAD", "--data.root", str(TIRE_ROOT), "--data.category", "tire", "--data.num_workers", "0"]
+
+
+@needs_tire
+def test_anomalib_test_with_dotted_model_path_and_json_backbone(micro_weights: Path, tmp_path: Path) -> None:
+    command = [
+        *console_script("anomalib"),
+        "test",
+        "--model",
+        "anomalib_adaclip.AdaCLIP",
+        *tiny_flags(micro_weights),
+        *TIRE_DATA,
+        "--trainer.accelerator",
+        "cpu",
+        "--default_root_dir",
+        str(tmp_path / "results"),
+    ]
+    result = run(command, tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, explain(result)
+    for metric in ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max", "pixel_AUPRO"):
+        assert metric in output, metric
+    assert "class name 'tire'" in output
+    run_dir = tmp_path / "results" / "AdaCLIP" / "MVTecAD" / "tire" / "latest"
+    assert len(list((run_dir / "images").rglob("*.png"))) == 15
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["class_path"] == "anomalib_adaclip.AdaCLIP"
+    assert saved["model"]["init_args"]["backbone"] == MICRO_BACKBONE
+
+
+@needs_tire
+def test_anomalib_adaclip_test_with_short_model_name_from_a_yaml_config(micro_weights: Path, tmp_path: Path) -> None:
+    config = {
+        "model": {
+            "class_path": "AdaCLIP",  # the short name: the console script registers the plugin first
+            "init_args": {
+                "backbone": MICRO_BACKBONE,
+                "backbone_weights": str(micro_weights),
+                "image_size": 112,
+                "class_name": "tyre",
+            },
+        },
+        "data": {
+            "class_path": "MVTecAD",
+            "init_args": {"root": str(TIRE_ROOT), "category": "tire", "num_workers": 0, "eval_batch_size": 8},
+        },
+        "trainer": {"accelerator": "cpu", "devices": 1},
+        "default_root_dir": str(tmp_path / "results"),
+    }
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = run([*console_script("anomalib-adaclip"), "test", "--config", str(config_file)], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, explain(result)
+    for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
+        assert metric in output, metric
+    assert "class name 'tyre'" in output and "class_name argument" in output  # the argument beats the category
+
+
+def test_anomalib_adaclip_help_lists_its_own_commands(capsys: pytest.CaptureFixture) -> None:
+    assert "quickstart" in cli.COMMANDS
+    cli.dispatch.print_commands()
+    assert "quickstart" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Every constructor argument from YAML and from --model.X
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A non-default value for every AdaCLIP argument (the checkpoint fits the prompt settings)."""
+    settings = {
+        "image_size": 140,
+        "feature_layers": [2, 4],
+        "prompting_depth": 3,
+        "prompting_length": 4,
+        "prompting_type": "SD",
+        "prompting_branch": "V",
+    }
+    torch.manual_seed(1)
+    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, **settings)
+    checkpoint = tmp_path_factory.mktemp("prompts") / "prompts.pt"
+    save_checkpoint(donor.trainable_state_dict(), donor.config, checkpoint)
+    return {
+        "backbone": MICRO_BACKBONE,
+        "backbone_weights": str(micro_weights),
+        "checkpoint": str(checkpoint),
+        **settings,
+        "use_hsf": False,
+        "k_clusters": 7,
+        "blur_sigma": 2.5,
+        "normal_states": ["{}", "good {}"],
+        "abnormal_states": ["bad {}"],
+        "templates": ["a photo of a {}.", "a close-up of the {}."],
+        "class_name": "metal-nut",
+        "image_threshold": 0.3,
+        "pixel_threshold": 0.7,
+        "thresholding": "fixed",
+        "class_name_map": {"*/screws/*": "screw", "nuts": "metal-nut"},
+        "class_name_from_parent": True,
+        "tiling": True,
+        "tile_overlap": 20,
+        "tile_score": "whole",
+        "pre_processor": True,
+        "post_processor": True,
+        "evaluator": False,
+        "visualizer": False,
+    }
+
+
+def _flag_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+@pytest.mark.parametrize("source", ["yaml", "flags"])
+def test_every_constructor_argument_is_settable(
+    every_knob: dict[str, Any], source: str, tmp_path: Path, micro_weights: Path
+) -> None:
+    import inspect
+
+    from anomalib_adaclip import AdaCLIP
+
+    assert set(every_knob) == set(inspect.signature(AdaCLIP.__init__).parameters) - {"self"}
+    if source == "yaml":
+        config_file = tmp_path / "model.yaml"
+        model_config = {"class_path": "anomalib_adaclip.AdaCLIP", "init_args": every_knob}
+        config_file.write_text(yaml.safe_dump({"model": model_config}))
+        arguments = ["--config", str(config_file)]
+    else:
+        arguments = ["--model", "anomalib_adaclip.AdaCLIP"]
+        for key, value in every_knob.items():
+            arguments += [f"--model.{key}", _flag_value(value)]
+    cli_run = AnomalibCLI(["test", *arguments, "--default_root_dir", str(tmp_path)], run=False)
+    model = cli_run.model
+    for key, value in every_knob.items():
+        if key not in {"pre_processor", "post_processor", "evaluator", "visualizer"}:
+            assert model.hparams[key] == value, key
+    config = model.model.config.to_dict()
+    for key in ("image_size", "feature_layers", "prompting_depth", "prompting_length", "prompting_type"):
+        assert config[key] == every_knob[key], key
+    assert config["prompting_branch"] == "V" and config["use_hsf"] is False and config["k_clusters"] == 7
+    assert config["blur_sigma"] == 2.5
+    assert config["normal_states"] == every_knob["normal_states"] and config["templates"] == every_knob["templates"]
+    assert model.class_name == "metal-nut"
+    assert model.post_processor.mode == "fixed"
+    assert float(model.post_processor.fixed_image_threshold) == pytest.approx(0.3)
+    assert float(model.post_processor.fixed_pixel_threshold) == pytest.approx(0.7)
+    assert model.evaluator is None and model.visualizer is None and model.pre_processor is not None
+    assert model.class_name_rules.match("/data/nuts/1.png") == ("metal-nut", "folder 'nuts' of class_name_map")
+    assert model.class_name_rules.from_parent is True
+    assert (model.tiling, model.tile_overlap, model.tile_score) == (True, 20, "whole")
+    del micro_weights
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# predict and export through the CLI class
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bare_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    generated = generate_defect_dataset(tmp_path_factory.mktemp("generated"), "widget", n_train=1, n_good=1, size=96)
+    folder = tmp_path_factory.mktemp("bare") / "to_inspect"
+    folder.mkdir()
+    for index, source in enumerate(sorted((generated / "test" / "defect").glob("*.png"))[:2]):
+        (folder / f"part_{index}.png").write_bytes(source.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("target", ["folder", "image"])
+def test_predict_writes_heatmaps_without_checkpoint_or_validation_data(
+    micro_weights: Path, bare_images: Path, tmp_path: Path, target: str
+) -> None:
+    data = bare_images if target == "folder" else bare_images / "part_0.png"
+    arguments = ["predict", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(micro_weights), "--data", str(data)]
+    AnomalibCLI([*arguments, "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path)])
+    written = sorted((tmp_path / "AdaCLIP" / "latest" / "images").rglob("*.png"))
+    expected = ["part_0.png", "part_1.png"] if target == "folder" else ["part_0.png"]
+    assert [path.name for path in written] == expected
+    with Image.open(written[0]) as image:
+        assert image.width == 3 * image.height  # image | image + anomaly map | image + predicted mask (no truth)
+
+
+def test_export_torch_through_the_cli_runs_in_torch_inferencer(
+    micro_weights: Path, bare_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arguments = ["export", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(micro_weights), "--model.class_name"]
+    AnomalibCLI([*arguments, "widget", "--export_type", "torch", "--export_root", str(tmp_path)])
+    path = tmp_path / "weights" / "torch" / "model.pt"
+    assert path.is_file()
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")
+    inferencer = TorchInferencer(path, device="cpu")
+    assert inferencer.model.model.class_name == "widget"
+    with torch.no_grad():
+        prediction = inferencer.predict(bare_images / "part_0.png")
+    assert prediction.pred_score.shape == (1,) and prediction.anomaly_map.shape == (1, 112, 112)
+    assert 0.0 <= float(prediction.pred_score) <= 1.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The quick start
+# ----------------------------------------------------------------------------------------------------------------------
+def test_quickstart_smoke_runs_offline_and_marks_every_output(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    command = [*console_script("anomalib-adaclip"), "quickstart", "--smoke", "--output", str(output)]
+    result = run([*command, "--num-workers", "0", "--device", "cpu"], tmp_path)
+    assert result.returncode == 0, explain(result)
+    table = [line for line in result.stdout.splitlines() if line.strip().startswith(("image_", "pixel_"))]
+    assert {line.split()[0] for line in table} == {
+        "image_AUROC",
+        "image_F1Max",
+        "pixel_AUROC",
+        "pixel_F1Max",
+        "pixel_AUPRO",
+    }
+    assert all("meaningless" in line for line in table)
+    assert SMOKE_NOTE in result.stdout
+    files = [path for path in output.rglob("*") if path.is_file() and not path.is_symlink()]
+    kinds = {path.suffix for path in files}
+    assert kinds == {".png", ".ckpt", ".json"}, sorted(map(str, files))
+    for path in files:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                assert image.text.get("Warning") == SMOKE_NOTE, path
+                assert image.convert("RGB").getpixel((1, 1)) == (170, 0, 0), path  # the red banner
+        elif path.suffix == ".ckpt":
+            assert torch.load(path, map_location="cpu", weights_only=True)[SMOKE_KEY] == SMOKE_NOTE
+        else:
+            assert json.loads(path.read_text())["WARNING"] == SMOKE_NOTE
+
+
+def _isolated_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No weights anywhere: an empty Hugging Face cache and no ADACLIP_WEIGHTS_DIR."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
+
+
+def test_quickstart_offline_stops_at_once_and_names_every_missing_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from huggingface_hub import constants
+
+    # Unreachable hosts, not an offline switch: the check must not wait for the hub client's retries.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(quickstart, "host_reachable", lambda *args, **kwargs: False)
+    monkeypatch.delenv(quickstart.OFFLINE_ENV, raising=False)
+    _isolated_caches(monkeypatch, tmp_path)
+    root = tmp_path / "MVTecAD"
+    start = time.perf_counter()
+    exit_code = cli.main(["quickstart", "--root", str(root), "--output", str(tmp_path / "out")])
+    elapsed = time.perf_counter() - start
+    message = capsys.readouterr().err
+    assert exit_code == 2
+    assert elapsed < 10, f"the offline check took {elapsed:.1f} s"
+    assert "3 input(s) are missing" in message
+    assert f"{root / 'bottle'} does not exist" in message and "--root" in message
+    assert "pretrained_visa_clinicdb.pth" in message and "ADACLIP_WEIGHTS_DIR" in message
+    assert "'openai' weights of backbone 'ViT-L-14-336'" in message
+    assert not (tmp_path / "out").exists()  # nothing was built or written
+    assert constants.HF_HUB_OFFLINE is False  # the cache-only switch is undone
+
+
+def test_quickstart_names_only_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv(quickstart.OFFLINE_ENV, "1")
+    _isolated_caches(monkeypatch, tmp_path)
+    root = tmp_path / "MVTecAD"
+    generate_defect_dataset(root, "bottle", n_train=1, n_good=1, n_defect=1, size=32)
+    assert cli.main(["quickstart", "--root", str(root)]) == 2
+    message = capsys.readouterr().err
+    assert "2 input(s) are missing" in message and "downloads are disabled (ADACLIP_OFFLINE=1)" in message
+    assert "MVTec AD category" not in message
+    # A category folder without test images is reported as incomplete, not downloaded over.
+    (root / "screw").mkdir()
+    assert cli.main(["quickstart", "--root", str(root), "--category", "screw"]) == 2
+    assert f"{root / 'screw'} exists but" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the same check runs in this process above; this one adds the console script's exit code
+def test_quickstart_offline_message_through_the_console_script(tmp_path: Path) -> None:
+    environment = {
+        "ADACLIP_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+        "ADACLIP_WEIGHTS_DIR": str(tmp_path),
+    }
+    command = [*console_script("anomalib-adaclip"), "quickstart", "--root", str(tmp_path / "empty")]
+    result = run(command, tmp_path, **environment)
+    assert result.returncode == 2, explain(result)
+    assert "cannot start: 3 input(s) are missing" in result.stderr
+    assert "pretrained_visa_clinicdb.pth" in result.stderr and "ViT-L-14-336" in result.stderr
+    assert str(tmp_path / "empty" / "bottle") in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_quickstart_uses_local_files_without_any_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _isolated_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(quickstart, "host_reachable", lambda *args, **kwargs: pytest.fail("no probe needed"))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    for name in ("pretrained_visa_clinicdb.pth", "ViT-L-14-336-openai.safetensors"):
+        (weights_dir / name).write_bytes(b"")  # only located here, read when the model is built
+    monkeypatch.setenv("ADACLIP_WEIGHTS_DIR", str(weights_dir))
+    root = tmp_path / "MVTecAD"
+    generate_defect_dataset(root, "bottle", n_train=1, n_good=1, n_defect=1, size=32)
+    inputs = quickstart.resolve_inputs(root, "bottle")
+    assert inputs.checkpoint == weights_dir / "pretrained_visa_clinicdb.pth"
+    assert inputs.backbone_weights == weights_dir / "ViT-L-14-336-openai.safetensors"
+    assert inputs.dataset_root == root and not inputs.download_dataset
+
+
+def test_quickstart_downloads_nothing_while_the_dataset_is_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    _isolated_caches(monkeypatch, tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv(quickstart.OFFLINE_ENV, raising=False)
+    # The hub answers, the data set's host does not.
+    monkeypatch.setattr(quickstart, "host_reachable", lambda url, *args, **kwargs: url == constants.ENDPOINT)
+    lookups = []
+    original = quickstart._find_weights
+    monkeypatch.setattr(quickstart, "_find_weights", lambda local_only: lookups.append(local_only) or original(True))
+    with pytest.raises(quickstart.MissingInputsError) as error:
+        quickstart.resolve_inputs(tmp_path / "MVTecAD", "bottle")
+    assert lookups == [True]  # the cache only: no download of the weights
+    assert "1 input(s) are missing" in str(error.value)
+    assert "weights are downloadable" in str(error.value)

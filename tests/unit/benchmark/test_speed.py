@@ -1,0 +1,97 @@
+"""The speed benchmark runs end to end on a tiny backbone and reports every field; no speed is asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from anomalib_adaclip.benchmark import speed
+
+from tests.conftest import MICRO_BACKBONE
+
+MICRO = json.dumps(MICRO_BACKBONE)
+RESULT_FIELDS = {
+    "batch_size",
+    "batches",
+    "images",
+    "seconds",
+    "images_per_second",
+    "seconds_per_image",
+    "median_seconds_per_image",
+    "cpu_seconds_per_image",
+    "peak_memory_bytes",
+    "peak_memory_per_image_bytes",
+    "memory_kind",
+}
+
+
+def test_full_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The documented command's options, in process (the module's ``__main__`` only calls ``main``)."""
+    output = tmp_path / "speed.json"
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "2", "--images", "2", "--device", "cpu"]
+    arguments += ["--precision", "fp32", "--compare-batch1", "--profile", "--json", str(output)]
+    assert speed.main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "images/s" in printed and "batch 2 vs batch 1" in printed
+    report = json.loads(output.read_text())
+    assert report["precision"] == "fp32" and report["device"] == "cpu" and report["image_size"] == 112
+    assert report["backbone"] == MICRO_BACKBONE
+    assert report["memory_before_model_bytes"] > 0 and report["memory_with_model_bytes"] > 0
+    assert {"device_name", "torch_threads", "torch_version", "load_average", "load_average_after"} <= set(report)
+    assert [result["batch_size"] for result in report["results"]] == [2, 1]
+    for result in report["results"]:
+        assert set(result) == RESULT_FIELDS
+        assert result["images"] == 2 and result["images_per_second"] > 0 and result["peak_memory_bytes"] > 0
+        assert result["seconds_per_image"] == pytest.approx(1 / result["images_per_second"])
+    assert report["speedup_over_batch1"] == pytest.approx(
+        report["results"][0]["images_per_second"] / report["results"][1]["images_per_second"]
+    )
+    profile = report["profile_seconds_per_batch"]
+    assert set(profile) == {*speed.SECTIONS, "other", "total"}
+    assert profile["total"] > 0 and all(value >= 0 for value in profile.values())
+    assert sum(profile[section] for section in speed.SECTIONS) <= profile["total"] * 1.001
+    assert profile["vision_frozen"] > 0 and profile["text"] > 0 and profile["hsf"] > 0
+
+
+def test_report_of_a_run_in_process(capsys: pytest.CaptureFixture) -> None:
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "3", "--images", "4", "--warmup", "0"]
+    assert speed.main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "custom config @ 112 px, fp32" in printed
+    assert "    3      6" in printed  # 4 images round up to two batches of 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--precision", "fp16"], "fp16 is for GPUs"),
+        (["--device", "cuda:7"] if not speed.torch.cuda.is_available() else ["--device", "tpu"], "--device"),
+        (["--backbone", "{not json"], "does not parse"),
+        (["--backbone", "ViT-Nope"], "Unknown open_clip model"),
+        (["--image-size", "100"], "multiple of the backbone's patch size"),
+        (["--batch-size", "0"], "at least 1"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(arguments: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    defaults = ["--backbone", MICRO, "--image-size", "112", "--images", "1"]
+    assert speed.main([*defaults, *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_existing_json_file_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    existing = tmp_path / "speed.json"
+    existing.write_text("keep me")
+    assert speed.main(["--backbone", MICRO, "--image-size", "112", "--json", str(existing)]) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
+def test_peak_memory_is_measured_after_a_reset() -> None:
+    memory = speed.PeakMemory(speed.torch.device("cpu"))
+    memory.reset()
+    baseline = memory.peak()
+    block = speed.torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    assert memory.peak() >= baseline + (0 if memory.since_start else 60 * 2**20)
+    del block
