@@ -1,7 +1,7 @@
 """AdaCLIP's weights: where they come from (:mod:`.hub`), how files are read safely (:mod:`.loading`), and the
 checkpoint format of the trainable tensors (:mod:`.checkpoint`)."""
 
-from .checkpoint import CHECKPOINT_FORMAT, from_released_layout, read_checkpoint, save_checkpoint, to_released_layout
+from .checkpoint import CHECKPOINT_FORMAT, RELEASED_PREFIX, from_released_layout, read_checkpoint, save_checkpoint, to_released_layout
 from .hub import (
     HF_REPO_ID,
     RELEASED_CHECKPOINTS,
@@ -22,6 +22,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "HF_REPO_ID",
     "RELEASED_CHECKPOINTS",
+    "RELEASED_PREFIX",
     "WEIGHTS_DIR_ENV",
     "CheckpointError",
     "ReleasedCheckpoint",
