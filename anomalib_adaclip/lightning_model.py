@@ -58,7 +58,7 @@ from .components import (
     tiled_predict,
 )
 from .components.export import check_export_target, check_exportable
-from .config import AdaCLIPConfig, OptimizerSettings
+from .config import DEFAULT_CLASS_NAME, AdaCLIPConfig, OptimizerSettings, PromptingBranch, PromptingType
 from .model import AdaCLIPModel
 from .model.blocks import is_tracing
 from .model.inputs import check_images
@@ -103,10 +103,10 @@ class AdaCLIP(AnomalibModule):
             ``"adaptive"`` (anomalib's). Defaults to ``"auto"``.
         class_name_map: Class name per image: glob pattern or folder name -> class name, first match wins (see
             :mod:`~anomalib_adaclip.components.class_names`). Defaults to ``None``.
-        class_name_from_parent: Class name per image from its parent folder when no ``class_name_map`` entry
-            matches. Defaults to ``False``.
-        tiling: Score full-resolution images in overlapping tiles of ``image_size`` (large images, small defects).
+        class_name_from_parent: Use each image's parent folder name as its class name where the map has no match.
             Defaults to ``False``.
+        tiling: Score full-resolution images in overlapping tiles of ``image_size`` and stitch the maps (the
+            pre-processor then only normalises). Defaults to ``False``.
         tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
         tile_score: Image score with tiling: ``"max"`` over the tiles or ``"whole"`` (the whole image resized).
             Defaults to ``"max"``.
@@ -126,8 +126,8 @@ class AdaCLIP(AnomalibModule):
         feature_layers: list[int] | None = None,
         prompting_depth: int = _DEFAULTS.prompting_depth,
         prompting_length: int = _DEFAULTS.prompting_length,
-        prompting_type: str = _DEFAULTS.prompting_type,
-        prompting_branch: str = _DEFAULTS.prompting_branch,
+        prompting_type: PromptingType = _DEFAULTS.prompting_type,
+        prompting_branch: PromptingBranch = _DEFAULTS.prompting_branch,
         use_hsf: bool = _DEFAULTS.use_hsf,
         k_clusters: int = _DEFAULTS.k_clusters,
         blur_sigma: float = _DEFAULTS.blur_sigma,
@@ -175,7 +175,9 @@ class AdaCLIP(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = AdaCLIPModel(config, backbone_weights=backbone_weights, checkpoint=checkpoint)
+        self.model = AdaCLIPModel(
+            config, backbone_weights=backbone_weights, checkpoint=checkpoint, class_name=class_name or DEFAULT_CLASS_NAME
+        )
         if checkpoint is None:
             logger.warning(
                 "AdaCLIP has no trained prompts (checkpoint=None): use a released checkpoint (e.g. "

@@ -1,14 +1,16 @@
 """The README's parameter table of ``AdaCLIP`` is generated from the constructor, so it cannot drift from the code.
 
 The table between the markers ``<!-- adaclip-parameters:start -->`` and ``<!-- adaclip-parameters:end -->`` lists every
-argument of ``AdaCLIP.__init__`` with its type, its actual default and the description from the class docstring. When
-the constructor or its docstring changes, regenerate it with::
+argument of ``AdaCLIP.__init__`` with its type, its actual default and its description: the model's hyper-parameters
+from the ``Attributes:`` of ``AdaCLIPConfig`` (where they are documented once), the others from ``AdaCLIP``'s
+``Args:``. When the constructor or a docstring changes, regenerate it with::
 
-    python tests/test_readme.py --update
+    python tests/docs/test_readme.py --update
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import json
@@ -17,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 README = PROJECT_ROOT / "README.md"
 START = "<!-- adaclip-parameters:start -->"
 END = "<!-- adaclip-parameters:end -->"
-UPDATE_COMMAND = "python tests/test_readme.py --update"
+UPDATE_COMMAND = "python tests/docs/test_readme.py --update"
 
 
 def _adaclip() -> type:
@@ -31,10 +33,10 @@ def _adaclip() -> type:
     return AdaCLIP
 
 
-def docstring_arguments(target: type) -> dict[str, str]:
-    """The ``Args:`` section of a Google-style class docstring: argument name -> description on one line."""
+def docstring_arguments(target: type, section: str = "Args:") -> dict[str, str]:
+    """A section (``Args:``, ``Attributes:``) of a Google-style class docstring: name -> description on one line."""
     lines = inspect.cleandoc(target.__doc__ or "").splitlines()
-    start = lines.index("Args:") + 1
+    start = lines.index(section) + 1
     arguments: dict[str, str] = {}
     current = None
     for line in lines[start:]:
@@ -66,16 +68,23 @@ def _markdown(text: str) -> str:
     return _cell(text.replace("``", "`"))
 
 
+def descriptions() -> dict[str, str]:
+    """Each ``AdaCLIP`` argument's description: ``AdaCLIPConfig``'s for the hyper-parameters, ``AdaCLIP``'s for the rest."""
+    from anomalib_adaclip import AdaCLIPConfig
+
+    return {**docstring_arguments(AdaCLIPConfig, "Attributes:"), **docstring_arguments(_adaclip())}
+
+
 def parameter_table() -> str:
     """The Markdown table of every ``AdaCLIP`` constructor argument: name, type, default, description."""
     adaclip = _adaclip()
-    descriptions = docstring_arguments(adaclip)
+    described = descriptions()
     rows = ["| Argument | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
     for name, parameter in inspect.signature(adaclip.__init__).parameters.items():
         if name == "self":
             continue
         annotation = parameter.annotation if isinstance(parameter.annotation, str) else repr(parameter.annotation)
-        description = descriptions.get(name, "")
+        description = described.get(name, "")
         rows.append(
             f"| `{name}` | `{_cell(annotation)}` | {render_default(parameter.default)} | {_markdown(description)} |"
         )
@@ -103,7 +112,7 @@ def test_parameter_table_lists_every_argument_with_its_actual_default() -> None:
         assert rows[name][2] == render_default(parameter.default), (
             f"README gives {name} the default {rows[name][2]}, the code {parameter.default!r}: {UPDATE_COMMAND}"
         )
-        assert rows[name][3], f"README has no description of {name}: document it in AdaCLIP's docstring"
+        assert rows[name][3], f"README has no description of {name}: document it in AdaCLIP's or AdaCLIPConfig's docstring"
 
 
 def test_parameter_table_is_the_generated_one() -> None:
@@ -112,11 +121,15 @@ def test_parameter_table_is_the_generated_one() -> None:
     )
 
 
-def test_every_docstring_argument_exists() -> None:
+def test_every_argument_is_documented_once() -> None:
+    from anomalib_adaclip import AdaCLIPConfig
+
     adaclip = _adaclip()
-    documented = set(docstring_arguments(adaclip))
+    own, hyperparameters = set(docstring_arguments(adaclip)), set(docstring_arguments(AdaCLIPConfig, "Attributes:"))
     parameters = set(inspect.signature(adaclip.__init__).parameters) - {"self"}
-    assert documented == parameters
+    assert not own & hyperparameters, "a hyper-parameter is documented in AdaCLIP too: AdaCLIPConfig owns it"
+    assert own | hyperparameters == parameters
+    assert hyperparameters == {field.name for field in dataclasses.fields(AdaCLIPConfig)}
 
 
 def test_readme_keeps_its_sections() -> None:

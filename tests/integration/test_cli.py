@@ -151,7 +151,7 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
     torch.manual_seed(1)
     donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, **settings)
     checkpoint = tmp_path_factory.mktemp("prompts") / "prompts.pt"
-    save_checkpoint(donor.trainable_state_dict(), donor.config, checkpoint)
+    save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), checkpoint)
     return {
         "backbone": MICRO_BACKBONE,
         "backbone_weights": str(micro_weights),

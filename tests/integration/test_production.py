@@ -57,8 +57,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(1)
     donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=IMAGE_SIZE)
     state = donor.trainable_state_dict()
-    save_checkpoint(state, donor.config, folder / "prompts.pt")
-    save_checkpoint(state, donor.config, folder / "released_layout.pth", released_layout=True)
+    save_checkpoint(state, donor.config.to_dict(), folder / "prompts.pt")
+    save_checkpoint(state, donor.config.to_dict(), folder / "released_layout.pth", released_layout=True)
     return {
         "weights": folder / "micro_clip.pt",
         "checkpoint": folder / "prompts.pt",
@@ -465,7 +465,7 @@ def test_no_prompt_warning_where_the_checkpoint_fits(files: dict[str, Path], cap
 
 
 def test_prompts_command_prints_the_exact_sentences(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cli._print_commands()
+    cli.dispatch.print_commands()
     assert {"calibrate", "prompts"} <= set(cli.COMMANDS) and "calibrate" in capsys.readouterr().out
     assert cli.main(["prompts", "--class-name", "metal-nut"]) == 0
     lines = capsys.readouterr().out.splitlines()
