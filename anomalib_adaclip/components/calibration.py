@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,20 @@ class ThresholdCalibration(Callback):
         )
 
 
+@contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Keep Lightning's start-up messages out of a calibration's output (the CLI prints a config snippet)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger_.level for logger_ in loggers]
+    for logger_ in loggers:
+        logger_.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger_, level in zip(loggers, levels, strict=True):
+            logger_.setLevel(level)
+
+
 def run_calibration(
     module: LightningModule,
     data: str | Path | Dataset | DataLoader | AnomalibDataModule,
@@ -327,7 +343,8 @@ def run_calibration(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    with _lightning_quiet():
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
     result = calibration.result()
     logger.info(result.summary())
     return result

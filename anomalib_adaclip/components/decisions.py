@@ -16,7 +16,7 @@ from torch.nn import functional as F  # noqa: N812
 if TYPE_CHECKING:
     from lightning.pytorch import LightningModule
 
-__all__ = ["anomalous_area_fraction", "applied_threshold", "decision", "original_size"]
+__all__ = ["anomalous_area_fraction", "applied_threshold", "decision", "image_file_size"]
 
 
 def decision(pred_label: torch.Tensor | bool | None) -> str:
@@ -29,14 +29,14 @@ def decision(pred_label: torch.Tensor | bool | None) -> str:
 def applied_threshold(pl_module: LightningModule, level: str) -> float | None:
     """The threshold the post-processor compares the (possibly normalised) ``level`` output with."""
     post_processor = getattr(pl_module, "post_processor", None)
-    value = getattr(post_processor, f"normalized_{level}applied_threshold", None) if post_processor is not None else None
+    value = getattr(post_processor, f"normalized_{level}_threshold", None) if post_processor is not None else None
     if value is None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
 
 
-def original_size(path: str | None) -> tuple[int, int] | None:
+def image_file_size(path: str | None) -> tuple[int, int] | None:
     """``(height, width)`` of an image file, read from its header only; ``None`` when it cannot be read."""
     if not path:
         return None

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from anomalib_adaclip.files import open_new_text_file
 
 from .class_names import ClassNamedModule
-from .decisions import anomalous_area_fraction, applied_threshold, decision, original_size
+from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
 
 if TYPE_CHECKING:
     from anomalib.data import ImageBatch
@@ -77,7 +77,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         rows = []
         for index, item in enumerate(batch):
             fraction = anomalous_area_fraction(
-                item.anomaly_map, item.pred_mask, pixel_threshold, original_size(item.image_path)
+                item.anomaly_map, item.pred_mask, pixel_threshold, image_file_size(item.image_path)
             )
             rows.append(
                 [

@@ -219,8 +219,8 @@ def test_every_constructor_argument_is_settable(
     assert float(model.post_processor.fixed_image_threshold) == pytest.approx(0.3)
     assert float(model.post_processor.fixed_pixel_threshold) == pytest.approx(0.7)
     assert model.evaluator is None and model.visualizer is None and model.pre_processor is not None
-    assert model.class_name_rules.match("/data/nuts/1.png") == ("metal-nut", "folder 'nuts' of class_name_map")
-    assert model.class_name_rules.from_parent is True
+    assert model.per_image_class_names.rules.match("/data/nuts/1.png") == ("metal-nut", "folder 'nuts' of class_name_map")
+    assert model.per_image_class_names.rules.from_parent is True
     assert (model.tiling, model.tile_overlap, model.tile_score) == (True, 20, "whole")
     del micro_weights
 
