@@ -189,7 +189,7 @@ class AdaCLIPConfig:
             raise ValueError(msg)
 
     def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
-        """The feature layers, or the paper's blocks n/4, n/2, 3n/4 and n when none are set ([6, 12, 18, 24] for ViT-L)."""
+        """The feature layers, else the paper's blocks n/4, n/2, 3n/4 and n (6, 12, 18 and 24 for ViT-L)."""
         if self.feature_layers is not None:
             return self.feature_layers
         return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))

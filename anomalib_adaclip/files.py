@@ -23,7 +23,7 @@ def free_path(path: str | Path) -> Path:
 
 
 def open_new_text_file(directory: str | Path, filename: str) -> tuple[Path, IO[str]]:
-    """Create and open (exclusively, UTF-8, ``newline=""`` for csv) the first free name of ``filename`` in ``directory``.
+    """Create and open (exclusively, UTF-8, ``newline=""``) the first free name of ``filename`` in ``directory``.
 
     Returns:
         The path and the open file; ``filename``, ``<stem>-v1<suffix>``, ``-v2``, ... whichever was free.

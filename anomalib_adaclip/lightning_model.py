@@ -15,12 +15,13 @@ From the command line (nothing in anomalib changes)::
 
 This module only adapts :class:`~anomalib_adaclip.model.AdaCLIPModel` to anomalib; everything else is a component of
 :mod:`anomalib_adaclip.components`: the transform, the post-processor, class names per image, tiling, calibration,
-the input-file checks, the visualiser and the predictions table. Lightning checkpoints hold only the trainable
-tensors and the configuration: the frozen CLIP is rebuilt from ``backbone`` and ``backbone_weights``.
+the input-file checks, the visualiser, the predictions table, checkpoints without the frozen CLIP (it is rebuilt
+from ``backbone`` and ``backbone_weights``) and the export guards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.pre_processing.utils.transform import get_exportable_transform
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -52,37 +53,30 @@ from .components import (
     ThresholdingMode,
     TileScore,
     adaclip_transform,
-    run_calibration,
     check_tiling,
+    run_calibration,
     run_class_name,
     tiled_predict,
 )
-from .components.export import check_export_target, check_exportable
+from .components.checkpoints import FrozenBackboneCheckpoints
+from .components.export import GuardedExports
 from .config import DEFAULT_CLASS_NAME, AdaCLIPConfig, OptimizerSettings, PromptingBranch, PromptingType
 from .model import AdaCLIPModel
 from .model.blocks import is_tracing
 from .model.inputs import check_images
 from .model.prompting import format_class_name
-from .weights import CheckpointError, check_state_dict
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AdaCLIP"]
 
 _DEFAULTS = AdaCLIPConfig()
+HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(AdaCLIPConfig))
 # The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
-FROZEN_PREFIX = "model.clip."
-# anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
-ONNX_OPSET = 18
 
 
-def _trainable(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a Lightning state dict that are not the frozen CLIP's."""
-    return {key: value for key, value in state_dict.items() if not key.startswith(FROZEN_PREFIX)}
-
-
-class AdaCLIP(AnomalibModule):
+class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     """AdaCLIP: zero-shot anomaly detection with hybrid learnable prompts (Cao et al., ECCV 2024).
 
     The model's hyper-parameters (``backbone``, ``image_size``, ``feature_layers``, ``prompting_depth``,
@@ -148,20 +142,8 @@ class AdaCLIP(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        phrases = {"normal_states": normal_states, "abnormal_states": abnormal_states, "templates": templates}
-        config = AdaCLIPConfig(
-            backbone=backbone,
-            image_size=image_size,
-            feature_layers=feature_layers,
-            prompting_depth=prompting_depth,
-            prompting_length=prompting_length,
-            prompting_type=prompting_type,
-            prompting_branch=prompting_branch,
-            use_hsf=use_hsf,
-            k_clusters=k_clusters,
-            blur_sigma=blur_sigma,
-            **{name: value for name, value in phrases.items() if value is not None},
-        )
+        given = locals()  # the hyper-parameters go to the config, which checks them; None keeps its default
+        config = AdaCLIPConfig(**{name: given[name] for name in HYPERPARAMETERS if given[name] is not None})
         check_tiling(image_size, tile_overlap, tile_score)
         self._default_pre_processor = pre_processor is True
         # The default components depend on init arguments, so they are built before the base class would build them.
@@ -176,7 +158,10 @@ class AdaCLIP(AnomalibModule):
             visualizer=visualizer,
         )
         self.model = AdaCLIPModel(
-            config, backbone_weights=backbone_weights, checkpoint=checkpoint, class_name=class_name or DEFAULT_CLASS_NAME
+            config,
+            backbone_weights=backbone_weights,
+            checkpoint=checkpoint,
+            class_name=class_name or DEFAULT_CLASS_NAME,
         )
         if checkpoint is None:
             logger.warning(
@@ -191,7 +176,9 @@ class AdaCLIP(AnomalibModule):
         self._csv_writer = PredictionCSVWriter()
 
     @classmethod
-    def configure_pre_processor(cls, image_size: int | tuple[int, int] | None = None, tiling: bool = False) -> PreProcessor:
+    def configure_pre_processor(
+        cls, image_size: int | tuple[int, int] | None = None, tiling: bool = False
+    ) -> PreProcessor:
         """Resize to ``image_size`` (default 518; bicubic, aspect ratio not kept; not with ``tiling``), normalise."""
         return PreProcessor(transform=adaclip_transform(image_size, tiling))
 
@@ -221,7 +208,7 @@ class AdaCLIP(AnomalibModule):
         return AdaCLIPVisualizer()
 
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
-        """anomalib's components, the input-file checks and the predictions table (one CSV per ``predict`` run).
+        """Anomalib's components, the input-file checks and the predictions table (one CSV per ``predict`` run).
 
         A :class:`~anomalib_adaclip.components.PredictionCSVWriter` given to the Trainer is used instead of the
         default. A calibration run (a Trainer with :class:`~anomalib_adaclip.components.ThresholdCalibration`)
@@ -246,7 +233,7 @@ class AdaCLIP(AnomalibModule):
         return torch.optim.AdamW(parameters, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
 
     def prepare_training(self, optimizer: OptimizerSettings, evaluator: Evaluator) -> None:
-        """Use these AdamW settings and validation metrics when the prompts are trained (:mod:`~anomalib_adaclip.training`)."""
+        """Use these AdamW settings and validation metrics when the prompts are trained (:mod:`..training`)."""
         self.optimizer_settings = optimizer
         self.evaluator = evaluator
 
@@ -277,7 +264,9 @@ class AdaCLIP(AnomalibModule):
         self.model.check_class_name(name)
         self.model.class_name = name
         self.per_image_class_names.new_run()
-        logger.info("AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source)
+        logger.info(
+            "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
+        )
 
     def image_class_names(self, batch: Batch) -> list[str]:
         """The class name of every image of a batch: its own where a rule gives one, else the run's."""
@@ -296,29 +285,19 @@ class AdaCLIP(AnomalibModule):
     ) -> CalibrationResult:
         """Set the fixed thresholds from known-good images: percentiles of their scores (no labelled anomaly needed).
 
-        The images go through a Lightning predict run of this model (its pre-processing, tiling and class names), on
-        its device (:func:`~anomalib_adaclip.components.calibration.run_calibration`). Images labelled anomalous
-        (``gt_label`` 1, e.g. from a data module) are left out.
-
-        Args:
-            data: An image or a folder of known-good images, a Dataset, a DataLoader, or an anomalib data module
-                (its training split).
-            percentile: Percentile of the image scores (``numpy.percentile``, linear), in [0, 100]. Defaults to 99.
-            pixel_percentile: Percentile of the pixel probabilities, or ``None`` to keep the pixel threshold.
-            batch_size: Images per batch when loading paths, data sets and data modules. Defaults to 1 (images of
-                different sizes need 1).
-            num_workers: Loader processes. Defaults to 0.
-            apply: Set the thresholds on the post-processor. Defaults to ``True``.
-
-        Returns:
-            The thresholds and the scores they come from.
+        A Lightning predict run of this model over ``data`` (an image, a folder, a Dataset, a DataLoader or a data
+        module's training split); see :func:`~anomalib_adaclip.components.calibration.run_calibration` for the
+        arguments. With ``apply`` (default) the thresholds are set on the post-processor.
         """
-        result = run_calibration(self, data, percentile, pixel_percentile, batch_size=batch_size, num_workers=num_workers)
+        result = run_calibration(
+            self, data, percentile, pixel_percentile, batch_size=batch_size, num_workers=num_workers
+        )
         if apply:
             if not isinstance(self.post_processor, AdaCLIPPostProcessor):
                 msg = (
                     "Calibrated thresholds need AdaCLIP's post-processor; this model has "
-                    f"{type(self.post_processor).__name__}. Call calibrate(..., apply=False) and use the returned values."
+                    f"{type(self.post_processor).__name__}. Call calibrate(..., apply=False) and use the returned "
+                    "values."
                 )
                 raise TypeError(msg)
             self.post_processor.set_fixed_thresholds(result.image_threshold, result.pixel_threshold)
@@ -327,7 +306,9 @@ class AdaCLIP(AnomalibModule):
     def _predict_batch(self, batch: Batch) -> Batch:
         names = self.per_image_class_names.of(batch, self.model.class_name)
         if self.tiling:
-            predictions = tiled_predict(self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score)
+            predictions = tiled_predict(
+                self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score
+            )
         else:
             predictions = self.model(batch.image, names)
         return batch.update(**predictions._asdict())
@@ -377,9 +358,8 @@ class AdaCLIP(AnomalibModule):
         return super().forward(batch, *args, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable tensors, the configuration and the class name; the CLIP is rebuilt on loading."""
+        """Keep the class name the prompts used with the trainable tensors (an export from it has no data module)."""
         super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"] = _trainable(checkpoint.get("state_dict", {}))
         checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -391,48 +371,3 @@ class AdaCLIP(AnomalibModule):
             transform = adaclip_transform(self.model.image_size, self.tiling)
             self.pre_processor.transform = transform
             self.pre_processor.export_transform = get_exportable_transform(transform)
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict that may lack the frozen CLIP, checking keys and shapes before anything is copied.
-
-        Raises:
-            RuntimeError: With ``strict``, missing or unexpected keys; always, shapes that differ.
-        """
-        own = self.state_dict()
-        if strict:
-            expected = _trainable(own) | {key: own[key] for key in state_dict if key in own}
-            given = state_dict
-        else:
-            expected = {key: value for key, value in own.items() if key in state_dict}
-            given = {key: value for key, value in state_dict.items() if key in own}
-        try:
-            check_state_dict(expected, given, "The checkpoint")
-        except CheckpointError as error:
-            msg = f"Checkpoint does not fit AdaCLIP; nothing was loaded. {error}"
-            raise RuntimeError(msg) from error
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
-
-    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
-        """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
-        check_exportable(self.tiling)
-        check_export_target(export_root, "torch", model_file_name)
-        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
-        return super().to_torch(export_root, model_file_name)
-
-    def to_onnx(
-        self, export_root: Path | str, model_file_name: str = "model", input_size: tuple[int, int] | None = None, **kwargs: Any
-    ) -> Path:
-        """Export to ONNX (opset 18 by default): raw images in [0, 1] in; score, label, map and mask out.
-
-        The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are in the graph.
-        """
-        check_exportable(self.tiling)
-        check_export_target(export_root, "onnx", model_file_name)
-        kwargs.setdefault("opset_version", ONNX_OPSET)
-        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
-        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-
-    def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
-        """Export to OpenVINO IR (through ONNX, opset 18); an existing export is an error, as for the other formats."""
-        check_export_target(export_root, "openvino", model_file_name)
-        return super().to_openvino(export_root, model_file_name, *args, **kwargs)

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _option_value(argv, "--config") is not None:
             parser.error("--resume uses the run's own config.yaml; give overrides as options, not another --config.")
         try:
-            run_dir = _resume_dir(resume)
+            run_dir = resume_dir(resume)
         except FileNotFoundError as error:
             parser.error(str(error))
         argv = ["--config", str(run_dir / "config.yaml"), *argv]

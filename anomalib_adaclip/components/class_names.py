@@ -181,7 +181,8 @@ class BatchClassNames:
                 self._log_once(
                     f"<unmatched> {name}",
                     logging.WARNING,
-                    "No class_name_map rule matches %s: it and every other unmatched image use the run's class name %r.",
+                    "No class_name_map rule matches %s: it and every other unmatched image use the run's class name "
+                    "%r.",
                     path,
                     name,
                 )

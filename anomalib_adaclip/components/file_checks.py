@@ -11,7 +11,8 @@ marker are decoded at 1/8 scale; other formats and masks are decoded), and
 - logs one warning that lists the files that work but may not give what the user expects (EXIF orientation, masks
   of another resolution, grey-level or empty masks).
 
-:class:`~anomalib_adaclip.components.input_file_check.InputFileCheck` runs it on the data loaders at the start of every validation,
+:class:`~anomalib_adaclip.components.input_file_check.InputFileCheck` runs it on the data loaders at the start of every
+validation,
 test, prediction and training run. A file is checked once per process (until it changes).
 
 Example:

@@ -125,5 +125,3 @@ class AdaCLIPVisualizer(ImageVisualizer):
                 image.save(filename, pnginfo=info)
             else:
                 image.save(filename)
-
-

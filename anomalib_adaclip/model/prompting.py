@@ -29,7 +29,6 @@ from torch import nn
 
 from anomalib_adaclip.config import ABNORMAL_STATES, NORMAL_STATES, TEMPLATES, AdaCLIPConfig, check_phrases
 
-
 __all__ = [
     "DynamicPromptGenerator",
     "LinearHeads",
@@ -37,6 +36,7 @@ __all__ = [
     "StaticPrompts",
     "format_class_name",
 ]
+
 
 def format_class_name(class_name: str) -> str:
     """Return the object name as the prompts use it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch.nn import functional as F  # noqa: N812
 
 __all__ = ["SentenceTree", "build_sentence_tree", "pad_sentence_tree"]
 

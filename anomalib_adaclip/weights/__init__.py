@@ -1,7 +1,18 @@
-"""AdaCLIP's weights: where they come from (:mod:`.hub`), how files are read safely (:mod:`.loading`), and the
-checkpoint format of the trainable tensors (:mod:`.checkpoint`)."""
+"""AdaCLIP's weights: where they come from, how they are read safely, and the checkpoint format.
 
-from .checkpoint import CHECKPOINT_FORMAT, RELEASED_PREFIX, from_released_layout, read_checkpoint, save_checkpoint, to_released_layout
+- :mod:`.hub`: ``ADACLIP_WEIGHTS_DIR``, the Hugging Face cache and hub, the released checkpoints;
+- :mod:`.loading`: state dicts from files without executing pickled code, and key/shape checks;
+- :mod:`.checkpoint`: the trainable tensors in the released and in our layout.
+"""
+
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    RELEASED_PREFIX,
+    from_released_layout,
+    read_checkpoint,
+    save_checkpoint,
+    to_released_layout,
+)
 from .hub import (
     HF_REPO_ID,
     RELEASED_CHECKPOINTS,

@@ -69,7 +69,7 @@ def _markdown(text: str) -> str:
 
 
 def descriptions() -> dict[str, str]:
-    """Each ``AdaCLIP`` argument's description: ``AdaCLIPConfig``'s for the hyper-parameters, ``AdaCLIP``'s for the rest."""
+    """Each argument's description: AdaCLIPConfig's for the hyper-parameters, AdaCLIP's for the others."""
     from anomalib_adaclip import AdaCLIPConfig
 
     return {**docstring_arguments(AdaCLIPConfig, "Attributes:"), **docstring_arguments(_adaclip())}
@@ -112,7 +112,9 @@ def test_parameter_table_lists_every_argument_with_its_actual_default() -> None:
         assert rows[name][2] == render_default(parameter.default), (
             f"README gives {name} the default {rows[name][2]}, the code {parameter.default!r}: {UPDATE_COMMAND}"
         )
-        assert rows[name][3], f"README has no description of {name}: document it in AdaCLIP's or AdaCLIPConfig's docstring"
+        assert rows[name][3], (
+            f"README has no description of {name}: document it in AdaCLIP's or AdaCLIPConfig's docstring"
+        )
 
 
 def test_parameter_table_is_the_generated_one() -> None:

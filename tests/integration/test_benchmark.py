@@ -49,7 +49,6 @@ from anomalib_adaclip.benchmark.compare import (
     summarise,
 )
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.integration.test_engine import clip_normalised
 

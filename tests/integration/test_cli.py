@@ -25,10 +25,9 @@ from PIL import Image
 
 from anomalib_adaclip import AdaCLIPModel, cli
 from anomalib_adaclip.cli import quickstart
-from anomalib_adaclip.weights import save_checkpoint
 from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-
+from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 BIN = Path(sys.executable).parent
@@ -219,7 +218,10 @@ def test_every_constructor_argument_is_settable(
     assert float(model.post_processor.fixed_image_threshold) == pytest.approx(0.3)
     assert float(model.post_processor.fixed_pixel_threshold) == pytest.approx(0.7)
     assert model.evaluator is None and model.visualizer is None and model.pre_processor is not None
-    assert model.per_image_class_names.rules.match("/data/nuts/1.png") == ("metal-nut", "folder 'nuts' of class_name_map")
+    assert model.per_image_class_names.rules.match("/data/nuts/1.png") == (
+        "metal-nut",
+        "folder 'nuts' of class_name_map",
+    )
     assert model.per_image_class_names.rules.from_parent is True
     assert (model.tiling, model.tile_overlap, model.tile_score) == (True, 20, "whole")
     del micro_weights

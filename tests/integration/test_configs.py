@@ -18,7 +18,6 @@ from anomalib.cli import AnomalibCLI
 from anomalib.data import Folder, MVTecAD, Visa
 
 from anomalib_adaclip import AdaCLIP
-
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
 
 CONFIGS = {

@@ -17,14 +17,14 @@ from anomalib.data import Folder, MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.deploy import TorchInferencer
 from anomalib.engine import Engine
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP
-from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN, OPENAI_DATASET_STD as OPENAI_STD
-from anomalib_adaclip.lightning_model import CHECKPOINT_CLASS_NAME_KEY
 from anomalib_adaclip.components.post_processor import AdaCLIPPostProcessor
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-
+from anomalib_adaclip.lightning_model import CHECKPOINT_CLASS_NAME_KEY
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 
 IMAGE_SIZE = 112

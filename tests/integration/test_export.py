@@ -23,7 +23,6 @@ from open_clip.model import CLIP
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.weights import save_checkpoint
-
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.integration.test_cli import console_script, explain, run
 

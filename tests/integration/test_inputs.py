@@ -21,7 +21,6 @@ from PIL import Image, ImageFile
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.file_checks import InputFilesError, check_image_file, check_mask_file
-
 from tests.conftest import MICRO_BACKBONE
 
 IMAGE_SIZE = 112

@@ -25,6 +25,8 @@ from anomalib.cli import AnomalibCLI
 from anomalib.data import MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.engine import Engine
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.model import CLIP
 from PIL import Image
 from torch.nn import functional as F  # noqa: N812
@@ -32,13 +34,11 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, cli
-from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN, OPENAI_DATASET_STD as OPENAI_STD
 from anomalib_adaclip.components.calibration import PixelPercentiles
-from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter
-from anomalib_adaclip.weights import save_checkpoint
 from anomalib_adaclip.components.class_names import ClassNameRules
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-
+from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
 
 IMAGE_SIZE = 112

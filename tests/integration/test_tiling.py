@@ -20,16 +20,16 @@ from anomalib.data import InferenceBatch, MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.engine import Engine
 from lightning.pytorch import Callback
+from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.model import CLIP
 from PIL import Image
 from torchvision.transforms.v2 import Normalize, Resize
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP
-from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN, OPENAI_DATASET_STD as OPENAI_STD
-from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.components.tiling import tile_starts
-
+from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 
 needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")

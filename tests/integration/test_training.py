@@ -16,13 +16,12 @@ from anomalib.data import ImageBatch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
-from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from anomalib_adaclip.cli import main as cli_main
-from anomalib_adaclip.data import AuxiliaryDataModule, DatasetSource
-from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.cli.train import main
+from anomalib_adaclip.config import OptimizerSettings
+from anomalib_adaclip.data import AuxiliaryDataModule, DatasetSource
 from anomalib_adaclip.training import CheckpointSettings, train, trainable_tensors_of
-
+from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.unit.data.test_auxiliary import make_folder_dataset
 

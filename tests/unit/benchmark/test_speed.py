@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from anomalib_adaclip.benchmark import speed
-
 from tests.conftest import MICRO_BACKBONE
 
 MICRO = json.dumps(MICRO_BACKBONE)

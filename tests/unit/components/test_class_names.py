@@ -18,7 +18,6 @@ from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
 
 from anomalib_adaclip import AdaCLIP
-
 from tests.conftest import MICRO_BACKBONE
 from tests.unit.model.test_torch_model import _full_context_text_embeddings
 

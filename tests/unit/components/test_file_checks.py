@@ -19,7 +19,6 @@ from anomalib.engine import Engine
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-
 from tests.conftest import MICRO_BACKBONE
 
 

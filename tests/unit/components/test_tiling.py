@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 
 from anomalib_adaclip.components.tiling import blend_weights, tile_starts, tiled_predict
-
 from tests.conftest import TIRE_ROOT
 
 

@@ -12,7 +12,6 @@ from PIL import Image as PILImage
 from torchvision.transforms.v2 import InterpolationMode, Resize
 
 from anomalib_adaclip.data import AuxiliaryBatch, AuxiliaryDataModule, AuxiliaryDataset, DatasetSource
-
 from tests.conftest import TIRE_ROOT
 
 RESIZE = Resize((112, 112), interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -236,7 +235,6 @@ def test_anomalous_image_without_mask_is_an_error(tmp_path: Path) -> None:
 
 def test_image_size_must_match_the_model(folder_root: Path) -> None:
     from anomalib_adaclip import AdaCLIP
-
     from tests.conftest import MICRO_BACKBONE
 
     model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112)

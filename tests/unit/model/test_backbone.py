@@ -21,7 +21,6 @@ from anomalib_adaclip.model.backbone import (
     resize_vision_positional_embedding,
 )
 from anomalib_adaclip.weights import WEIGHTS_DIR_ENV, CheckpointError, WeightsNotFoundError
-
 from tests.conftest import TINY_BACKBONE
 
 TINY_NAME = "AdaCLIP-Test-Tiny"

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from anomalib_adaclip import AdaCLIPModel
-
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
 
 IMAGE_SIZE = 112

@@ -10,7 +10,6 @@ from sklearn.cluster import KMeans
 
 from anomalib_adaclip.model import hsf
 from anomalib_adaclip.model.hsf import hybrid_semantic_fusion, kmeans, kmeans_inertia
-
 from tests.conftest import load_reference, reference_model
 
 

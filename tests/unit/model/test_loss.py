@@ -11,7 +11,6 @@ import torch
 
 from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.model.loss import adaclip_loss, dice_loss, focal_loss
-
 from tests.conftest import MICRO_BACKBONE, REFERENCE_FILE, VARIANT_FILES, load_reference, reference_model
 
 LOSS_RTOL = 1e-4

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
-
 from tests.conftest import MICRO_BACKBONE
 
 PATCH = MICRO_BACKBONE["vision_cfg"]["patch_size"]

@@ -10,7 +10,6 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from anomalib_adaclip import AdaCLIPModel
-
 from tests.conftest import REFERENCE_FILE, VARIANT_FILES, load_reference, reference_model
 
 ATOL = 1e-4

@@ -15,10 +15,9 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.config import AdaCLIPConfig
-from anomalib_adaclip.model.torch_model import AdaCLIPTrainOutput
 from anomalib_adaclip.model.blocks import residual_attention_block
 from anomalib_adaclip.model.sentence_tree import build_sentence_tree
-
+from anomalib_adaclip.model.torch_model import AdaCLIPTrainOutput
 from tests.conftest import load_reference, reference_model
 
 SETTINGS = [

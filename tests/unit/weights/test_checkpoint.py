@@ -23,7 +23,6 @@ from anomalib_adaclip.weights import (
     save_checkpoint,
     to_released_layout,
 )
-
 from tests.conftest import REFERENCE_DIR, TINY_BACKBONE
 
 MANIFEST = REFERENCE_DIR / "released_checkpoint_manifest.json"
@@ -69,7 +68,10 @@ def test_save_and_reload_gives_identical_outputs(
 ) -> None:
     model = make_model(checkpoint=released_checkpoint)
     path = save_checkpoint(
-        model.trainable_state_dict(), model.config.to_dict(), tmp_path / f"adaclip{suffix}", released_layout=released_layout
+        model.trainable_state_dict(),
+        model.config.to_dict(),
+        tmp_path / f"adaclip{suffix}",
+        released_layout=released_layout,
     )
     _, config = read_checkpoint(path)
     assert (config is None) == released_layout

@@ -21,7 +21,6 @@ from PIL import Image
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.model.backbone import create_clip
 from anomalib_adaclip.weights import CheckpointError, read_checkpoint, save_checkpoint
-
 from tests.conftest import MICRO_BACKBONE, TINY_BACKBONE
 
 
