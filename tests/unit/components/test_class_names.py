@@ -50,7 +50,7 @@ def test_unusual_names_work_and_the_prefix_tree_equals_the_full_context(make_mod
     prompts = model._block_prompts(model.text_prompter, dynamic)
     with torch.no_grad():
         expected = _full_context_text_embeddings(model, names, prompts)
-        packed = model._encode_text(names, prompts)
+        packed = model.text_encoder.encode(names, prompts)
         output = model(torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1)), names)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
     assert torch.isfinite(output.anomaly_map).all() and ((output.pred_score >= 0) & (output.pred_score <= 1)).all()
@@ -74,7 +74,7 @@ def test_longest_name_that_fits_the_context_works_and_one_more_token_is_refused(
     prompts = model._block_prompts(model.text_prompter, None)
     with torch.no_grad():
         expected = _full_context_text_embeddings(model, [fits], prompts)
-        packed = model._encode_text([fits], prompts)
+        packed = model.text_encoder.encode([fits], prompts)
         model(torch.zeros(1, 3, 224, 224), fits)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
     message = rf"too long: it is {words + 1} tokens, .* {CONTEXT + 1} tokens .* reads {CONTEXT}. Use at most {words}"

@@ -202,8 +202,8 @@ def test_trimmed_text_context_equals_full_context(
         expected = _full_context_text_embeddings(model, names * (groups // len(names)), prompts)
         if prompts is not None and prompts.shape[1] == 1:
             prompts = prompts.expand(-1, len(names), -1, -1)
-        packed = model._encode_text(names, prompts)
-        again = model._encode_text(names, prompts)  # block 0 from the cache
+        packed = model.text_encoder.encode(names, prompts)
+        again = model.text_encoder.encode(names, prompts)  # block 0 from the cache
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, packed, atol=0, rtol=0)
 
@@ -218,7 +218,7 @@ def test_prefix_tree_text_tower_on_a_real_size_backbone() -> None:
     prompts = model._block_prompts(model.text_prompter, dynamic)
     with torch.no_grad():
         expected = _full_context_text_embeddings(model, names, prompts)
-        packed = model._encode_text(names, prompts)
+        packed = model.text_encoder.encode(names, prompts)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
 
 
