@@ -34,23 +34,16 @@ import open_clip
 import pytest
 import torch
 import yaml
-from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
-from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
 from open_clip.model import CLIP
 from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from anomalib_adaclip import AdaCLIP, cli
-from anomalib_adaclip.benchmark.compare import (
-    BENCHMARK_METRICS,
-    BenchmarkConfigError,
-    RunRecord,
-    load_config,
-    summarise,
-)
+from anomalib_adaclip.benchmark.compare import BENCHMARK_METRICS, RunRecord
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.integration.test_engine import clip_normalised
+from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
 
 needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
 
@@ -423,92 +416,9 @@ def test_a_folder_of_raw_metrics_refuses_normalised_runs(normalization_runs: Sim
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Summaries, configurations and errors (nothing runs)
+# The command's configuration errors (nothing runs); the configuration, store and summaries are tested in
+# tests/unit/benchmark/
 # ----------------------------------------------------------------------------------------------------------------------
-def folder_entry(**overrides: Any) -> dict[str, Any]:
-    entry = {
-        "class_path": "anomalib.data.Folder",
-        "init_args": {"name": "parts", "root": "data/{category}", "normal_dir": "good", "abnormal_dir": "bad"},
-        "categories": ["gear", "bracket"],
-    }
-    entry.update(overrides)
-    return entry
-
-
-def adaclip_entry(**overrides: Any) -> dict[str, Any]:
-    entry = {"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": {"backbone_weights": None}}
-    entry.update(overrides)
-    return entry
-
-
-def record(model: str, category: str, seed: int, auroc: float | None) -> RunRecord:
-    if auroc is None:
-        return RunRecord(model, "parts", category, seed, "failed", error="RuntimeError: boom")
-    return RunRecord(model, "parts", category, seed, "finished", metrics={"image_AUROC": auroc, "pixel_AUROC": 0.5})
-
-
-def test_summary_means_over_seeds_and_categories_by_hand() -> None:
-    config = load_config(
-        {"models": [adaclip_entry(), adaclip_entry(name="Other")], "data": [folder_entry()], "seeds": [0, 1]}
-    )
-    records = [
-        record("AdaCLIP", "gear", 0, 0.8),
-        record("AdaCLIP", "gear", 1, 0.6),
-        record("AdaCLIP", "bracket", 0, 0.5),
-        record("AdaCLIP", "bracket", 1, None),  # a failed seed does not count
-        record("Other", "gear", 0, None),
-        record("Other", "gear", 1, None),
-        record("Other", "bracket", 0, 0.9),
-    ]
-    rows = {(row.category, row.model): row for row in summarise(records, config)}
-    gear = rows[("gear", "AdaCLIP")]
-    assert gear.metrics["image_AUROC"] == pytest.approx(0.7)
-    assert gear.std["image_AUROC"] == pytest.approx(math.sqrt(0.02))  # sample standard deviation of 0.8 and 0.6
-    assert gear.metrics["pixel_AUPRO"] is None  # no run has it
-    bracket = rows[("bracket", "AdaCLIP")]
-    assert (bracket.runs_finished, bracket.runs_failed, bracket.metrics["image_AUROC"]) == (1, 1, 0.5)
-    assert bracket.std["image_AUROC"] is None
-    mean = rows[("mean", "AdaCLIP")]
-    assert mean.metrics["image_AUROC"] == pytest.approx((0.7 + 0.5) / 2) and mean.categories == 2
-    other = rows[("mean", "Other")]  # gear failed on every seed: the mean covers bracket only, and says so
-    assert other.metrics["image_AUROC"] == pytest.approx(0.9) and other.categories == 1
-    assert (other.runs_finished, other.runs_failed) == (1, 2)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"modelz": []}, "unknown key(s) ['modelz']"),
-        ({"models": []}, "'models' must be a non-empty list"),
-        ({"models": [adaclip_entry(init_args={"imagesize": 3})]}, "init_args do not fit anomalib_adaclip"),
-        ({"models": [adaclip_entry(init_args={"image_size": "big"})]}, 'Parser key "init.image_size"'),
-        ({"models": [adaclip_entry(class_path="anomalib.models.NoSuchModel")]}, "cannot be imported"),
-        ({"models": [adaclip_entry(class_path="anomalib.data.MVTecAD")]}, "is not a subclass of"),
-        ({"models": [adaclip_entry(), adaclip_entry()]}, "two models are called 'AdaCLIP'"),
-        ({"models": [adaclip_entry(name="Ada CLIP")]}, "must be a non-empty folder name"),
-        ({"models": [adaclip_entry(init_args_by_dataset={"Visa": {}})]}, "unknown data sets ['Visa']"),
-        ({"models": [adaclip_entry(init_args={"evaluator": False})]}, "leave out 'evaluator'"),
-        ({"data": [folder_entry(init_args={"name": "p", "root": "d", "normal_dir": "g"})]}, "put {category} into"),
-        ({"data": [folder_entry(categories=None)]}, "use {category} but no categories are listed"),
-        ({"data": [{"class_path": "MVTecAD", "init_args": {"root": "d"}}]}, "MVTecAD needs categories"),
-        (
-            {"data": [{"class_path": "MVTecAD", "init_args": {"category": "bottle"}, "categories": ["x"]}]},
-            "not as init_args.category",
-        ),
-        ({"seeds": [0, 0]}, "two seeds are called '0'"),
-        ({"seeds": "0"}, "seeds must be a non-empty list of integers"),
-        ({"score_normalization": "yes"}, "score_normalization must be true or false, got 'yes'"),
-        ({"engine": {"default_root_dir": "x"}}, "engine.default_root_dir is set by the benchmark"),
-        ({"engine": {"acelerator": "cpu"}}, "unknown engine argument(s) ['acelerator']"),
-    ],
-)
-def test_configuration_errors_name_the_entry_and_what_was_expected(change: dict[str, Any], message: str) -> None:
-    config = {"models": [adaclip_entry()], "data": [folder_entry()], **change}
-    with pytest.raises(BenchmarkConfigError) as error:
-        load_config(config)
-    assert message in str(error.value)
-
-
 def test_command_reports_configuration_errors_with_exit_code_2(tmp_path: Path) -> None:
     missing = run_command(["--config", str(tmp_path / "nothing.yaml")])
     assert missing.exit_code == 2 and "nothing.yaml does not exist" in missing.stderr
@@ -522,40 +432,3 @@ def test_command_reports_configuration_errors_with_exit_code_2(tmp_path: Path) -
 
 def test_benchmark_is_an_adaclip_subcommand() -> None:
     assert "benchmark" in cli.COMMANDS
-
-
-SHIPPED = sorted((PROJECT_ROOT / "configs" / "benchmark").glob("*.yaml"))
-
-
-@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
-def test_shipped_configs_load_and_comment_every_setting(path: Path) -> None:
-    config = load_config(path)  # class paths import and every init_args fits its constructor; nothing is built
-    assert config.output == Path("results/benchmark") / config.output.name
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "- name:", "class_path:")) or stripped.endswith(":"):
-            continue
-        if stripped.startswith(("categories:", "transistor", "pipe_fryum")):
-            continue  # the category lists speak for themselves
-        assert "#" in stripped, f"{path.name}:{number} has no comment: {stripped}"
-
-
-def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> None:
-    config = load_config(PROJECT_ROOT / "configs" / "benchmark" / "paper.yaml")
-    assert [data.name for data in config.data] == ["MVTecAD", "Visa"]
-    assert config.dataset("MVTecAD").categories == MVTEC_CATEGORIES  # all 15
-    assert config.dataset("Visa").categories == VISA_CATEGORIES  # all 12
-    adaclip = config.model("AdaCLIP")
-    assert adaclip.class_path == "anomalib_adaclip.AdaCLIP"
-    # The paper's protocol: never test on data the prompts were trained on.
-    assert adaclip.arguments_for("MVTecAD")["checkpoint"] == "visa_clinicdb"
-    assert adaclip.arguments_for("Visa")["checkpoint"] == "mvtec_colondb"
-    assert adaclip.arguments_for("MVTecAD")["backbone"] == "ViT-L-14-336"
-    assert adaclip.arguments_for("MVTecAD")["image_size"] == 518
-    assert config.model("WinCLIP").class_path == "anomalib.models.WinClip"
-    assert len(config.grid()) == 2 * (15 + 12)
-    assert config.score_normalization is False  # metrics on raw outputs, as the paper computes them
-    # --dry-run lists the grid without building anything.
-    assert cli.main(["benchmark", "--config", str(PROJECT_ROOT / "configs/benchmark/paper.yaml"), "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "54 runs" in out and "pending   AdaCLIP · Visa/pipe_fryum · seed 0" in out

@@ -1,0 +1,93 @@
+"""The command ``anomalib-adaclip benchmark --config configs/benchmark/<name>.yaml``.
+
+It reads the configuration (:func:`~anomalib_adaclip.benchmark.config.load_config`), lists the grid with
+``--dry-run`` or runs it (:func:`~anomalib_adaclip.benchmark.runner.run_benchmark`), and prints the means over the
+categories and where the report is. Exit codes: 0 when every run finished, 1 when some failed, 2 on a bad
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import BenchmarkConfig, BenchmarkConfigError, load_config
+from .metrics import BENCHMARK_METRICS, METRIC_LABELS
+from .report import MEAN_CATEGORY
+from .runner import BenchmarkResult, run_benchmark
+from .store import RunStore
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomalib-adaclip benchmark",
+        description=(
+            "Benchmark AdaCLIP against other anomalib models (zero-shot, few-shot or one-class) on a grid of data "
+            "sets, categories and seeds, with anomalib's Engine and the same metrics for every model. Runs that "
+            "finished in the same output folder are skipped; results go to <output>/reports/v<N>/."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="benchmark YAML (see configs/benchmark/)")
+    parser.add_argument("--output", type=Path, default=None, help="output folder (overrides the config's 'output')")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the runs and which of them have finished; run nothing"
+    )
+    parser.add_argument(
+        "--skip-failed", action="store_true", help="do not run again the runs whose earlier attempt failed"
+    )
+    return parser
+
+
+def _print_plan(config: BenchmarkConfig) -> None:
+    store = RunStore(config.output / "runs")
+    grid = config.grid()
+    print(f"{len(grid)} runs ({config.source}), output {config.output}:")
+    for key in grid:
+        record = store.latest(key)
+        state = "pending" if record is None else record.status
+        print(f"  {state:<9} {key.label}")
+
+
+def _print_means(result: BenchmarkResult) -> None:
+    names = [name for name in BENCHMARK_METRICS if any(row.metrics[name] is not None for row in result.rows)]
+    print("Means over the categories (percent):")
+    print("  " + " | ".join(["data set", "model", *(METRIC_LABELS[name] for name in names)]))
+    for row in result.rows:
+        if row.category == MEAN_CATEGORY:
+            values = ["–" if row.metrics[n] is None else f"{100 * row.metrics[n]:.1f}" for n in names]
+            print("  " + " | ".join([row.dataset, row.model, *values]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``anomalib-adaclip benchmark``; returns 0 when every run finished, 1 when some failed, 2 on a bad configuration.
+
+    Args:
+        argv: Arguments after ``benchmark``. Defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The exit code.
+    """
+    from anomalib.loggers import configure_logger  # noqa: PLC0415
+
+    arguments = _parser().parse_args(argv)
+    configure_logger()
+    try:
+        config = load_config(arguments.config, output=arguments.output)
+        if arguments.dry_run:
+            _print_plan(config)
+            return 0
+        result = run_benchmark(config, retry_failed=not arguments.skip_failed)
+    except BenchmarkConfigError as error:
+        print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier).")
+    _print_means(result)
+    print(f"Report: {result.report_dir} (results.csv, runs.csv, results.md, plot_<dataset>.png)")
+    if result.failed:
+        print(f"{len(result.failed)} run(s) failed; see {result.markdown} (a rerun tries them again).", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,296 @@
+"""Benchmark reports: the records of the grid's runs summarised (:func:`summarise`) and written (:func:`write_report`).
+
+A report is a new folder ``<output>/reports/v<N>/`` (``reports/latest`` links to the newest) with ``results.csv`` (per
+category and model, mean and standard deviation over the seeds, plus the mean over the categories of each data set),
+``runs.csv`` (every run, failed ones with their error), ``results.md`` (the tables in percent, and the failed runs),
+``plot_<dataset>.png`` (bars per category and model, one panel per metric) and the ``config.yaml`` it was made from.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import BenchmarkConfig
+from .metrics import BENCHMARK_METRICS, METRIC_LABELS
+from .specs import DataSpec
+from .store import RunRecord, RunStore
+
+__all__ = ["MEAN_CATEGORY", "ResultRow", "summarise", "write_report"]
+
+MEAN_CATEGORY = "mean"
+_ERROR_CHARACTERS = 300
+
+
+@dataclass
+class ResultRow:
+    """A row of ``results.csv``: a model on a category (mean over its seeds), or the mean over a data set's categories.
+
+    Attributes:
+        dataset: Data set name.
+        category: Category, or ``"mean"`` for the mean over the categories.
+        model: Model name.
+        runs_finished: Finished runs behind the row.
+        runs_failed: Runs without a result (their latest attempt failed).
+        categories: Categories behind a mean row (1 for a category row with a result, 0 without).
+        metrics: Mean of each metric (``None`` where no run has it).
+        std: Standard deviation over the seeds of a category row (``None`` with fewer than two seeds and in mean rows).
+    """
+
+    dataset: str
+    category: str
+    model: str
+    runs_finished: int
+    runs_failed: int
+    categories: int
+    metrics: dict[str, float | None]
+    std: dict[str, float | None]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[ResultRow]:
+    """Per category and model, the mean (and standard deviation) over the seeds; per data set and model, the mean.
+
+    Runs without a record (not yet run) count neither as finished nor as failed. The mean over a data set's categories
+    covers the categories with a result; ``categories`` says how many.
+    """
+    by_cell: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for record in records:
+        by_cell.setdefault((record.dataset, record.category, record.model), []).append(record)
+    rows = []
+    for data in config.data:
+        category_rows: dict[str, list[ResultRow]] = {model.name: [] for model in config.models}
+        for category in data.categories or ("",):
+            for model in config.models:
+                cell = by_cell.get((data.name, category, model.name), [])
+                finished = [record for record in cell if record.status == "finished"]
+                metrics, std = {}, {}
+                for name in BENCHMARK_METRICS:
+                    values = [record.metrics[name] for record in finished if name in record.metrics]
+                    metrics[name] = _mean(values)
+                    std[name] = statistics.stdev(values) if len(values) > 1 else None
+                row = ResultRow(
+                    data.name, category, model.name, len(finished), len(cell) - len(finished), int(bool(finished)),
+                    metrics, std,
+                )  # fmt: skip
+                rows.append(row)
+                category_rows[model.name].append(row)
+        for model in config.models:
+            cells = category_rows[model.name]
+            with_result = [row for row in cells if row.runs_finished]
+            metrics = {
+                name: _mean([row.metrics[name] for row in with_result if row.metrics[name] is not None])
+                for name in BENCHMARK_METRICS
+            }
+            rows.append(
+                ResultRow(
+                    data.name,
+                    MEAN_CATEGORY,
+                    model.name,
+                    sum(row.runs_finished for row in cells),
+                    sum(row.runs_failed for row in cells),
+                    len(with_result),
+                    metrics,
+                    dict.fromkeys(BENCHMARK_METRICS),
+                )
+            )
+    return rows
+
+
+def write_report(
+    config: BenchmarkConfig, store: RunStore
+) -> tuple[Path, list[RunRecord], list[ResultRow], dict[str, Path]]:
+    """Write a new report folder ``<output>/reports/v<N>`` from the records of the grid's runs.
+
+    Args:
+        config: The benchmark configuration (its grid, data sets, models and output folder).
+        store: The run records of the output folder.
+
+    Returns:
+        The report folder, the latest record of every run of the grid that has one, the rows of ``results.csv`` and
+        the plot of each data set (by data set name).
+    """
+    from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
+
+    records = [record for key in config.grid() if (record := store.latest(key)) is not None]
+    rows = summarise(records, config)
+    report_dir = create_versioned_dir(config.output / "reports").resolve()
+    (report_dir / "config.yaml").write_text(
+        yaml.safe_dump({**config.raw, "output": str(config.output)}, sort_keys=False)
+    )
+    _write_results_csv(report_dir / "results.csv", rows)
+    _write_runs_csv(report_dir / "runs.csv", records)
+    _write_markdown(report_dir / "results.md", rows, records, config)
+    models = [model.name for model in config.models]
+    plots = {data.name: _plot(report_dir / f"plot_{data.name}.png", rows, data, models) for data in config.data}
+    return report_dir, records, rows, plots
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.6f}"
+
+
+def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
+    import csv  # noqa: PLC0415
+
+    header = ["dataset", "category", "model", "runs_finished", "runs_failed", "categories", *BENCHMARK_METRICS]
+    header += [f"{name}_std" for name in BENCHMARK_METRICS]
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for row in rows:
+            values = [_number(row.metrics[name]) for name in BENCHMARK_METRICS]
+            values += [_number(row.std[name]) for name in BENCHMARK_METRICS]
+            category = row.category
+            writer.writerow(
+                [row.dataset, category, row.model, row.runs_finished, row.runs_failed, row.categories, *values]
+            )
+
+
+def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
+    import csv  # noqa: PLC0415
+
+    header = ["dataset", "category", "model", "seed", "status", *BENCHMARK_METRICS]
+    header += ["learning_type", "fit_seconds", "test_seconds", "error", "record"]
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for record in records:
+            writer.writerow(
+                [
+                    record.dataset,
+                    record.category,
+                    record.model,
+                    record.seed,
+                    record.status,
+                    *(_number(record.metrics.get(name)) for name in BENCHMARK_METRICS),
+                    record.learning_type or "",
+                    "" if record.fit_seconds is None else record.fit_seconds,
+                    "" if record.test_seconds is None else record.test_seconds,
+                    record.error or "",
+                    str(record.path or ""),
+                ]
+            )
+
+
+def _cell(row: ResultRow, name: str) -> str:
+    value = row.metrics[name]
+    if value is None:
+        return "failed" if row.runs_finished == 0 and row.runs_failed else "–"
+    text = f"{100 * value:.1f}"
+    if row.std[name] is not None:
+        text += f" ± {100 * row.std[name]:.1f}"
+    return text
+
+
+def _markdown_text(text: str) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= _ERROR_CHARACTERS else text[: _ERROR_CHARACTERS - 1] + "…"
+
+
+def _write_markdown(
+    path: Path, rows: Sequence[ResultRow], records: Sequence[RunRecord], config: BenchmarkConfig
+) -> None:
+    seeds = ", ".join(str(seed) for seed in config.seeds)
+    lines = [
+        f"# Benchmark: {config.source}",
+        "",
+        "Metrics in percent, computed for every model by the same anomalib Evaluator: "
+        + ", ".join(METRIC_LABELS[name] for name in BENCHMARK_METRICS)
+        + ". Image AP is anomalib's AUPR (average precision); pixel AUPRO integrates up to a false positive rate "
+        "of 0.3. "
+        + (
+            "Computed on the scores and maps after each model's post-processing (anomalib's normalisation). "
+            if config.score_normalization
+            else "Computed on each model's raw scores and maps (before anomalib's normalisation). "
+        )
+        + f"Seeds: {seeds} (with several, `mean ± standard deviation` over the seeds). The `mean` rows average the "
+        "categories of a data set.",
+    ]
+    header = "| Category | Model | " + " | ".join(METRIC_LABELS[name] for name in BENCHMARK_METRICS) + " |"
+    rule = "| --- | --- | " + " | ".join("---:" for _ in BENCHMARK_METRICS) + " |"
+    footnote = False
+    for data in config.data:
+        lines += ["", f"## {data.name}", "", header, rule]
+        total = len(data.categories) or 1
+        for row in (row for row in rows if row.dataset == data.name):
+            values = [_cell(row, name) for name in BENCHMARK_METRICS]
+            if row.category == MEAN_CATEGORY:
+                label = "**mean**"
+                if row.categories < total:
+                    label = f"**mean** ({row.categories} of {total})†"
+                    footnote = True
+                cells = [
+                    label,
+                    f"**{row.model}**",
+                    *(f"**{value}**" if value[:1].isdigit() else value for value in values),
+                ]
+            else:
+                cells = [row.category or data.name, row.model, *values]
+            lines.append("| " + " | ".join(cells) + " |")
+    if footnote:
+        lines += ["", "† The mean covers only the categories with a result: the others failed or have not run."]
+    failed = [record for record in records if record.status == "failed"]
+    if failed:
+        lines += [
+            "",
+            "## Failed runs",
+            "",
+            "| Model | Data set | Category | Seed | Error |",
+            "| --- | --- | --- | ---: | --- |",
+        ]
+        lines += [
+            f"| {record.model} | {record.dataset} | {record.category or '–'} | {record.seed} | "
+            f"{_markdown_text(record.error or '')} |"
+            for record in failed
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequence[str]) -> Path:
+    """Bars per category (and the mean) and model, one panel per metric with a value, saved as PNG."""
+    from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: nothing changes the caller's backend)
+
+    rows = [row for row in rows if row.dataset == data.name]
+    groups = [*(data.categories or (data.name,)), MEAN_CATEGORY]
+    metrics = [name for name in BENCHMARK_METRICS if any(row.metrics[name] is not None for row in rows)]
+    metrics = metrics or ["image_AUROC"]
+    value = {(row.category or data.name, row.model): row.metrics for row in rows}
+    width = min(0.8 / max(len(models), 1), 0.35)
+    figure = Figure(figsize=(max(6.0, 0.45 * len(groups) * max(len(models), 1) + 2), 2.4 * len(metrics)), dpi=100)
+    axes = figure.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    colours = [f"C{index % 10}" for index in range(len(models))]
+    for axis, metric in zip(axes, metrics, strict=True):
+        for index, (model, colour) in enumerate(zip(models, colours, strict=True)):
+            offsets = [group + (index - (len(models) - 1) / 2) * width for group in range(len(groups))]
+            heights = [value.get((group, model), {}).get(metric) for group in groups]
+            axis.bar(
+                [x for x, h in zip(offsets, heights, strict=True) if h is not None],
+                [100 * h for h in heights if h is not None],
+                width=width,
+                color=colour,
+                label=model,
+            )
+            for x, h in zip(offsets, heights, strict=True):
+                if h is None:  # no result: failed or not run
+                    axis.text(x, 2, "×", ha="center", va="bottom", color=colour, fontsize=9)
+        axis.set_ylim(0, 100)
+        axis.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
+        axis.set_xticks(range(len(groups)))
+        axis.set_xticklabels(groups, rotation=45 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
+        axis.grid(axis="y", alpha=0.3)
+        axis.axvline(len(groups) - 1.5, color="grey", linestyle=":", linewidth=1)  # categories | mean
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.suptitle(f"{data.name}: per category and mean (× = no result)")
+    figure.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(models), 4), frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * len(metrics))))
+    figure.savefig(path)
+    return path

@@ -1,0 +1,57 @@
+"""The generator of runs: the grid minus what finished, failed runs retried or not, a changed folder refused.
+
+Nothing runs: the jobs are generated, not executed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
+from anomalib_adaclip.benchmark.runner import RunGenerator, RunJob
+from anomalib_adaclip.benchmark.store import RunRecord, RunStore
+
+from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
+
+
+def stored(store: RunStore, config: BenchmarkConfig, index: int, status: str) -> None:
+    key = config.grid()[index]
+    model, data = config.model(key.model), config.dataset(key.dataset)
+    store.save(
+        RunRecord(
+            key.model, key.dataset, key.category, key.seed, status,
+            model_config=model.configuration_for(key.dataset), data_config=data.configuration_for(key.category),
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("retry_failed", [True, False])
+def test_jobs_are_the_grid_minus_the_finished_runs(tmp_path: Path, retry_failed: bool) -> None:
+    config = load_config({"models": [adaclip_entry()], "data": [folder_entry()], "seeds": [0, 1]}, output=tmp_path)
+    store = RunStore(tmp_path / "runs")
+    stored(store, config, 0, "finished")
+    stored(store, config, 1, "failed")
+    generator = RunGenerator(config, store, retry_failed=retry_failed)
+    generator.check_folder()  # the stored runs have this configuration
+    planned = list(generator.generate_jobs())
+    assert [key for key, _ in planned] == config.grid()
+    left = [key for key, job in planned if job is not None]
+    assert left == config.grid()[1 if retry_failed else 2 :]
+    assert all(job == RunJob(key, config) for key, job in planned if job is not None)
+
+
+def test_a_folder_of_another_configuration_is_refused(tmp_path: Path) -> None:
+    config = load_config({"models": [adaclip_entry()], "data": [folder_entry()]}, output=tmp_path)
+    store = RunStore(tmp_path / "runs")
+    stored(store, config, 0, "finished")
+    changed = load_config(
+        {"models": [adaclip_entry(init_args={"backbone_weights": None, "image_size": 140})], "data": [folder_entry()]},
+        output=tmp_path,
+    )
+    generator = RunGenerator(changed, store)
+    assert len(generator.mismatches()) == 1
+    with pytest.raises(BenchmarkConfigError, match="another configuration") as error:
+        generator.check_folder()
+    assert "AdaCLIP · parts/gear · seed 0: model was" in str(error.value) and "'image_size': 140" in str(error.value)
