@@ -143,6 +143,7 @@ def test_readme_keeps_its_sections() -> None:
         "## Using AdaCLIP in anomalib",
         "## Zero-shot in production",
         "## Weights",
+        "## Architecture",
         "## Training",
         "## Benchmarking",
         "## Notebooks",
