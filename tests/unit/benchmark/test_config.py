@@ -15,7 +15,6 @@ from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.benchmark.config import BenchmarkConfigError, load_config
-
 from tests.conftest import PROJECT_ROOT
 
 

@@ -9,7 +9,6 @@ import pytest
 from anomalib_adaclip.benchmark.config import load_config
 from anomalib_adaclip.benchmark.report import summarise
 from anomalib_adaclip.benchmark.store import RunRecord
-
 from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
 
 
