@@ -1,4 +1,5 @@
-"""Determinism on the CPU: the same image gives bitwise the same map and score across runs, batches and processes.
+"""Determinism on the CPU: the same image gives bitwise the same map and score across runs, batch sizes, rebuilt models
+and processes with the same thread count; across thread counts only within a tolerance (README: Determinism).
 
 A matrix product with one row (one image) runs through another kernel than one with several rows, so AdaCLIP computes
 its per-image rows (embedding projections, prompt generators, the CLS-only last block) one image at a time on the
@@ -74,12 +75,32 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_another_process_with_one_thread_computes_the_same_bits(tmp_path: Path) -> None:
-    """A fresh interpreter, with one thread where this process may use several, computes bitwise the same outputs."""
-    target = tmp_path / "outputs.pt"
-    code = CHILD.format(root=str(PROJECT_ROOT), threads=1, target=str(target))
+# PyTorch does not promise the same bits for another thread count: its CPU kernels may split a reduction (and so
+# the order of its additions) by the number of threads. Measured on AMD EPYC (AVX-512, and with
+# ATEN_CPU_CAPABILITY=avx2), 1 to 8 threads: maps differ by up to 1.5e-6, scores by up to 1.4e-8 between any two
+# thread counts or instruction sets; the tolerance leaves a margin of about 7x.
+CROSS_THREAD_ATOL = 1e-5
+
+
+def _outputs_of_another_process(tmp_path: Path, threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs computed by a fresh interpreter that uses ``threads`` threads."""
+    target = tmp_path / f"outputs_{threads}.pt"
+    code = CHILD.format(root=str(PROJECT_ROOT), threads=threads, target=str(target))
     environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     subprocess.run([sys.executable, "-c", code], check=True, env=environment, timeout=300)
-    theirs = torch.load(target, weights_only=True)
+    return torch.load(target, weights_only=True)
+
+
+def test_another_process_with_the_same_thread_count_computes_the_same_bits(tmp_path: Path) -> None:
+    """A fresh interpreter with this process's thread count computes bitwise the same outputs."""
+    theirs = _outputs_of_another_process(tmp_path, torch.get_num_threads())
     ours = outputs(make_model(), images(), NAMES)
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_another_process_with_one_thread_agrees_within_a_tolerance(tmp_path: Path) -> None:
+    """With one thread (where this process may use several) the outputs agree within CROSS_THREAD_ATOL, not bitwise."""
+    theirs = _outputs_of_another_process(tmp_path, 1)
+    ours = outputs(make_model(), images(), NAMES)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=CROSS_THREAD_ATOL)
