@@ -12,8 +12,8 @@ What it does, and why it is lossless for everything the tests compare, is descri
   (they read as zero); every other tensor keeps its exact values and is stored in a smaller, exactly invertible form:
   float bits as zlib-compressed byte planes; probability maps as a prediction from a fitted 16x16 logit grid plus
   the bit residual; 24-bit integers for the uniform-random images; uint8 for 0/1 masks. Each coded tensor
-  carries the SHA-256 of its original bytes, which ``tests/conftest.py`` checks when it decodes it; this script
-  decodes every file again with that code and compares it with the original bit for bit.
+  carries the SHA-256 of its original bytes, which ``tests/data/fixture_codec.py`` checks when it decodes it; this
+  script decodes every file again with that code and compares it with the original bit for bit.
 - tire sample: masks, LICENSE.txt and the file layout are kept byte for byte; every image keeps its size (600x800)
   but its detail is reduced to 4x4-pixel blocks (the mean colour of each block), which PNG stores in a tenth of
   the space.
@@ -47,7 +47,7 @@ try:  # the package layout being introduced (anomalib_adaclip/model/), else the 
     from anomalib_adaclip.model.prompting import PromptEnsemble
 except ImportError:
     from anomalib_adaclip.prompting import PromptEnsemble
-from tests.conftest import decode_fixture, sigmoid_grid_prediction  # noqa: E402  (the decoder the tests use)
+from tests.data.fixture_codec import decode_fixture, sigmoid_grid_prediction  # noqa: E402  (the tests' decoder)
 
 REFERENCE_FILES = (
     "adaclip_tiny_reference.pt",
@@ -110,7 +110,7 @@ def kept_token_ids(names: set[str]) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Lossless codings (decoded by tests/conftest.py: decode_fixture)
+# Lossless codings (decoded by tests/data/fixture_codec.py: decode_fixture)
 # ----------------------------------------------------------------------------------------------------------------------
 def planes(words: np.ndarray, zigzag: bool) -> torch.Tensor:
     """32-bit words (zigzag-coded if they are signed residuals) as 4 byte planes ``[4, N]`` (little-endian), the
