@@ -45,8 +45,6 @@ from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.integration.test_engine import clip_normalised
 from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
 
-needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
-
 # A stand-in for WinCLIP's ViT-B-16-plus-240: the same input size, a 240 / 30 = 8 x 8 patch grid (WinCLIP's 2 x 2 and
 # 3 x 3 windows fit), two blocks per tower.
 TINY_WINCLIP_CLIP: dict[str, Any] = {
@@ -186,7 +184,6 @@ def result_rows(grid: SimpleNamespace) -> dict[tuple[str, str, str], dict[str, s
 MODELS = ("AdaCLIP", "WinCLIP", "PaDiM", "AdaCLIP-missing-prompts")
 
 
-@needs_tire
 def test_results_csv_has_every_category_and_model_and_the_means(grid: SimpleNamespace) -> None:
     assert grid.first.exit_code == 1, grid.first.stderr[-3000:]  # two runs failed, the others finished
     rows = result_rows(grid)
@@ -215,7 +212,6 @@ def test_results_csv_has_every_category_and_model_and_the_means(grid: SimpleName
             assert all(row[name] == single[name] for name in BENCHMARK_METRICS)
 
 
-@needs_tire
 def test_adaclip_image_metrics_equal_scikit_learn_on_the_models_own_scores(grid: SimpleNamespace) -> None:
     # The benchmark seeds with 0 before building each model: the same seed gives the same random prompts.
     torch.manual_seed(0)
@@ -238,7 +234,6 @@ def test_adaclip_image_metrics_equal_scikit_learn_on_the_models_own_scores(grid:
     assert float(csv_row["image_AUROC"]) == pytest.approx(record["metrics"]["image_AUROC"], abs=1e-6)
 
 
-@needs_tire
 def test_only_the_one_class_model_is_fitted_and_winclip_built_its_own_clip(grid: SimpleNamespace) -> None:
     runs = {(row["model"], row["dataset"]): row for row in read_csv(grid.report / "runs.csv")}
     for dataset in ("MVTecAD", "generated"):
@@ -251,7 +246,6 @@ def test_only_the_one_class_model_is_fitted_and_winclip_built_its_own_clip(grid:
     assert grid.winclip_calls == [("ViT-B-16-plus-240", "laion400m_e31")] * 2
 
 
-@needs_tire
 def test_markdown_tables_in_percent_and_the_failed_run(grid: SimpleNamespace) -> None:
     text = (grid.report / "results.md").read_text()
     assert "## MVTecAD" in text and "## generated" in text and "## Failed runs" in text
@@ -272,7 +266,6 @@ def test_markdown_tables_in_percent_and_the_failed_run(grid: SimpleNamespace) ->
     assert all("FileNotFoundError" in line and MISSING_CHECKPOINT in line for line in failures)
 
 
-@needs_tire
 def test_a_plot_per_data_set(grid: SimpleNamespace) -> None:
     for dataset in ("MVTecAD", "generated"):
         path = grid.report / f"plot_{dataset}.png"
@@ -283,7 +276,6 @@ def test_a_plot_per_data_set(grid: SimpleNamespace) -> None:
             assert colours is None or len(colours) > 10  # drawn, not blank
 
 
-@needs_tire
 def test_failed_run_is_recorded_with_its_error_and_the_grid_goes_on(grid: SimpleNamespace) -> None:
     folder = grid.output / "runs" / "AdaCLIP-missing-prompts" / "MVTecAD" / "tire"
     record = RunRecord.read(folder / "seed0.failed.json")
@@ -301,7 +293,6 @@ def test_failed_run_is_recorded_with_its_error_and_the_grid_goes_on(grid: Simple
     assert all(row["error"] == "" for row in runs if row["status"] == "finished")
 
 
-@needs_tire
 def test_rerun_skips_finished_runs_and_overwrites_nothing(grid: SimpleNamespace) -> None:
     assert grid.rerun.exit_code == 1
     assert "Runs: 2 executed, 6 skipped (finished earlier)." in grid.rerun.stdout
@@ -320,7 +311,6 @@ def test_rerun_skips_finished_runs_and_overwrites_nothing(grid: SimpleNamespace)
     assert (reports / "v1" / "results.csv").read_bytes() == grid.first_report["results.csv"]
 
 
-@needs_tire
 def test_rerun_with_another_configuration_in_the_same_folder_is_refused(grid: SimpleNamespace) -> None:
     assert grid.changed.exit_code == 2
     assert "another configuration" in grid.changed.stderr

@@ -31,7 +31,6 @@ from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 BIN = Path(sys.executable).parent
-needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
 
 
 def console_script(name: str) -> list[str]:
@@ -71,7 +70,6 @@ def tiny_flags(weights: Path) -> list[str]:
 TIRE_DATA = ["--data", "MVTecAD", "--data.root", str(TIRE_ROOT), "--data.category", "tire", "--data.num_workers", "0"]
 
 
-@needs_tire
 def test_anomalib_test_with_dotted_model_path_and_json_backbone(micro_weights: Path, tmp_path: Path) -> None:
     command = [
         *console_script("anomalib"),
@@ -98,7 +96,6 @@ def test_anomalib_test_with_dotted_model_path_and_json_backbone(micro_weights: P
     assert saved["model"]["init_args"]["backbone"] == MICRO_BACKBONE
 
 
-@needs_tire
 def test_anomalib_adaclip_test_with_short_model_name_from_a_yaml_config(micro_weights: Path, tmp_path: Path) -> None:
     config = {
         "model": {

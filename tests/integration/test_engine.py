@@ -29,7 +29,6 @@ from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 
 IMAGE_SIZE = 112
 METRICS = {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max", "pixel_AUPRO"}
-needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
 
 
 def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:
@@ -70,7 +69,6 @@ def tire_run(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     return SimpleNamespace(model=model, results=results, run_dir=run_dir, datamodule=datamodule)
 
 
-@needs_tire
 def test_mvtec_test_reports_image_and_pixel_metrics(tire_run: SimpleNamespace) -> None:
     assert len(tire_run.results) == 1
     metrics = tire_run.results[0]
@@ -78,7 +76,6 @@ def test_mvtec_test_reports_image_and_pixel_metrics(tire_run: SimpleNamespace) -
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
 
 
-@needs_tire
 def test_mvtec_test_uses_category_and_writes_every_visualisation(tire_run: SimpleNamespace) -> None:
     assert tire_run.model.model.class_name == "tire"
     test_images = sorted((TIRE_ROOT / "tire" / "test").rglob("*.png"))
@@ -89,7 +86,6 @@ def test_mvtec_test_uses_category_and_writes_every_visualisation(tire_run: Simpl
     }
 
 
-@needs_tire
 def test_auto_thresholding_learned_from_labelled_validation(tire_run: SimpleNamespace) -> None:
     # MVTecAD validates on its test split (normal and anomalous images, masks): both levels become adaptive.
     post = tire_run.model.post_processor
@@ -97,7 +93,6 @@ def test_auto_thresholding_learned_from_labelled_validation(tire_run: SimpleName
         assert torch.isfinite(getattr(post, name)), name
 
 
-@needs_tire
 def test_validate_runs_without_fit(micro_weights: Path, tmp_path: Path) -> None:
     model = make_adaclip(micro_weights, thresholding="fixed")
     engine = make_engine(tmp_path)
@@ -117,7 +112,6 @@ def tire_checkpoint(tire_run: SimpleNamespace) -> Path:
     return path
 
 
-@needs_tire
 def test_checkpoint_is_small_and_holds_no_clip(tire_checkpoint: Path, micro_weights: Path) -> None:
     content = torch.load(tire_checkpoint, map_location="cpu", weights_only=True)
     keys = list(content["state_dict"])
@@ -131,7 +125,6 @@ def test_checkpoint_is_small_and_holds_no_clip(tire_checkpoint: Path, micro_weig
     assert content["hyper_parameters"]["backbone_weights"] == str(micro_weights)
 
 
-@needs_tire
 def test_load_from_checkpoint_reproduces_scores(tire_run: SimpleNamespace, tire_checkpoint: Path) -> None:
     reloaded = AdaCLIP.load_from_checkpoint(tire_checkpoint)  # weights_only=True is anomalib's default
     assert reloaded.model.class_name == "tire"  # no data module here: the checkpoint's class name
@@ -178,7 +171,6 @@ def test_predict_on_a_folder_writes_heatmaps_and_raw_probabilities(
             assert torch.equal(batch.pred_label, batch.pred_score > 0.5)
 
 
-@needs_tire
 def test_predict_from_checkpoint_without_data_module_keeps_its_class_name(
     micro_weights: Path, tire_checkpoint: Path, predict_folder: Path, tmp_path: Path
 ) -> None:

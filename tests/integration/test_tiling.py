@@ -32,8 +32,6 @@ from anomalib_adaclip.components.tiling import tile_starts
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 
-needs_tire = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
-
 # A still smaller CLIP for the 4000x3000 image: 28 px patches, 2 blocks, so a 448 px tile has 256 tokens.
 NANO_BACKBONE = {
     "embed_dim": 16,
@@ -107,7 +105,6 @@ def plainly_averaged(tiles: list[tuple[int, int, InferenceBatch]], size: tuple[i
 # ----------------------------------------------------------------------------------------------------------------------
 # The tire sample (800x600) through Engine.predict
 # ----------------------------------------------------------------------------------------------------------------------
-@needs_tire
 def test_tiled_predict_on_the_tire_sample_gives_full_resolution_maps_without_seams(
     weights: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -25,8 +25,6 @@ from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.unit.data.test_auxiliary import make_folder_dataset
 
-pytestmark = pytest.mark.skipif(not TIRE_ROOT.is_dir(), reason=f"tire sample not available: {TIRE_ROOT}")
-
 CPU = {"accelerator": "cpu", "devices": 1, "enable_model_summary": False, "enable_progress_bar": False}
 
 
