@@ -42,6 +42,11 @@ MICRO_BACKBONE: dict[str, Any] = {
 }
 
 
+def random_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Seeded standard-normal stand-ins for normalised images ``[count, 3, size, size]``."""
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
 def load_reference(name: str = REFERENCE_FILE) -> dict[str, Any]:
     """Load a reference file of the authors' implementation from tests/data/reference; a missing one is a failure."""
     path = REFERENCE_DIR / name

@@ -19,7 +19,7 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from anomalib_adaclip import AdaCLIP
 from tests.conftest import MICRO_BACKBONE
-from tests.unit.model.test_torch_model import _full_context_text_embeddings
+from tests.unit.model.test_text_encoder import full_context_text_embeddings
 
 CONTEXT = 77
 TOKENIZER = SimpleTokenizer()
@@ -49,7 +49,7 @@ def test_unusual_names_work_and_the_prefix_tree_equals_the_full_context(make_mod
     dynamic = 0.1 * torch.randn(len(names), model.prompting_length, 64, generator=torch.Generator().manual_seed(0))
     prompts = model._block_prompts(model.text_prompter, dynamic)
     with torch.no_grad():
-        expected = _full_context_text_embeddings(model, names, prompts)
+        expected = full_context_text_embeddings(model, names, prompts)
         packed = model.text_encoder.encode(names, prompts)
         output = model(torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1)), names)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
@@ -73,7 +73,7 @@ def test_longest_name_that_fits_the_context_works_and_one_more_token_is_refused(
     assert _longest_sentence_tokens(model, too_long) == CONTEXT + 1
     prompts = model._block_prompts(model.text_prompter, None)
     with torch.no_grad():
-        expected = _full_context_text_embeddings(model, [fits], prompts)
+        expected = full_context_text_embeddings(model, [fits], prompts)
         packed = model.text_encoder.encode([fits], prompts)
         model(torch.zeros(1, 3, 224, 224), fits)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)

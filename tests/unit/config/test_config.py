@@ -96,3 +96,26 @@ def test_lightning_model_defaults_are_read_from_the_config() -> None:
         default = parameters[field.name].default
         # None stands for the config's default where the config's is a tuple (sentences) or resolved later (layers)
         assert default is None or default == getattr(defaults, field.name), field.name
+
+
+def test_default_feature_layers() -> None:
+    config = AdaCLIPConfig()
+    assert config.resolved_feature_layers(24) == (6, 12, 18, 24)
+    assert config.resolved_feature_layers(12) == (3, 6, 9, 12)
+    assert config.resolved_feature_layers(4) == (1, 2, 3, 4)
+    assert config.resolved_feature_layers(2) == (1, 2)
+
+
+def test_paper_defaults() -> None:
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(AdaCLIPConfig).parameters.items()}
+    assert defaults["backbone"] == "ViT-L-14-336"
+    assert defaults["image_size"] == 518
+    assert defaults["prompting_depth"] == 4
+    assert defaults["prompting_length"] == 5
+    assert defaults["prompting_type"] == "SD"
+    assert defaults["prompting_branch"] == "VL"
+    assert defaults["use_hsf"] is True
+    assert defaults["k_clusters"] == 20
+    assert defaults["blur_sigma"] == 4.0
