@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.model import AdaCLIPModel
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The record_function ranges of AdaCLIPModel (without their "adaclip." prefix), in the order they run.
+DEFAULTS = AdaCLIPConfig()
 SECTIONS = ("vision_frozen", "vision_prompted", "text", "similarity", "hsf", "anomaly_map")
 _FORWARD_RANGE = "benchmark.forward"
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -416,10 +418,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--backbone",
-        default="ViT-L-14-336",
-        help="open_clip ViT name, JSON config dict or JSON file (default: ViT-L-14-336)",
+        default=DEFAULTS.backbone,
+        help=f"open_clip ViT name, JSON config dict or JSON file (default: {DEFAULTS.backbone})",
     )
-    parser.add_argument("--image-size", type=int, default=518, help="input side length (default: 518)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULTS.image_size,
+        help=f"input side length (default: {DEFAULTS.image_size})",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward (default: 8)")
     parser.add_argument("--images", type=int, default=32, help="timed images, rounded up to full batches (default: 32)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches (default: 1)")

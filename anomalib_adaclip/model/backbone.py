@@ -26,6 +26,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP, resize_pos_embed
 
+from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.weights import check_state_dict, download_clip_weights, load_state_dict_file
 from anomalib_adaclip.weights.loading import WEIGHT_SUFFIXES
 
@@ -163,7 +164,7 @@ def load_backbone_weights(weights: BackboneWeights, backbone: str | Mapping[str,
 
 
 def create_clip(
-    backbone: str | Mapping[str, Any] = "ViT-L-14-336",
+    backbone: str | Mapping[str, Any] = AdaCLIPConfig.backbone,
     weights: BackboneWeights = "openai",
     image_size: int | None = None,
 ) -> CLIP:
