@@ -16,8 +16,8 @@ Unlike the reference, any batch size works, with exact shortcuts (README, "Perfo
 are encoded in one batch as a prefix tree of their tokens (:mod:`.text_encoder`: the text tower is causal, so each
 distinct prefix is encoded once; block 0 is cached per class name), the text features are computed once per class
 name whenever they do not depend on the image, attention runs through ``scaled_dot_product_attention``, and the
-frozen pass computes only the CLS token in its last block. Under ``torch.autocast`` the towers run in the low precision while cosines,
-softmaxes, HSF, upsampling and blur stay in fp32.
+frozen pass computes only the CLS token in its last block. Under ``torch.autocast`` the towers run in the low
+precision while cosines, softmaxes, HSF, upsampling and blur stay in fp32.
 
 Example:
     >>> import torch
