@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PIXEL_HISTOGRAM_BINS = 2**20
+_LIGHTNING_PACKAGES = frozenset({"lightning", "lightning_fabric", "pytorch_lightning"})
 
 
 def check_percentile(value: float, name: str = "percentile") -> float:
@@ -298,8 +299,13 @@ class ThresholdCalibration(Callback):
 
 @contextmanager
 def _lightning_quiet() -> Iterator[None]:
-    """Keep Lightning's start-up messages out of a calibration's output (the CLI prints a config snippet)."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    """Keep Lightning's start-up messages out of a calibration's output (the CLI prints a config snippet).
+
+    Every logger of Lightning's packages is raised to WARNING for the block: anomalib's CLI gives some of them
+    handlers and levels of their own, so the parent's level alone does not do.
+    """
+    names = [name for name in logging.root.manager.loggerDict if name.split(".")[0] in _LIGHTNING_PACKAGES]
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger_.level for logger_ in loggers]
     for logger_ in loggers:
         logger_.setLevel(logging.WARNING)
@@ -334,16 +340,16 @@ def run_calibration(
     """
     calibration = ThresholdCalibration(percentile, pixel_percentile)
     loader, calibration.source = calibration_loader(data, batch_size=batch_size, num_workers=num_workers)
-    trainer = Trainer(
-        accelerator="gpu" if module.device.type == "cuda" else "cpu",
-        devices=1,
-        callbacks=[calibration],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
     with _lightning_quiet():
+        trainer = Trainer(
+            accelerator="gpu" if module.device.type == "cuda" else "cpu",
+            devices=1,
+            callbacks=[calibration],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         trainer.predict(module, dataloaders=loader, return_predictions=False)
     result = calibration.result()
     logger.info(result.summary())
