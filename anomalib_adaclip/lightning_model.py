@@ -233,7 +233,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         return torch.optim.AdamW(parameters, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
 
     def prepare_training(self, optimizer: OptimizerSettings, evaluator: Evaluator) -> None:
-        """Use these AdamW settings and validation metrics when the prompts are trained (:mod:`..training`)."""
+        """Use these AdamW settings and validation metrics when the prompts are trained (``training.train``)."""
         self.optimizer_settings = optimizer
         self.evaluator = evaluator
 
