@@ -191,3 +191,18 @@ def test_bf16_autocast_keeps_the_few_shot_outputs_in_range(few_shot_model: Calla
     assert low.anomaly_map.dtype == torch.float32 and low.pred_score.dtype == torch.float32
     assert float(low.anomaly_map.min()) >= 0 and float(low.anomaly_map.max()) <= 1
     torch.testing.assert_close(low.pred_score, exact.pred_score, rtol=0, atol=0.05)
+
+
+def test_with_zero_weights_a_few_shot_model_gives_the_zero_shot_outputs(
+    make_model: Callable[..., Any], few_shot_model: Callable[..., Any]
+) -> None:
+    """The zero-shot part of a few-shot model is the zero-shot model; only the frozen pass's last block computes
+    every token instead of the CLS token alone, which may round differently (hence a tolerance, not bits)."""
+    zero_shot = make_model()
+    model = few_shot_model(k_shot=1, few_shot_map_weight=0.0, few_shot_score_weight=0.0)
+    model.add_references(images(1, 23), "bottle")
+    query = images(2, 24)
+    with torch.no_grad():
+        expected, got = zero_shot(query, "bottle"), model(query, "bottle")
+    torch.testing.assert_close(got.pred_score, expected.pred_score, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.anomaly_map, expected.anomaly_map, rtol=0, atol=1e-5)
