@@ -206,3 +206,13 @@ def test_with_zero_weights_a_few_shot_model_gives_the_zero_shot_outputs(
         expected, got = zero_shot(query, "bottle"), model(query, "bottle")
     torch.testing.assert_close(got.pred_score, expected.pred_score, rtol=0, atol=1e-5)
     torch.testing.assert_close(got.anomaly_map, expected.anomaly_map, rtol=0, atol=1e-5)
+
+
+def test_every_image_is_compared_with_the_references_of_its_own_class(few_shot_model: Callable[..., Any]) -> None:
+    model = few_shot_model(k_shot=1)
+    bottle, screw = images(1, 25), images(1, 26)
+    model.add_references(bottle, "bottle")
+    model.add_references(screw, "screw")
+    grid = model.features(torch.cat([bottle, screw, bottle]), ["bottle", "screw", "screw"]).few_shot_map
+    assert float(grid[0].max()) < 1e-5 and float(grid[1].max()) < 1e-5
+    assert float(grid[2].mean()) > 0.1  # a bottle against the screw's references
