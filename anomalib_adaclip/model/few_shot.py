@@ -37,7 +37,7 @@ import torch
 from anomalib.models.components import KCenterGreedy
 from torch import nn
 
-__all__ = ["FewShotMemory", "nearest_distances", "scaled_distances"]
+__all__ = ["FewShotMemory", "nearest_distances", "reference_scale", "scaled_distances"]
 
 # The smallest scale: identical references would otherwise divide by zero.
 MIN_SCALE = 1e-6
