@@ -2,12 +2,12 @@
 
 - :class:`AdaCLIP`: the anomalib model (Engine, CLI, export);
 - :class:`AdaCLIPModel`: the PyTorch model;
-- :class:`AdaCLIPConfig`: their hyper-parameters.
+- :class:`AdaCLIPConfig`: their hyper-parameters; :class:`FewShotConfig`: the few-shot settings.
 """
 
-from .config import AdaCLIPConfig
+from .config import AdaCLIPConfig, FewShotConfig
 from .lightning_model import AdaCLIP
 from .model import AdaCLIPModel
 
-__all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel"]
+__all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel", "FewShotConfig"]
 __version__ = "0.1.0"

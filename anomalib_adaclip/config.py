@@ -26,6 +26,7 @@ __all__ = [
     "NORMAL_STATES",
     "TEMPLATES",
     "AdaCLIPConfig",
+    "FewShotConfig",
     "OptimizerSettings",
     "PromptingBranch",
     "PromptingType",
@@ -230,6 +231,81 @@ class AdaCLIPConfig:
             ValueError: A key that is not a hyper-parameter, or an invalid value.
         """
         return AdaCLIPConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _check_fraction(value: Any, argument: str, low: float, high: float, low_open: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not low <= value <= high
+        or (low_open and value == low)
+    ):
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        msg = f"{argument} must be a number in {interval}, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """The few-shot settings of AdaCLIP: how many normal reference images, and how their memory is used.
+
+    With ``k_shot > 0`` the model keeps a memory of the references' patch features per class name and feature layer
+    (the frozen, un-prompted vision pass's patch tokens, projected by the trained patch projections and normalised:
+    the same function of the image for a reference and a query, unlike the prompted pass whose dynamic prompts depend
+    on each image). The few-shot map is, per layer, 1 - the largest cosine similarity of a query patch to the class's
+    memory, averaged over the layers and scaled to [0, 1) by the distance the references themselves get
+    (:mod:`~anomalib_adaclip.model.few_shot`). ``k_shot=0`` is the zero-shot model, unchanged.
+
+    Attributes:
+        k_shot: Normal reference images per class name; 0 is zero-shot AdaCLIP. The references are drawn from the
+            data module's normal training images, or from ``few_shot_source``. Defaults to 0.
+        few_shot_seed: Seed of the draw of the ``k_shot`` references (the same seed draws the same images). Defaults
+            to 0.
+        few_shot_map_weight: Weight ``w`` of the few-shot map in the anomaly map, ``(1 - w) * zero-shot + w *
+            few-shot``. WinCLIP+ averages its zero- and few-shot maps (``0.5``); APRIL-GAN adds them (the same
+            ranking). Defaults to 0.5.
+        few_shot_score_weight: Weight of the few-shot map's maximum in the image score, ``(1 - w) * zero-shot score +
+            w * max(few-shot map)`` (WinCLIP+ averages too). Defaults to 0.5.
+        few_shot_augment: Also store the references rotated by 90, 180 and 270 degrees and flipped (AnomalyDINO's
+            augmentation; 8 views per reference). Defaults to ``False``.
+        few_shot_coreset_ratio: Fraction of each class's memory kept by greedy k-center coreset subsampling
+            (PatchCore's); 1 keeps every patch. Defaults to 1.0.
+        few_shot_top_percent: The few-shot part of the image score is the mean of the highest ``p`` percent of the
+            few-shot map instead of its maximum; 0 takes the maximum. Defaults to 0.
+
+    Raises:
+        ValueError: A value outside its allowed range.
+    """
+
+    k_shot: int = 0
+    few_shot_seed: int = 0
+    few_shot_map_weight: float = 0.5
+    few_shot_score_weight: float = 0.5
+    few_shot_augment: bool = False
+    few_shot_coreset_ratio: float = 1.0
+    few_shot_top_percent: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Check every value."""
+        _check_integer(self.k_shot, "k_shot", 0)
+        if isinstance(self.few_shot_seed, bool) or not isinstance(self.few_shot_seed, int):
+            msg = f"few_shot_seed must be an integer, got {self.few_shot_seed!r}."
+            raise ValueError(msg)
+        if not isinstance(self.few_shot_augment, bool):
+            msg = f"few_shot_augment must be true or false, got {self.few_shot_augment!r}."
+            raise ValueError(msg)
+        for name, low, high, low_open in (
+            ("few_shot_map_weight", 0.0, 1.0, False),
+            ("few_shot_score_weight", 0.0, 1.0, False),
+            ("few_shot_coreset_ratio", 0.0, 1.0, True),
+            ("few_shot_top_percent", 0.0, 100.0, False),
+        ):
+            object.__setattr__(self, name, _check_fraction(getattr(self, name), name, low, high, low_open))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

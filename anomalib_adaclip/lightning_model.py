@@ -1,4 +1,4 @@
-r"""AdaCLIP as an anomalib model: zero-shot test, validate, predict and export through anomalib's Engine and CLI.
+r"""AdaCLIP as an anomalib model: zero- and few-shot test, validate, predict and export through Engine and CLI.
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -12,6 +12,7 @@ From the command line (nothing in anomalib changes)::
     anomalib test --model anomalib_adaclip.AdaCLIP --data MVTecAD --data.category bottle \
         --model.checkpoint visa_clinicdb
     anomalib-adaclip predict --model AdaCLIP --data path/to/images
+    anomalib-adaclip predict --model AdaCLIP --model.k_shot 4 --model.few_shot_source good/ --data path/to/images
 
 This module only adapts :class:`~anomalib_adaclip.model.AdaCLIPModel` to anomalib; everything else is a component of
 :mod:`anomalib_adaclip.components`: the transform, the post-processor, class names per image, tiling, calibration,
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,16 @@ from .components import (
 )
 from .components.checkpoints import FrozenBackboneCheckpoints
 from .components.export import GuardedExports
-from .config import DEFAULT_CLASS_NAME, AdaCLIPConfig, OptimizerSettings, PromptingBranch, PromptingType
+from .components.references import read_references, reference_paths
+from .components.tiling import cut_tiles
+from .config import (
+    DEFAULT_CLASS_NAME,
+    AdaCLIPConfig,
+    FewShotConfig,
+    OptimizerSettings,
+    PromptingBranch,
+    PromptingType,
+)
 from .model import AdaCLIPModel
 from .model.blocks import is_tracing
 from .model.inputs import check_images
@@ -72,6 +82,8 @@ __all__ = ["AdaCLIP"]
 
 _DEFAULTS = AdaCLIPConfig()
 HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(AdaCLIPConfig))
+_FEW_SHOT_DEFAULTS = FewShotConfig()
+FEW_SHOT_SETTINGS = tuple(field.name for field in dataclasses.fields(FewShotConfig))
 # The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 
@@ -82,7 +94,13 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     The model's hyper-parameters (``backbone``, ``image_size``, ``feature_layers``, ``prompting_depth``,
     ``prompting_length``, ``prompting_type``, ``prompting_branch``, ``use_hsf``, ``k_clusters``, ``blur_sigma``,
     ``normal_states``, ``abnormal_states``, ``templates``) are those of :class:`~anomalib_adaclip.config.AdaCLIPConfig`,
-    which documents and checks them; ``None`` for the sentence lists means the paper's.
+    which documents and checks them; ``None`` for the sentence lists means the paper's. The few-shot settings
+    (``k_shot``, ``few_shot_seed``, ``few_shot_map_weight``, ``few_shot_score_weight``, ``few_shot_augment``,
+    ``few_shot_coreset_ratio``, ``few_shot_top_percent``) are those of :class:`~anomalib_adaclip.config.FewShotConfig`.
+
+    With ``k_shot > 0`` the reference images are drawn and encoded when a run starts (validation, test or predict,
+    after the model is on its device), for every class name the memory lacks; no fit step is needed. A model whose
+    memory came from a checkpoint keeps it. :meth:`prepare_references` fills it outside a run (e.g. before an export).
 
     Args:
         backbone_weights: open_clip pretrained tag (``"openai"``), path to a weights file, or ``None`` for random
@@ -91,6 +109,9 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             ``None`` (untrained: only for training). Defaults to ``None``.
         class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
             in a loaded Lightning checkpoint, else ``"object"``.
+        few_shot_source: Where the ``k_shot`` normal reference images are drawn from: a folder (of the run's class
+            name), or a mapping of class name to folder (many classes in one run). Defaults to the data module's
+            normal training images.
         image_threshold: Fixed decision threshold of the image probability. Defaults to 0.5.
         pixel_threshold: Fixed decision threshold of the pixel probability. Defaults to 0.5.
         thresholding: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or
@@ -128,6 +149,14 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         normal_states: list[str] | None = None,
         abnormal_states: list[str] | None = None,
         templates: list[str] | None = None,
+        k_shot: int = _FEW_SHOT_DEFAULTS.k_shot,
+        few_shot_source: str | dict[str, str] | None = None,
+        few_shot_seed: int = _FEW_SHOT_DEFAULTS.few_shot_seed,
+        few_shot_map_weight: float = _FEW_SHOT_DEFAULTS.few_shot_map_weight,
+        few_shot_score_weight: float = _FEW_SHOT_DEFAULTS.few_shot_score_weight,
+        few_shot_augment: bool = _FEW_SHOT_DEFAULTS.few_shot_augment,
+        few_shot_coreset_ratio: float = _FEW_SHOT_DEFAULTS.few_shot_coreset_ratio,
+        few_shot_top_percent: float = _FEW_SHOT_DEFAULTS.few_shot_top_percent,
         class_name: str | None = None,
         image_threshold: float = 0.5,
         pixel_threshold: float = 0.5,
@@ -144,6 +173,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     ) -> None:
         given = locals()  # the hyper-parameters go to the config, which checks them; None keeps its default
         config = AdaCLIPConfig(**{name: given[name] for name in HYPERPARAMETERS if given[name] is not None})
+        few_shot = FewShotConfig(**{name: given[name] for name in FEW_SHOT_SETTINGS})
         check_tiling(image_size, tile_overlap, tile_score)
         self._default_pre_processor = pre_processor is True
         # The default components depend on init arguments, so they are built before the base class would build them.
@@ -162,7 +192,10 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             backbone_weights=backbone_weights,
             checkpoint=checkpoint,
             class_name=class_name or DEFAULT_CLASS_NAME,
+            few_shot=few_shot,
         )
+        self.few_shot_source = dict(few_shot_source) if isinstance(few_shot_source, Mapping) else few_shot_source
+        self._queried_class_names: set[str] = set()
         if checkpoint is None:
             logger.warning(
                 "AdaCLIP has no trained prompts (checkpoint=None): use a released checkpoint (e.g. "
@@ -244,8 +277,82 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
     @property
     def learning_type(self) -> LearningType:
-        """AdaCLIP is zero-shot on the target data."""
-        return LearningType.ZERO_SHOT
+        """Zero-shot on the target data, or few-shot with ``k_shot`` normal references (``k_shot > 0``)."""
+        return LearningType.FEW_SHOT if self.model.few_shot.k_shot > 0 else LearningType.ZERO_SHOT
+
+    def prepare_references(self, datamodule: AnomalibDataModule | None = None) -> None:
+        """Draw, read and encode the few-shot references of every class name the memory lacks (nothing if zero-shot).
+
+        The classes are those of a ``few_shot_source`` mapping, else the run's class name; the references come from
+        ``few_shot_source``, else the normal images of ``datamodule``'s training split (the run's data module by
+        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references.
+
+        Raises:
+            ~anomalib_adaclip.components.references.ReferenceError: No source of references, too few images, an
+                empty or missing folder, or an unreadable image.
+        """
+        memory = self.model.few_shot_memory
+        if memory is None:
+            return
+        if datamodule is None and self._trainer is not None:
+            datamodule = getattr(self._trainer, "datamodule", None)
+        source = self.few_shot_source
+        needed = list(source) if isinstance(source, Mapping) else [self.model.class_name]
+        if all(name in memory for name in needed):
+            return
+        settings = self.model.few_shot
+        paths = reference_paths(settings.k_shot, settings.few_shot_seed, source, datamodule, self.model.class_name)
+        transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
+        transform = transform or adaclip_transform(self.model.image_size, self.tiling)
+        device = next(self.model.parameters()).device
+        for name, files in paths.items():
+            if name in memory:
+                continue
+            images = [image.to(device) for image in read_references(files, transform)]
+            if self.tiling:
+                overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
+                tiles = [cut_tiles(image[None], self.model.image_size, overlap)[0] for image in images]
+                groups = [index for index, image_tiles in enumerate(tiles) for _ in range(image_tiles.shape[0])]
+                self.model.add_references(torch.cat(tiles), name, groups)
+            else:
+                self.model.add_references(torch.stack(images), name)
+            logger.info(
+                "AdaCLIP few-shot memory of %r: %d references, scale %.4g; memory %.1f MB in all.",
+                name, len(files), memory.scale(name), memory.nbytes() / 1e6,
+            )  # fmt: skip
+
+    def _warn_unqueried_references(self) -> None:
+        memory = self.model.few_shot_memory
+        if memory is None or not self._queried_class_names:
+            return
+        unused = [name for name in memory.class_names if name not in self._queried_class_names]
+        if unused:
+            logger.warning(
+                "Few-shot references of %s were never used: no image of this run had that class name (class names "
+                "used: %s). Check few_shot_source's keys against the class names of the images.",
+                unused, sorted(self._queried_class_names),
+            )  # fmt: skip
+        self._queried_class_names = set()
+
+    def on_validation_start(self) -> None:
+        """Fill the few-shot memory (on the model's device) before the first batch."""
+        self.prepare_references()
+
+    def on_test_start(self) -> None:
+        """Fill the few-shot memory (on the model's device) before the first batch."""
+        self.prepare_references()
+
+    def on_predict_start(self) -> None:
+        """Fill the few-shot memory (on the model's device) before the first batch."""
+        self.prepare_references()
+
+    def on_test_end(self) -> None:
+        """Warn about few-shot references of a class name that no image used."""
+        self._warn_unqueried_references()
+
+    def on_predict_end(self) -> None:
+        """Warn about few-shot references of a class name that no image used."""
+        self._warn_unqueried_references()
 
     def setup(self, stage: str) -> None:
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
@@ -305,6 +412,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
     def _predict_batch(self, batch: Batch) -> Batch:
         names = self.per_image_class_names.of(batch, self.model.class_name)
+        if self.model.few_shot_memory is not None:
+            self._queried_class_names.update([self.model.class_name] if names is None else names)
         if self.tiling:
             predictions = tiled_predict(
                 self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score
@@ -356,6 +465,12 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         if not is_tracing():
             check_images(batch, "batch", raw=True)
         return super().forward(batch, *args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""
+        if self.model.few_shot_memory is not None:
+            self.model.few_shot_memory.prepare_load(state_dict, "model.few_shot_memory.")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the class name the prompts used with the trainable tensors (an export from it has no data module)."""

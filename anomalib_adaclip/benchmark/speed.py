@@ -10,6 +10,9 @@ Example:
         python -m anomalib_adaclip.benchmark.speed --backbone ViT-B-16 --image-size 224 --batch-size 8 \\
             --images 32 --device cpu --precision fp32 --compare-batch1 --profile --json speed.json
 
+With ``--k-shot N`` a second model with a few-shot memory of ``N`` random reference images is measured in the same
+run at the same batch sizes, side by side with the zero-shot one, and the time to encode the references is reported.
+
 Peak memory is the peak resident set size of the process on the CPU (reset before each measurement on Linux, see
 :class:`PeakMemory`) and ``torch.cuda.max_memory_allocated`` on a GPU.
 """
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.config import AdaCLIPConfig, FewShotConfig
 from anomalib_adaclip.model import AdaCLIPModel
 
 __all__ = [
@@ -52,9 +55,9 @@ __all__ = [
 ]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# The record_function ranges of AdaCLIPModel (without their "adaclip." prefix), in the order they run.
 DEFAULTS = AdaCLIPConfig()
-SECTIONS = ("vision_frozen", "vision_prompted", "text", "similarity", "hsf", "anomaly_map")
+# The record_function ranges of AdaCLIPModel (without their "adaclip." prefix), in the order they run.
+SECTIONS = ("vision_frozen", "vision_prompted", "text", "similarity", "few_shot", "hsf", "anomaly_map")
 _FORWARD_RANGE = "benchmark.forward"
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -177,14 +180,21 @@ def build_model(
     image_size: int,
     device: torch.device,
     use_hsf: bool = True,
+    k_shot: int = 0,
 ) -> AdaCLIPModel:
-    """AdaCLIPModel with random CLIP weights and random prompts, in eval mode on ``device``."""
+    """AdaCLIPModel with random CLIP weights and prompts, in eval mode on ``device`` (few-shot with ``k_shot``)."""
     backbone_logger = logging.getLogger("anomalib_adaclip.model.backbone")
     level = backbone_logger.level
     backbone_logger.setLevel(logging.ERROR)  # the random-weights warning is expected here
     try:
         torch.manual_seed(0)
-        model = AdaCLIPModel(backbone=backbone, backbone_weights=None, image_size=image_size, use_hsf=use_hsf)
+        model = AdaCLIPModel(
+            backbone=backbone,
+            backbone_weights=None,
+            image_size=image_size,
+            use_hsf=use_hsf,
+            few_shot=FewShotConfig(k_shot=k_shot),
+        )
     finally:
         backbone_logger.setLevel(level)
     return model.eval().to(device)
@@ -318,8 +328,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.precision == "fp16" and device.type == "cpu":
         msg = "--precision fp16 is for GPUs (fp16 autocast on the CPU is emulated); use bf16 or fp32 on the CPU."
         raise BenchmarkError(msg)
-    if args.batch_size < 1 or args.images < 1 or args.warmup < 0:
-        msg = "--batch-size and --images must be at least 1 and --warmup at least 0."
+    if args.batch_size < 1 or args.images < 1 or args.warmup < 0 or args.k_shot < 0:
+        msg = "--batch-size and --images must be at least 1, --warmup and --k-shot at least 0."
         raise BenchmarkError(msg)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -352,10 +362,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["speedup_over_batch1"] = (
             report["results"][0]["images_per_second"] / report["results"][1]["images_per_second"]
         )
+    profiled = model
+    if args.k_shot:
+        profiled = model = None  # one model at a time: the few-shot one has the same CLIP, prompts and projections
+        few_shot_model = build_model(backbone, args.image_size, device, use_hsf=not args.no_hsf, k_shot=args.k_shot)
+        references = _images(args.k_shot, args.image_size, device).flip(0)  # other images than the queries
+        _synchronize(device)
+        start = time.perf_counter()
+        with _autocast(device, args.precision):
+            few_shot_model.add_references(references, "bottle")
+        _synchronize(device)
+        report["few_shot"] = {
+            "k_shot": args.k_shot,
+            "reference_seconds": time.perf_counter() - start,
+            "memory_bytes": few_shot_model.few_shot_memory.nbytes(),
+            "results": [
+                measure(few_shot_model, result["batch_size"], args.images, **measure_kwargs)
+                for result in report["results"]
+            ],
+        }
+        profiled = few_shot_model
     if args.profile:
         report["profile_batch_size"] = args.batch_size
         report["profile_seconds_per_batch"] = profile_sections(
-            model, args.batch_size, device, args.precision, batches=args.profile_batches
+            profiled, args.batch_size, device, args.precision, batches=args.profile_batches
         )
     report["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report
@@ -400,11 +430,27 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if "speedup_over_batch1" in report:
         lines.append(f"batch {report['results'][0]['batch_size']} vs batch 1: {report['speedup_over_batch1']:.2f}x")
+    if "few_shot" in report:
+        few_shot = report["few_shot"]
+        lines.append("")
+        lines.append(
+            f"with k_shot={few_shot['k_shot']} references (measured after the zero-shot rows above, same run): "
+            f"references encoded in {few_shot['reference_seconds']:.3f} s, "
+            f"memory {few_shot['memory_bytes'] / 1e6:.1f} MB"
+        )
+        for result, zero_shot in zip(few_shot["results"], report["results"], strict=True):
+            lines.append(
+                f"{result['batch_size']:>5} {result['images']:>6} {result['images_per_second']:>9.3f} "
+                f"{result['seconds_per_image']:>8.3f} {result['median_seconds_per_image']:>14.3f} "
+                f"{result['cpu_seconds_per_image']:>11.3f} {_gigabytes(result['peak_memory_bytes']):>12}  "
+                f"({result['seconds_per_image'] / zero_shot['seconds_per_image']:.2f}x the zero-shot s/image)"
+            )
     if "profile_seconds_per_batch" in report:
         times = report["profile_seconds_per_batch"]
         total = times["total"] or 1.0
         lines.append("")
-        lines.append(f"time per batch of {report['profile_batch_size']} (under the profiler):")
+        profiled = f", k_shot={report['few_shot']['k_shot']}" if "few_shot" in report else ""
+        lines.append(f"time per batch of {report['profile_batch_size']}{profiled} (under the profiler):")
         for section in (*SECTIONS, "other", "total"):
             lines.append(f"  {section:<16} {times[section]:>9.3f} s  {100 * times[section] / total:>5.1f}%")
     return "\n".join(lines)
@@ -443,6 +489,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--compare-batch1",
         action="store_true",
         help="also measure batch size 1 and print the speed-up",
+    )
+    parser.add_argument(
+        "--k-shot",
+        type=int,
+        default=0,
+        help="also measure a few-shot model with this many random reference images, side by side (default: 0)",
     )
     parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
     parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")

@@ -25,7 +25,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_adaclip.model import AdaCLIPModel
 from anomalib_adaclip.model.inputs import check_images, image_class_names
 
-__all__ = ["TILE_SCORES", "TileScore", "blend_weights", "check_tiling", "tile_starts", "tiled_predict"]
+__all__ = ["TILE_SCORES", "TileScore", "blend_weights", "check_tiling", "cut_tiles", "tile_starts", "tiled_predict"]
 
 TileScore = Literal["max", "whole"]
 TILE_SCORES: tuple[str, ...] = get_args(TileScore)
@@ -86,6 +86,28 @@ def _pad_to_tile(images: torch.Tensor, tile: int) -> torch.Tensor:
     return F.pad(images, (0, pad_right, 0, pad_bottom), mode=mode)
 
 
+def cut_tiles(
+    images: torch.Tensor, tile: int, overlap: int
+) -> tuple[torch.Tensor, list[tuple[int, int]], tuple[int, int]]:
+    """Cut images into the overlapping tiles :func:`tiled_predict` scores (few-shot references are cut the same way).
+
+    Args:
+        images: Images ``[B, 3, H, W]`` of one size.
+        tile: Tile side length (the model's ``image_size``).
+        overlap: Minimum overlap of neighbouring tiles, in ``[0, tile)``.
+
+    Returns:
+        The tiles ``[B * n_tiles, 3, tile, tile]`` (image-major), the tiles' ``(top, left)`` offsets, and the size of
+        the padded image they cover (images smaller than a tile are padded).
+    """
+    padded = _pad_to_tile(images, tile)
+    rows = tile_starts(padded.shape[-2], tile, overlap)
+    cols = tile_starts(padded.shape[-1], tile, overlap)
+    offsets = [(top, left) for top in rows for left in cols]
+    tiles = torch.stack([padded[:, :, top : top + tile, left : left + tile] for top, left in offsets], dim=1)
+    return tiles.flatten(0, 1), offsets, (padded.shape[-2], padded.shape[-1])
+
+
 @torch.no_grad()
 def tiled_predict(
     model: AdaCLIPModel,
@@ -116,12 +138,7 @@ def tiled_predict(
     batch, _, height, width = images.shape
     names = image_class_names(class_names, batch)
     names = [names] * batch if names is None or isinstance(names, str) else names
-    padded = _pad_to_tile(images, tile)
-    rows = tile_starts(padded.shape[-2], tile, overlap)
-    cols = tile_starts(padded.shape[-1], tile, overlap)
-    offsets = [(top, left) for top in rows for left in cols]
-    tiles = torch.stack([padded[:, :, top : top + tile, left : left + tile] for top, left in offsets], dim=1)
-    tiles = tiles.flatten(0, 1)  # [B * n_tiles, 3, tile, tile], image-major
+    tiles, offsets, padded_size = cut_tiles(images, tile, overlap)
     tile_names = [name for name in names for _ in offsets]
     resolved = [model.class_name if name is None else name for name in tile_names]
 
@@ -134,8 +151,8 @@ def tiled_predict(
     tile_maps = torch.cat(maps).view(batch, len(offsets), tile, tile)
 
     weights = blend_weights(tile, overlap, device=images.device)
-    stitched = torch.zeros(batch, *padded.shape[-2:], device=images.device)
-    total = torch.zeros(padded.shape[-2:], device=images.device)
+    stitched = torch.zeros(batch, *padded_size, device=images.device)
+    total = torch.zeros(padded_size, device=images.device)
     for index, (top, left) in enumerate(offsets):
         stitched[:, top : top + tile, left : left + tile] += tile_maps[:, index] * weights
         total[top : top + tile, left : left + tile] += weights

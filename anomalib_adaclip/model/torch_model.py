@@ -11,6 +11,9 @@ anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
    anomaly map is the softmax of the mean layer logits, upsampled and blurred (sigma 4).
 4. The image score fuses the projected image embedding with the Hybrid Semantic Fusion of the most abnormal patches
    (:mod:`.hsf`) and compares it with the text features.
+5. Few-shot (``k_shot > 0``, :mod:`.few_shot`): the frozen pass's projected patch tokens are compared with a memory
+   of normal reference patches; the scaled few-shot map is fused with the zero-shot map, and its maximum with the
+   zero-shot image score. Without references (``k_shot=0``) nothing of this runs.
 
 Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
 are encoded in one batch as a prefix tree of their tokens (:mod:`.text_encoder`: the text tower is causal, so each
@@ -44,12 +47,13 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.profiler import record_function
 
-from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig
+from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig, FewShotConfig
 from anomalib_adaclip.weights import check_state_dict, read_checkpoint
 
 from .backbone import BackboneWeights, backbone_config, create_clip
 from .blocks import full_precision, per_image, residual_attention_block
 from .blur import GaussianBlur
+from .few_shot import FewShotMemory
 from .hsf import hybrid_semantic_fusion
 from .inputs import check_images, image_class_names
 from .loss import adaclip_loss
@@ -89,12 +93,15 @@ class AdaCLIPFeatures(NamedTuple):
         image_features: Projected, normalised image embedding of the prompted pass (``proj_cls``), ``[B, D]``.
         patch_tokens: Projected, normalised patch tokens of every feature layer, ``[B, n_layers, L, D]``.
         layer_logits: ``100 * cos`` of patch tokens and text features on the patch grid, ``[B, n_layers, 2, g, g]``.
+        few_shot_map: Scaled few-shot values on the patch grid, ``[B, g, g]`` in [0, 1), or ``None`` without
+            references (:mod:`.few_shot`).
     """
 
     text_features: torch.Tensor
     image_features: torch.Tensor
     patch_tokens: torch.Tensor
     layer_logits: torch.Tensor
+    few_shot_map: torch.Tensor | None = None
 
 
 class AdaCLIPModel(nn.Module):
@@ -110,6 +117,9 @@ class AdaCLIPModel(nn.Module):
             initialisation of the prompts and projections.
         class_name: Object name used when ``forward`` gets no class names (e.g. in exported models). Defaults to
             ``"object"``.
+        few_shot: The few-shot settings (:class:`~anomalib_adaclip.config.FewShotConfig`). With ``k_shot > 0`` the
+            model has a :class:`~anomalib_adaclip.model.few_shot.FewShotMemory` (``few_shot_memory``), filled by
+            :meth:`add_references`. Defaults to zero-shot.
         **hyperparameters: Fields of :class:`~anomalib_adaclip.config.AdaCLIPConfig` that replace the config's, e.g.
             ``AdaCLIPModel(backbone="ViT-B-16", image_size=224)``.
 
@@ -124,6 +134,7 @@ class AdaCLIPModel(nn.Module):
         backbone_weights: BackboneWeights = "openai",
         checkpoint: str | Path | Mapping[str, Any] | None = None,
         class_name: str = DEFAULT_CLASS_NAME,
+        few_shot: FewShotConfig | None = None,
         **hyperparameters: Any,
     ) -> None:
         super().__init__()
@@ -166,6 +177,12 @@ class AdaCLIPModel(nn.Module):
         self.patch_token_layer = LinearHeads(len(self.feature_layers), vision_width, embed_dim)
         self.cls_token_layer = LinearHeads(1, embed_dim, embed_dim)
         self.blur = GaussianBlur(sigma=self.config.blur_sigma)
+        self.few_shot = few_shot or FewShotConfig()
+        self.few_shot_memory = (
+            FewShotMemory(len(self.feature_layers), embed_dim, self.few_shot.few_shot_coreset_ratio)
+            if self.few_shot.k_shot > 0
+            else None
+        )
 
         self.text_encoder = PromptedTextEncoder(
             self.clip, self.ensemble, self.prompting_depth, self.prompting_length, self.prompt_text
@@ -183,8 +200,10 @@ class AdaCLIPModel(nn.Module):
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP."""
-        return {key: value for key, value in self.state_dict().items() if not key.startswith("clip.")}
+        """The tensors AdaCLIP learns (prompts, generators, projections), without the frozen CLIP and the references."""
+        return {
+            key: value for key, value in self.state_dict().items() if not key.startswith(("clip.", "few_shot_memory."))
+        }
 
     def parameters_without_gradient(self) -> list[str]:
         """Names of the trainable tensors that never get a gradient (distributed training must be told about them).
@@ -345,14 +364,18 @@ class AdaCLIPModel(nn.Module):
             class_names: One class name per image, one name for all, or ``None`` for ``self.class_name``.
         """
         names = self._check_inputs(images, class_names)
+        few_shot = self.few_shot_memory is not None and not self.training
+        if few_shot:
+            self.few_shot_memory.check_classes([names] if isinstance(names, str) else names)
         dynamic_vision = self.dynamic_visual_prompt_generator
         dynamic_text = self.dynamic_text_prompt_generator
-        needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision
+        needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision or few_shot
         frozen_embedding, frozen_tokens = None, None
         if needs_frozen_pass:
             with torch.no_grad(), record_function("adaclip.vision_frozen"):
-                # Its patch tokens are needed only when they stand in for the prompted pass's.
-                frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=self.prompt_vision)
+                # Its patch tokens are needed when they stand in for the prompted pass's, and for the few-shot memory.
+                embedding_only = self.prompt_vision and not few_shot
+                frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=embedding_only)
         if self.prompt_vision:
             with record_function("adaclip.vision_prompted"):
                 dynamic = per_image(dynamic_vision, frozen_embedding) if dynamic_vision is not None else None
@@ -368,18 +391,78 @@ class AdaCLIPModel(nn.Module):
         with record_function("adaclip.similarity"):
             # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
             image_features = F.normalize(per_image(self.cls_token_layer.head[0], embedding).float(), dim=-1)
-            patch_tokens = torch.stack(
-                [
-                    F.normalize(head(tokens).float(), dim=-1)
-                    for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
-                ],
-                dim=1,
-            )  # [B, n_layers, L, D]
+            patch_tokens = self._project_patch_tokens(layer_tokens)  # [B, n_layers, L, D]
             with full_precision(images.device):
                 logits = LOGIT_SCALE * patch_tokens @ text.unsqueeze(1).float()  # [B, n_layers, L, 2]
             grid = round(logits.shape[2] ** 0.5)
             layer_logits = logits.transpose(2, 3).reshape(*logits.shape[:2], 2, grid, grid)
-        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits)
+        few_shot_map = None
+        if few_shot:
+            with torch.no_grad(), record_function("adaclip.few_shot"):
+                query = self._project_patch_tokens(frozen_tokens)  # projected like the prompted pass's tokens
+                with full_precision(images.device):  # cosines in fp32, also under autocast
+                    few_shot_map = self.few_shot_memory(query, names)
+        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits, few_shot_map)
+
+    def _project_patch_tokens(self, layer_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Feature layers' patch tokens projected by the patch projections and normalised, ``[B, n_layers, L, D]``."""
+        return torch.stack(
+            [
+                F.normalize(head(tokens).float(), dim=-1)
+                for head, tokens in zip(self.patch_token_layer.head, layer_tokens, strict=True)
+            ],
+            dim=1,
+        )
+
+    @torch.no_grad()
+    def reference_tokens(self, images: torch.Tensor, max_batch: int = 8) -> torch.Tensor:
+        """Memory features of images: the frozen pass's patch tokens, projected, normalised, ``[N, n_layers, L, D]``.
+
+        The un-prompted pass is the same function of the image for a reference and a query (the prompted pass's
+        dynamic prompts depend on each image); see :mod:`.few_shot`.
+
+        Args:
+            images: Normalised images ``[N, 3, image_size, image_size]``.
+            max_batch: Most images per vision pass (bounds memory).
+        """
+        check_images(images, image_size=self.image_size)
+        chunks = []
+        for start in range(0, images.shape[0], max_batch):
+            _, tokens = self._encode_image(images[start : start + max_batch], None)
+            chunks.append(self._project_patch_tokens(tokens))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def add_references(
+        self, images: torch.Tensor, class_name: str, groups: Sequence[int] | torch.Tensor | None = None
+    ) -> None:
+        """Put normal reference images of a class into the few-shot memory (replacing that class's earlier ones).
+
+        With ``few_shot_augment`` every image is also stored rotated by 90, 180 and 270 degrees and flipped.
+
+        Args:
+            images: Normalised images ``[N, 3, image_size, image_size]`` (or tiles of them).
+            class_name: Their class name.
+            groups: The reference image of every row (tiles of one image share it). Defaults to one per row.
+
+        Raises:
+            RuntimeError: The model has no few-shot memory (``k_shot=0``).
+        """
+        if self.few_shot_memory is None:
+            msg = "This AdaCLIP model is zero-shot (k_shot=0): it keeps no reference images."
+            raise RuntimeError(msg)
+        self.check_class_name(class_name)
+        groups = torch.arange(images.shape[0]) if groups is None else torch.as_tensor(groups, dtype=torch.long)
+        if self.few_shot.few_shot_augment:
+            views = [images, *(torch.rot90(images, turns, dims=(-2, -1)) for turns in (1, 2, 3))]
+            views = [*views, *(view.flip(-1) for view in views)]
+            images, groups = torch.cat(views), groups.repeat(len(views))
+        was_training = self.training
+        self.eval()
+        try:
+            self.few_shot_memory.add(class_name, self.reference_tokens(images), groups)
+        finally:
+            self.train(was_training)
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         size = (self.image_size, self.image_size)
@@ -404,6 +487,25 @@ class AdaCLIPModel(nn.Module):
             logits = LOGIT_SCALE * (image_features.unsqueeze(1) @ features.text_features.float())
             # float32 softmax also under autocast (its gradients would overflow in fp16).
             return logits.squeeze(1).softmax(dim=-1)
+
+    def few_shot_upsampled(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
+        """The few-shot map alone at the input size, ``[B, H, W]``: upsampled and blurred like the zero-shot map."""
+        with full_precision(features.few_shot_map.device):
+
+            def one_map(grid: torch.Tensor) -> torch.Tensor:
+                values = self._upsample(grid.unsqueeze(1).float())[:, 0]
+                return self.blur(values) if blur else values
+
+            return per_image(one_map, features.few_shot_map)
+
+    def few_shot_image_score(self, few_shot_map: torch.Tensor) -> torch.Tensor:
+        """The few-shot part of the image score: the map's maximum, or the mean of its top ``few_shot_top_percent``."""
+        values = few_shot_map.flatten(1)
+        percent = self.few_shot.few_shot_top_percent
+        if percent <= 0:
+            return values.amax(dim=1)
+        count = max(1, round(values.shape[1] * percent / 100))
+        return values.topk(count, dim=1).values.mean(dim=1)
 
     def anomaly_map(self, features: AdaCLIPFeatures, blur: bool = True) -> torch.Tensor:
         """Test-time anomaly map ``[B, H, W]``: softmax of the mean layer logits, abnormal channel, then blurred."""
@@ -504,4 +606,11 @@ class AdaCLIPModel(nn.Module):
         probabilities = self.image_probabilities(features)
         if self.training:
             return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)
-        return InferenceBatch(pred_score=probabilities[:, 1].float(), anomaly_map=self.anomaly_map(features))
+        score, anomaly_map = probabilities[:, 1].float(), self.anomaly_map(features)
+        if features.few_shot_map is not None:
+            # Both parts lie in [0, 1): the fused values stay probabilities-like (see .few_shot, "Scaling").
+            few_shot_map = self.few_shot_upsampled(features)
+            map_weight, score_weight = self.few_shot.few_shot_map_weight, self.few_shot.few_shot_score_weight
+            anomaly_map = (1 - map_weight) * anomaly_map + map_weight * few_shot_map
+            score = (1 - score_weight) * score + score_weight * self.few_shot_image_score(few_shot_map)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)

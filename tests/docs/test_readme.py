@@ -2,8 +2,9 @@
 
 The table between the markers ``<!-- adaclip-parameters:start -->`` and ``<!-- adaclip-parameters:end -->`` lists every
 argument of ``AdaCLIP.__init__`` with its type, its actual default and its description: the model's hyper-parameters
-from the ``Attributes:`` of ``AdaCLIPConfig`` (where they are documented once), the others from ``AdaCLIP``'s
-``Args:``. When the constructor or a docstring changes, regenerate it with::
+from the ``Attributes:`` of ``AdaCLIPConfig`` and the few-shot settings from those of ``FewShotConfig`` (where they
+are documented once), the others from ``AdaCLIP``'s ``Args:``. When the constructor or a docstring changes,
+regenerate it with::
 
     python tests/docs/test_readme.py --update
 """
@@ -69,10 +70,15 @@ def _markdown(text: str) -> str:
 
 
 def descriptions() -> dict[str, str]:
-    """Each argument's description: AdaCLIPConfig's for the hyper-parameters, AdaCLIP's for the others."""
+    """Each argument's description: AdaCLIPConfig's and FewShotConfig's for their fields, AdaCLIP's for the others."""
     from anomalib_adaclip import AdaCLIPConfig
+    from anomalib_adaclip.config import FewShotConfig
 
-    return {**docstring_arguments(AdaCLIPConfig, "Attributes:"), **docstring_arguments(_adaclip())}
+    return {
+        **docstring_arguments(AdaCLIPConfig, "Attributes:"),
+        **docstring_arguments(FewShotConfig, "Attributes:"),
+        **docstring_arguments(_adaclip()),
+    }
 
 
 def parameter_table() -> str:
@@ -125,13 +131,18 @@ def test_parameter_table_is_the_generated_one() -> None:
 
 def test_every_argument_is_documented_once() -> None:
     from anomalib_adaclip import AdaCLIPConfig
+    from anomalib_adaclip.config import FewShotConfig
 
     adaclip = _adaclip()
     own, hyperparameters = set(docstring_arguments(adaclip)), set(docstring_arguments(AdaCLIPConfig, "Attributes:"))
+    few_shot = set(docstring_arguments(FewShotConfig, "Attributes:"))
     parameters = set(inspect.signature(adaclip.__init__).parameters) - {"self"}
     assert not own & hyperparameters, "a hyper-parameter is documented in AdaCLIP too: AdaCLIPConfig owns it"
-    assert own | hyperparameters == parameters
+    assert not own & few_shot, "a few-shot setting is documented in AdaCLIP too: FewShotConfig owns it"
+    assert not hyperparameters & few_shot
+    assert own | hyperparameters | few_shot == parameters
     assert hyperparameters == {field.name for field in dataclasses.fields(AdaCLIPConfig)}
+    assert few_shot == {field.name for field in dataclasses.fields(FewShotConfig)}
 
 
 def test_readme_keeps_its_sections() -> None:

@@ -159,6 +159,14 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "normal_states": ["{}", "good {}"],
         "abnormal_states": ["bad {}"],
         "templates": ["a photo of a {}.", "a close-up of the {}."],
+        "k_shot": 3,
+        "few_shot_source": {"screw": "references/screws", "metal-nut": "references/nuts"},
+        "few_shot_seed": 5,
+        "few_shot_map_weight": 0.25,
+        "few_shot_score_weight": 0.75,
+        "few_shot_augment": True,
+        "few_shot_coreset_ratio": 0.5,
+        "few_shot_top_percent": 1.5,
         "class_name": "metal-nut",
         "image_threshold": 0.3,
         "pixel_threshold": 0.7,
@@ -221,6 +229,9 @@ def test_every_constructor_argument_is_settable(
     )
     assert model.per_image_class_names.rules.from_parent is True
     assert (model.tiling, model.tile_overlap, model.tile_score) == (True, 20, "whole")
+    few_shot = model.model.few_shot.to_dict()
+    assert few_shot == {key: every_knob[key] for key in few_shot}
+    assert model.few_shot_source == every_knob["few_shot_source"]
     del micro_weights
 
 

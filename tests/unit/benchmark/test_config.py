@@ -103,3 +103,24 @@ def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> No
     assert cli.main(["benchmark", "--config", str(PROJECT_ROOT / "configs/benchmark/paper.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "54 runs" in out and "pending   AdaCLIP · Visa/pipe_fryum · seed 0" in out
+
+
+def test_few_shot_config_has_the_k_shot_axis() -> None:
+    config = load_config(PROJECT_ROOT / "configs" / "benchmark" / "few_shot.yaml")
+    shots = {model.name: model.arguments_for("MVTecAD").get("k_shot", 0) for model in config.models}
+    assert shots == {
+        "AdaCLIP": 0,
+        "AdaCLIP-1shot": 1,
+        "AdaCLIP-2shot": 2,
+        "AdaCLIP-4shot": 4,
+        "WinCLIP": 0,
+        "WinCLIP-1shot": 1,
+        "WinCLIP-2shot": 2,
+        "WinCLIP-4shot": 4,
+    }
+    assert all(
+        config.model(name).arguments_for("MVTecAD")["checkpoint"] == "visa_clinicdb"
+        for name in shots
+        if name.startswith("AdaCLIP")
+    )
+    assert len(config.grid()) == 8 * 15

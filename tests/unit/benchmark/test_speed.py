@@ -79,6 +79,21 @@ def test_bad_arguments_are_clear_errors(arguments: list[str], message: str, caps
     assert message in capsys.readouterr().err
 
 
+def test_k_shot_measures_a_few_shot_model_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    output = tmp_path / "speed.json"
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "1", "--images", "1", "--warmup", "0"]
+    assert speed.main([*arguments, "--k-shot", "3", "--profile", "--json", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "with k_shot=3 references" in printed and "x the zero-shot s/image" in printed
+    report = json.loads(output.read_text())
+    few_shot = report["few_shot"]
+    assert few_shot["k_shot"] == 3 and few_shot["reference_seconds"] > 0
+    assert few_shot["memory_bytes"] == 3 * 64 * 4 * 32 * 4  # references x patches x layers x embed dim x 4 bytes
+    assert [result["batch_size"] for result in few_shot["results"]] == [1]
+    assert all(set(result) == RESULT_FIELDS for result in few_shot["results"])
+    assert report["profile_seconds_per_batch"]["few_shot"] > 0
+
+
 def test_an_existing_json_file_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     existing = tmp_path / "speed.json"
     existing.write_text("keep me")

@@ -1,0 +1,89 @@
+"""Drawing and reading few-shot reference images: seeded draws, the data module's normal images, clear errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from anomalib_adaclip.components.references import (
+    ReferenceError,
+    draw_references,
+    folder_images,
+    read_references,
+    reference_paths,
+)
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 30)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{index:03d}.png"
+        Image.new("RGB", size, color=(index * 20 % 256, 100, 50)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_the_same_seed_draws_the_same_references_whatever_the_listing_order() -> None:
+    candidates = [f"good/{index:03d}.png" for index in range(20)]
+    first = draw_references(candidates, k=4, seed=7)
+    assert first == draw_references(list(reversed(candidates)), k=4, seed=7)
+    assert len(set(first)) == 4 and set(first) <= {Path(path) for path in candidates}
+    assert any(draw_references(candidates, k=4, seed=seed) != first for seed in range(8, 12))
+
+
+def test_k_larger_than_the_normal_images_is_an_error() -> None:
+    with pytest.raises(ReferenceError, match="k_shot=5 needs 5 normal reference images, but the folder has only 3"):
+        draw_references(["a.png", "b.png", "c.png"], k=5, seed=0, where="the folder")
+
+
+def test_folder_errors_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ReferenceError, match="is not a folder"):
+        folder_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(ReferenceError, match="holds no image file"):
+        folder_images(tmp_path / "empty")
+
+
+def test_an_unreadable_reference_is_an_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ReferenceError, match=r"broken\.png cannot be read"):
+        read_references([broken], None)
+
+
+def test_references_of_another_size_go_through_the_transform(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "good", 2, size=(64, 48))
+    images = read_references(paths, lambda image: torch.nn.functional.interpolate(image[None], size=(28, 28))[0])
+    assert [tuple(image.shape) for image in images] == [(3, 28, 28)] * 2
+    assert float(images[0].min()) >= 0 and float(images[0].max()) <= 1
+
+
+def test_reference_paths_from_a_folder_a_mapping_and_a_data_module(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = write_images(tmp_path / "good", 5)
+    screws = write_images(tmp_path / "screws", 3)
+    with caplog.at_level(logging.INFO):
+        drawn = reference_paths(2, 0, str(tmp_path / "good"), None, "widget")
+    assert list(drawn) == ["widget"] and len(drawn["widget"]) == 2 and set(drawn["widget"]) <= set(good)
+    assert str(drawn["widget"][0]) in caplog.text  # the drawn paths are logged
+    mapped = reference_paths(3, 0, {"widget": tmp_path / "good", "screw": tmp_path / "screws"}, None, "object")
+    assert list(mapped) == ["widget", "screw"] and sorted(mapped["screw"]) == screws
+    samples = pd.DataFrame({"image_path": [str(path) for path in good], "label_index": [0, 0, 1, 1, 0]})
+    datamodule = SimpleNamespace(train_data=SimpleNamespace(samples=samples))
+    from_data = reference_paths(3, 1, None, datamodule, "widget")["widget"]
+    assert sorted(from_data) == [good[0], good[1], good[4]]  # the normal ones only
+    with pytest.raises(ReferenceError, match="k_shot=4 needs 4"):
+        reference_paths(4, 1, None, datamodule, "widget")
+    with pytest.raises(ReferenceError, match="give few_shot_source"):
+        reference_paths(1, 0, None, None, "widget")
+    with pytest.raises(ReferenceError, match="has none"):
+        reference_paths(1, 0, None, SimpleNamespace(), "widget")
