@@ -61,8 +61,7 @@ from .components import (
 )
 from .components.checkpoints import FrozenBackboneCheckpoints
 from .components.export import GuardedExports
-from .components.references import read_references, reference_paths
-from .components.tiling import cut_tiles
+from .components.references import FewShotReferences, fill_memory
 from .config import (
     DEFAULT_CLASS_NAME,
     AdaCLIPConfig,
@@ -195,7 +194,6 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             few_shot=few_shot,
         )
         self.few_shot_source = dict(few_shot_source) if isinstance(few_shot_source, Mapping) else few_shot_source
-        self._queried_class_names: set[str] = set()
         if checkpoint is None:
             logger.warning(
                 "AdaCLIP has no trained prompts (checkpoint=None): use a released checkpoint (e.g. "
@@ -248,6 +246,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         writes no files: no visualisations, no table.
         """
         callbacks = [*super().configure_callbacks(), InputFileCheck()]
+        if self.model.few_shot_memory is not None:
+            callbacks.append(FewShotReferences())
         trainer_callbacks = self._trainer.callbacks if self._trainer is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
@@ -285,74 +285,24 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
         The classes are those of a ``few_shot_source`` mapping, else the run's class name; the references come from
         ``few_shot_source``, else the normal images of ``datamodule``'s training split (the run's data module by
-        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references.
+        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references. Runs
+        call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
 
         Raises:
             ~anomalib_adaclip.components.references.ReferenceError: No source of references, too few images, an
                 empty or missing folder, or an unreadable image.
         """
-        memory = self.model.few_shot_memory
-        if memory is None:
-            return
         if datamodule is None and self._trainer is not None:
             datamodule = getattr(self._trainer, "datamodule", None)
-        source = self.few_shot_source
-        needed = list(source) if isinstance(source, Mapping) else [self.model.class_name]
-        if all(name in memory for name in needed):
-            return
-        settings = self.model.few_shot
-        paths = reference_paths(settings.k_shot, settings.few_shot_seed, source, datamodule, self.model.class_name)
         transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
-        transform = transform or adaclip_transform(self.model.image_size, self.tiling)
-        device = next(self.model.parameters()).device
-        for name, files in paths.items():
-            if name in memory:
-                continue
-            images = [image.to(device) for image in read_references(files, transform)]
-            if self.tiling:
-                overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
-                tiles = [cut_tiles(image[None], self.model.image_size, overlap)[0] for image in images]
-                groups = [index for index, image_tiles in enumerate(tiles) for _ in range(image_tiles.shape[0])]
-                self.model.add_references(torch.cat(tiles), name, groups)
-            else:
-                self.model.add_references(torch.stack(images), name)
-            logger.info(
-                "AdaCLIP few-shot memory of %r: %d references, scale %.4g; memory %.1f MB in all.",
-                name, len(files), memory.scale(name), memory.nbytes() / 1e6,
-            )  # fmt: skip
-
-    def _warn_unqueried_references(self) -> None:
-        memory = self.model.few_shot_memory
-        if memory is None or not self._queried_class_names:
-            return
-        unused = [name for name in memory.class_names if name not in self._queried_class_names]
-        if unused:
-            logger.warning(
-                "Few-shot references of %s were never used: no image of this run had that class name (class names "
-                "used: %s). Check few_shot_source's keys against the class names of the images.",
-                unused, sorted(self._queried_class_names),
-            )  # fmt: skip
-        self._queried_class_names = set()
-
-    def on_validation_start(self) -> None:
-        """Fill the few-shot memory (on the model's device) before the first batch."""
-        self.prepare_references()
-
-    def on_test_start(self) -> None:
-        """Fill the few-shot memory (on the model's device) before the first batch."""
-        self.prepare_references()
-
-    def on_predict_start(self) -> None:
-        """Fill the few-shot memory (on the model's device) before the first batch."""
-        self.prepare_references()
-
-    def on_test_end(self) -> None:
-        """Warn about few-shot references of a class name that no image used."""
-        self._warn_unqueried_references()
-
-    def on_predict_end(self) -> None:
-        """Warn about few-shot references of a class name that no image used."""
-        self._warn_unqueried_references()
+        overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
+        fill_memory(
+            self.model,
+            self.few_shot_source,
+            datamodule,
+            transform or adaclip_transform(self.model.image_size, self.tiling),
+            tile_overlap=overlap if self.tiling else None,
+        )
 
     def setup(self, stage: str) -> None:
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
@@ -412,8 +362,6 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
     def _predict_batch(self, batch: Batch) -> Batch:
         names = self.per_image_class_names.of(batch, self.model.class_name)
-        if self.model.few_shot_memory is not None:
-            self._queried_class_names.update([self.model.class_name] if names is None else names)
         if self.tiling:
             predictions = tiled_predict(
                 self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score

@@ -27,11 +27,25 @@ from typing import Any
 
 import torch
 from anomalib.data.utils import read_image
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from anomalib_adaclip.model import AdaCLIPModel
+
+from .tiling import cut_tiles
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FewShotSource", "ReferenceError", "draw_references", "folder_images", "read_references", "reference_paths"]
+__all__ = [
+    "FewShotReferences",
+    "FewShotSource",
+    "ReferenceError",
+    "draw_references",
+    "fill_memory",
+    "folder_images",
+    "read_references",
+    "reference_paths",
+]
 
 FewShotSource = str | Path | Mapping[str, str | Path]
 
@@ -144,3 +158,110 @@ def read_references(
             raise ReferenceError(msg) from error
         images.append(transform(image) if transform is not None else image)
     return images
+
+
+def fill_memory(
+    model: AdaCLIPModel,
+    source: FewShotSource | None,
+    datamodule: Any,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    tile_overlap: int | None = None,
+) -> None:
+    """Draw, read and encode the references of every class name ``model``'s few-shot memory lacks.
+
+    Args:
+        model: A few-shot model (a zero-shot one has no memory: nothing happens).
+        source: ``few_shot_source``: a folder, a mapping of class name to folder, or ``None`` for ``datamodule``.
+        datamodule: The run's data module (its training split's normal images), or ``None``.
+        transform: The model's pre-processing transform (references are read like queries).
+        tile_overlap: With tiled inference, the tile overlap: references are cut into tiles like the queries.
+
+    Raises:
+        ReferenceError: No source of references, too few images, an empty or missing folder, or an unreadable image.
+    """
+    memory = model.few_shot_memory
+    if memory is None:
+        return
+    needed = list(source) if isinstance(source, Mapping) else [model.class_name]
+    if all(name in memory for name in needed):
+        return
+    settings = model.few_shot
+    paths = reference_paths(settings.k_shot, settings.few_shot_seed, source, datamodule, model.class_name)
+    device = next(model.parameters()).device
+    for name, files in paths.items():
+        if name in memory:
+            continue
+        images = [image.to(device) for image in read_references(files, transform)]
+        if tile_overlap is not None:
+            tiles = [cut_tiles(image[None], model.image_size, tile_overlap)[0] for image in images]
+            groups = [index for index, image_tiles in enumerate(tiles) for _ in range(image_tiles.shape[0])]
+            model.add_references(torch.cat(tiles), name, groups)
+        else:
+            model.add_references(torch.stack(images), name)
+        logger.info(
+            "AdaCLIP few-shot memory of %r: %d references, scale %.4g; memory %.1f MB in all.",
+            name, len(files), memory.scale(name), memory.nbytes() / 1e6,
+        )  # fmt: skip
+
+
+class FewShotReferences(Callback):
+    """Fill a few-shot AdaCLIP's memory before a run's first batch; warn about references no image used.
+
+    AdaCLIP installs it when ``k_shot > 0``. The memory is filled after the model is on its device (validation, test
+    and predict start), from the run's data module or ``few_shot_source``; at the end of a test or predict run, the
+    references of class names that no image of the run had are named in a warning.
+    """
+
+    def __init__(self) -> None:
+        self._queried: set[str] = set()
+
+    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._queried = set()
+        pl_module.prepare_references(getattr(trainer, "datamodule", None))
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Fill the memory before the first validation batch."""
+        self._prepare(trainer, pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Fill the memory before the first test batch."""
+        self._prepare(trainer, pl_module)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Fill the memory before the first prediction batch."""
+        self._prepare(trainer, pl_module)
+
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        """Note the class names of the batch's images."""
+        del trainer, outputs, args
+        self._queried.update(pl_module.image_class_names(batch))
+
+    def on_predict_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        """Note the class names of the batch's images."""
+        del trainer, outputs, args
+        self._queried.update(pl_module.image_class_names(batch))
+
+    def _warn_unused(self, pl_module: LightningModule) -> None:
+        memory = pl_module.model.few_shot_memory
+        unused = [name for name in memory.class_names if name not in self._queried] if self._queried else []
+        if unused:
+            logger.warning(
+                "Few-shot references of %s were never used: no image of this run had that class name (class names "
+                "used: %s). Check few_shot_source's keys against the class names of the images.",
+                unused, sorted(self._queried),
+            )  # fmt: skip
+        self._queried = set()
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Warn about references of class names no test image had."""
+        del trainer
+        self._warn_unused(pl_module)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Warn about references of class names no image had."""
+        del trainer
+        self._warn_unused(pl_module)
