@@ -41,7 +41,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from anomalib_adaclip import AdaCLIP, cli
 from anomalib_adaclip.benchmark.compare import BENCHMARK_METRICS, RunRecord
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.integration.test_engine import clip_normalised
 from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
 
@@ -422,3 +422,34 @@ def test_command_reports_configuration_errors_with_exit_code_2(tmp_path: Path) -
 
 def test_benchmark_is_an_adaclip_subcommand() -> None:
     assert "benchmark" in cli.COMMANDS
+
+
+def test_the_few_shot_grid_runs_adaclip_and_winclip_at_each_k(tmp_path: Path, micro_weights: Path) -> None:
+    """configs/benchmark/few_shot.yaml with tiny backbones on the tire sample: every model of the k_shot axis runs."""
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / "benchmark" / "few_shot.yaml").read_text())
+    tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
+    models = [model for model in config["models"] if model["init_args"].get("k_shot", 0) in (0, 1)]
+    for model in models:
+        if model["class_path"] == "anomalib_adaclip.AdaCLIP":
+            model["init_args"] = {**tiny, "k_shot": model["init_args"].get("k_shot", 0), "k_clusters": 4}
+    config.update(
+        output=str(tmp_path / "few_shot"),
+        engine={"accelerator": "cpu"},
+        models=models,
+        data=[
+            {
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 8},
+                "categories": ["tire"],
+            }
+        ],
+    )
+    config_file = tmp_path / "few_shot.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    with offline_winclip():
+        result = run_command(["--config", str(config_file)])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    rows = {row["model"]: row for row in read_csv(tmp_path / "few_shot" / "reports" / "v0" / "results.csv")}
+    assert set(rows) == {"AdaCLIP", "AdaCLIP-1shot", "WinCLIP", "WinCLIP-1shot"}
+    for name, row in rows.items():
+        assert 0.0 <= float(row["image_AUROC"]) <= 1.0, name
