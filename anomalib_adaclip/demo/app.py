@@ -113,7 +113,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 status = gr.Markdown(elem_id="status")
                 gallery = gr.Gallery(
                     label="Anomaly map and predicted mask",
-                    columns=1,
+                    columns=2,
                     height="auto",
                     object_fit="contain",
                     format="png",
@@ -124,6 +124,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                     label="All images",
                     interactive=False,
                     wrap=True,
+                    column_widths=["15%", "11%", "9%", "11%", "14%", "40%"],
                     elem_id="results-table",
                 )
                 with gr.Row():

@@ -113,7 +113,7 @@ def test_overlays_gallery_table_and_zip(session: DemoSession) -> None:
         original = np.asarray(Image.open(result.path).convert("RGB").resize((width // 2, height)), dtype=float)
         assert np.abs(overlay[:, width // 2 :] - original).mean() > 5  # the heatmap changed the right panel
     assert len(run.gallery()) == 2
-    assert [caption for _, caption in run.gallery()][0].startswith("000.png: NG ")
+    assert run.gallery()[0][1].startswith("000.png: NG ")
     with zipfile.ZipFile(run.zip_path) as archive:
         names = archive.namelist()
         assert names == ["001_000.png", "002_001.png", "predictions.csv"]
