@@ -39,16 +39,21 @@ def _prompts(session: DemoSession, class_name: str) -> str:
     return sentences_text(config, class_name)
 
 
-def _spec(session: DemoSession, checkpoint: str, checkpoint_file: str | None) -> ModelSpec | str:
-    """The model the page asks for, or a message when it asks for a file that was not given."""
+def _spec(
+    session: DemoSession, checkpoint: str, checkpoint_file: str | None, backbone: str, backbone_weights: str
+) -> ModelSpec | str:
+    """The model the page asks for, or a message when it asks for something that was not given."""
     default = session.default_spec
     if session.smoke:
         return default
     if checkpoint == CHECKPOINT_FILE_CHOICE:
         if not checkpoint_file:
             return "Choose a checkpoint file first (or one of the released checkpoints)."
-        return ModelSpec(default.backbone, default.backbone_weights, str(checkpoint_file), default.image_size)
-    return ModelSpec(default.backbone, default.backbone_weights, checkpoint, default.image_size)
+        checkpoint = str(checkpoint_file)
+    backbone, backbone_weights = (backbone or "").strip(), (backbone_weights or "").strip()
+    if not backbone or not backbone_weights:
+        return "Name the backbone and its weights (an open_clip pretrained tag such as openai, or a file)."
+    return ModelSpec(backbone, backbone_weights, checkpoint, default.image_size)
 
 
 def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
@@ -102,6 +107,13 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                     visible=not session.smoke,
                     value=default_checkpoint if default_checkpoint and default_checkpoint not in released else None,
                 )
+                with gr.Accordion(
+                    "Backbone (for checkpoints trained on another CLIP)", open=False, visible=not session.smoke
+                ):
+                    backbone = gr.Textbox(label="open_clip backbone", value=session.default_spec.backbone)
+                    backbone_weights = gr.Textbox(
+                        label="Backbone weights (pretrained tag or file)", value=session.default_spec.backbone_weights
+                    )
                 gr.Markdown(f"Model: {session.default_spec.describe()}; device {session.device}.")
                 image_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Image threshold (NG above)")
                 pixel_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Pixel threshold (mask above)")
@@ -136,12 +148,14 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             class_name: str,
             checkpoint_choice: str,
             checkpoint_path: str | None,
+            backbone_name: str,
+            weights: str,
             image_level: float,
             pixel_level: float,
             tiled: bool,
             progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
         ) -> tuple[Any, ...]:
-            spec = _spec(session, checkpoint_choice, checkpoint_path)
+            spec = _spec(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
             if isinstance(spec, str):
                 return spec, [], [], None, None
 
@@ -163,7 +177,17 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
 
         run.click(
             predict,
-            inputs=[images, name, checkpoint, checkpoint_file, image_threshold, pixel_threshold, tiling],
+            inputs=[
+                images,
+                name,
+                checkpoint,
+                checkpoint_file,
+                backbone,
+                backbone_weights,
+                image_threshold,
+                pixel_threshold,
+                tiling,
+            ],
             outputs=[status, gallery, table, csv_file, zip_file],
             concurrency_limit=1,  # one forward on the model at a time; the session's lock guards it as well
         )

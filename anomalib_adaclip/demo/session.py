@@ -48,7 +48,14 @@ from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
 from anomalib_adaclip.config import AdaCLIPConfig
-from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, CheckpointError, WeightsNotFoundError, hub_cache_only
+from anomalib_adaclip.weights import (
+    RELEASED_CHECKPOINTS,
+    CheckpointError,
+    WeightsNotFoundError,
+    download_clip_weights,
+    download_released_checkpoint,
+    hub_cache_only,
+)
 
 if TYPE_CHECKING:
     from anomalib_adaclip import AdaCLIP
@@ -61,6 +68,7 @@ __all__ = [
     "TABLE_HEADERS",
     "DemoSession",
     "ImageResult",
+    "MissingWeightsError",
     "ModelSpec",
     "RunResult",
     "example_images",
@@ -241,6 +249,34 @@ def _request_problem(paths: Sequence[Path], class_name: str, image_threshold: fl
     return ""
 
 
+class MissingWeightsError(WeightsNotFoundError):
+    """Every weight file a model needs that is neither on disk nor downloadable; ``errors`` holds each one's."""
+
+    def __init__(self, errors: Sequence[WeightsNotFoundError]) -> None:
+        super().__init__("\n\n".join(str(error) for error in errors))
+        self.errors = list(errors)
+
+
+def _missing_weights(spec: ModelSpec, offline: bool) -> list[WeightsNotFoundError]:
+    """Look up the CLIP weights (a pretrained tag) and the released checkpoint of ``spec``; the ones not found."""
+    lookups = []
+    weights = spec.backbone_weights
+    if weights and not spec.backbone.startswith("{") and not Path(weights).expanduser().exists():
+        lookups.append(lambda: download_clip_weights(spec.backbone, weights))
+    if spec.checkpoint in RELEASED_CHECKPOINTS:
+        lookups.append(lambda: download_released_checkpoint(str(spec.checkpoint)))
+    missing = []
+    with hub_cache_only(offline):
+        for lookup in lookups:
+            try:
+                lookup()
+            except WeightsNotFoundError as error:
+                missing.append(error)
+            except ValueError:  # an unknown tag or name: the model's own check names it
+                pass
+    return missing
+
+
 class DemoSession:
     """One AdaCLIP model, built when first needed and kept, and the scoring of uploaded images with it.
 
@@ -305,6 +341,8 @@ class DemoSession:
         self.model, self.spec = None, None  # a failed build leaves no half-built model behind
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        if missing := _missing_weights(spec, self.offline):  # every missing file at once, before anything is built
+            raise MissingWeightsError(missing)
         model = self._build(spec)
         self.model, self.spec = model, spec
         took = time.perf_counter() - start
@@ -361,7 +399,14 @@ class DemoSession:
         except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for files that passed the header checks
             result.error = f"Not scored: the image cannot be decoded ({type(error).__name__}: {error})."
             return result
-        batch = model.predict_images(image[None].to(self.device), class_name, [str(path)])
+        try:
+            batch = model.predict_images(image[None].to(self.device), class_name, [str(path)])
+        except RuntimeError as error:  # e.g. out of memory on a large image with tiling: answer it, keep serving
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            logger.exception("AdaCLIP demo: scoring %s failed", name)
+            result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
+            return result
         item = next(iter(batch))  # the one image's item
         score = float(item.pred_score)
         result.score, result.decision = score, decision(item.pred_label)
@@ -416,7 +461,10 @@ class DemoSession:
             try:
                 built = self._load(spec)
             except WeightsNotFoundError as error:
-                run.messages.append(f"The model cannot be built: weights are missing.\n\n```text\n{error}\n```")
+                count = len(error.errors) if isinstance(error, MissingWeightsError) else 1
+                run.messages.append(
+                    f"The model cannot be built: {count} weight file(s) are missing.\n\n```text\n{error}\n```"
+                )
                 return run
             except (CheckpointError, ValueError, TypeError, OSError, RuntimeError) as error:
                 run.messages.append(f"The model cannot be built ({type(error).__name__}):\n\n```text\n{error}\n```")

@@ -25,7 +25,12 @@ from anomalib_adaclip.cli.prompts import sentences_text
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
-from anomalib_adaclip.weights import WeightsNotFoundError, download_clip_weights, save_checkpoint
+from anomalib_adaclip.weights import (
+    WeightsNotFoundError,
+    download_clip_weights,
+    download_released_checkpoint,
+    save_checkpoint,
+)
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tire" / "test" / "good" / "001.png"]
@@ -139,6 +144,19 @@ def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_chan
     assert "prompts_2.pt" in third.messages[0]
 
 
+def test_a_model_failure_on_one_image_is_answered(
+    session: DemoSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session.load()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(session.model, "predict_images", fail)
+    run = session.predict(TIRE_IMAGES[:1], "tire")
+    assert "the model failed on this image (RuntimeError: CUDA out of memory." in run.results[0].error
+
+
 def _not_an_image(folder: Path) -> Path:
     path = folder / "notes.png"
     path.write_text("this is not an image\n")
@@ -217,12 +235,15 @@ def test_missing_weights_offline_give_the_clis_message(
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
-    with pytest.raises(WeightsNotFoundError) as expected:
+    with pytest.raises(WeightsNotFoundError) as clip_error:
         download_clip_weights("ViT-B-32", "openai")
+    with pytest.raises(WeightsNotFoundError) as checkpoint_error:
+        download_released_checkpoint("mvtec_colondb")
     offline = DemoSession(ModelSpec("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
     run = offline.predict(TIRE_IMAGES[:1], "tire")
-    assert "The model cannot be built: weights are missing." in run.message
-    assert str(expected.value) in run.message
+    assert "The model cannot be built: 2 weight file(s) are missing." in run.message
+    assert str(clip_error.value) in run.message  # the command line's messages, word for word
+    assert str(checkpoint_error.value) in run.message
     assert "ADACLIP_WEIGHTS_DIR" in run.message
     assert offline.model is None and run.results == []
 
@@ -266,10 +287,3 @@ def test_importing_the_package_and_the_session_does_not_import_gradio() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_the_page_builds_around_a_session(session: DemoSession) -> None:
-    from anomalib_adaclip.demo.app import build_app
-
-    app = build_app(session, class_name="tire")
-    assert app.title == "AdaCLIP zero-shot anomaly detection"
