@@ -68,7 +68,11 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
     """
     released = list(RELEASED_CHECKPOINTS)
     default_checkpoint = session.default_spec.checkpoint
-    with gr.Blocks(title="AdaCLIP zero-shot anomaly detection", analytics_enabled=False) as app:
+    with gr.Blocks(
+        title="AdaCLIP zero-shot anomaly detection",
+        analytics_enabled=False,
+        delete_cache=(3600, 3600),  # gradio's copies of uploads and downloads: removed after an hour
+    ) as app:
         gr.Markdown(
             "# AdaCLIP zero-shot anomaly detection\n"
             "Upload images, name the object they show, and run: each image gets an anomaly map, the predicted "

@@ -407,7 +407,9 @@ class DemoSession:
             logger.exception("AdaCLIP demo: scoring %s failed", name)
             result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
             return result
-        item = next(iter(batch))  # the one image's item
+        outputs = ("image", "anomaly_map", "pred_mask", "pred_score", "pred_label")
+        batch.update(**{key: getattr(batch, key).cpu() for key in outputs if getattr(batch, key) is not None})
+        item = next(iter(batch))  # the one image's item, on the CPU for the numbers and the picture
         score = float(item.pred_score)
         result.score, result.decision = score, decision(item.pred_label)
         result.anomalous_area_fraction = anomalous_area_fraction(
