@@ -67,16 +67,18 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
+@pytest.mark.parametrize("tiling", [False, True])
 def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
-    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path
+    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path, tiling: bool
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
-    for source in TIRE_IMAGES:
+    # tiled: the 150x200 example images (6 tiles each at 112 px; the 600x800 tire images would take 63 each)
+    for source in example_images()[:2] if tiling else TIRE_IMAGES:
         shutil.copy(source, images / f"{source.parent.name}_{source.name}")
     files = sorted(images.iterdir())
 
-    run = session.predict(files, "tire", image_threshold=0.5, pixel_threshold=0.5)
+    run = session.predict(files, "tire", image_threshold=0.5, pixel_threshold=0.5, tiling=tiling)
     assert [result.name for result in run.results] == [path.name for path in files]
     assert all(result.scored and not result.error for result in run.results), run.message
 
@@ -87,6 +89,7 @@ def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
         image_size=112,
         class_name="tire",
         thresholding="fixed",
+        tiling=tiling,
     )
     engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
     predictions = engine.predict(model, data_path=images)
@@ -130,15 +133,15 @@ def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_chan
     spec: ModelSpec, checkpoints: list[Path], tmp_path: Path
 ) -> None:
     session = DemoSession(spec, device="cpu", output_dir=tmp_path)
-    first = session.predict(TIRE_IMAGES[:1], "tire")
+    first = session.predict(example_images()[:1], "tire")
     assert first.messages[0].startswith("Built the model (checkpoint prompts_1.pt")
     model = session.model
-    second = session.predict(TIRE_IMAGES[:1], "tire", tiling=True)
+    second = session.predict(example_images()[:1], "tire", tiling=True)
     assert session.model is model
     assert not any("Built" in message or "Rebuilt" in message for message in second.messages)
     assert second.results[0].score != first.results[0].score  # tiles at full resolution: another view
     other = ModelSpec(spec.backbone, spec.backbone_weights, str(checkpoints[1]), spec.image_size)
-    third = session.predict(TIRE_IMAGES[:1], "tire", spec=other)
+    third = session.predict(example_images()[:1], "tire", spec=other)
     assert session.model is not model
     assert third.messages[0].startswith("Rebuilt the model because its settings changed (checkpoint: ")
     assert "prompts_2.pt" in third.messages[0]
