@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import AnomalibDataModule, Batch
+from anomalib.data import AnomalibDataModule, Batch, ImageBatch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
@@ -360,8 +360,63 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             self.post_processor.set_fixed_thresholds(result.image_threshold, result.pixel_threshold)
         return result
 
-    def _predict_batch(self, batch: Batch) -> Batch:
-        names = self.per_image_class_names.of(batch, self.model.class_name)
+    def set_tiling(self, tiling: bool, tile_overlap: int | None = None, tile_score: TileScore = "max") -> None:
+        """Switch tiled inference on or off without rebuilding the model (the default pre-processor follows).
+
+        Args:
+            tiling: Score full-resolution images in overlapping tiles of ``image_size``.
+            tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
+            tile_score: Image score with tiling: ``"max"`` or ``"whole"``. Defaults to ``"max"``.
+        """
+        check_tiling(self.model.image_size, tile_overlap, tile_score)
+        self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
+        if self._default_pre_processor and self.pre_processor is not None:
+            transform = adaclip_transform(self.model.image_size, tiling)
+            self.pre_processor.transform = transform
+            self.pre_processor.export_transform = get_exportable_transform(transform)
+
+    @torch.no_grad()
+    def predict_images(
+        self,
+        images: torch.Tensor,
+        class_names: str | Sequence[str],
+        image_paths: Sequence[str] | None = None,
+    ) -> ImageBatch:
+        """Score raw images as a ``predict`` run does: pre-processor, model (tiled with ``tiling``), post-processor.
+
+        The same steps as ``Engine.predict`` on image files (anomalib reads them with ``read_image``), without a
+        Trainer: the pre-processor's transform, :meth:`predict_step`'s scoring with the given class names, and the
+        post-processor's normalisation and thresholds. The model must be in eval mode on the images' device.
+
+        Args:
+            images: Raw RGB images ``[B, 3, H, W]`` in [0, 1].
+            class_names: One class name for every image, or one per image.
+            image_paths: The images' files, kept in the batch (the visualiser reads the original image from them).
+
+        Returns:
+            The post-processed batch: ``pred_score``, ``pred_label``, ``anomaly_map``, ``pred_mask``.
+
+        Raises:
+            TypeError: ``images`` is not a floating-point tensor.
+            ValueError: Bad shape or values, or an empty or too long class name.
+        """
+        check_images(images, "images", raw=True)
+        names = [class_names] * len(images) if isinstance(class_names, str) else list(class_names)
+        if len(names) != len(images):
+            msg = f"`class_names` has {len(names)} names for {len(images)} images."
+            raise ValueError(msg)
+        for name in dict.fromkeys(names):
+            self.model.check_class_name(name)
+        batch = ImageBatch(image=images, image_path=list(image_paths) if image_paths is not None else None)
+        if self.pre_processor is not None:
+            self.pre_processor.on_predict_batch_start(self._trainer, self, batch, 0)
+        batch = self._predict_batch(batch, names)
+        if self.post_processor is not None:
+            self.post_processor.on_predict_batch_end(self._trainer, self, batch, batch, 0)
+        return batch
+
+    def _predict_batch(self, batch: Batch, class_names: Sequence[str] | None = None) -> Batch:
+        names = class_names if class_names is not None else self.per_image_class_names.of(batch, self.model.class_name)
         if self.tiling:
             predictions = tiled_predict(
                 self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score
@@ -430,7 +485,5 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         super().on_load_checkpoint(checkpoint)
         self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
         self._apply_class_name()
-        if self._default_pre_processor and self.pre_processor is not None:  # a checkpoint may carry another one
-            transform = adaclip_transform(self.model.image_size, self.tiling)
-            self.pre_processor.transform = transform
-            self.pre_processor.export_transform = get_exportable_transform(transform)
+        # a checkpoint may carry another pre-processor: the default one follows the model's tiling
+        self.set_tiling(self.tiling, self.tile_overlap, self.tile_score)

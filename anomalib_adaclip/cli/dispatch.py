@@ -72,6 +72,18 @@ COMMANDS["prompts"] = (
 )
 
 
+def _demo(arguments: list[str]) -> int:
+    from .demo import main as demo_main  # noqa: PLC0415  (imports gradio only when the command runs)
+
+    return demo_main(arguments)
+
+
+COMMANDS["demo"] = (
+    _demo,
+    "a local web page: upload images, name the object, see heatmaps, scores and OK/NG (--smoke: no weights needed)",
+)
+
+
 def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):

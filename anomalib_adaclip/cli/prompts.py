@@ -18,7 +18,7 @@ from anomalib_adaclip.components.class_names import ClassNameRules
 from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig
 from anomalib_adaclip.model.prompting import PromptEnsemble, format_class_name
 
-__all__ = ["main"]
+__all__ = ["main", "sentences_text"]
 
 PROMPT_KEYS = ("normal_states", "abnormal_states", "templates")
 
@@ -53,6 +53,29 @@ def _model_arguments(config_path: Path | None) -> dict[str, Any]:
     return dict(model)
 
 
+def sentences_text(config: AdaCLIPConfig, class_name: str) -> str:
+    """The prompt sentences of a class name as ``anomalib-adaclip prompts`` prints them.
+
+    Args:
+        config: The model settings whose sentence lists are used.
+        class_name: The class name.
+
+    Returns:
+        A header line, then the normal and the abnormal sentences, one per line.
+    """
+    origin = "the paper's prompts" if config.uses_paper_prompts else "own prompts (not the paper's)"
+    normal, abnormal = PromptEnsemble.of(config).sentences(class_name)
+    return "\n".join(
+        [
+            f"# class name {class_name!r} -> prompt text {format_class_name(class_name)!r}; {origin}",
+            f"normal ({len(normal)} sentences):",
+            *(f"  {sentence}" for sentence in normal),
+            f"abnormal ({len(abnormal)} sentences):",
+            *(f"  {sentence}" for sentence in abnormal),
+        ]
+    )
+
+
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip prompts``; returns the exit code."""
     options = _prompts_parser().parse_args(arguments)
@@ -63,7 +86,7 @@ def main(arguments: list[str]) -> int:
             if value is not None:
                 settings[key] = value if key in {"class_name", "checkpoint"} else yaml.safe_load(value)
         config = AdaCLIPConfig(**{key: settings[key] for key in PROMPT_KEYS if settings.get(key)})
-        ensemble = PromptEnsemble.of(config)
+        PromptEnsemble.of(config)  # checks the phrases (ValueError names the argument)
         rules = ClassNameRules(settings.get("class_name_map") or {}, bool(settings.get("class_name_from_parent")))
     except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -77,7 +100,6 @@ def main(arguments: list[str]) -> int:
         names.append(name)
     if not names:
         names = [run_name]
-    origin = "the paper's prompts" if config.uses_paper_prompts else "own prompts (not the paper's)"
     if not config.uses_paper_prompts and settings.get("checkpoint"):
         print(
             "warning: the released checkpoints were trained with the paper's prompts; own sentences may not fit "
@@ -85,10 +107,5 @@ def main(arguments: list[str]) -> int:
             file=sys.stderr,
         )
     for name in dict.fromkeys(names):
-        normal, abnormal = ensemble.sentences(name)
-        print(f"# class name {name!r} -> prompt text {format_class_name(name)!r}; {origin}")
-        print(f"normal ({len(normal)} sentences):")
-        print("\n".join(f"  {sentence}" for sentence in normal))
-        print(f"abnormal ({len(abnormal)} sentences):")
-        print("\n".join(f"  {sentence}" for sentence in abnormal))
+        print(sentences_text(config, name))
     return 0

@@ -60,6 +60,24 @@ class AdaCLIPVisualizer(ImageVisualizer):
             return f"{verdict} {score:.3f}"
         return f"{verdict} {score:.3f} {'>' if verdict == 'NG' else '<='} {image_threshold:.3f}"
 
+    def render(self, item: ImageItem, image_threshold: float | None) -> Image.Image | None:
+        """The visualisation of one post-processed item, with its decision written on it (``show_decision``).
+
+        Args:
+            item: A post-processed item (its ``image_path`` gives the original image).
+            image_threshold: The threshold the decision used, shown after the score.
+
+        Returns:
+            The image, or ``None`` when the item has nothing to show.
+        """
+        image = self.visualize(item)
+        if image is None:
+            return None
+        text = self.decision_text(item, image_threshold)
+        if self.show_decision and text:
+            image = self._annotate(image, text)
+        return image
+
     def _annotate(self, image: Image.Image, text: str) -> Image.Image:
         size = max(12, self.field_size[1] // 14)
         position = (8, image.height - size - 12)
@@ -103,12 +121,9 @@ class AdaCLIPVisualizer(ImageVisualizer):
         image_threshold = applied_threshold(pl_module, "image")
         datamodule = getattr(trainer, "datamodule", None)
         for item in batch:
-            image = self.visualize(item)
+            image = self.render(item, image_threshold)
             if image is None:
                 continue
-            text = self.decision_text(item, image_threshold)
-            if self.show_decision and text:
-                image = self._annotate(image, text)
             filename = generate_output_filename(
                 input_path=item.image_path or "",
                 output_path=self.output_dir,

@@ -168,6 +168,16 @@ def test_readme_keeps_its_sections() -> None:
         assert section in headings, section
 
 
+def test_quick_start_shows_the_demo() -> None:
+    text = README.read_text()
+    quick_start = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    assert "\n### Demo\n" in quick_start
+    for needed in ("anomalib-adaclip demo", 'pip install -e ".[demo]"', "anomalib-adaclip demo --smoke"):
+        assert needed in quick_start, needed
+    assert "](docs/images/demo.png)" in quick_start
+    assert (PROJECT_ROOT / "docs" / "images" / "demo.png").is_file()
+
+
 def test_quick_start_commands_open_the_readme() -> None:
     text = README.read_text()
     block = (
@@ -231,7 +241,7 @@ def test_every_command_shown_exists() -> None:
     text = README.read_text()
     commands = [word for line in _code_lines(text) for word in re.findall(r"anomalib-adaclip ([a-z][\w-]*)", line)]
     commands += re.findall(r"`anomalib-adaclip ([a-z][\w-]*)", text)
-    assert {"quickstart", "train", "calibrate", "prompts", "benchmark"} <= set(commands)
+    assert {"quickstart", "demo", "train", "calibrate", "prompts", "benchmark"} <= set(commands)
     unknown = {command for command in commands if command not in COMMANDS and command not in anomalib_subcommands}
     assert not unknown, f"the README shows anomalib-adaclip subcommands that do not exist: {sorted(unknown)}"
     anomalib_commands = set(re.findall(r"(?:^|[\s`])anomalib ([a-z]+) --", text))

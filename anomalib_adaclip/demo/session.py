@@ -1,0 +1,548 @@
+"""The demo's model and inference, without any web page: what :mod:`.app` shows comes from here.
+
+:class:`DemoSession` owns one :class:`~anomalib_adaclip.AdaCLIP`, built on first use and kept; it is rebuilt only
+when its :class:`ModelSpec` (backbone, weights, checkpoint, input size) changes, and says so. Images are scored by
+the package's own path, the same as ``anomalib predict`` on image files: anomalib's ``read_image``, then
+:meth:`AdaCLIP.predict_images <anomalib_adaclip.AdaCLIP.predict_images>` (the model's pre-processor, its scoring, tiled
+or not, and its post-processor with the chosen thresholds), then the decision and the anomalous-area fraction of
+:mod:`~anomalib_adaclip.components.decisions` and the picture of
+:class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a time use the model.
+
+Every problem with a request (no images, an empty class name, a file that is not an image or is damaged, 16-bit
+grayscale, an image above the size limit, weights that are not on disk) comes back as text in the result, never as
+an exception, so the page answers it and keeps serving.
+
+Few-shot reference images (normal images of the product) are not part of AdaCLIP yet; when they are, they belong to
+:meth:`DemoSession.predict` next to ``class_name``, as one more input of the same request.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from anomalib_adaclip.cli.quickstart import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE
+from anomalib_adaclip.components.decisions import (
+    anomalous_area_fraction,
+    applied_threshold,
+    decision,
+    image_file_size,
+)
+from anomalib_adaclip.components.file_checks import check_image_file
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
+from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.weights import (
+    RELEASED_CHECKPOINTS,
+    CheckpointError,
+    WeightsNotFoundError,
+    download_clip_weights,
+    download_released_checkpoint,
+    hub_cache_only,
+)
+
+if TYPE_CHECKING:
+    from anomalib_adaclip import AdaCLIP
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MAX_MEGAPIXELS",
+    "EXAMPLES_DIR",
+    "TABLE_HEADERS",
+    "DemoSession",
+    "ImageResult",
+    "MissingWeightsError",
+    "ModelSpec",
+    "RunResult",
+    "example_images",
+    "smoke_spec",
+]
+
+DEFAULT_MAX_MEGAPIXELS = 50.0
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+TABLE_HEADERS = ("file", "class name", "score", "decision", "anomalous area %", "message")
+# Width of the overlay picture; its height follows the image's aspect ratio.
+OVERLAY_WIDTH = 448
+KEEP_RUNS = 20  # run folders (CSV, overlays, zip) kept on disk; older ones are deleted
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def example_images() -> list[Path]:
+    """The example images shipped with the demo (MVTec 3D-AD tire, CC BY-NC-SA 4.0; see ``examples/README.md``)."""
+    return sorted(EXAMPLES_DIR.glob("*.png"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model is built from: a change of any of these builds a new model.
+
+    Attributes:
+        backbone: open_clip model name, or the JSON of an open_clip config dict.
+        backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (smoke test).
+        checkpoint: A released checkpoint name, a checkpoint file, or ``None`` (untrained prompts: smoke test).
+        image_size: The model's input side in pixels.
+    """
+
+    backbone: str = AdaCLIPConfig.backbone
+    backbone_weights: str | None = "openai"
+    checkpoint: str | None = "mvtec_colondb"
+    image_size: int = AdaCLIPConfig.image_size
+
+    def describe(self) -> str:
+        """One line for the page: checkpoint, backbone, weights and input size."""
+        backbone = "tiny random CLIP" if self.backbone.startswith("{") else self.backbone
+        checkpoint = self.checkpoint if self.checkpoint in RELEASED_CHECKPOINTS else None
+        if checkpoint is None:
+            checkpoint = Path(self.checkpoint).name if self.checkpoint else "none (untrained prompts)"
+        weights = self.backbone_weights if self.backbone_weights else "random"
+        if weights != "random" and "/" in weights:
+            weights = Path(weights).name
+        return f"checkpoint {checkpoint}, backbone {backbone} ({weights} weights), {self.image_size} px"
+
+    def changes_from(self, other: ModelSpec) -> list[str]:
+        """The settings that differ from ``other``, as ``name: old -> new``."""
+        return [
+            f"{name}: {getattr(other, name)} -> {getattr(self, name)}"
+            for name in ("checkpoint", "backbone", "backbone_weights", "image_size")
+            if getattr(other, name) != getattr(self, name)
+        ]
+
+
+def smoke_spec() -> ModelSpec:
+    """The quick start's smoke-test model: a tiny random CLIP, untrained prompts (meaningless outputs)."""
+    return ModelSpec(json.dumps(SMOKE_BACKBONE, sort_keys=True), None, None, SMOKE_IMAGE_SIZE)
+
+
+@dataclass
+class ImageResult:
+    """What one image gave: the numbers, the picture, or why it was not scored.
+
+    Attributes:
+        name: The file name as uploaded.
+        path: The file that was read.
+        class_name: The class name of the prompts.
+        score: The image score (the abnormal probability); ``None`` when the image was not scored.
+        decision: ``"NG"``, ``"OK"``, or ``""`` when the image was not scored.
+        anomalous_area_fraction: Share of the image's pixels above the pixel threshold (at the image's size).
+        overlay: The image with the anomaly map and the predicted-mask contour, the decision written on it.
+        error: Why the image was not scored (empty when it was).
+        notes: Warnings about an image that was scored (e.g. an EXIF orientation that is ignored).
+    """
+
+    name: str
+    path: str
+    class_name: str
+    score: float | None = None
+    decision: str = ""
+    anomalous_area_fraction: float | None = None
+    overlay: Image.Image | None = None
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the image was scored."""
+        return self.score is not None
+
+    def csv_row(self) -> list[str]:
+        """The row of the predictions CSV (``CSV_COLUMNS``, formatted as ``anomalib predict`` writes them)."""
+        fraction = self.anomalous_area_fraction
+        return [
+            self.name,
+            self.class_name,
+            "" if self.score is None else f"{self.score:.6f}",
+            self.decision,
+            "" if fraction is None or math.isnan(fraction) else f"{fraction:.6f}",
+        ]
+
+    def table_row(self) -> list[Any]:
+        """The row of the page's table (``TABLE_HEADERS``)."""
+        fraction = self.anomalous_area_fraction
+        return [
+            self.name,
+            self.class_name,
+            "" if self.score is None else round(self.score, 4),
+            self.decision or "not scored",
+            "" if fraction is None or math.isnan(fraction) else round(100 * fraction, 2),
+            self.error or " ".join(self.notes),
+        ]
+
+
+@dataclass
+class RunResult:
+    """The answer to one request.
+
+    Attributes:
+        results: One entry per image, in the order given.
+        messages: What the page says above the results: the model (built, rebuilt or kept), problems, the summary.
+        csv_path: The predictions CSV (one row per scored image), or ``None`` when nothing was scored.
+        zip_path: The overlays as PNG files in a zip, or ``None`` when nothing was scored.
+        smoke: Whether the outputs come from the smoke-test model (meaningless).
+    """
+
+    results: list[ImageResult] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    csv_path: Path | None = None
+    zip_path: Path | None = None
+    smoke: bool = False
+
+    @property
+    def message(self) -> str:
+        """The messages, one paragraph each."""
+        return "\n\n".join(self.messages)
+
+    def table(self) -> list[list[Any]]:
+        """The rows of the page's table, one per image."""
+        return [result.table_row() for result in self.results]
+
+    def gallery(self) -> list[tuple[Image.Image, str]]:
+        """The overlays with a caption each (``name: NG 0.734``)."""
+        return [
+            (result.overlay, f"{result.name}: {result.decision} {result.score:.3f}")
+            for result in self.results
+            if result.overlay is not None and result.score is not None
+        ]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "gpu":
+        device = "cuda"
+    return torch.device(device)
+
+
+def _problem_text(problems: Sequence[Any]) -> str:
+    return " ".join(f"{problem.problem}." + (f" {problem.remedy}." if problem.remedy else "") for problem in problems)
+
+
+def _request_problem(paths: Sequence[Path], class_name: str, image_threshold: float, pixel_threshold: float) -> str:
+    """What is missing or wrong in a request before any image is looked at ('' when nothing)."""
+    if not paths:
+        return "Add one or more images first (upload, drag and drop, or the examples)."
+    if not class_name:
+        return (
+            "Enter a class name: the prompts compare 'a photo of a flawless <class name>' with 'a photo of a "
+            "damaged <class name>', so name the object in the images (e.g. tire, bottle, metal-nut)."
+        )
+    for threshold, label in ((image_threshold, "image threshold"), (pixel_threshold, "pixel threshold")):
+        if not 0.0 <= float(threshold) <= 1.0:
+            return f"The {label} must be a probability in [0, 1], got {threshold}."
+    return ""
+
+
+class MissingWeightsError(WeightsNotFoundError):
+    """Every weight file a model needs that is neither on disk nor downloadable; ``errors`` holds each one's."""
+
+    def __init__(self, errors: Sequence[WeightsNotFoundError]) -> None:
+        super().__init__("\n\n".join(str(error) for error in errors))
+        self.errors = list(errors)
+
+
+def _missing_weights(spec: ModelSpec, offline: bool) -> list[WeightsNotFoundError]:
+    """Look up the CLIP weights (a pretrained tag) and the released checkpoint of ``spec``; the ones not found."""
+    lookups = []
+    weights = spec.backbone_weights
+    if weights and not spec.backbone.startswith("{") and not Path(weights).expanduser().exists():
+        lookups.append(lambda: download_clip_weights(spec.backbone, weights))
+    if spec.checkpoint in RELEASED_CHECKPOINTS:
+        lookups.append(lambda: download_released_checkpoint(str(spec.checkpoint)))
+    missing = []
+    with hub_cache_only(offline):
+        for lookup in lookups:
+            try:
+                lookup()
+            except WeightsNotFoundError as error:
+                missing.append(error)
+            except ValueError:  # an unknown tag or name: the model's own check names it
+                pass
+    return missing
+
+
+class DemoSession:
+    """One AdaCLIP model, built when first needed and kept, and the scoring of uploaded images with it.
+
+    Args:
+        spec: The model of a request that names none. Defaults to the released ``mvtec_colondb`` checkpoint on
+            ViT-L-14-336 (``openai`` weights) at 518 px.
+        device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Defaults to ``"auto"``.
+        smoke: The model is the quick start's smoke-test model: every result says that it means nothing.
+        offline: Look for weights on disk only (``ADACLIP_WEIGHTS_DIR``, the Hugging Face cache), never download.
+        max_megapixels: Larger images are refused with a message. Defaults to 50.
+        output_dir: Where the CSV, overlays and zip files of the runs go. Defaults to a new temporary folder.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        *,
+        device: str = "auto",
+        smoke: bool = False,
+        offline: bool = False,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        output_dir: str | Path | None = None,
+    ) -> None:
+        self.default_spec = spec or (smoke_spec() if smoke else ModelSpec())
+        self.device = _resolve_device(device)
+        self.smoke = smoke
+        self.offline = offline
+        self.max_megapixels = max_megapixels
+        self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="adaclip_demo_"))
+        self.model: AdaCLIP | None = None
+        self.spec: ModelSpec | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # The model
+    # ------------------------------------------------------------------------------------------------------------------
+    def _build(self, spec: ModelSpec) -> AdaCLIP:
+        from anomalib_adaclip import AdaCLIP  # noqa: PLC0415  (torch, anomalib and open_clip load when needed)
+
+        backbone: str | dict[str, Any] = json.loads(spec.backbone) if spec.backbone.startswith("{") else spec.backbone
+        if spec.backbone_weights is None:
+            torch.manual_seed(0)  # random weights (smoke test): the same model every time
+        visualizer = AdaCLIPVisualizer(fields=["image"], overlay_fields=[("image", ["anomaly_map", "pred_mask"])])
+        with hub_cache_only(self.offline):
+            model = AdaCLIP(
+                backbone=backbone,
+                backbone_weights=spec.backbone_weights,
+                checkpoint=spec.checkpoint,
+                image_size=spec.image_size,
+                thresholding="fixed",
+                evaluator=False,
+                visualizer=visualizer,
+            )
+        return model.eval().to(self.device)
+
+    def _load(self, spec: ModelSpec) -> str:
+        """Build the model of ``spec`` unless it is the current one; returns what happened for the page."""
+        if self.model is not None and spec == self.spec:
+            return ""
+        start = time.perf_counter()
+        previous = self.spec
+        self.model, self.spec = None, None  # a failed build leaves no half-built model behind
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if missing := _missing_weights(spec, self.offline):  # every missing file at once, before anything is built
+            raise MissingWeightsError(missing)
+        model = self._build(spec)
+        self.model, self.spec = model, spec
+        took = time.perf_counter() - start
+        if previous is None:
+            return f"Built the model ({spec.describe()}) on {self.device} in {took:.1f} s; it is kept for later runs."
+        changes = "; ".join(spec.changes_from(previous))
+        return f"Rebuilt the model because its settings changed ({changes}): {spec.describe()}, {took:.1f} s."
+
+    def load(self, spec: ModelSpec | None = None) -> str:
+        """Build the model of ``spec`` (default: the session's) now, unless it is built already.
+
+        Returns:
+            What happened (empty when the model was kept).
+
+        Raises:
+            WeightsNotFoundError: Weights are neither on disk nor downloadable.
+            CheckpointError: A checkpoint or weights file does not fit.
+        """
+        with self._lock:
+            return self._load(spec or self.default_spec)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Scoring
+    # ------------------------------------------------------------------------------------------------------------------
+    def _refusal(self, path: Path) -> tuple[str, list[str]]:
+        """Why the image cannot be scored ('' when it can), and notes about one that can."""
+        problems = check_image_file(path)
+        fatal = [problem for problem in problems if problem.fatal]
+        if fatal:
+            return f"Not scored: {_problem_text(fatal)}", []
+        notes = [_problem_text([problem]) for problem in problems]
+        size = image_file_size(str(path))
+        if size is not None and size[0] * size[1] > self.max_megapixels * 1e6:
+            height, width = size
+            return (
+                f"Not scored: {width}x{height} pixels ({width * height / 1e6:.0f} megapixels) is above this demo's "
+                f"limit of {self.max_megapixels:g} megapixels. Downscale it, or score it at full resolution with "
+                f"tiled inference: anomalib predict --model anomalib_adaclip.AdaCLIP --model.tiling true --data ...",
+                notes,
+            )
+        return "", notes
+
+    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
+        from anomalib.data.utils.image import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
+
+        result = ImageResult(name=name, path=str(path), class_name=class_name)
+        result.error, result.notes = self._refusal(path)
+        if result.error:
+            return result
+        model = self.model
+        assert model is not None  # loaded by the caller
+        try:
+            image = read_image(path, as_tensor=True)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for files that passed the header checks
+            result.error = f"Not scored: the image cannot be decoded ({type(error).__name__}: {error})."
+            return result
+        try:
+            batch = model.predict_images(image[None].to(self.device), class_name, [str(path)])
+        except RuntimeError as error:  # e.g. out of memory on a large image with tiling: answer it, keep serving
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            logger.exception("AdaCLIP demo: scoring %s failed", name)
+            result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
+            return result
+        outputs = ("image", "anomaly_map", "pred_mask", "pred_score", "pred_label")
+        batch.update(**{key: getattr(batch, key).cpu() for key in outputs if getattr(batch, key) is not None})
+        item = next(iter(batch))  # the one image's item, on the CPU for the numbers and the picture
+        score = float(item.pred_score)
+        result.score, result.decision = score, decision(item.pred_label)
+        result.anomalous_area_fraction = anomalous_area_fraction(
+            item.anomaly_map, item.pred_mask, applied_threshold(model, "pixel"), image_file_size(str(path))
+        )
+        visualizer = model.visualizer
+        if isinstance(visualizer, AdaCLIPVisualizer):
+            height, width = image.shape[-2:]
+            visualizer.field_size = (OVERLAY_WIDTH, max(1, round(OVERLAY_WIDTH * height / width)))
+            result.overlay = visualizer.render(item, applied_threshold(model, "image"))
+        return result
+
+    def predict(
+        self,
+        images: Sequence[str | Path],
+        class_name: str,
+        *,
+        spec: ModelSpec | None = None,
+        image_threshold: float = 0.5,
+        pixel_threshold: float = 0.5,
+        tiling: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> RunResult:
+        """Score image files and write the run's CSV and overlays; every problem is answered in the result.
+
+        Args:
+            images: The image files (any other file is answered with a message).
+            class_name: The object the prompts describe (``"tire"``, ``"metal-nut"``).
+            spec: The model to use; rebuilt when it differs from the current one. Defaults to the session's.
+            image_threshold: An image is NG when its score is above it. Defaults to 0.5.
+            pixel_threshold: A pixel is anomalous when its probability is above it. Defaults to 0.5.
+            tiling: Score each image at full resolution in tiles of the model's input size. Defaults to ``False``.
+            progress: Called as ``progress(done, total, what)`` before each step.
+
+        Returns:
+            The per-image results, the messages, and the CSV and zip files.
+        """
+        run = RunResult(smoke=self.smoke)
+        if self.smoke:
+            run.messages.append(f"**{SMOKE_NOTE}**")
+        class_name = (class_name or "").strip()
+        paths = [Path(image) for image in images or []]
+        if problem := _request_problem(paths, class_name, image_threshold, pixel_threshold):
+            run.messages.append(problem)
+            return run
+        spec = spec or self.default_spec
+        report = progress or (lambda done, total, what: None)
+        with self._lock:
+            if self.model is None or spec != self.spec:
+                report(0, len(paths), "building the model")
+            try:
+                built = self._load(spec)
+            except WeightsNotFoundError as error:
+                count = len(error.errors) if isinstance(error, MissingWeightsError) else 1
+                run.messages.append(
+                    f"The model cannot be built: {count} weight file(s) are missing.\n\n```text\n{error}\n```"
+                )
+                return run
+            except (CheckpointError, ValueError, TypeError, OSError, RuntimeError) as error:
+                run.messages.append(f"The model cannot be built ({type(error).__name__}):\n\n```text\n{error}\n```")
+                return run
+            if built:
+                run.messages.append(built)
+            model = self.model
+            assert model is not None
+            try:
+                model.model.check_class_name(class_name)
+            except ValueError as error:
+                run.messages.append(str(error))
+                return run
+            model.set_tiling(tiling)
+            post_processor = model.post_processor
+            post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)
+            for index, path in enumerate(paths):
+                report(index, len(paths), path.name)
+                run.results.append(self._score(path, path.name, class_name))
+            report(len(paths), len(paths), "writing the files")
+        self._write_files(run)
+        scored = [result for result in run.results if result.scored]
+        failed = len(run.results) - len(scored)
+        defective = sum(result.decision == "NG" for result in scored)
+        summary = (
+            f"Scored {len(scored)} of {len(run.results)} image(s) with the class name {class_name!r}: "
+            f"{defective} NG, {len(scored) - defective} OK (image threshold {image_threshold:g}, "
+            f"pixel threshold {pixel_threshold:g}"
+            f"{', tiled' if tiling else ''}; {self.spec.describe() if self.spec else ''})."
+        )
+        run.messages.append(summary)
+        if failed:
+            run.messages.append(
+                "\n".join(
+                    [f"{failed} image(s) not scored:"]
+                    + [f"- {result.name}: {result.error}" for result in run.results if not result.scored]
+                )
+            )
+        return run
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Files
+    # ------------------------------------------------------------------------------------------------------------------
+    def _new_run_dir(self) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        runs = sorted(self.output_dir.glob("run-*"), key=lambda path: path.stat().st_mtime)
+        for old in runs[: max(0, len(runs) - KEEP_RUNS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        folder = self.output_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        return folder
+
+    def _write_files(self, run: RunResult) -> None:
+        """The predictions CSV (scored images) and a zip of the overlays, in a new run folder."""
+        scored = [result for result in run.results if result.scored]
+        if not scored:
+            return
+        folder = self._new_run_dir()
+        run.csv_path = folder / "predictions.csv"
+        with run.csv_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(result.csv_row() for result in scored)
+        run.zip_path = folder / "overlays.zip"
+        with zipfile.ZipFile(run.zip_path, "w") as archive:
+            for index, result in enumerate(scored, start=1):
+                if result.overlay is None:
+                    continue
+                info = PngInfo()
+                info.add_text("Decision", result.decision)
+                info.add_text("Score", repr(result.score))
+                if self.smoke:
+                    info.add_text("Warning", SMOKE_NOTE)
+                png = folder / f"{index:03d}_{Path(result.name).stem}.png"
+                result.overlay.save(png, pnginfo=info)
+                archive.write(png, png.name)
+            archive.write(run.csv_path, run.csv_path.name)
+            if self.smoke:
+                archive.writestr("WARNING.txt", SMOKE_NOTE + "\n")

@@ -1,0 +1,97 @@
+"""The demo page's handler without a browser: every bad request comes back as text, nothing raises out of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
+from anomalib_adaclip.demo.app import CHECKPOINT_FILE_CHOICE, build_app
+
+gr = pytest.importorskip("gradio")
+
+
+def handler(session: DemoSession) -> Callable[..., tuple[Any, ...]]:
+    """The function behind the page's Run button."""
+    app = build_app(session, class_name="tire")
+    assert app.title == "AdaCLIP zero-shot anomaly detection"
+    return next(function.fn for function in app.fns.values() if function.name == "predict")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Any, ...]]:
+    predict = handler(DemoSession(smoke=True, device="cpu", output_dir=tmp_path_factory.mktemp("runs")))
+
+    def run(files: list[str], class_name: str = "tire") -> tuple[Any, ...]:
+        return predict(files, class_name, "none (smoke test)", None, "", "", 0.5, 0.5, False)
+
+    return run
+
+
+def test_run_returns_status_gallery_table_and_files(smoke_run: Callable[..., tuple[Any, ...]]) -> None:
+    status, gallery, table, csv_path, zip_path = smoke_run([str(path) for path in example_images()])
+    assert "Scored 3 of 3 image(s)" in status
+    assert len(gallery) == 3 and len(table) == 3
+    assert Path(csv_path).read_text().splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert Path(zip_path).is_file()
+
+
+def _write_bad(kind: str, folder: Path) -> str:
+    path = folder / f"{kind}.png"
+    if kind == "text":
+        path.write_text("not an image")
+    elif kind == "corrupt":
+        path.write_bytes(example_images()[0].read_bytes()[:3000])
+    else:
+        Image.fromarray(np.full((32, 32), 50000, dtype=np.uint16)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("text", "not an image that PIL can read"),
+        ("corrupt", "truncated or damaged"),
+        ("gray16", "16-bit grayscale"),
+    ],
+)
+def test_bad_files_come_back_as_text(
+    smoke_run: Callable[..., tuple[Any, ...]], tmp_path: Path, kind: str, expected: str
+) -> None:
+    status, gallery, table, csv_path, zip_path = smoke_run([_write_bad(kind, tmp_path)])
+    assert expected in status and expected in table[0][-1]
+    assert gallery == [] and csv_path is None and zip_path is None
+
+
+@pytest.mark.parametrize(
+    ("files", "class_name", "expected"),
+    [([], "tire", "Add one or more images first"), (["x.png"], "", "Enter a class name")],
+)
+def test_missing_images_or_class_name_come_back_as_text(
+    smoke_run: Callable[..., tuple[Any, ...]], files: list[str], class_name: str, expected: str
+) -> None:
+    assert expected in smoke_run(files, class_name)[0]
+
+
+def test_missing_weights_and_missing_checkpoint_file_come_back_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
+    session = DemoSession(ModelSpec("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
+    predict = handler(session)
+    image = [str(example_images()[0])]
+    status = predict(image, "tire", "mvtec_colondb", None, "ViT-B-32", "openai", 0.5, 0.5, False)[0]
+    assert "2 weight file(s) are missing" in status and "ADACLIP_WEIGHTS_DIR" in status
+    status = predict(image, "tire", CHECKPOINT_FILE_CHOICE, None, "ViT-B-32", "openai", 0.5, 0.5, False)[0]
+    assert status == "Choose a checkpoint file first (or one of the released checkpoints)."
+    status = predict(image, "tire", "mvtec_colondb", None, " ", "openai", 0.5, 0.5, False)[0]
+    assert status.startswith("Name the backbone and its weights")

@@ -1,0 +1,292 @@
+"""The demo's session without a browser: the same numbers as ``anomalib predict``, its files, and bad input answered.
+
+The model is the micro CLIP of ``tests/conftest.py`` with prompts saved as a checkpoint file, so the session and
+anomalib's ``Engine.predict`` build exactly the same model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_adaclip import AdaCLIP, AdaCLIPModel
+from anomalib_adaclip.cli.prompts import sentences_text
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
+from anomalib_adaclip.weights import (
+    WeightsNotFoundError,
+    download_clip_weights,
+    download_released_checkpoint,
+    save_checkpoint,
+)
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+
+TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tire" / "test" / "good" / "001.png"]
+
+
+def _prompts_checkpoint(folder: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112)
+    path = folder / f"prompts_{seed}.pt"
+    save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("prompts")
+    return [_prompts_checkpoint(folder, seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def spec(micro_weights: Path, checkpoints: list[Path]) -> ModelSpec:
+    return ModelSpec(json.dumps(MICRO_BACKBONE), str(micro_weights), str(checkpoints[0]), 112)
+
+
+@pytest.fixture(scope="module")
+def session(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> DemoSession:
+    return DemoSession(spec, device="cpu", output_dir=tmp_path_factory.mktemp("demo_runs"))
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        return list(reader)
+
+
+@pytest.mark.parametrize("tiling", [False, True])
+def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
+    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path, tiling: bool
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    # tiled: the 150x200 example images (6 tiles each at 112 px; the 600x800 tire images would take 63 each)
+    for source in example_images()[:2] if tiling else TIRE_IMAGES:
+        shutil.copy(source, images / f"{source.parent.name}_{source.name}")
+    files = sorted(images.iterdir())
+
+    run = session.predict(files, "tire", image_threshold=0.5, pixel_threshold=0.5, tiling=tiling)
+    assert [result.name for result in run.results] == [path.name for path in files]
+    assert all(result.scored and not result.error for result in run.results), run.message
+
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE,
+        backbone_weights=str(micro_weights),
+        checkpoint=spec.checkpoint,
+        image_size=112,
+        class_name="tire",
+        thresholding="fixed",
+        tiling=tiling,
+    )
+    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    predictions = engine.predict(model, data_path=images)
+    expected = {Path(item.image_path).name: item for batch in predictions for item in batch}
+    for result in run.results:
+        item = expected[result.name]
+        assert result.score == pytest.approx(float(item.pred_score), abs=1e-6)
+        assert result.decision == ("NG" if bool(item.pred_label) else "OK")
+
+    # anomalib predict's own CSV (written by PredictionCSVWriter) against the demo's: same columns, same values
+    engine_csv = next((tmp_path / "engine").rglob("predictions.csv"))
+    engine_rows = {Path(row["path"]).name: row for row in _rows(engine_csv)}
+    demo_rows = _rows(run.csv_path)
+    assert len(demo_rows) == len(files)
+    for row in demo_rows:
+        reference = engine_rows[row["path"]]
+        assert {key: row[key] for key in CSV_COLUMNS[1:]} == {key: reference[key] for key in CSV_COLUMNS[1:]}
+
+
+def test_overlays_gallery_table_and_zip(session: DemoSession) -> None:
+    run = session.predict(TIRE_IMAGES, "tire", image_threshold=0.0, pixel_threshold=1.0)
+    assert [result.decision for result in run.results] == ["NG", "NG"]  # every score is above 0
+    assert [row[4] for row in run.table()] == [0.0, 0.0]  # no pixel is above 1
+    for result in run.results:
+        assert result.overlay is not None
+        width, height = result.overlay.size
+        assert width > height  # the image and its overlay side by side
+        overlay = np.asarray(result.overlay.convert("RGB"), dtype=float)
+        original = np.asarray(Image.open(result.path).convert("RGB").resize((width // 2, height)), dtype=float)
+        assert np.abs(overlay[:, width // 2 :] - original).mean() > 5  # the heatmap changed the right panel
+    assert len(run.gallery()) == 2
+    assert run.gallery()[0][1].startswith("000.png: NG ")
+    with zipfile.ZipFile(run.zip_path) as archive:
+        names = archive.namelist()
+        assert names == ["001_000.png", "002_001.png", "predictions.csv"]
+        with Image.open(archive.open(names[0])) as png:
+            assert png.text["Decision"] == "NG"
+
+
+def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_changes(
+    spec: ModelSpec, checkpoints: list[Path], tmp_path: Path
+) -> None:
+    session = DemoSession(spec, device="cpu", output_dir=tmp_path)
+    first = session.predict(example_images()[:1], "tire")
+    assert first.messages[0].startswith("Built the model (checkpoint prompts_1.pt")
+    model = session.model
+    second = session.predict(example_images()[:1], "tire", tiling=True)
+    assert session.model is model
+    assert not any("Built" in message or "Rebuilt" in message for message in second.messages)
+    assert second.results[0].score != first.results[0].score  # tiles at full resolution: another view
+    other = ModelSpec(spec.backbone, spec.backbone_weights, str(checkpoints[1]), spec.image_size)
+    third = session.predict(example_images()[:1], "tire", spec=other)
+    assert session.model is not model
+    assert third.messages[0].startswith("Rebuilt the model because its settings changed (checkpoint: ")
+    assert "prompts_2.pt" in third.messages[0]
+
+
+def test_a_model_failure_on_one_image_is_answered(
+    session: DemoSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session.load()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(session.model, "predict_images", fail)
+    run = session.predict(TIRE_IMAGES[:1], "tire")
+    assert "the model failed on this image (RuntimeError: CUDA out of memory." in run.results[0].error
+
+
+def _not_an_image(folder: Path) -> Path:
+    path = folder / "notes.png"
+    path.write_text("this is not an image\n")
+    return path
+
+
+def _truncated(folder: Path) -> Path:
+    path = folder / "truncated.png"
+    path.write_bytes(TIRE_IMAGES[0].read_bytes()[:5000])
+    return path
+
+
+def _gray16(folder: Path) -> Path:
+    path = folder / "gray16.png"
+    Image.fromarray(np.full((64, 64), 40000, dtype=np.uint16)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_not_an_image, "not an image that PIL can read"),
+        (_truncated, "truncated or damaged"),
+        (_gray16, "16-bit grayscale (PIL mode I;16)"),
+    ],
+)
+def test_bad_files_are_answered_and_the_good_ones_still_scored(
+    session: DemoSession, tmp_path: Path, make: object, expected: str
+) -> None:
+    bad = make(tmp_path)  # type: ignore[operator]
+    run = session.predict([TIRE_IMAGES[0], bad], "tire")
+    good, refused = run.results
+    assert good.scored
+    assert not refused.scored and refused.decision == ""
+    assert expected in refused.error
+    assert f"{refused.name}: Not scored: " in run.message
+    assert "1 image(s) not scored" in run.message
+    assert len(_rows(run.csv_path)) == 1  # the CSV holds the scored images
+
+
+def test_cmyk_jpeg_is_scored(session: DemoSession, tmp_path: Path) -> None:
+    path = tmp_path / "cmyk.jpg"
+    Image.open(TIRE_IMAGES[0]).convert("CMYK").save(path, quality=95)
+    run = session.predict([path], "tire")
+    assert run.results[0].scored, run.message
+
+
+def test_images_above_the_size_limit_are_refused_with_the_way_out(spec: ModelSpec, tmp_path: Path) -> None:
+    session = DemoSession(spec, device="cpu", max_megapixels=0.4, output_dir=tmp_path)  # the tire images are 0.48
+    run = session.predict(TIRE_IMAGES[:1], "tire")
+    assert "600x800 pixels (0 megapixels) is above this demo's limit of 0.4 megapixels" in run.results[0].error
+    assert "--model.tiling true" in run.results[0].error
+    assert run.csv_path is None and run.zip_path is None
+
+
+@pytest.mark.parametrize(
+    ("images", "class_name", "expected"),
+    [
+        ([], "tire", "Add one or more images first"),
+        (TIRE_IMAGES, "   ", "Enter a class name"),
+        (TIRE_IMAGES, "tire " * 70, "is too long"),
+    ],
+)
+def test_requests_without_images_or_class_name_are_answered(
+    session: DemoSession, images: list[Path], class_name: str, expected: str
+) -> None:
+    run = session.predict(images, class_name)
+    assert expected in run.message
+    assert run.results == [] and run.csv_path is None
+
+
+def test_missing_weights_offline_give_the_clis_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session: DemoSession
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsNotFoundError) as clip_error:
+        download_clip_weights("ViT-B-32", "openai")
+    with pytest.raises(WeightsNotFoundError) as checkpoint_error:
+        download_released_checkpoint("mvtec_colondb")
+    offline = DemoSession(ModelSpec("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
+    run = offline.predict(TIRE_IMAGES[:1], "tire")
+    assert "The model cannot be built: 2 weight file(s) are missing." in run.message
+    assert str(clip_error.value) in run.message  # the command line's messages, word for word
+    assert str(checkpoint_error.value) in run.message
+    assert "ADACLIP_WEIGHTS_DIR" in run.message
+    assert offline.model is None and run.results == []
+
+
+def test_smoke_session_says_its_outputs_mean_nothing(tmp_path: Path) -> None:
+    from anomalib_adaclip.cli.quickstart import SMOKE_NOTE
+
+    run = DemoSession(smoke=True, device="cpu", output_dir=tmp_path).predict(example_images()[:1], "tire")
+    assert run.messages[0] == f"**{SMOKE_NOTE}**"
+    with zipfile.ZipFile(run.zip_path) as archive:
+        assert archive.read("WARNING.txt").decode().strip() == SMOKE_NOTE
+
+
+def test_example_images_ship_with_their_licence() -> None:
+    images = example_images()
+    assert len(images) == 3
+    assert sum(path.stat().st_size for path in images) < 150_000
+    readme = (images[0].parent / "README.md").read_text()
+    assert "CC BY-NC-SA 4.0" in readme and "MVTec" in readme
+
+
+def test_prompt_sentences_are_those_of_the_prompts_command(capsys: pytest.CaptureFixture) -> None:
+    from anomalib_adaclip.cli.prompts import main
+
+    assert main(["--class-name", "metal-nut"]) == 0
+    assert capsys.readouterr().out.strip() == sentences_text(AdaCLIPConfig(), "metal-nut")
+
+
+def test_importing_the_package_and_the_session_does_not_import_gradio() -> None:
+    code = (
+        "import sys, anomalib_adaclip, anomalib_adaclip.demo, anomalib_adaclip.cli.dispatch; "
+        "assert 'gradio' not in sys.modules, 'gradio imported'"
+    )
+    env_path = str(PROJECT_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
