@@ -46,7 +46,7 @@ __all__ = [
 
 NO_CATEGORY_FOLDER = "_"
 CONFIG_KEYS = ("models", "data", "seeds", "output", "engine", "visualize", "score_normalization")
-MODEL_KEYS = ("name", "class_path", "init_args", "init_args_by_dataset")
+MODEL_KEYS = ("name", "class_path", "init_args", "init_args_by_dataset", "train_images")
 DATA_KEYS = ("name", "class_path", "init_args", "categories")
 DEFAULT_ENGINE_ARGUMENTS: dict[str, Any] = {
     "accelerator": "auto",
@@ -273,7 +273,13 @@ def _model_spec(entry: Mapping[str, Any], where: str, dataset_names: Sequence[st
         dataset: _mapping(arguments, f"{where}: init_args_by_dataset.{dataset}")
         for dataset, arguments in by_dataset.items()
     }
-    spec = ModelSpec(name, entry["class_path"], init_args, by_dataset, model_class)
+    train_images = entry.get("train_images")
+    if train_images is not None and (
+        isinstance(train_images, bool) or not isinstance(train_images, int) or train_images < 1
+    ):
+        msg = f"{where}: train_images must be a positive number of training images (k-shot), got {train_images!r}."
+        raise BenchmarkConfigError(msg)
+    spec = ModelSpec(name, entry["class_path"], init_args, by_dataset, model_class, train_images)
     for dataset in dataset_names:
         arguments = spec.arguments_for(dataset)
         if "evaluator" in arguments:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import random
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Callback, LightningModule, Trainer
+
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, benchmark_evaluator
 from .report import ResultRow, write_report
@@ -44,7 +47,7 @@ from .store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVALUATOR_ATTRIBUTE", "BenchmarkResult", "RunGenerator", "RunJob", "run_benchmark"]
+__all__ = ["EVALUATOR_ATTRIBUTE", "BenchmarkResult", "RunGenerator", "RunJob", "TrainingSubset", "run_benchmark"]
 
 # Where the evaluator sits in a model when the Engine runs it before the model's post-processor.
 EVALUATOR_ATTRIBUTE = "benchmark_evaluator"
@@ -119,6 +122,39 @@ class RunGenerator:
             yield key, None if self.is_done(key) else RunJob(key, self.config)
 
 
+class TrainingSubset(Callback):
+    """Fit on ``k`` training images drawn with the run's seed instead of the whole training split (k-shot fitting).
+
+    Runs after the data module's ``setup`` (Lightning sets up the data module before the callbacks) and replaces its
+    training set by a seeded subset; validation and test data stay whole.
+
+    Args:
+        k: Training images to keep.
+        seed: The run's seed.
+    """
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k, self.seed = k, seed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Replace the training set by ``k`` of its images (only when fitting).
+
+        Raises:
+            ValueError: The training split holds fewer than ``k`` images.
+        """
+        del pl_module
+        datamodule = getattr(trainer, "datamodule", None)
+        if stage != "fit" or datamodule is None or getattr(datamodule, "train_data", None) is None:
+            return
+        dataset = datamodule.train_data
+        if self.k > len(dataset):
+            msg = f"train_images={self.k}, but the training split holds only {len(dataset)} images."
+            raise ValueError(msg)
+        indices = sorted(random.Random(self.seed).sample(range(len(dataset)), self.k))
+        datamodule.train_data = dataset.subsample(indices)
+        logger.info("Fitting on %d of %d training images (seed %d).", self.k, len(dataset), self.seed)
+
+
 @dataclass(frozen=True)
 class RunJob:
     """The job: one run of the grid (a model on a category of a data set with a seed) through anomalib's Engine.
@@ -171,6 +207,8 @@ class RunJob:
             # A checkpoint callback that saves nothing keeps anomalib from writing a model file per run (WinCLIP's
             # holds its whole CLIP).
             callbacks = [ModelCheckpoint(save_top_k=0, save_last=False)]
+            if model_spec.train_images is not None:
+                callbacks.append(TrainingSubset(model_spec.train_images, key.seed))
             if not config.score_normalization:
                 callbacks.append(evaluator)
                 # Lightning logs a metric object only when it is a submodule of the LightningModule.

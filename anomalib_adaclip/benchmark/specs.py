@@ -44,6 +44,9 @@ class ModelSpec:
         init_args_by_dataset: Per data set name, arguments that replace ``init_args`` on that data set (e.g. AdaCLIP's
             ``checkpoint``: ``visa_clinicdb`` on MVTec AD, ``mvtec_colondb`` elsewhere).
         model_class: The resolved class.
+        train_images: Fit the model on this many training images, drawn with the run's seed, instead of the whole
+            training split: a k-shot column for models that learn from normal images (AnomalyDINO, PatchCore, ...).
+            ``None`` uses the whole split.
     """
 
     name: str
@@ -51,6 +54,7 @@ class ModelSpec:
     init_args: dict[str, Any]
     init_args_by_dataset: dict[str, dict[str, Any]]
     model_class: type = field(compare=False, repr=False)
+    train_images: int | None = None
 
     def arguments_for(self, dataset: str) -> dict[str, Any]:
         """The constructor arguments on data set ``dataset``."""
@@ -58,7 +62,10 @@ class ModelSpec:
 
     def configuration_for(self, dataset: str) -> dict[str, Any]:
         """What a run record keeps of the model: class path and the arguments as configured."""
-        return {"class_path": self.class_path, "init_args": _plain(self.arguments_for(dataset))}
+        configuration = {"class_path": self.class_path, "init_args": _plain(self.arguments_for(dataset))}
+        if self.train_images is not None:
+            configuration["train_images"] = self.train_images
+        return configuration
 
     def build(self, dataset: str, evaluator: Evaluator | bool, visualize: bool) -> AnomalibModule:
         """Instantiate the model for data set ``dataset`` with the benchmark's evaluator.

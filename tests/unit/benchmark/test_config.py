@@ -107,7 +107,9 @@ def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> No
 
 def test_few_shot_config_has_the_k_shot_axis() -> None:
     config = load_config(PROJECT_ROOT / "configs" / "benchmark" / "few_shot.yaml")
-    shots = {model.name: model.arguments_for("MVTecAD").get("k_shot", 0) for model in config.models}
+    shots = {
+        model.name: model.train_images or model.arguments_for("MVTecAD").get("k_shot", 0) for model in config.models
+    }
     assert shots == {
         "AdaCLIP": 0,
         "AdaCLIP-1shot": 1,
@@ -117,10 +119,13 @@ def test_few_shot_config_has_the_k_shot_axis() -> None:
         "WinCLIP-1shot": 1,
         "WinCLIP-2shot": 2,
         "WinCLIP-4shot": 4,
+        "AnomalyDINO-1shot": 1,  # fitted on train_images training images
+        "AnomalyDINO-2shot": 2,
+        "AnomalyDINO-4shot": 4,
     }
     assert all(
         config.model(name).arguments_for("MVTecAD")["checkpoint"] == "visa_clinicdb"
         for name in shots
         if name.startswith("AdaCLIP")
     )
-    assert len(config.grid()) == 8 * 15
+    assert len(config.grid()) == 11 * 15

@@ -54,3 +54,35 @@ def test_a_folder_of_another_configuration_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkConfigError, match="another configuration") as error:
         generator.check_folder()
     assert "AdaCLIP · parts/gear · seed 0: model was" in str(error.value) and "'image_size': 140" in str(error.value)
+
+
+def test_training_subset_keeps_k_seeded_training_images() -> None:
+    from types import SimpleNamespace
+
+    from anomalib.data import MVTecAD
+
+    from anomalib_adaclip.benchmark.runner import TrainingSubset
+    from tests.conftest import TIRE_ROOT
+
+    def subset(k: int, seed: int, stage: str = "fit") -> list[str]:
+        datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0)
+        datamodule.setup()
+        TrainingSubset(k, seed).setup(SimpleNamespace(datamodule=datamodule), None, stage)
+        return list(datamodule.train_data.samples["image_path"])
+
+    full = subset(1, 0, stage="test")  # only fitting is restricted
+    assert len(full) > 2
+    two = subset(2, 0)
+    assert len(two) == 2 and set(two) <= set(full)
+    assert subset(2, 0) == two  # the same seed draws the same images
+    assert {tuple(subset(2, seed)) for seed in range(8)} != {tuple(two)}  # other seeds draw others
+    with pytest.raises(ValueError, match=f"train_images={len(full) + 1}, but the training split holds only"):
+        subset(len(full) + 1, 0)
+
+
+def test_train_images_must_be_a_positive_count(tmp_path: Path) -> None:
+    entry = adaclip_entry(train_images=0)
+    with pytest.raises(BenchmarkConfigError, match="train_images must be a positive number of training images"):
+        load_config({"models": [entry], "data": [folder_entry()]}, output=tmp_path)
+    config = load_config({"models": [adaclip_entry(train_images=3)], "data": [folder_entry()]}, output=tmp_path)
+    assert config.model("AdaCLIP").configuration_for("parts")["train_images"] == 3
