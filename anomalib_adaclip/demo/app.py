@@ -84,13 +84,22 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             with gr.Column(scale=1):
                 images = gr.File(label="Images", file_count="multiple", elem_id="images")
                 examples = gr.Button("Use the example images (MVTec 3D-AD tire, CC BY-NC-SA 4.0)", size="sm")
+                references = gr.File(
+                    label="Known-good references (optional)", file_count="multiple", elem_id="references"
+                )
+                gr.Markdown(
+                    "Known-good references are defect-free images of the same object: with them the run is few-shot "
+                    "(k = the number of references) and every image is also compared, patch by patch, with them, so "
+                    "what differs from them scores higher; without them the run is zero-shot (the prompts only). "
+                    "References of another size are resized to the model's input size, like the images.",
+                    elem_id="references-help",
+                )
                 name = gr.Textbox(
                     label="Class name",
                     value=class_name,
                     placeholder="the object in the images, e.g. tire, bottle, metal-nut",
                     elem_id="class-name",
                 )
-                # Few-shot reference images (normal images of the product) go here once AdaCLIP takes them.
                 with gr.Accordion("Prompt sentences", open=False):
                     show_prompts = gr.Button("Show the sentences of this class name", size="sm")
                     prompts = gr.Textbox(label="Prompt sentences", lines=12, interactive=False, elem_id="prompts")
@@ -157,6 +166,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             image_level: float,
             pixel_level: float,
             tiled: bool,
+            reference_files: list[str] | None = None,
             progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
         ) -> tuple[Any, ...]:
             spec = _spec(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
@@ -173,6 +183,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 image_threshold=image_level,
                 pixel_threshold=pixel_level,
                 tiling=tiled,
+                references=reference_files or [],
                 progress=report,
             )
             csv_path = str(result.csv_path) if result.csv_path else None
@@ -191,6 +202,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 image_threshold,
                 pixel_threshold,
                 tiling,
+                references,
             ],
             outputs=[status, gallery, table, csv_file, zip_file],
             concurrency_limit=1,  # one forward on the model at a time; the session's lock guards it as well

@@ -12,13 +12,22 @@ Every problem with a request (no images, an empty class name, a file that is not
 grayscale, an image above the size limit, weights that are not on disk) comes back as text in the result, never as
 an exception, so the page answers it and keeps serving.
 
-Few-shot reference images (normal images of the product) are not part of AdaCLIP yet; when they are, they belong to
-:meth:`DemoSession.predict` next to ``class_name``, as one more input of the same request.
+Known-good reference images (normal images of the product) make a run few-shot: with ``n`` references the run uses
+an AdaCLIP with ``k_shot=n`` whose few-shot memory holds those ``n`` images for the run's class name, filled by the
+package's own path (the references are copied into a folder of the session, which becomes ``few_shot_source``, and
+:meth:`AdaCLIP.prepare_references <anomalib_adaclip.AdaCLIP.prepare_references>` reads them with the model's
+pre-processing, resizing them to the input size like the queries). The session keeps one zero-shot and one few-shot
+model of the same settings, so switching between them rebuilds nothing; the few-shot model's memory is refilled only
+when the references (their contents), the class name or tiling change, and the model is rebuilt, with a message, only
+when the number of references (``k_shot``) changes. References are checked like the query images; a bad one is
+answered and nothing is scored.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -36,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from anomalib_adaclip.cli.quickstart import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE
 from anomalib_adaclip.components.decisions import (
@@ -46,6 +56,7 @@ from anomalib_adaclip.components.decisions import (
 )
 from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip.components.references import ReferenceError as FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
 from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.weights import (
@@ -99,12 +110,14 @@ class ModelSpec:
         backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (smoke test).
         checkpoint: A released checkpoint name, a checkpoint file, or ``None`` (untrained prompts: smoke test).
         image_size: The model's input side in pixels.
+        k_shot: Known-good references per class (few-shot); 0 for zero-shot.
     """
 
     backbone: str = AdaCLIPConfig.backbone
     backbone_weights: str | None = "openai"
     checkpoint: str | None = "mvtec_colondb"
     image_size: int = AdaCLIPConfig.image_size
+    k_shot: int = 0
 
     def describe(self) -> str:
         """One line for the page: checkpoint, backbone, weights and input size."""
@@ -115,13 +128,18 @@ class ModelSpec:
         weights = self.backbone_weights if self.backbone_weights else "random"
         if weights != "random" and "/" in weights:
             weights = Path(weights).name
-        return f"checkpoint {checkpoint}, backbone {backbone} ({weights} weights), {self.image_size} px"
+        shots = f", few-shot k_shot={self.k_shot}" if self.k_shot else ""
+        return f"checkpoint {checkpoint}, backbone {backbone} ({weights} weights), {self.image_size} px{shots}"
+
+    def zero_shot(self) -> ModelSpec:
+        """The same settings without references (``k_shot=0``)."""
+        return dataclasses.replace(self, k_shot=0)
 
     def changes_from(self, other: ModelSpec) -> list[str]:
         """The settings that differ from ``other``, as ``name: old -> new``."""
         return [
             f"{name}: {getattr(other, name)} -> {getattr(self, name)}"
-            for name in ("checkpoint", "backbone", "backbone_weights", "image_size")
+            for name in ("checkpoint", "backbone", "backbone_weights", "image_size", "k_shot")
             if getattr(other, name) != getattr(self, name)
         ]
 
@@ -196,6 +214,7 @@ class RunResult:
         csv_path: The predictions CSV (one row per scored image), or ``None`` when nothing was scored.
         zip_path: The overlays as PNG files in a zip, or ``None`` when nothing was scored.
         smoke: Whether the outputs come from the smoke-test model (meaningless).
+        k_shot: Known-good references the run used (few-shot), 0 for a zero-shot run.
     """
 
     results: list[ImageResult] = field(default_factory=list)
@@ -203,6 +222,7 @@ class RunResult:
     csv_path: Path | None = None
     zip_path: Path | None = None
     smoke: bool = False
+    k_shot: int = 0
 
     @property
     def message(self) -> str:
@@ -247,6 +267,20 @@ def _request_problem(paths: Sequence[Path], class_name: str, image_threshold: fl
         if not 0.0 <= float(threshold) <= 1.0:
             return f"The {label} must be a probability in [0, 1], got {threshold}."
     return ""
+
+
+def _distinct_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The files with distinct contents (the first of each), and the repeats left out.
+
+    A reference given twice would be its own nearest neighbour in the leave-one-out scale of the few-shot memory.
+    """
+    seen: set[str] = set()
+    distinct, repeats = [], []
+    for path in paths:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        (repeats if digest in seen else distinct).append(path)
+        seen.add(digest)
+    return distinct, repeats
 
 
 class MissingWeightsError(WeightsNotFoundError):
@@ -308,6 +342,10 @@ class DemoSession:
         self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="adaclip_demo_"))
         self.model: AdaCLIP | None = None
         self.spec: ModelSpec | None = None
+        # The kept models: at most one zero-shot and one few-shot model, of the same settings otherwise.
+        self._models: dict[ModelSpec, AdaCLIP] = {}
+        # What the few-shot memory of a kept model holds: (class name, tiling, digest of the reference files).
+        self._filled: dict[ModelSpec, tuple[str, bool, str]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -326,6 +364,7 @@ class DemoSession:
                 backbone_weights=spec.backbone_weights,
                 checkpoint=spec.checkpoint,
                 image_size=spec.image_size,
+                k_shot=spec.k_shot,
                 thresholding="fixed",
                 evaluator=False,
                 visualizer=visualizer,
@@ -333,21 +372,37 @@ class DemoSession:
         return model.eval().to(self.device)
 
     def _load(self, spec: ModelSpec) -> str:
-        """Build the model of ``spec`` unless it is the current one; returns what happened for the page."""
-        if self.model is not None and spec == self.spec:
+        """Make the model of ``spec`` the current one, building it unless it is kept; returns what happened."""
+        if spec in self._models:
+            self.model, self.spec = self._models[spec], spec
             return ""
         start = time.perf_counter()
-        previous = self.spec
-        self.model, self.spec = None, None  # a failed build leaves no half-built model behind
+        few_shot = spec.k_shot > 0
+        # The model this one replaces: the kept one of the same kind (zero- or few-shot), else the current one.
+        previous = next((kept for kept in self._models if (kept.k_shot > 0) == few_shot), None)
+        other_kind = next((kept for kept in self._models if (kept.k_shot > 0) != few_shot), None)
+        # Kept: the other kind's model of the same settings; everything else goes (and a failed build leaves no
+        # half-built model behind).
+        keep = other_kind if other_kind is not None and other_kind.zero_shot() == spec.zero_shot() else None
+        previous = previous or (other_kind if keep is None else None)
+        self._models = {keep: self._models[keep]} if keep is not None else {}
+        self._filled = {kept: filled for kept, filled in self._filled.items() if kept in self._models}
+        self.model, self.spec = None, None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         if missing := _missing_weights(spec, self.offline):  # every missing file at once, before anything is built
             raise MissingWeightsError(missing)
         model = self._build(spec)
+        self._models[spec] = model
         self.model, self.spec = model, spec
         took = time.perf_counter() - start
         if previous is None:
-            return f"Built the model ({spec.describe()}) on {self.device} in {took:.1f} s; it is kept for later runs."
+            kind = "few-shot model" if few_shot else "model"
+            also = f" (the {'zero' if few_shot else 'few'}-shot model is kept too)" if keep is not None else ""
+            return (
+                f"Built the {kind} ({spec.describe()}) on {self.device} in {took:.1f} s; it is kept for later "
+                f"runs{also}."
+            )
         changes = "; ".join(spec.changes_from(previous))
         return f"Rebuilt the model because its settings changed ({changes}): {spec.describe()}, {took:.1f} s."
 
@@ -384,6 +439,54 @@ class DemoSession:
                 notes,
             )
         return "", notes
+
+    def _reference_problems(self, paths: Sequence[Path]) -> list[str]:
+        """Why known-good references cannot be used, one line each (the same checks as the query images)."""
+        problems = []
+        for path in paths:
+            refusal, _ = self._refusal(path)
+            if refusal:
+                problems.append(f"- {path.name}: {refusal.removeprefix('Not scored: ')}")
+        return problems
+
+    def _fill_references(self, model: AdaCLIP, paths: Sequence[Path], class_name: str, tiling: bool) -> str:
+        """Fill the few-shot memory of ``model`` with ``paths`` for ``class_name`` unless it holds them already.
+
+        The files are copied into a folder of the session, which becomes the model's ``few_shot_source``, and
+        :meth:`AdaCLIP.prepare_references` reads them with the model's pre-processing (the same path as a run of
+        ``anomalib predict`` with ``--model.few_shot_source``). The memory holds one class name at a time here.
+
+        Returns:
+            What happened, for the page.
+
+        Raises:
+            ~anomalib_adaclip.components.references.ReferenceError: A reference cannot be read.
+        """
+        digest = hashlib.sha256()
+        for content in sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in paths):
+            digest.update(content.encode())
+        key = (class_name, tiling, digest.hexdigest())
+        assert self.spec is not None
+        if self._filled.get(self.spec) == key:
+            return "kept from the previous run"
+        memory = model.model.few_shot_memory
+        assert memory is not None  # a few-shot model
+        self._filled.pop(self.spec, None)
+        start = time.perf_counter()
+        folder = self.output_dir / "references" / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        try:
+            for index, path in enumerate(paths):
+                suffix = "" if path.suffix.lower() in IMG_EXTENSIONS else ".png"  # PIL reads by content
+                shutil.copy(path, folder / f"{index:03d}_{path.name}{suffix}")
+            memory.clear()
+            model.few_shot_source = str(folder)
+            model.model.class_name = class_name
+            model.prepare_references()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._filled[self.spec] = key
+        return f"read in {time.perf_counter() - start:.1f} s"
 
     def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
         from anomalib.data.utils.image import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
@@ -422,6 +525,50 @@ class DemoSession:
             result.overlay = visualizer.render(item, applied_threshold(model, "image"))
         return result
 
+    def _ready_model(
+        self, run: RunResult, spec: ModelSpec, class_name: str, tiling: bool, references: Sequence[Path]
+    ) -> AdaCLIP | None:
+        """The model of ``spec``, built or kept, with its tiling and its few-shot memory set for this request.
+
+        What happened (built, rebuilt, zero- or few-shot) goes into ``run``'s messages; ``None`` when the request
+        cannot be scored (the reason is in the messages).
+        """
+        try:
+            built = self._load(spec)
+        except WeightsNotFoundError as error:
+            count = len(error.errors) if isinstance(error, MissingWeightsError) else 1
+            run.messages.append(
+                f"The model cannot be built: {count} weight file(s) are missing.\n\n```text\n{error}\n```"
+            )
+            return None
+        except (CheckpointError, ValueError, TypeError, OSError, RuntimeError) as error:
+            run.messages.append(f"The model cannot be built ({type(error).__name__}):\n\n```text\n{error}\n```")
+            return None
+        if built:
+            run.messages.append(built)
+        model = self.model
+        assert model is not None
+        try:
+            model.model.check_class_name(class_name)
+        except ValueError as error:
+            run.messages.append(str(error))
+            return None
+        model.set_tiling(tiling)
+        if not references:
+            run.messages.append("Zero-shot: no known-good references (the prompts only).")
+            return model
+        try:
+            filled = self._fill_references(model, references, class_name, tiling)
+        except (FewShotReferenceError, OSError, RuntimeError) as error:
+            run.messages.append(f"No image was scored: the known-good references cannot be used. {error}")
+            return None
+        run.k_shot = len(references)
+        run.messages.append(
+            f"Few-shot: {run.k_shot} known-good reference(s) of {class_name!r} ({filled}); each image is compared "
+            "with them as well as with the prompts."
+        )
+        return model
+
     def predict(
         self,
         images: Sequence[str | Path],
@@ -431,6 +578,7 @@ class DemoSession:
         image_threshold: float = 0.5,
         pixel_threshold: float = 0.5,
         tiling: bool = False,
+        references: Sequence[str | Path] | None = None,
         progress: ProgressCallback | None = None,
     ) -> RunResult:
         """Score image files and write the run's CSV and overlays; every problem is answered in the result.
@@ -438,6 +586,9 @@ class DemoSession:
         Args:
             images: The image files (any other file is answered with a message).
             class_name: The object the prompts describe (``"tire"``, ``"metal-nut"``).
+            references: Known-good (normal) images of the same object: with ``n`` of them the run is few-shot with
+                ``k_shot=n``, without any it is zero-shot. They are resized to the model's input size like the
+                queries. Defaults to none.
             spec: The model to use; rebuilt when it differs from the current one. Defaults to the session's.
             image_threshold: An image is NG when its score is above it. Defaults to 0.5.
             pixel_threshold: A pixel is anomalous when its probability is above it. Defaults to 0.5.
@@ -455,34 +606,30 @@ class DemoSession:
         if problem := _request_problem(paths, class_name, image_threshold, pixel_threshold):
             run.messages.append(problem)
             return run
-        spec = spec or self.default_spec
+        reference_paths = [Path(reference) for reference in references or []]
+        if problems := self._reference_problems(reference_paths):
+            heading = (
+                "No image was scored: the known-good reference(s) below cannot be used. Remove or replace them (or "
+                "run without references, zero-shot)."
+            )
+            run.messages.append("\n".join([heading, *problems]))
+            return run
+        reference_paths, duplicates = _distinct_files(reference_paths)
+        spec = dataclasses.replace(spec or self.default_spec, k_shot=len(reference_paths))
         report = progress or (lambda done, total, what: None)
         with self._lock:
-            if self.model is None or spec != self.spec:
+            if spec not in self._models:
                 report(0, len(paths), "building the model")
-            try:
-                built = self._load(spec)
-            except WeightsNotFoundError as error:
-                count = len(error.errors) if isinstance(error, MissingWeightsError) else 1
+            model = self._ready_model(run, spec, class_name, tiling, reference_paths)
+            if model is None:
+                return run
+            if duplicates:
                 run.messages.append(
-                    f"The model cannot be built: {count} weight file(s) are missing.\n\n```text\n{error}\n```"
+                    f"Known-good references with the same contents as an earlier one are used once: "
+                    f"{', '.join(path.name for path in duplicates)}."
                 )
-                return run
-            except (CheckpointError, ValueError, TypeError, OSError, RuntimeError) as error:
-                run.messages.append(f"The model cannot be built ({type(error).__name__}):\n\n```text\n{error}\n```")
-                return run
-            if built:
-                run.messages.append(built)
-            model = self.model
-            assert model is not None
-            try:
-                model.model.check_class_name(class_name)
-            except ValueError as error:
-                run.messages.append(str(error))
-                return run
-            model.set_tiling(tiling)
-            post_processor = model.post_processor
-            post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)
+            report(0, len(paths), "scoring")
+            model.post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)
             for index, path in enumerate(paths):
                 report(index, len(paths), path.name)
                 run.results.append(self._score(path, path.name, class_name))

@@ -3,8 +3,9 @@
 Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) is driven through playwright-python
 with ``executable_path``, so nothing is downloaded. The page is checked as a user sees it: two tire images uploaded,
 the class name typed, Run clicked; scores, decisions and heatmaps appear and the CSV download has one row per image.
-A corrupt file is answered in the page, two browser sessions at once both get their results, and the browser never
-asks for anything outside 127.0.0.1. Screenshots go to pytest's tmp folder (``docs/images/demo.png`` is one of them).
+One uploaded known-good reference makes the run few-shot, and the page says so. A corrupt file is answered in the
+page, two browser sessions at once both get their results, and the browser never asks for anything outside 127.0.0.1.
+Screenshots go to pytest's tmp folder (``docs/images/demo.png`` is one of them).
 """
 
 from __future__ import annotations
@@ -112,13 +113,16 @@ class Visit:
         if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")):
             self.outside.append(request.url)
 
-    def submit(self, files: list[str], class_name: str) -> None:
+    def submit(self, files: list[str], class_name: str, references: list[str] | None = None) -> None:
         clear = self.page.locator('#images button[aria-label="Clear"]')
         if clear.count():  # an upload adds to the files already there
             clear.first.click()
             self.page.locator("#images .file-preview").wait_for(state="detached")
         self.page.locator("#images input[type=file]").set_input_files(files)
         self.page.locator(f'#images [aria-label="{Path(files[-1]).name}"]').first.wait_for()  # uploaded
+        if references:
+            self.page.locator("#references input[type=file]").set_input_files(references)
+            self.page.locator(f'#references [aria-label="{Path(references[-1]).name}"]').first.wait_for()
         self.page.locator("#class-name textarea, #class-name input").first.fill(class_name)
         self.page.click("#run")
 
@@ -174,6 +178,16 @@ def test_corrupt_file_is_answered_in_the_page_and_the_app_keeps_serving(
     visit.page.screenshot(path=tmp_path / "corrupt.png", full_page=True)
     visit.submit([TIRE_IMAGES[0]], "tire")  # the same page goes on working
     visit.wait_for_status("Scored 1 of 1 image(s)")
+    visit.close()
+
+
+def test_one_known_good_reference_makes_the_run_few_shot(server: str, browser: Any) -> None:
+    visit = Visit(browser, server)
+    assert "few-shot" in visit.page.inner_text("#references-help")
+    reference = str(TIRE_ROOT / "tire" / "train" / "good" / "000.png")
+    visit.submit(TIRE_IMAGES[:1], "tire", references=[reference])
+    status = visit.wait_for_status("Scored 1 of 1 image(s)")
+    assert "Few-shot: 1 known-good reference(s) of 'tire'" in status
     visit.close()
 
 

@@ -28,10 +28,22 @@ def handler(session: DemoSession) -> Callable[..., tuple[Any, ...]]:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[Any, ...]]:
     predict = handler(DemoSession(smoke=True, device="cpu", output_dir=tmp_path_factory.mktemp("runs")))
 
-    def run(files: list[str], class_name: str = "tire") -> tuple[Any, ...]:
-        return predict(files, class_name, "none (smoke test)", None, "", "", 0.5, 0.5, False)
+    def run(files: list[str], class_name: str = "tire", references: list[str] | None = None) -> tuple[Any, ...]:
+        return predict(files, class_name, "none (smoke test)", None, "", "", 0.5, 0.5, False, references)
 
     return run
+
+
+def test_references_make_the_run_few_shot_and_a_bad_one_comes_back_as_text(
+    smoke_run: Callable[..., tuple[Any, ...]], tmp_path: Path
+) -> None:
+    image, reference = (str(path) for path in example_images()[:2])
+    status = smoke_run([image], references=[reference])[0]
+    assert "Few-shot: 1 known-good reference(s) of 'tire'" in status and "Scored 1 of 1 image(s)" in status
+    assert "Zero-shot: no known-good references" in smoke_run([image])[0]
+    status, gallery, table, csv_path, _ = smoke_run([image], references=[_write_bad("text", tmp_path)])
+    assert "known-good reference(s) below cannot be used" in status and "not an image that PIL can read" in status
+    assert gallery == [] and table == [] and csv_path is None
 
 
 def test_run_returns_status_gallery_table_and_files(smoke_run: Callable[..., tuple[Any, ...]]) -> None:

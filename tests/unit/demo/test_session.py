@@ -7,6 +7,7 @@ anomalib's ``Engine.predict`` build exactly the same model.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -147,6 +148,122 @@ def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_chan
     assert "prompts_2.pt" in third.messages[0]
 
 
+TRAIN_GOOD = sorted((TIRE_ROOT / "tire" / "train" / "good").glob("*.png"))
+
+
+def _copies(paths: list[Path], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True)
+    return [Path(shutil.copy(path, folder / path.name)) for path in paths]
+
+
+def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
+    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path
+) -> None:
+    references = _copies(TRAIN_GOOD[:2], tmp_path / "references")
+    images = tmp_path / "images"
+    images.mkdir()
+    queries = [*TIRE_IMAGES, references[0]]  # the last query is one of the references
+    for index, source in enumerate(queries):
+        shutil.copy(source, images / f"{index}_{source.name}")
+    files = sorted(images.iterdir())
+
+    run = session.predict(files, "tire", references=references)
+    assert run.k_shot == 2
+    assert "Few-shot: 2 known-good reference(s) of 'tire'" in run.message
+    assert all(result.scored for result in run.results), run.message
+
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE,
+        backbone_weights=str(micro_weights),
+        checkpoint=spec.checkpoint,
+        image_size=112,
+        class_name="tire",
+        thresholding="fixed",
+        k_shot=2,
+        few_shot_source=str(tmp_path / "references"),
+    )
+    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    expected = {Path(item.image_path).name: item for batch in engine.predict(model, data_path=images) for item in batch}
+    zero_shot = session.predict(files, "tire")
+    assert zero_shot.k_shot == 0 and "Zero-shot: no known-good references" in zero_shot.message
+    for result, plain in zip(run.results, zero_shot.results, strict=True):
+        item = expected[result.name]
+        assert result.score == pytest.approx(float(item.pred_score), abs=1e-6)
+        assert result.decision == ("NG" if bool(item.pred_label) else "OK")
+        assert result.score != pytest.approx(plain.score, abs=1e-6)  # the references changed the outputs
+
+    # The query that is a reference: the few-shot map is ~0 everywhere (its patches are in the memory).
+    from anomalib.data.utils.image import read_image
+
+    few_shot = session._models[dataclasses.replace(spec, k_shot=2)]
+    image = few_shot.pre_processor.transform(read_image(references[0], as_tensor=True))[None]
+    with torch.no_grad():
+        assert float(few_shot.model.features(image, "tire").few_shot_map.max()) < 1e-5
+
+
+def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memory(
+    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path
+) -> None:
+    # the 150x200 example images: references and query cut into 6 tiles each at 112 px
+    references = _copies(example_images()[:2], tmp_path / "references")
+    query = _copies(example_images()[2:], tmp_path / "images")
+    run = session.predict(query, "tire", references=references, tiling=True)
+    assert run.k_shot == 2 and run.results[0].scored, run.message
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE,
+        backbone_weights=str(micro_weights),
+        checkpoint=spec.checkpoint,
+        image_size=112,
+        class_name="tire",
+        thresholding="fixed",
+        k_shot=2,
+        few_shot_source=str(tmp_path / "references"),
+        tiling=True,
+    )
+    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    (item,) = [item for batch in engine.predict(model, data_path=tmp_path / "images") for item in batch]
+    assert run.results[0].score == pytest.approx(float(item.pred_score), abs=1e-6)
+    untiled = session.predict(query, "tire", references=references)
+    assert "(read in " in untiled.message  # whole images now: the memory is refilled
+
+
+def test_references_refill_the_memory_and_only_their_number_rebuilds_the_model(spec: ModelSpec, tmp_path: Path) -> None:
+    session = DemoSession(spec, device="cpu", output_dir=tmp_path / "runs")
+    query = example_images()[:1]  # 150x200 queries, 600x800 references: both resized to the input size
+    first = _copies(TRAIN_GOOD[:2], tmp_path / "first")
+    second = _copies(TRAIN_GOOD[2:4], tmp_path / "second")
+
+    zero = session.predict(query, "tire")
+    assert zero.messages[0].startswith("Built the model (")
+    few = session.predict(query, "tire", references=first)
+    assert few.messages[0].startswith("Built the few-shot model (")
+    assert "few-shot k_shot=2" in few.messages[0] and "the zero-shot model is kept too" in few.messages[0]
+    model = session.model
+    assert few.results[0].scored and few.k_shot == 2
+
+    again = session.predict(query, "tire", references=first)
+    assert session.model is model and "(kept from the previous run)" in again.messages[0]
+    assert again.results[0].score == few.results[0].score
+    repeated = shutil.copy(first[0], tmp_path / "same_again.png")  # the same contents twice count once
+    twice = session.predict(query, "tire", references=[*first, repeated])
+    assert session.model is model and twice.k_shot == 2 and "(kept from the previous run)" in twice.messages[0]
+    assert "same contents as an earlier one are used once: same_again.png" in twice.message
+    other = session.predict(query, "tire", references=second)  # other files: the memory is refilled
+    assert session.model is model and "(read in " in other.messages[0]
+    assert not any("Built" in message or "Rebuilt" in message for message in again.messages + other.messages)
+    assert other.results[0].score != few.results[0].score
+    renamed = session.predict(query, "tyre", references=second)  # another class name: refilled for it
+    assert "(read in " in renamed.messages[0]
+    assert model.model.few_shot_memory.class_names == ["tyre"]
+
+    back = session.predict(query, "tire")  # the kept zero-shot model
+    assert back.messages[0].startswith("Zero-shot") and back.results[0].score == zero.results[0].score
+    one = session.predict(query, "tire", references=first[:1])  # a single reference works: k_shot=1
+    assert one.messages[0].startswith("Rebuilt the model because its settings changed (k_shot: 2 -> 1)")
+    assert one.k_shot == 1 and one.results[0].scored
+    assert "Few-shot: 1 known-good reference(s) of 'tire'" in one.message
+
+
 def test_a_model_failure_on_one_image_is_answered(
     session: DemoSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,6 +315,21 @@ def test_bad_files_are_answered_and_the_good_ones_still_scored(
     assert f"{refused.name}: Not scored: " in run.message
     assert "1 image(s) not scored" in run.message
     assert len(_rows(run.csv_path)) == 1  # the CSV holds the scored images
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [(_not_an_image, "not an image that PIL can read"), (_truncated, "truncated or damaged")],
+)
+def test_a_bad_reference_is_answered_and_the_session_keeps_serving(
+    session: DemoSession, tmp_path: Path, make: object, expected: str
+) -> None:
+    bad = make(tmp_path)  # type: ignore[operator]
+    run = session.predict(TIRE_IMAGES[:1], "tire", references=[TRAIN_GOOD[0], bad])
+    assert "No image was scored: the known-good reference(s) below cannot be used" in run.message
+    assert f"- {bad.name}: " in run.message and expected in run.message
+    assert run.results == [] and run.csv_path is None
+    assert session.predict(TIRE_IMAGES[:1], "tire", references=TRAIN_GOOD[:1]).results[0].scored
 
 
 def test_cmyk_jpeg_is_scored(session: DemoSession, tmp_path: Path) -> None:
