@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import AnomalibDataModule, Batch, ImageBatch
+from anomalib.data import AnomalibDataModule, Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
 from anomalib.models.components import AnomalibModule
 from anomalib.pre_processing import PreProcessor
@@ -375,47 +375,14 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             self.pre_processor.transform = transform
             self.pre_processor.export_transform = get_exportable_transform(transform)
 
-    @torch.no_grad()
-    def predict_images(
-        self,
-        images: torch.Tensor,
-        class_names: str | Sequence[str],
-        image_paths: Sequence[str] | None = None,
-    ) -> ImageBatch:
-        """Score raw images as a ``predict`` run does: pre-processor, model (tiled with ``tiling``), post-processor.
-
-        The same steps as ``Engine.predict`` on image files (anomalib reads them with ``read_image``), without a
-        Trainer: the pre-processor's transform, :meth:`predict_step`'s scoring with the given class names, and the
-        post-processor's normalisation and thresholds. The model must be in eval mode on the images' device.
+    def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None) -> Batch:
+        """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
 
         Args:
-            images: Raw RGB images ``[B, 3, H, W]`` in [0, 1].
-            class_names: One class name for every image, or one per image.
-            image_paths: The images' files, kept in the batch (the visualiser reads the original image from them).
-
-        Returns:
-            The post-processed batch: ``pred_score``, ``pred_label``, ``anomaly_map``, ``pred_mask``.
-
-        Raises:
-            TypeError: ``images`` is not a floating-point tensor.
-            ValueError: Bad shape or values, or an empty or too long class name.
+            batch: The batch after the pre-processor.
+            class_names: One class name per image; by default the batch's own, from the class-name rules, or the
+                run's.
         """
-        check_images(images, "images", raw=True)
-        names = [class_names] * len(images) if isinstance(class_names, str) else list(class_names)
-        if len(names) != len(images):
-            msg = f"`class_names` has {len(names)} names for {len(images)} images."
-            raise ValueError(msg)
-        for name in dict.fromkeys(names):
-            self.model.check_class_name(name)
-        batch = ImageBatch(image=images, image_path=list(image_paths) if image_paths is not None else None)
-        if self.pre_processor is not None:
-            self.pre_processor.on_predict_batch_start(self._trainer, self, batch, 0)
-        batch = self._predict_batch(batch, names)
-        if self.post_processor is not None:
-            self.post_processor.on_predict_batch_end(self._trainer, self, batch, batch, 0)
-        return batch
-
-    def _predict_batch(self, batch: Batch, class_names: Sequence[str] | None = None) -> Batch:
         names = class_names if class_names is not None else self.per_image_class_names.of(batch, self.model.class_name)
         if self.tiling:
             predictions = tiled_predict(
@@ -447,17 +414,17 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""
         del args, kwargs
-        return self._predict_batch(batch)
+        return self.score_batch(batch)
 
     def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a test batch."""
         del args, kwargs
-        return self._predict_batch(batch)
+        return self.score_batch(batch)
 
     def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a prediction batch."""
         del args, kwargs
-        return self._predict_batch(batch)
+        return self.score_batch(batch)
 
     def val_dataloader(self) -> list:
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""

@@ -3,7 +3,7 @@
 :class:`DemoSession` owns one :class:`~anomalib_adaclip.AdaCLIP`, built on first use and kept; it is rebuilt only
 when its :class:`ModelSpec` (backbone, weights, checkpoint, input size) changes, and says so. Images are scored by
 the package's own path, the same as ``anomalib predict`` on image files: anomalib's ``read_image``, then
-:meth:`AdaCLIP.predict_images <anomalib_adaclip.AdaCLIP.predict_images>` (the model's pre-processor, its scoring, tiled
+:func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's pre-processor, its scoring, tiled
 or not, and its post-processor with the chosen thresholds), then the decision and the anomalous-area fraction of
 :mod:`~anomalib_adaclip.components.decisions` and the picture of
 :class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a time use the model.
@@ -55,6 +55,7 @@ from anomalib_adaclip.components.decisions import (
     image_file_size,
 )
 from anomalib_adaclip.components.file_checks import check_image_file
+from anomalib_adaclip.components.image_scoring import score_images
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.components.references import ReferenceError as FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
@@ -503,7 +504,7 @@ class DemoSession:
             result.error = f"Not scored: the image cannot be decoded ({type(error).__name__}: {error})."
             return result
         try:
-            batch = model.predict_images(image[None].to(self.device), class_name, [str(path)])
+            batch = score_images(model, image[None].to(self.device), class_name, [str(path)])
         except RuntimeError as error:  # e.g. out of memory on a large image with tiling: answer it, keep serving
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

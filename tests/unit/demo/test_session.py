@@ -272,7 +272,7 @@ def test_a_model_failure_on_one_image_is_answered(
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB")
 
-    monkeypatch.setattr(session.model, "predict_images", fail)
+    monkeypatch.setattr("anomalib_adaclip.demo.session.score_images", fail)
     run = session.predict(TIRE_IMAGES[:1], "tire")
     assert "the model failed on this image (RuntimeError: CUDA out of memory." in run.results[0].error
 
