@@ -386,4 +386,6 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(
     ddp, _ = read_checkpoint(ddp_runs[0] / "adaclip.pt")
     single, _ = read_checkpoint(tmp_path / "AdaCLIP" / "training" / "single" / "v0" / "adaclip.pt")
     for key, value in single.items():
-        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-6, msg=key)
+        # The all-reduce sums the two halves' gradients in another order than one batch of four; AdamW divides by
+        # sqrt(v), which magnifies last-bit differences of small gradients (1e-5 measured on an AMD EPYC host).
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-4, msg=lambda text, key=key: f"{key}: {text}")
