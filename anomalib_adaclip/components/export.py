@@ -1,19 +1,25 @@
-"""AdaCLIP's exports through anomalib: what cannot be exported, and never over an earlier export.
+"""AdaCLIP's exports through anomalib: what cannot be exported, and nothing earlier is lost.
 
 :class:`GuardedExports` wraps anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused
-(the tile grid depends on each image's size), an existing export is never replaced, ONNX defaults to opset 18, and
-the log names the class name baked into the prompts.
+(the tile grid depends on each image's size), ONNX defaults to opset 18, and the log names the class name baked into
+the prompts. anomalib's contract is that an export goes to ``<export_root>/weights/<kind>/<name>.*``, replacing what
+is there (its own models do; its integration routine exports every model into one project folder). AdaCLIP keeps
+that contract without losing anything: an earlier export of the same name is first moved, whole, into
+``<export_root>/weights/<kind>/earlier/`` (``earlier-v1``, ... when that exists) and the log says where.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from anomalib_adaclip.files import free_path
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_SUFFIXES", "ONNX_OPSET", "GuardedExports", "check_export_target", "check_exportable"]
+__all__ = ["EXPORT_SUFFIXES", "ONNX_OPSET", "GuardedExports", "check_exportable", "keep_earlier_export"]
 
 # anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
 ONNX_OPSET = 18
@@ -27,21 +33,31 @@ EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_export_target(export_root: Path | str, kind: ExportType, model_file_name: str) -> None:
-    """Refuse to export over an earlier export (anomalib would replace it silently).
+def keep_earlier_export(export_root: Path | str, kind: ExportType, model_file_name: str) -> Path | None:
+    """Move an earlier export of this name into ``weights/<kind>/earlier[-vN]/`` before a new one replaces it.
 
-    Raises:
-        FileExistsError: ``<export_root>/weights/<kind>/<model_file_name>.*`` exists.
+    The files keep their names side by side, so a moved ONNX model still finds its ``.onnx.data`` and an OpenVINO
+    ``.xml`` its ``.bin``.
+
+    Returns:
+        The folder the earlier export now lives in, or ``None`` when there was none.
     """
     folder = Path(export_root) / "weights" / kind
     existing = [folder / f"{model_file_name}{suffix}" for suffix in EXPORT_SUFFIXES[kind]]
     existing = [path for path in existing if path.exists()]
-    if existing:
-        msg = (
-            f"{existing[0]} already exists: AdaCLIP never replaces an earlier export. Choose another export_root "
-            f"or model_file_name, or delete the old files first."
-        )
-        raise FileExistsError(msg)
+    if not existing:
+        return None
+    target = free_path(folder / "earlier")
+    target.mkdir(parents=True)
+    for path in existing:
+        shutil.move(str(path), str(target / path.name))
+    logger.warning(
+        "%s held an earlier %s export; it was moved to %s before the new export took its place.",
+        existing[0],
+        kind,
+        target,
+    )
+    return target
 
 
 def check_exportable(tiling: bool) -> None:
@@ -65,7 +81,7 @@ class GuardedExports:
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
         check_exportable(self.tiling)
-        check_export_target(export_root, "torch", model_file_name)
+        keep_earlier_export(export_root, "torch", model_file_name)
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_torch(export_root, model_file_name)
 
@@ -81,12 +97,12 @@ class GuardedExports:
         The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are in the graph.
         """
         check_exportable(self.tiling)
-        check_export_target(export_root, "onnx", model_file_name)
+        keep_earlier_export(export_root, "onnx", model_file_name)
         kwargs.setdefault("opset_version", ONNX_OPSET)
         logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
-        """Export to OpenVINO IR (through ONNX, opset 18); an existing export is an error, as for the other formats."""
-        check_export_target(export_root, "openvino", model_file_name)
+        """Export to OpenVINO IR (through ONNX, opset 18); an earlier export is kept, as for the other formats."""
+        keep_earlier_export(export_root, "openvino", model_file_name)
         return super().to_openvino(export_root, model_file_name, *args, **kwargs)

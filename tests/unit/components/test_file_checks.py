@@ -31,27 +31,6 @@ def make_engine(root: Path) -> Engine:
     return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
 
 
-def test_export_never_replaces_an_earlier_export(micro_weights: Path, tmp_path: Path) -> None:
-    model = make_adaclip(micro_weights)
-    engine = make_engine(tmp_path)
-    first = engine.export(model, export_type="torch", export_root=tmp_path / "export")
-    before = first.read_bytes()
-    with pytest.raises(FileExistsError, match=rf"{first} already exists: AdaCLIP never replaces an earlier export"):
-        engine.export(model, export_type="torch", export_root=tmp_path / "export")
-    assert first.read_bytes() == before
-    assert engine.export(
-        model, export_type="torch", export_root=tmp_path / "export", model_file_name="second"
-    ).is_file()
-    # ONNX and OpenVINO: the check runs before anything is exported (an earlier export is stood in for by a file).
-    for kind, suffix, method in (("onnx", ".onnx.data", model.to_onnx), ("openvino", ".bin", model.to_openvino)):
-        earlier = tmp_path / "export" / "weights" / kind / f"model{suffix}"
-        earlier.parent.mkdir(parents=True)
-        earlier.write_text("earlier export")
-        with pytest.raises(FileExistsError, match=f"{earlier} already exists"):
-            method(tmp_path / "export")
-        assert earlier.read_text() == "earlier export"
-
-
 def test_a_second_test_run_keeps_the_first_checkpoint_and_warns_before_replacing_images(
     micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,68 @@
+"""Export guards: anomalib's contract (an export takes `weights/<kind>/<name>.*`), and no earlier export lost."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.engine import Engine
+from anomalib.models import Padim
+
+from anomalib_adaclip import AdaCLIP
+from anomalib_adaclip.components.export import keep_earlier_export
+from tests.conftest import MICRO_BACKBONE
+
+
+def make_engine(root: Path) -> Engine:
+    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+
+
+def test_an_earlier_export_is_moved_aside_and_the_new_one_takes_its_place(
+    micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, class_name="widget")
+    engine = make_engine(tmp_path)
+    first = engine.export(model, export_type="torch", export_root=tmp_path / "export")
+    before = first.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
+        second = engine.export(model, export_type="torch", export_root=tmp_path / "export")
+    assert second == first and second.is_file()  # anomalib's path, as its own models use it
+    kept = first.parent / "earlier" / "model.pt"
+    assert kept.read_bytes() == before
+    assert f"it was moved to {first.parent / 'earlier'}" in caplog.text
+    engine.export(model, export_type="torch", export_root=tmp_path / "export")
+    assert (first.parent / "earlier-v1" / "model.pt").is_file() and kept.read_bytes() == before
+
+
+def test_adaclip_exports_after_another_model_into_the_same_project_folder(micro_weights: Path, tmp_path: Path) -> None:
+    """anomalib's integration routine exports every model into one folder; nothing earlier is lost."""
+    torch.manual_seed(0)
+    padim = Padim(backbone="resnet18", pre_trained=False, layers=["layer1"], n_features=16)
+    engine = make_engine(tmp_path)
+    padim_path = engine.export(padim, export_type="torch", export_root=tmp_path / "project")
+    padim_bytes = padim_path.read_bytes()
+    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, class_name="widget")
+    path = engine.export(model, export_type="torch", export_root=tmp_path / "project")
+    assert path == padim_path and path.read_bytes() != padim_bytes
+    assert (path.parent / "earlier" / "model.pt").read_bytes() == padim_bytes
+
+
+@pytest.mark.parametrize(("kind", "suffixes"), [("onnx", (".onnx", ".onnx.data")), ("openvino", (".xml", ".bin"))])
+def test_the_files_of_one_export_move_together_under_their_names(
+    tmp_path: Path, kind: str, suffixes: tuple[str, ...]
+) -> None:
+    folder = tmp_path / "weights" / kind
+    folder.mkdir(parents=True)
+    for suffix in suffixes:
+        (folder / f"model{suffix}").write_text(f"earlier {suffix}")
+    (folder / "other.onnx").write_text("another name stays")
+    target = keep_earlier_export(tmp_path, kind, "model")
+    assert target == folder / "earlier"
+    for suffix in suffixes:  # an ONNX model still finds its .onnx.data, an .xml its .bin
+        assert (target / f"model{suffix}").read_text() == f"earlier {suffix}"
+        assert not (folder / f"model{suffix}").exists()
+    assert (folder / "other.onnx").read_text() == "another name stays"
+    assert keep_earlier_export(tmp_path, kind, "model") is None  # nothing there any more: nothing to keep
