@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from anomalib.data import ImageBatch
 
-from anomalib_adaclip.model.inputs import check_images
+from anomalib_adaclip.model.inputs import check_images, image_class_names
 
 __all__ = ["score_images"]
 
@@ -41,12 +41,8 @@ def score_images(
         ValueError: Bad shape or values, or an empty or too long class name.
     """
     check_images(images, "images", raw=True)
-    names = [class_names] * len(images) if isinstance(class_names, str) else list(class_names)
-    if len(names) != len(images):
-        msg = f"`class_names` has {len(names)} names for {len(images)} images."
-        raise ValueError(msg)
-    for name in dict.fromkeys(names):
-        module.model.check_class_name(name)
+    names = image_class_names(class_names, len(images))  # each name is checked by the model when it scores
+    names = [names] * len(images) if isinstance(names, str) else names
     batch = ImageBatch(image=images, image_path=list(image_paths) if image_paths is not None else None)
     # The components' predict hooks read neither the Trainer nor the batch index.
     if module.pre_processor is not None:
