@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import count
 from pathlib import Path
 from typing import IO
 
 __all__ = ["free_path", "open_new_text_file"]
+
+
+def _candidates(path: Path) -> Iterator[Path]:
+    """``path``, then ``<stem>-v1<suffix>``, ``-v2``, ... without end."""
+    yield path
+    for version in count(1):
+        yield path.with_name(f"{path.stem}-v{version}{path.suffix}")
 
 
 def free_path(path: str | Path) -> Path:
@@ -14,12 +23,10 @@ def free_path(path: str | Path) -> Path:
     For files that another library creates (checkpoints, exports); a file this package writes itself is opened with
     :func:`open_new_text_file`, which also wins a race with another process.
     """
-    path = Path(path)
-    candidate, version = path, 0
-    while candidate.exists() or candidate.is_symlink():
-        version += 1
-        candidate = path.with_name(f"{path.stem}-v{version}{path.suffix}")
-    return candidate
+    # A dangling link counts as taken: writing through it would create its target.
+    return next(
+        candidate for candidate in _candidates(Path(path)) if not candidate.exists() and not candidate.is_symlink()
+    )
 
 
 def open_new_text_file(directory: str | Path, filename: str) -> tuple[Path, IO[str]]:
@@ -30,11 +37,10 @@ def open_new_text_file(directory: str | Path, filename: str) -> tuple[Path, IO[s
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem, suffix = Path(filename).stem, Path(filename).suffix
-    version = 0
+    candidates = _candidates(directory / filename)
     while True:
-        path = directory / (filename if version == 0 else f"{stem}-v{version}{suffix}")
+        path = next(candidates)
         try:
             return path, path.open("x", newline="", encoding="utf-8")
         except FileExistsError:
-            version += 1
+            pass
