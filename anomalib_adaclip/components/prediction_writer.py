@@ -30,11 +30,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSV_COLUMNS", "DEFAULT_CSV_NAME", "PredictionCSVWriter"]
+__all__ = ["CSV_COLUMNS", "DEFAULT_CSV_NAME", "PredictionCSVWriter", "csv_row"]
 
 
 CSV_COLUMNS = ("path", "class_name", "score", "decision", "anomalous_area_fraction")
 DEFAULT_CSV_NAME = "predictions.csv"
+
+
+def csv_row(path: str, class_name: str, score: float | None, verdict: str, fraction: float | None) -> list[str]:
+    """One row of the predictions table (``CSV_COLUMNS``); a missing score or area fraction is an empty cell."""
+    return [
+        path,
+        class_name,
+        "" if score is None else f"{score:.6f}",
+        verdict,
+        "" if fraction is None or math.isnan(fraction) else f"{fraction:.6f}",
+    ]
 
 
 class PredictionCSVWriter(BasePredictionWriter):
@@ -79,14 +90,15 @@ class PredictionCSVWriter(BasePredictionWriter):
             fraction = anomalous_area_fraction(
                 item.anomaly_map, item.pred_mask, pixel_threshold, image_file_size(item.image_path)
             )
+            score = None if item.pred_score is None else float(item.pred_score)
             rows.append(
-                [
+                csv_row(
                     str(item.image_path or ""),
                     names[index] if names else "",
-                    "" if item.pred_score is None else f"{float(item.pred_score):.6f}",
+                    score,
                     decision(item.pred_label),
-                    "" if math.isnan(fraction) else f"{fraction:.6f}",
-                ]
+                    fraction,
+                )
             )
         return rows
 

@@ -56,7 +56,7 @@ from anomalib_adaclip.components.decisions import (
 )
 from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.image_scoring import score_images
-from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, csv_row
 from anomalib_adaclip.components.references import ReferenceError as FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
 from anomalib_adaclip.config import AdaCLIPConfig
@@ -183,14 +183,7 @@ class ImageResult:
 
     def csv_row(self) -> list[str]:
         """The row of the predictions CSV (``CSV_COLUMNS``, formatted as ``anomalib predict`` writes them)."""
-        fraction = self.anomalous_area_fraction
-        return [
-            self.name,
-            self.class_name,
-            "" if self.score is None else f"{self.score:.6f}",
-            self.decision,
-            "" if fraction is None or math.isnan(fraction) else f"{fraction:.6f}",
-        ]
+        return csv_row(self.name, self.class_name, self.score, self.decision, self.anomalous_area_fraction)
 
     def table_row(self) -> list[Any]:
         """The row of the page's table (``TABLE_HEADERS``)."""
