@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import BenchmarkConfig, BenchmarkConfigError, load_config
-from .metrics import BENCHMARK_METRICS, METRIC_LABELS
+from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .report import MEAN_CATEGORY
 from .runner import BenchmarkResult, run_benchmark
 from .store import RunStore
@@ -53,12 +53,23 @@ def _print_plan(config: BenchmarkConfig) -> None:
 
 
 def _print_means(result: BenchmarkResult) -> None:
-    names = [name for name in BENCHMARK_METRICS if any(row.metrics[name] is not None for row in result.rows)]
+    names = [
+        name
+        for name in BENCHMARK_METRICS
+        if any(row.metrics[name] is not None or name in row.not_applicable for row in result.rows)
+    ]
     print("Means over the categories (percent):")
     print("  " + " | ".join(["data set", "model", *(METRIC_LABELS[name] for name in names)]))
     for row in result.rows:
         if row.category == MEAN_CATEGORY:
-            values = ["–" if row.metrics[n] is None else f"{100 * row.metrics[n]:.1f}" for n in names]
+            values = [
+                f"{100 * row.metrics[n]:.1f}"
+                if row.metrics[n] is not None
+                else NOT_APPLICABLE
+                if n in row.not_applicable
+                else "–"
+                for n in names
+            ]
             print("  " + " | ".join([row.dataset, row.model, *values]))
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .config import BenchmarkConfig
-from .metrics import BENCHMARK_METRICS, METRIC_LABELS
+from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .specs import DataSpec
 from .store import RunRecord, RunStore
 
@@ -40,6 +40,9 @@ class ResultRow:
         categories: Categories behind a mean row (1 for a category row with a result, 0 without).
         metrics: Mean of each metric (``None`` where no run has it).
         std: Standard deviation over the seeds of a category row (``None`` with fewer than two seeds and in mean rows).
+        not_applicable: The metrics the data cannot have, with the reason: in a category row, those every finished run
+            recorded as not applicable; in a mean row, those not applicable in every category with a result. Their
+            value is ``None``, and means over categories leave them out.
     """
 
     dataset: str
@@ -50,6 +53,15 @@ class ResultRow:
     categories: int
     metrics: dict[str, float | None]
     std: dict[str, float | None]
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def status(self, name: str) -> str:
+        """``"value"``, ``"n/a"`` (the data cannot have the metric), ``"failed"`` or ``"missing"`` (not run)."""
+        if self.metrics[name] is not None:
+            return "value"
+        if name in self.not_applicable:
+            return NOT_APPLICABLE
+        return "failed" if self.runs_finished == 0 and self.runs_failed else "missing"
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -60,7 +72,9 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
     """Per category and model, the mean (and standard deviation) over the seeds; per data set and model, the mean.
 
     Runs without a record (not yet run) count neither as finished nor as failed. The mean over a data set's categories
-    covers the categories with a result; ``categories`` says how many.
+    covers the categories with a result; ``categories`` says how many. A metric that a category's data cannot have
+    (recorded as not applicable by its runs) is ``None`` there and named in ``not_applicable``; it does not enter the
+    mean.
     """
     by_cell: dict[tuple[str, str, str], list[RunRecord]] = {}
     for record in records:
@@ -79,7 +93,7 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                     std[name] = statistics.stdev(values) if len(values) > 1 else None
                 row = ResultRow(
                     data.name, category, model.name, len(finished), len(cell) - len(finished), int(bool(finished)),
-                    metrics, std,
+                    metrics, std, _not_applicable(finished, metrics),
                 )  # fmt: skip
                 rows.append(row)
                 category_rows[model.name].append(row)
@@ -100,9 +114,28 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                     len(with_result),
                     metrics,
                     dict.fromkeys(BENCHMARK_METRICS),
+                    _not_applicable_in_all(with_result, metrics),
                 )
             )
     return rows
+
+
+def _not_applicable(finished: Sequence[RunRecord], metrics: dict[str, float | None]) -> dict[str, str]:
+    """The metrics without a value that every finished run recorded as not applicable, with the first reason."""
+    return {
+        name: finished[0].not_applicable[name]
+        for name in BENCHMARK_METRICS
+        if finished and metrics[name] is None and all(name in record.not_applicable for record in finished)
+    }
+
+
+def _not_applicable_in_all(rows: Sequence[ResultRow], metrics: dict[str, float | None]) -> dict[str, str]:
+    """The metrics without a value that are not applicable in every one of ``rows`` (the categories with a result)."""
+    return {
+        name: rows[0].not_applicable[name]
+        for name in BENCHMARK_METRICS
+        if rows and metrics[name] is None and all(name in row.not_applicable for row in rows)
+    }
 
 
 def write_report(
@@ -143,15 +176,20 @@ def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
 
     header = ["dataset", "category", "model", "runs_finished", "runs_failed", "categories", *BENCHMARK_METRICS]
     header += [f"{name}_std" for name in BENCHMARK_METRICS]
+    header += ["not_applicable"]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for row in rows:
-            values = [_number(row.metrics[name]) for name in BENCHMARK_METRICS]
+            values = [
+                NOT_APPLICABLE if row.status(name) == NOT_APPLICABLE else _number(row.metrics[name])
+                for name in BENCHMARK_METRICS
+            ]
             values += [_number(row.std[name]) for name in BENCHMARK_METRICS]
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in row.not_applicable.items())
             category = row.category
             writer.writerow(
-                [row.dataset, category, row.model, row.runs_finished, row.runs_failed, row.categories, *values]
+                [row.dataset, category, row.model, row.runs_finished, row.runs_failed, row.categories, *values, reasons]
             )
 
 
@@ -159,7 +197,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
     import csv  # noqa: PLC0415
 
     header = ["dataset", "category", "model", "seed", "status", *BENCHMARK_METRICS]
-    header += ["learning_type", "fit_seconds", "test_seconds", "error", "record"]
+    header += ["learning_type", "fit_seconds", "test_seconds", "not_applicable", "error", "record"]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
@@ -171,10 +209,14 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
                     record.model,
                     record.seed,
                     record.status,
-                    *(_number(record.metrics.get(name)) for name in BENCHMARK_METRICS),
+                    *(
+                        NOT_APPLICABLE if name in record.not_applicable else _number(record.metrics.get(name))
+                        for name in BENCHMARK_METRICS
+                    ),
                     record.learning_type or "",
                     "" if record.fit_seconds is None else record.fit_seconds,
                     "" if record.test_seconds is None else record.test_seconds,
+                    "; ".join(f"{name}: {reason}" for name, reason in record.not_applicable.items()),
                     record.error or "",
                     str(record.path or ""),
                 ]
@@ -184,7 +226,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
 def _cell(row: ResultRow, name: str) -> str:
     value = row.metrics[name]
     if value is None:
-        return "failed" if row.runs_finished == 0 and row.runs_failed else "–"
+        return {"failed": "failed", NOT_APPLICABLE: f"{NOT_APPLICABLE}‡"}.get(row.status(name), "–")
     text = f"{100 * value:.1f}"
     if row.std[name] is not None:
         text += f" ± {100 * row.std[name]:.1f}"
@@ -218,11 +260,14 @@ def _write_markdown(
     header = "| Category | Model | " + " | ".join(METRIC_LABELS[name] for name in BENCHMARK_METRICS) + " |"
     rule = "| --- | --- | " + " | ".join("---:" for _ in BENCHMARK_METRICS) + " |"
     footnote = False
+    reasons: dict[str, set[str]] = {}
     for data in config.data:
         lines += ["", f"## {data.name}", "", header, rule]
         total = len(data.categories) or 1
         for row in (row for row in rows if row.dataset == data.name):
             values = [_cell(row, name) for name in BENCHMARK_METRICS]
+            for reason in row.not_applicable.values():
+                reasons.setdefault(reason, set()).add(data.name)
             if row.category == MEAN_CATEGORY:
                 label = "**mean**"
                 if row.categories < total:
@@ -238,6 +283,9 @@ def _write_markdown(
             lines.append("| " + " | ".join(cells) + " |")
     if footnote:
         lines += ["", "† The mean covers only the categories with a result: the others failed or have not run."]
+    if reasons:
+        lines += ["", f"‡ {NOT_APPLICABLE}: the data cannot have the metric; no value exists and means leave it out:"]
+        lines += [f"- {', '.join(sorted(names))}: {reason}." for reason, names in sorted(reasons.items())]
     failed = [record for record in records if record.status == "failed"]
     if failed:
         lines += [
@@ -264,6 +312,7 @@ def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequenc
     metrics = [name for name in BENCHMARK_METRICS if any(row.metrics[name] is not None for row in rows)]
     metrics = metrics or ["image_AUROC"]
     value = {(row.category or data.name, row.model): row.metrics for row in rows}
+    not_applicable = {(row.category or data.name, row.model): row.not_applicable for row in rows}
     width = min(0.8 / max(len(models), 1), 0.35)
     figure = Figure(figsize=(max(6.0, 0.45 * len(groups) * max(len(models), 1) + 2), 2.4 * len(metrics)), dpi=100)
     axes = figure.subplots(len(metrics), 1, squeeze=False)[:, 0]
@@ -279,9 +328,11 @@ def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequenc
                 color=colour,
                 label=model,
             )
-            for x, h in zip(offsets, heights, strict=True):
-                if h is None:  # no result: failed or not run
-                    axis.text(x, 2, "×", ha="center", va="bottom", color=colour, fontsize=9)
+            for x, h, group in zip(offsets, heights, groups, strict=True):
+                if h is not None:
+                    continue
+                absent = NOT_APPLICABLE if metric in not_applicable.get((group, model), {}) else "×"
+                axis.text(x, 2, absent, ha="center", va="bottom", color=colour, fontsize=7, rotation=90)
         axis.set_ylim(0, 100)
         axis.set_ylabel(f"{METRIC_LABELS[metric]} (%)")
         axis.set_xticks(range(len(groups)))
@@ -289,7 +340,7 @@ def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequenc
         axis.grid(axis="y", alpha=0.3)
         axis.axvline(len(groups) - 1.5, color="grey", linestyle=":", linewidth=1)  # categories | mean
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.suptitle(f"{data.name}: per category and mean (× = no result)")
+    figure.suptitle(f"{data.name}: per category and mean (× = no result, {NOT_APPLICABLE} = not applicable)")
     figure.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(models), 4), frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * len(metrics))))
     figure.savefig(path)

@@ -41,7 +41,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
-from .metrics import BENCHMARK_METRICS, METRIC_LABELS, benchmark_evaluator
+from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
 from .report import ResultRow, write_report
 from .store import RunRecord, RunStore
 
@@ -227,7 +227,8 @@ class RunJob:
             results = engine.test(model, datamodule=datamodule, verbose=False)
             record.test_seconds = round(time.perf_counter() - start, 3)
             metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
-            if not any(name in metrics for name in BENCHMARK_METRICS):
+            record.not_applicable = dict(evaluator.not_applicable)
+            if not any(name in metrics or name in record.not_applicable for name in BENCHMARK_METRICS):
                 msg = f"the test returned none of the benchmark metrics (got {sorted(metrics)})"
                 raise RuntimeError(msg)
             record.metrics = metrics
@@ -344,8 +345,10 @@ def _outcome(record: RunRecord) -> str:
         return f"FAILED: {record.error}"
     return ", ".join(
         f"{METRIC_LABELS[name]} {100 * record.metrics[name]:.1f}"
-        for name in BENCHMARK_METRICS
         if name in record.metrics
+        else f"{METRIC_LABELS[name]} {NOT_APPLICABLE}"
+        for name in BENCHMARK_METRICS
+        if name in record.metrics or name in record.not_applicable
     )
 
 

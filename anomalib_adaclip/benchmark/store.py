@@ -29,7 +29,10 @@ class RunRecord:
         category: Category (``""`` for a data set without categories).
         seed: Seed.
         status: ``"finished"`` or ``"failed"``.
-        metrics: anomalib's test metrics (``image_AUROC``, ...; pixel metrics are absent for data without masks).
+        metrics: anomalib's test metrics (``image_AUROC``, ...); the metrics in ``not_applicable`` are absent.
+        not_applicable: The metrics the test set cannot have, each with the reason, decided from the data (no masks:
+            pixel metrics; no normal or no anomalous image: image metrics). See
+            :func:`~anomalib_adaclip.benchmark.metrics.not_applicable_reasons`.
         error: ``"<ExceptionType>: message"`` of a failed run.
         traceback: The traceback of a failed run.
         learning_type: ``"zero_shot"``, ``"few_shot"`` or ``"one_class"`` (``None`` when the model could not be built).
@@ -50,6 +53,7 @@ class RunRecord:
     seed: int
     status: Literal["finished", "failed"]
     metrics: dict[str, float] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     traceback: str | None = None
     learning_type: str | None = None
