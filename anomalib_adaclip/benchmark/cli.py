@@ -2,8 +2,10 @@
 
 It reads the configuration (:func:`~anomalib_adaclip.benchmark.config.load_config`), lists the grid with
 ``--dry-run`` or runs it (:func:`~anomalib_adaclip.benchmark.runner.run_benchmark`), and prints the means over the
-categories and where the report is. Exit codes: 0 when every run finished, 1 when some failed, 2 on a bad
-configuration.
+categories and where the report is; ``--paper`` adds the paper's Tables 1 and 2 beside the run's numbers
+(:mod:`~anomalib_adaclip.benchmark.paper`). ``anomalib-adaclip benchmark report --config ... [--paper]`` writes a new
+report from the runs recorded so far, running nothing. Exit codes: 0 when every run finished (``report``: always, once
+written), 1 when some failed, 2 on a bad configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from .config import BenchmarkConfig, BenchmarkConfigError, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .report import MEAN_CATEGORY
-from .runner import BenchmarkResult, run_benchmark
+from .runner import BenchmarkResult, RunGenerator, run_benchmark, write_reports
 from .store import RunStore
 
 __all__ = ["main"]
@@ -39,7 +41,48 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-failed", action="store_true", help="do not run again the runs whose earlier attempt failed"
     )
+    parser.add_argument("--paper", action="store_true", help=_PAPER_HELP)
     return parser
+
+
+_PAPER_HELP = (
+    "also write the AdaCLIP paper's Tables 1 and 2 (industrial, medical) with this run's numbers beside the published "
+    "ones: paper_tables.md, paper_tables.csv and a plot per table"
+)
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomalib-adaclip benchmark report",
+        description=(
+            "Write a new report (<output>/reports/v<N>/) from the runs recorded in the output folder so far; nothing "
+            "is run. Cells without a run are shown as 'not run'."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=Path, help="benchmark YAML the runs were made with")
+    parser.add_argument("--output", type=Path, default=None, help="output folder (overrides the config's 'output')")
+    parser.add_argument("--paper", action="store_true", help=_PAPER_HELP)
+    return parser
+
+
+def _report(argv: Sequence[str]) -> int:
+    arguments = _report_parser().parse_args(argv)
+    try:
+        config = load_config(arguments.config, output=arguments.output)
+        RunGenerator(config, RunStore(config.output / "runs")).check_folder()
+        result = write_reports(config, paper=arguments.paper)
+    except BenchmarkConfigError as error:
+        print(f"anomalib-adaclip benchmark report: error: {error}", file=sys.stderr)
+        return 2
+    _print_means(result)
+    _print_report(result)
+    return 0
+
+
+def _print_report(result: BenchmarkResult) -> None:
+    print(f"Report: {result.report_dir} (results.csv, runs.csv, results.md, plot_<dataset>.png)")
+    if result.paper:
+        print(f"Paper tables: {', '.join(str(path) for path in result.paper.values())}")
 
 
 def _print_plan(config: BenchmarkConfig) -> None:
@@ -77,27 +120,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``anomalib-adaclip benchmark``; returns 0 when every run finished, 1 when some failed, 2 on a bad configuration.
 
     Args:
-        argv: Arguments after ``benchmark``. Defaults to ``sys.argv[1:]``.
+        argv: Arguments after ``benchmark``; ``report ...`` writes a report without running. Defaults to
+            ``sys.argv[1:]``.
 
     Returns:
         The exit code.
     """
     from anomalib.loggers import configure_logger  # noqa: PLC0415
 
-    arguments = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     configure_logger()
+    if argv[:1] == ["report"]:
+        return _report(argv[1:])
+    arguments = _parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
         if arguments.dry_run:
             _print_plan(config)
             return 0
-        result = run_benchmark(config, retry_failed=not arguments.skip_failed)
+        result = run_benchmark(config, retry_failed=not arguments.skip_failed, paper=arguments.paper)
     except BenchmarkConfigError as error:
         print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
         return 2
     print(f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier).")
     _print_means(result)
-    print(f"Report: {result.report_dir} (results.csv, runs.csv, results.md, plot_<dataset>.png)")
+    _print_report(result)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed; see {result.markdown} (a rerun tries them again).", file=sys.stderr)
         return 1

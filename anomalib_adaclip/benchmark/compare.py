@@ -7,13 +7,16 @@ load_config, run_benchmark``); it only re-exports. The parts live in:
   :class:`RunKey`, :class:`BenchmarkConfigError`, :func:`load_config`);
 - :mod:`~anomalib_adaclip.benchmark.specs`: a model and a data set of the grid and how they are built
   (:class:`ModelSpec`, :class:`DataSpec`);
-- :mod:`~anomalib_adaclip.benchmark.metrics`: the six metrics and the evaluator every run gets
-  (:data:`BENCHMARK_METRICS`, :func:`benchmark_evaluator`);
+- :mod:`~anomalib_adaclip.benchmark.metrics`: the six metrics and the evaluator every run gets, which leaves out and
+  explains the metrics a data set cannot have (:data:`BENCHMARK_METRICS`, :func:`benchmark_evaluator`,
+  :class:`BenchmarkEvaluator`, :func:`not_applicable_reasons`);
 - :mod:`~anomalib_adaclip.benchmark.store`: the resumable run records on disk (:class:`RunRecord`, :class:`RunStore`);
 - :mod:`~anomalib_adaclip.benchmark.runner`: the generator of runs, the job that executes one run through anomalib's
   Engine, and the pipeline :func:`run_benchmark` (:class:`BenchmarkResult`);
 - :mod:`~anomalib_adaclip.benchmark.report`: summaries and the CSV, Markdown and PNG reports (:class:`ResultRow`,
   :func:`summarise`, :func:`write_report`);
+- :mod:`~anomalib_adaclip.benchmark.published`: the AdaCLIP paper's numbers (:func:`load_published`);
+  :mod:`~anomalib_adaclip.benchmark.paper`: the paper's Tables 1 and 2 beside a run (:func:`write_paper_report`);
 - :mod:`~anomalib_adaclip.benchmark.cli`: the command ``anomalib-adaclip benchmark`` (:func:`main`).
 
 The grid, the output folder and the Engine settings come from a YAML file (``configs/benchmark/*.yaml``)::
@@ -53,9 +56,18 @@ from .config import (
     RunKey,
     load_config,
 )
-from .metrics import BENCHMARK_METRICS, METRIC_LABELS, benchmark_evaluator
+from .metrics import (
+    BENCHMARK_METRICS,
+    METRIC_LABELS,
+    NOT_APPLICABLE,
+    BenchmarkEvaluator,
+    benchmark_evaluator,
+    not_applicable_reasons,
+)
+from .paper import PaperCell, paper_cells, write_paper_report
+from .published import PublishedResults, load_published
 from .report import MEAN_CATEGORY, ResultRow, summarise, write_report
-from .runner import EVALUATOR_ATTRIBUTE, BenchmarkResult, run_benchmark
+from .runner import EVALUATOR_ATTRIBUTE, BenchmarkResult, run_benchmark, write_reports
 from .specs import CATEGORY_PLACEHOLDER, RUNTIME_DATA_ARGUMENTS, DataSpec, ModelSpec
 from .store import RunRecord, RunStore
 
@@ -70,22 +82,31 @@ __all__ = [
     "MEAN_CATEGORY",
     "METRIC_LABELS",
     "MODEL_KEYS",
+    "NOT_APPLICABLE",
     "NO_CATEGORY_FOLDER",
     "RUNTIME_DATA_ARGUMENTS",
     "SHORT_NAME_MODULES",
     "BenchmarkConfig",
     "BenchmarkConfigError",
+    "BenchmarkEvaluator",
     "BenchmarkResult",
     "DataSpec",
     "ModelSpec",
+    "PaperCell",
+    "PublishedResults",
     "ResultRow",
     "RunKey",
     "RunRecord",
     "RunStore",
     "benchmark_evaluator",
     "load_config",
+    "load_published",
     "main",
+    "not_applicable_reasons",
+    "paper_cells",
     "run_benchmark",
     "summarise",
+    "write_paper_report",
     "write_report",
+    "write_reports",
 ]

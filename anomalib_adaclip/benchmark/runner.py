@@ -15,7 +15,9 @@ of anomalib's benchmark pipeline:
   not raised, and the grid goes on;
 - :func:`run_benchmark` (the pipeline): plan, execute, record each run in the
   :class:`~anomalib_adaclip.benchmark.store.RunStore`, then write a new report
-  (:func:`~anomalib_adaclip.benchmark.report.write_report`), with a progress bar over the grid.
+  (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
+  :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`), with a progress bar over the grid;
+  :func:`write_reports` writes a report from the store without running.
 
 Example:
     >>> from anomalib_adaclip.benchmark.compare import run_benchmark
@@ -33,7 +35,7 @@ import random
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,12 +44,21 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
+from .paper import write_paper_report
 from .report import ResultRow, write_report
 from .store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVALUATOR_ATTRIBUTE", "BenchmarkResult", "RunGenerator", "RunJob", "TrainingSubset", "run_benchmark"]
+__all__ = [
+    "EVALUATOR_ATTRIBUTE",
+    "BenchmarkResult",
+    "RunGenerator",
+    "RunJob",
+    "TrainingSubset",
+    "run_benchmark",
+    "write_reports",
+]
 
 # Where the evaluator sits in a model when the Engine runs it before the model's post-processor.
 EVALUATOR_ATTRIBUTE = "benchmark_evaluator"
@@ -261,6 +272,8 @@ class BenchmarkResult:
         runs_csv: ``runs.csv``.
         markdown: ``results.md``.
         plots: ``plot_<dataset>.png`` per data set.
+        paper: The paper-table report's files by name (``paper_tables.md``, ...; see
+            :mod:`~anomalib_adaclip.benchmark.paper`), empty unless asked for.
     """
 
     report_dir: Path
@@ -272,11 +285,46 @@ class BenchmarkResult:
     runs_csv: Path
     markdown: Path
     plots: dict[str, Path]
+    paper: dict[str, Path] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[RunRecord]:
         """Runs whose latest attempt failed."""
         return [record for record in self.records if record.status == "failed"]
+
+
+def write_reports(
+    config: BenchmarkConfig,
+    *,
+    paper: bool = False,
+    executed: list[RunKey] | None = None,
+    skipped: list[RunKey] | None = None,
+) -> BenchmarkResult:
+    """Write a new report folder from the run store, without running anything.
+
+    Args:
+        config: The benchmark configuration.
+        paper: Also write the paper-table report (:func:`~anomalib_adaclip.benchmark.paper.write_paper_report`).
+        executed: Runs executed before the report (for the result).
+        skipped: Runs skipped before the report (for the result).
+
+    Returns:
+        The report paths, the rows and the run records.
+    """
+    report_dir, records, rows, plots = write_report(config, RunStore(config.output / "runs"))
+    paper_files = write_paper_report(report_dir, config, rows) if paper else {}
+    return BenchmarkResult(
+        report_dir=report_dir,
+        rows=rows,
+        records=records,
+        executed=executed or [],
+        skipped=skipped or [],
+        results_csv=report_dir / "results.csv",
+        runs_csv=report_dir / "runs.csv",
+        markdown=report_dir / "results.md",
+        plots=plots,
+        paper=paper_files,
+    )
 
 
 def run_benchmark(
@@ -285,6 +333,7 @@ def run_benchmark(
     output: str | Path | None = None,
     retry_failed: bool = True,
     show_progress: bool = True,
+    paper: bool = False,
 ) -> BenchmarkResult:
     """Run the grid (skipping runs that finished before in the same output folder) and write a new report.
 
@@ -293,6 +342,8 @@ def run_benchmark(
         output: Output folder; overrides the configuration's.
         retry_failed: Run again the runs whose earlier attempt failed. Defaults to ``True``.
         show_progress: Show a progress bar over the grid. Defaults to ``True``.
+        paper: Also write the paper-table report (the AdaCLIP paper's Tables 1 and 2 beside this run's numbers; see
+            :mod:`~anomalib_adaclip.benchmark.paper`). Defaults to ``False``.
 
     Returns:
         The report paths, the rows and the run records.
@@ -325,18 +376,7 @@ def run_benchmark(
                 executed.append(key)
                 progress.write(f"{key.label}: {_outcome(record)}")
             progress.update()
-    report_dir, records, rows, plots = write_report(config, store)
-    return BenchmarkResult(
-        report_dir=report_dir,
-        rows=rows,
-        records=records,
-        executed=executed,
-        skipped=skipped,
-        results_csv=report_dir / "results.csv",
-        runs_csv=report_dir / "runs.csv",
-        markdown=report_dir / "results.md",
-        plots=plots,
-    )
+    return write_reports(config, paper=paper, executed=executed, skipped=skipped)
 
 
 def _outcome(record: RunRecord) -> str:
