@@ -18,11 +18,12 @@ and how they are built live in :mod:`anomalib_adaclip.benchmark.specs`.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "BenchmarkConfigError",
     "RunKey",
     "load_config",
+    "with_overrides",
 ]
 
 NO_CATEGORY_FOLDER = "_"
@@ -368,3 +370,49 @@ def load_config(source: str | Path | Mapping[str, Any], output: str | Path | Non
         source=origin,
         raw=raw,
     )
+
+
+def with_overrides(
+    config: BenchmarkConfig,
+    *,
+    data_init_args: Mapping[str, Mapping[str, Any]] | None = None,
+    model_init_args: Mapping[str, Mapping[str, Any]] | None = None,
+    output: str | Path | None = None,
+) -> BenchmarkConfig:
+    """The same grid with some arguments replaced, checked again: e.g. a shipped config on local copies or tiny models.
+
+    Args:
+        config: A loaded configuration.
+        data_init_args: Per data set name (``"*"``: every data set), arguments that replace those of its ``init_args``
+            (``root``, ``num_workers``, ...).
+        model_init_args: Per model name (``"*"``: every model), arguments that replace those of its ``init_args`` and
+            of each of its ``init_args_by_dataset`` entries (the override wins on every data set).
+        output: Output folder; defaults to the configuration's.
+
+    Returns:
+        The new configuration (its ``source`` is kept; ``raw`` holds the overrides).
+
+    Raises:
+        BenchmarkConfigError: An override names an unknown data set or model, or does not fit the constructor.
+    """
+    raw = copy.deepcopy(config.raw)
+    for key, overrides, entries in (
+        ("data", data_init_args or {}, raw["data"]),
+        ("models", model_init_args or {}, raw["models"]),
+    ):
+        names = {spec.name for spec in (config.data if key == "data" else config.models)}
+        unknown = [name for name in overrides if name != "*" and name not in names]
+        if unknown:
+            msg = f"{config.source}: overrides name unknown {key} {unknown}; the {key} are {sorted(names)}."
+            raise BenchmarkConfigError(msg)
+        specs = config.data if key == "data" else config.models
+        for entry, spec in zip(entries, specs, strict=True):
+            arguments = {**overrides.get("*", {}), **overrides.get(spec.name, {})}
+            if not arguments:
+                continue
+            entry["name"] = spec.name  # a default name (the class name) must not change with the arguments
+            entry["init_args"] = {**(entry.get("init_args") or {}), **arguments}
+            for dataset, by_dataset in (entry.get("init_args_by_dataset") or {}).items():
+                entry["init_args_by_dataset"][dataset] = {**(by_dataset or {}), **arguments}
+    loaded = load_config(raw, output=output if output is not None else config.output)
+    return replace(loaded, source=config.source)

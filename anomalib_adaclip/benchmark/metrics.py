@@ -28,7 +28,7 @@ __all__ = [
     "NOT_APPLICABLE",
     "PIXEL_METRICS",
     "BenchmarkEvaluator",
-    "TestSetContent",
+    "EvaluatedCounts",
     "benchmark_evaluator",
     "not_applicable_reasons",
 ]
@@ -57,7 +57,7 @@ NOT_APPLICABLE = "n/a"
 
 
 @dataclass
-class TestSetContent:
+class EvaluatedCounts:
     """What a test set holds, counted over the batches the evaluator saw.
 
     Attributes:
@@ -89,7 +89,7 @@ class TestSetContent:
             self.normal_pixels += int(masks.numel()) - positive
 
 
-def not_applicable_reasons(content: TestSetContent) -> dict[str, str]:
+def not_applicable_reasons(content: EvaluatedCounts) -> dict[str, str]:
     """The benchmark metrics a test set cannot have, each with the reason, decided from the data alone.
 
     Image metrics need both classes of image labels; pixel metrics need masks with both anomalous and normal pixels.
@@ -131,13 +131,13 @@ class BenchmarkEvaluator(Evaluator):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.content = TestSetContent()
+        self.content = EvaluatedCounts()
         self.not_applicable: dict[str, str] = {}
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start counting the test set afresh."""
         del trainer, pl_module
-        self.content = TestSetContent()
+        self.content = EvaluatedCounts()
         self.not_applicable = {}
 
     def on_test_batch_end(
