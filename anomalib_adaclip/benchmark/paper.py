@@ -257,7 +257,8 @@ Index = dict[tuple[str, str, str, str, str], PaperCell]
 
 
 def _index(cells: Sequence[PaperCell]) -> Index:
-    return {(cell.metric, cell.dataset, cell.category, cell.column, cell.kind): cell for cell in cells}
+    """Cells by metric, data set (the group for an average), category, column and kind."""
+    return {(cell.metric, cell.dataset or cell.group, cell.category, cell.column, cell.kind): cell for cell in cells}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -274,8 +275,8 @@ def _group_tables(index: Index, config: BenchmarkConfig) -> list[str]:
     for group in PAPER_GROUPS:
         for metric in PAPER_METRICS:
             rows = []
-            for dataset, category in [*((dataset, "") for dataset in group.datasets), ("", AVERAGE)]:
-                label = DATASET_LABELS.get(dataset, dataset) if dataset else "**Average**"
+            for dataset, category in [*((dataset, "") for dataset in group.datasets), (group.name, AVERAGE)]:
+                label = "**Average**" if category == AVERAGE else DATASET_LABELS.get(dataset, dataset)
                 row = [label, *(_text(index.get((metric, dataset, category, m, "published"))) for m in PAPER_METHODS)]
                 for model in config.models:
                     cell = index.get((metric, dataset, category, model.name, "run"))
@@ -296,7 +297,7 @@ def _category_tables(cells: Sequence[PaperCell], index: Index, config: Benchmark
             header += [model.name, "Δ"] if published_counterpart(model) == "AdaCLIP" else [model.name]
     lines = []
     for dataset in dict.fromkeys(cell.dataset for cell in per_category):
-        source = next(cell.source for cell in per_category if cell.dataset == dataset)
+        source = next(cell.table for cell in per_category if cell.dataset == dataset)
         rows = []
         for category in dict.fromkeys(cell.category for cell in per_category if cell.dataset == dataset):
             row = [category]
@@ -381,7 +382,7 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
     from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: nothing changes the caller's backend)
 
     columns = [("AdaCLIP (paper)", "AdaCLIP", "published"), *((model, model, "run") for model in models)]
-    groups = [*((dataset, "") for dataset in group.datasets), ("", AVERAGE)]
+    groups = [*((dataset, "") for dataset in group.datasets), (group.name, AVERAGE)]
     index = _index(cells)
     width = min(0.8 / len(columns), 0.35)
     figure = Figure(figsize=(max(8.0, 0.4 * len(groups) * len(columns) + 2), 2.4 * len(PAPER_METRICS)), dpi=100)
@@ -401,8 +402,10 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
         axis.set_ylim(0, 100)
         axis.set_ylabel(f"{_PAPER_LABELS[metric]} (%)")
         axis.set_xticks(range(len(groups)))
-        axis.set_xticklabels([DATASET_LABELS.get(dataset, dataset) or "average" for dataset, _ in groups], rotation=30,
-                             ha="right")  # fmt: skip
+        labels = [
+            AVERAGE if category == AVERAGE else DATASET_LABELS.get(dataset, dataset) for dataset, category in groups
+        ]
+        axis.set_xticklabels(labels, rotation=30, ha="right")
         axis.grid(axis="y", alpha=0.3)
         axis.axvline(len(groups) - 1.5, color="grey", linestyle=":", linewidth=1)  # data sets | average
     handles, labels = axes[0].get_legend_handles_labels()
