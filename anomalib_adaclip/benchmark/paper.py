@@ -326,8 +326,8 @@ def _notes(cells: Sequence[PaperCell]) -> list[str]:
         for reason, datasets in sorted(reasons.items())
     ]
     lines += [
-        f"- ² {cell.column}, {group_label(cell.group)} {_PAPER_LABELS[cell.metric]}: average {cell.note}; Δ against "
-        "the published counterpart's mean over the same data sets."
+        f"- ² {cell.column}, {group_label(cell.group)} {_PAPER_LABELS[cell.metric]}: average {cell.note}"
+        + ("; Δ against the published counterpart's mean over them." if cell.published is not None else ".")
         for cell in cells
         if cell.category == AVERAGE and cell.kind == "run" and cell.note
     ]
