@@ -203,7 +203,8 @@ _ENTRIES = (
             "The authors' pre-processing keeps as many normal test images as defective ones, which does not give the "
             "paper's (6996, 1054); prepare-data keeps the release's own split instead (Train normals to train/good, "
             "Test normals to test/good, Test defectives to test/defect). Neither matches the paper's counts: use the "
-            "authors' processed copy for that."
+            "authors' processed copy for that. If the release's Test halves hold the 7,000 normal and 1,050 "
+            "defective images its description suggests, prepare-data gives (7000, 1050); not verified."
         ),
     ),
     PaperDataset(
@@ -302,7 +303,10 @@ _ENTRIES = (
         size="612 colonoscopy frames (384x288) with polyp masks",
         test_counts=(0, 612),
         default_root="./datasets/ClinicDB",
-        raw_layout="<source>/images/N.png + <source>/masks/N.png (PraNet's layout)",
+        raw_layout=(
+            "<source>/images/N.png + <source>/masks/N.png (PraNet's layout), or <source>/Original/N.tif + "
+            "<source>/Ground Truth/N.tif (the CVC-ClinicDB release)"
+        ),
     ),
     PaperDataset(
         name="TN3K",
@@ -315,7 +319,7 @@ _ENTRIES = (
         size="3,493 thyroid ultrasound images with nodule masks (2,879 train, 614 test)",
         test_counts=(0, 614),
         default_root="./datasets/TN3K",
-        raw_layout="<source>/test-image/NNNN.jpg + <source>/test-mask/NNNN.jpg (the release's test split)",
+        raw_layout="<source>/test-image/NNNN.jpg + <source>/test-mask/NNNN.jpg (the release's test split; JPEG masks)",
     ),
 )
 
