@@ -37,12 +37,9 @@ CUT = {"DTDSynthetic": "Blotchy_099", "HeadCT": "headct", "ISIC": "isic"}
 def paper_run(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("paper_benchmark")
     trees = {key: write_dataset_tree(key, root / "data" / key, [category]) for key, category in CUT.items()}
-    shipped = load_config(PROJECT_ROOT / "configs" / "benchmark" / "paper_full.yaml")
-    raw = dict(shipped.raw)
-    raw["data"] = [{**entry, "categories": [CUT[entry["name"]]]} for entry in raw["data"] if entry["name"] in CUT]
-    raw["models"] = [{**model, "init_args_by_dataset": {}} for model in raw["models"]]  # only the cut's data sets
     config = with_overrides(
-        load_config(raw),
+        load_config(PROJECT_ROOT / "configs" / "benchmark" / "paper_full.yaml"),
+        datasets={key: [category] for key, category in CUT.items()},
         data_init_args={
             **{key: {"root": str(tree.root)} for key, tree in trees.items()},
             "*": {"num_workers": 0, "eval_batch_size": 4},

@@ -215,6 +215,11 @@ def test_overrides_replace_roots_and_model_arguments_everywhere(tmp_path: Path) 
     assert (arguments["image_size"], arguments["checkpoint"]) == (112, None)
     assert changed.output == tmp_path / "out" and changed.source == config.source
     assert config.model("AdaCLIP").arguments_for("parts")["image_size"] == 224  # the original is unchanged
+    cut = with_overrides(config, datasets={"parts": ["bracket"]})
+    assert cut.dataset("parts").categories == ("bracket",) and len(cut.grid()) == 1
+    assert cut.model("AdaCLIP").arguments_for("parts")["image_size"] == 224  # its init_args_by_dataset entry is kept
+    with pytest.raises(BenchmarkConfigError, match=r"has no categories \['wheel'\]"):
+        with_overrides(config, datasets={"parts": ["wheel"]})
     with pytest.raises(BenchmarkConfigError, match=r"unknown data \['Parts'\]"):
         with_overrides(config, data_init_args={"Parts": {"root": "x"}})
     with pytest.raises(BenchmarkConfigError, match="init_args do not fit"):
