@@ -320,7 +320,8 @@ def _notes(cells: Sequence[PaperCell]) -> list[str]:
     for cell in cells:
         if cell.status == "n/a" and cell.category != AVERAGE:
             label = DATASET_LABELS.get(cell.dataset, cell.dataset)
-            reasons.setdefault(cell.note or "not applicable to the data set", set()).add(label)
+            who = "the paper" if cell.kind == "published" else "this run, from its test data"
+            reasons.setdefault(f"{who}: {cell.note or 'not applicable to the data set'}", set()).add(label)
     lines += [
         f"- ¹ {NOT_APPLICABLE} ({', '.join(sorted(datasets))}): {reason}."
         for reason, datasets in sorted(reasons.items())

@@ -28,9 +28,11 @@ from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS, IMAGE_METRICS,
 from anomalib_adaclip.benchmark.paper import PAPER_CSV, PAPER_MARKDOWN
 from anomalib_adaclip.benchmark.runner import run_benchmark
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
-from tests.data.paper_layouts import write_dataset_tree
+from tests.data.paper_layouts import write_all_dataset_trees, write_dataset_tree
 
 CUT = {"DTDSynthetic": "Blotchy_099", "HeadCT": "headct", "ISIC": "isic"}
+# A tiny random CLIP instead of ViT-L/14@336, without the released prompts (the tests are offline).
+TINY_ADACLIP = {"backbone": MICRO_BACKBONE, "image_size": 112, "k_clusters": 4, "checkpoint": None}
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +46,7 @@ def paper_run(tmp_path_factory: pytest.TempPathFactory, micro_weights: Path) -> 
             **{key: {"root": str(tree.root)} for key, tree in trees.items()},
             "*": {"num_workers": 0, "eval_batch_size": 4},
         },
-        model_init_args={
-            "AdaCLIP": {
-                "backbone": MICRO_BACKBONE,
-                "backbone_weights": str(micro_weights),
-                "image_size": 112,
-                "k_clusters": 4,
-                "checkpoint": None,
-            }
-        },
+        model_init_args={"AdaCLIP": {**TINY_ADACLIP, "backbone_weights": str(micro_weights)}},
         output=root / "benchmark",
     )
     torch.manual_seed(0)
@@ -126,3 +120,29 @@ def test_report_command_writes_a_new_folder_with_the_paper_tables(paper_run: Sim
     assert (second / PAPER_MARKDOWN).is_file() and (second / "results.csv").is_file()
     assert paper_run.result.report_dir.name == "v0" and (paper_run.result.report_dir / PAPER_MARKDOWN).is_file()
     assert "Paper tables:" in paper_run.report_out
+
+
+@pytest.mark.slow
+def test_the_whole_paper_config_over_all_14_generated_copies(tmp_path: Path, micro_weights: Path) -> None:
+    """``paper_full.yaml`` but for the roots and the tiny CLIP: 66 runs, each with the metrics its data has."""
+    trees = write_all_dataset_trees(tmp_path / "data")
+    config = with_overrides(
+        load_config(PROJECT_ROOT / "configs" / "benchmark" / "paper_full.yaml"),
+        data_init_args={
+            **{key: {"root": str(tree.root)} for key, tree in trees.items()},
+            "*": {"num_workers": 0, "eval_batch_size": 4},
+        },
+        model_init_args={"AdaCLIP": {**TINY_ADACLIP, "backbone_weights": str(micro_weights)}},
+        output=tmp_path / "benchmark",
+    )
+    assert len(config.grid()) == 66
+    result = run_benchmark(config, paper=True, show_progress=False)
+    assert not result.failed, [record.error for record in result.failed]
+    for record in result.records:
+        tree = trees[record.dataset]
+        expected = set(PIXEL_METRICS) if not tree.has_masks else set()
+        expected |= set(IMAGE_METRICS) if tree.counts[record.category].normal == 0 else set()
+        assert set(record.not_applicable) == expected, record.key.label
+    with result.paper[PAPER_CSV].open(newline="") as file:
+        statuses = [row["status"] for row in csv.DictReader(file) if row["kind"] == "run" and row["category"] == ""]
+    assert "not run" not in statuses and "failed" not in statuses

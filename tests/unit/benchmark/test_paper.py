@@ -158,7 +158,8 @@ def test_written_files_markdown_csv_and_plots(tmp_path: Path) -> None:
     assert "| MVTec AD | 63.5 | 91.8 † | 74.4 | 70.8 | 82.3 | 89.2 | 88.0 | -1.2 | 50.0 | -41.8 | 70.0 |" in markdown
     assert "| HeadCT | — |" not in markdown
     assert "| HeadCT | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ |  | not run |  | not run |" in markdown
-    assert f"n/a (HeadCT): {NO_MASKS}." in markdown and "no normal test images" in markdown
+    assert f"n/a (HeadCT): this run, from its test data: {NO_MASKS}." in markdown
+    assert "n/a (ClinicDB, ColonDB, ISIC, TN3K): the paper: no normal test images." in markdown
     assert "| bottle | 94.4 | 90.0 | -4.4 | 50.0 | 70.0 | 90.4 | 80.0 | -10.4 |" in markdown
     with first.paper[PAPER_CSV].open(newline="") as file:
         rows = list(csv.DictReader(file))
