@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from anomalib_adaclip import cli
 from anomalib_adaclip.benchmark.config import load_config
 from anomalib_adaclip.benchmark.metrics import IMAGE_METRICS, PIXEL_METRICS
 from anomalib_adaclip.benchmark.paper import AVERAGE, PAPER_CSV, PAPER_MARKDOWN, PaperCell, paper_cells
@@ -172,3 +173,8 @@ def test_written_files_markdown_csv_and_plots(tmp_path: Path) -> None:
     # The published cells and AdaCLIP's run are n/a; the models without a HeadCT run are "not run".
     assert headct == {*((method, "n/a") for method in PAPER_METHODS), ("WinCLIP", "not run"), ("Peer", "not run")}
     assert any(r["value"] == "not run" for r in rows)
+
+
+def test_report_command_refuses_a_bad_configuration(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["benchmark", "report", "--config", str(tmp_path / "missing.yaml"), "--paper"]) == 2
+    assert "benchmark report: error:" in capsys.readouterr().err and not (tmp_path / "reports").exists()
