@@ -36,7 +36,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from anomalib.data import ImageBatch, ImageItem
@@ -115,6 +115,10 @@ class DatasetSource:
         normal_dir: Folder: anomalib's training normals; not part of a test split, so not used for training. Only
             needed where anomalib requires it; defaults to ``abnormal_dir``.
         extensions: Folder: image file extensions. Defaults to anomalib's.
+        missing_masks: What an anomalous image without a mask means: ``"error"`` (the default: pixel-level training
+            needs masks) or ``"empty"``, an all-zero mask, so the image trains the image-level loss and counts as
+            normal in the pixel losses. ``"empty"`` is what the authors' code does for the image-level-only data sets
+            (HeadCT, BrainMRI, Br35H) when it trains on all 14 data sets (the released ``all`` checkpoint).
     """
 
     dataset: str
@@ -129,6 +133,7 @@ class DatasetSource:
     normal_test_dir: str | list[str] | None = None
     normal_dir: str | list[str] | None = None
     extensions: list[str] | None = None
+    missing_masks: Literal["error", "empty"] = "error"
 
     def __post_init__(self) -> None:
         """Check the arguments that do not need the files."""
@@ -138,6 +143,9 @@ class DatasetSource:
             raise ValueError(msg)
         if not 0.0 <= float(self.mosaic_probability) <= 1.0:
             msg = f"mosaic_probability must be in [0, 1], got {self.mosaic_probability} ({self.label})."
+            raise ValueError(msg)
+        if self.missing_masks not in ("error", "empty"):
+            msg = f"{self.label}: missing_masks must be 'error' or 'empty', got {self.missing_masks!r}."
             raise ValueError(msg)
         if self.root is None:
             msg = f"{self.label}: `root` is required (the folder that holds the data set)."
@@ -149,8 +157,11 @@ class DatasetSource:
             if not (self.abnormal_dir or self.normal_test_dir):
                 msg = f"{self.label}: a Folder data set needs `abnormal_dir` and/or `normal_test_dir`."
                 raise ValueError(msg)
-            if self.abnormal_dir and not self.mask_dir:
-                msg = f"{self.label}: the anomalous images of `abnormal_dir` need masks for training: set `mask_dir`."
+            if self.abnormal_dir and not self.mask_dir and self.missing_masks == "error":
+                msg = (
+                    f"{self.label}: the anomalous images of `abnormal_dir` need masks for training: set `mask_dir`, "
+                    f"or missing_masks='empty' for an image-level-only data set."
+                )
                 raise ValueError(msg)
         elif self.categories is not None and not self.categories:
             msg = f"{self.label}: `categories` is empty; give at least one, or null for all of them."
@@ -173,18 +184,20 @@ class _Part:
     description: str
 
 
-def _check_samples(dataset: AnomalibDataset, description: str) -> None:
+def _check_samples(dataset: AnomalibDataset, description: str, missing_masks: str) -> None:
     samples = dataset.samples
     if len(samples) == 0:
         msg = f"{description}: the test split holds no images."
         raise ValueError(msg)
+    if missing_masks == "empty":
+        return
     anomalous = samples[samples.label_index == 1]
     without_mask = anomalous[anomalous.mask_path.fillna("").astype(str) == ""]
     if len(without_mask):
         examples = ", ".join(str(path) for path in without_mask.image_path.head(3))
         msg = (
             f"{description}: {len(without_mask)} anomalous image(s) have no mask (e.g. {examples}); AdaCLIP's training "
-            f"needs a mask for every anomalous image."
+            f"needs a mask for every anomalous image (or missing_masks='empty' for an image-level-only data set)."
         )
         raise ValueError(msg)
 
@@ -241,7 +254,7 @@ def build_parts(source: DatasetSource) -> list[_Part]:
         except Exception as error:  # anomalib: missing folders, no images, masks that do not match the images
             msg = f"{source.label}: anomalib cannot read the Folder data set: {error}"
             raise (FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError)(msg) from error
-        _check_samples(dataset, source.label)
+        _check_samples(dataset, source.label, source.missing_masks)
         return [_Part(dataset, source.class_name or str(source.name), source.mosaic_probability, source.label)]
     dataset_class, known = CATEGORY_DATASETS[source.dataset]
     categories = list(source.categories) if source.categories is not None else list(known)
@@ -271,7 +284,7 @@ def build_parts(source: DatasetSource) -> list[_Part]:
                 f"file per anomalous image."
             )
             raise ValueError(msg) from error
-        _check_samples(dataset, description)
+        _check_samples(dataset, description, source.missing_masks)
         class_name = (source.class_names or {}).get(category, category)
         parts.append(_Part(dataset, class_name, source.mosaic_probability, description))
     return parts
