@@ -75,6 +75,7 @@ class PaperDataModule(AnomalibDataModule):
 
     Raises:
         ValueError: ``category`` is not one of the data set's categories.
+        TypeError: ``PaperDataModule`` itself is instantiated (it names no data set).
     """
 
     DATASET: ClassVar[str] = ""
@@ -110,6 +111,9 @@ class PaperDataModule(AnomalibDataModule):
             val_split_ratio=val_split_ratio,
             seed=seed,
         )
+        if not self.DATASET:
+            msg = "PaperDataModule is the common base; use one of its data modules (KSDD, DAGM, ..., TN3K)."
+            raise TypeError(msg)
         entry = self.paper_dataset()
         category = entry.default_category if category is None else category
         if category not in entry.categories:

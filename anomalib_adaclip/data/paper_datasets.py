@@ -266,7 +266,10 @@ _ENTRIES = (
         size="200 PNG CT slices (100 normal, 100 hemorrhage) and labels.csv; no masks",
         test_counts=(100, 100),
         default_root="./datasets/HeadCT",
-        raw_layout="<source>/labels.csv (columns id, hemorrhage) + <source>/head_ct/NNN.png",
+        raw_layout=(
+            "<source>/labels.csv (columns id, hemorrhage) + <source>/head_ct/NNN.png (<source> is the release's "
+            "head_ct/ folder, or the folder holding it)"
+        ),
     ),
     PaperDataset(
         name="BrainMRI",

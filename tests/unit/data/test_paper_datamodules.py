@@ -198,3 +198,15 @@ def test_require_dataset_before_anomalib_modules_would_download(tmp_path: Path) 
     require_dataset("visa", tmp_path, "pcb1")
     with pytest.raises(FileNotFoundError, match=r"mvtec-ad.*\n.*anomalib\.data\.MVTecAD reads"):
         require_dataset("MVTecAD", tmp_path, "bottle")
+
+
+def test_defect_folder_in_train_is_an_error(tmp_path: Path) -> None:
+    tree = write_dataset_tree("KSDD", tmp_path)
+    (tree.root / "SDD" / "test" / "defect").rename(tree.root / "SDD" / "train" / "defect")
+    with pytest.raises(ValueError, match=r"train/defect holds images, but train/ may only hold good/"):
+        tree.datamodule("SDD").setup()
+
+
+def test_the_base_names_no_data_set() -> None:
+    with pytest.raises(TypeError, match="use one of its data modules"):
+        PaperDataModule()
