@@ -84,6 +84,19 @@ COMMANDS["demo"] = (
 )
 
 
+def _prepare_data(arguments: list[str]) -> int:
+    from .prepare_data import main as prepare_data_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return prepare_data_main(arguments)
+
+
+COMMANDS["prepare-data"] = (
+    _prepare_data,
+    "convert a public release of one of the paper's 14 data sets into its data module's tree "
+    "(NAME --source SRC --dest DEST; never overwrites, never downloads)",
+)
+
+
 def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):

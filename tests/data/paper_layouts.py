@@ -19,7 +19,6 @@ bright square, and their masks mark exactly that square. Mask names vary between
 from __future__ import annotations
 
 import csv
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,15 @@ from PIL import Image
 from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS, paper_dataset
 
 __all__ = [
+    "KSDD_HEIGHT",
+    "PREPARABLE",
     "SIZE",
     "CategoryCounts",
     "DatasetTree",
     "RawRelease",
     "write_all_dataset_trees",
     "write_dataset_tree",
+    "write_raw_release",
 ]
 
 SIZE = 32
@@ -74,8 +76,7 @@ class DatasetTree:
 
     def datamodule(self, category: str, **arguments: Any) -> Any:
         """The data module of the registry's class path for ``category`` (``num_workers=0`` unless given)."""
-        module_name, class_name = PAPER_DATASETS[self.key].datamodule.rsplit(".", 1)
-        datamodule_class = getattr(importlib.import_module(module_name), class_name)
+        datamodule_class = PAPER_DATASETS[self.key].datamodule_class()
         return datamodule_class(root=self.root, category=category, **{"num_workers": 0, **arguments})
 
 
@@ -87,14 +88,18 @@ class RawRelease:
         key: The registry key.
         source: The folder to pass as ``--source``.
         counts: Per category, what the converted tree must hold.
-        anomalous_folder: The name of the anomalous test folder the conversion writes.
+        anomalous_folder: The anomalous test folder the conversion writes (``defect``, ``tumor``, ``polyp``, ...).
+        masks: The expected binary mask of each anomalous image, by (category, image file name in the tree).
+        images: The source file of each copied image, by (category, image file name in the tree); KSDD's crops are
+            not copies and are not listed.
     """
 
     key: str
     source: Path
     counts: dict[str, CategoryCounts]
     anomalous_folder: str
-    masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    masks: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
+    images: dict[tuple[str, str], Path] = field(default_factory=dict, repr=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,3 +268,165 @@ def write_all_dataset_trees(
         categories = PAPER_DATASETS[key].categories[:max_categories]
         trees[key] = write_dataset_tree(key, root, categories)
     return trees
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Public releases, as prepare-data reads them
+# ----------------------------------------------------------------------------------------------------------------------
+KSDD_HEIGHT = 3 * SIZE
+"""Height of the generated KolektorSDD images (their width is SIZE): thirds of SIZE rows."""
+
+# KolektorSDD: (sample, part) -> the rows of its defect (None: defect-free). The second defect crosses the border
+# between the top and the middle third, so both thirds are anomalous.
+_KSDD_DEFECTS: dict[tuple[str, int], tuple[int, int] | None] = {
+    ("kos01", 0): (40, 46),
+    ("kos01", 1): None,
+    ("kos02", 3): (28, 36),
+    ("kos02", 5): None,
+    ("kos10", 2): None,
+    ("kos10", 7): None,
+}
+
+
+def _square_mask(index: int) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[_square(index)] = True
+    return mask
+
+
+def _write_ksdd(source: Path) -> RawRelease:
+    root = source / "KolektorSDD"
+    masks: dict[tuple[str, str], np.ndarray] = {}
+    normal = anomalous = 0
+    for (sample, part), rows in _KSDD_DEFECTS.items():
+        pixels = _pixels(_rng(sample, part), KSDD_HEIGHT, SIZE, grey=True)
+        label = np.zeros((KSDD_HEIGHT, SIZE), np.uint8)
+        if rows is not None:
+            label[rows[0] : rows[1], 8:14] = 255
+            pixels[rows[0] : rows[1], 8:14] = 250
+        _save(root / sample / f"Part{part}.jpg", pixels)
+        _save(root / sample / f"Part{part}_label.bmp", label)
+        for third in range(3):
+            crop = label[third * SIZE : (third + 1) * SIZE] > 0
+            if crop.any():
+                masks["SDD", f"{sample}_Part{part}_{third}.png"] = crop
+                anomalous += 1
+            else:
+                normal += 1
+    test = -(-normal // 4)  # a quarter, rounded up
+    return RawRelease("KSDD", source, {"SDD": CategoryCounts(normal - test, test, anomalous)}, "defect", masks)
+
+
+def _write_dagm(source: Path, categories: tuple[str, ...]) -> RawRelease:
+    masks: dict[tuple[str, str], np.ndarray] = {}
+    images: dict[tuple[str, str], Path] = {}
+    # Per split: normal images, then defective ones (each with a label).
+    layout = {"Train": (3, 1), "Test": (2, 2)}
+    for category in categories:
+        number = 0
+        for split, (n_normal, n_defective) in layout.items():
+            folder = source / category / split
+            (folder / "Label").mkdir(parents=True, exist_ok=True)
+            (folder / "Label" / "Labels.txt").write_text("the release's label list; not read\n", encoding="utf-8")
+            for i in range(n_normal + n_defective):
+                number += 1
+                image = folder / f"{number:04d}.PNG"
+                if i < n_normal:
+                    _normal(image, grey=True)
+                    if split == "Test":
+                        images[category, image.name] = image
+                    continue
+                _anomalous(image, i, folder / "Label" / f"{number:04d}_label.PNG", grey=True)
+                if split == "Test":
+                    images[category, image.name] = image
+                    masks[category, image.name] = _square_mask(i)
+    counts = dict.fromkeys(categories, CategoryCounts(layout["Train"][0], *layout["Test"]))  # Train defects unused
+    return RawRelease("DAGM", source, counts, "defect", masks, images)
+
+
+def _write_headct(source: Path) -> RawRelease:
+    hemorrhage = [1, 0, 1, 0]
+    images = {}
+    for i, flag in enumerate(hemorrhage):
+        path = source / "head_ct" / f"{i:03d}.png"
+        _normal(path) if not flag else _anomalous(path, i, None)
+        images["headct", path.name] = path
+    rows = "".join(f"{i:03d}, {flag}\n" for i, flag in enumerate(hemorrhage))
+    (source / "labels.csv").write_text("id, hemorrhage\n" + rows, encoding="utf-8")
+    return RawRelease("HeadCT", source, {"headct": CategoryCounts(0, 2, 2)}, "hemorrhage", images=images)
+
+
+def _write_no_yes(key: str, source: Path, normal: list[str], tumour: list[str], extra: str | None) -> RawRelease:
+    (category,) = paper_dataset(key).categories
+    images = {}
+    for name in normal:
+        _normal(source / "no" / name)
+        images[category, name] = source / "no" / name
+    for i, name in enumerate(tumour):
+        _anomalous(source / "yes" / name, i, None)
+        images[category, name] = source / "yes" / name
+    if extra:
+        _normal(source / "pred" / extra)  # Br35H's unlabelled images: not converted
+    counts = {category: CategoryCounts(0, len(normal), len(tumour))}
+    return RawRelease(key, source, counts, "tumor", images=images)
+
+
+# Segmentation releases: image folder, mask folder, image names, mask name pattern, anomalous folder in the tree.
+_SEGMENTATION: dict[str, tuple[str, str, tuple[str, ...], str, str]] = {
+    "ISIC": (
+        "ISBI2016_ISIC_Part1_Test_Data",
+        "ISBI2016_ISIC_Part1_Test_GroundTruth",
+        ("ISIC_0000003.jpg", "ISIC_0000012.jpg", "ISIC_0000130.jpg"),
+        "{stem}_Segmentation.png",
+        "lesion",
+    ),
+    "ColonDB": ("images", "masks", ("1.png", "2.png", "10.png"), "{stem}.png", "polyp"),
+    "ClinicDB": ("Original", "Ground Truth", ("1.tif", "2.tif", "10.tif"), "{stem}.tif", "polyp"),
+    "TN3K": ("test-image", "test-mask", ("0000.jpg", "0003.jpg", "0010.jpg"), "{stem}.jpg", "nodule"),
+}
+
+
+def _write_segmentation(key: str, source: Path) -> RawRelease:
+    image_folder, mask_folder, names, pattern, defect = _SEGMENTATION[key]
+    (category,) = paper_dataset(key).categories
+    masks, images = {}, {}
+    for i, name in enumerate(names):
+        image = source / image_folder / name
+        _anomalous(image, i, source / mask_folder / pattern.format(stem=Path(name).stem))
+        masks[category, name] = _square_mask(i)
+        images[category, name] = image
+    if key == "TN3K":
+        _normal(source / "trainval-image" / "0001.jpg")  # the training half: not converted
+    return RawRelease(key, source, {category: CategoryCounts(0, 0, len(names))}, defect, masks, images)
+
+
+PREPARABLE = ("KSDD", "DAGM", "HeadCT", "BrainMRI", "Br35H", "ISIC", "ColonDB", "ClinicDB", "TN3K")
+"""The data sets whose public release ``prepare-data`` converts."""
+
+
+def write_raw_release(key: str, source: Path, categories: Iterable[str] | None = None) -> RawRelease:
+    """Write a miniature of a data set's public release into ``source``, as ``prepare-data`` expects it.
+
+    Args:
+        key: One of :data:`PREPARABLE`.
+        source: The folder to write (the release's top folder, passed as ``--source``).
+        categories: DAGM only: which classes to write; ``None``: Class1 and Class2.
+
+    Returns:
+        Where it is and what the conversion must write.
+    """
+    source = Path(source)
+    if key == "KSDD":
+        return _write_ksdd(source)
+    if key == "DAGM":
+        return _write_dagm(source, tuple(categories or ("Class1", "Class2")))
+    if key == "HeadCT":
+        return _write_headct(source)
+    if key == "BrainMRI":
+        return _write_no_yes(key, source, ["N1.jpg", "No12.jpg"], ["Y1.jpg", "Y2.JPG", "Y3.jpeg"], None)
+    if key == "Br35H":
+        return _write_no_yes(key, source, ["no0.jpg", "no1.jpg"], ["y0.jpg", "y1.jpg"], "pred0.jpg")
+    if key in _SEGMENTATION:
+        return _write_segmentation(key, source)
+    msg = f"{key} has no release to prepare; the preparable ones are {', '.join(PREPARABLE)}"
+    raise ValueError(msg)
