@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from anomalib.data import ImageBatch, ImageItem
@@ -55,6 +55,9 @@ from torchvision.tv_tensors import Image, Mask
 
 from anomalib_adaclip.components.pre_processing import input_resize
 
+from .mvtec_tree import MVTecTreeDataset
+from .paper_datasets import PAPER_DATASETS, missing_dataset_message, paper_dataset
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -66,12 +69,31 @@ __all__ = [
     "DatasetSource",
 ]
 
-# Data sets organised in categories (MVTec AD layout): anomalib class and known categories.
-CATEGORY_DATASETS: dict[str, tuple[type[AnomalibDataset], tuple[str, ...]]] = {
-    "MVTecAD": (MVTecADDataset, tuple(MVTECAD_CATEGORIES)),
-    "Visa": (VisaDataset, tuple(VISA_CATEGORIES)),
-    "MPDD": (MPDDDataset, tuple(MPDD_CATEGORIES)),
-    "BTech": (BTechDataset, tuple(BTECH_CATEGORIES)),
+# Opens the test split of one category: (root holding the category folders, category) -> data set.
+SplitOpener = Callable[[Path, str], AnomalibDataset]
+
+
+def _anomalib_test_split(dataset_class: type[AnomalibDataset]) -> SplitOpener:
+    return lambda root, category: dataset_class(root=root, category=category, split="test")
+
+
+def _paper_test_split(name: str) -> SplitOpener:
+    has_masks = PAPER_DATASETS[name].has_masks
+    return lambda root, category: MVTecTreeDataset(root, category, split="test", with_masks=has_masks)
+
+
+# Data sets organised in categories (MVTec AD layout): how to open a category's test split, and the categories.
+# anomalib's own classes where anomalib has the data set; the MVTec-style trees of the paper's other data sets.
+CATEGORY_DATASETS: dict[str, tuple[SplitOpener, tuple[str, ...]]] = {
+    "MVTecAD": (_anomalib_test_split(MVTecADDataset), tuple(MVTECAD_CATEGORIES)),
+    "Visa": (_anomalib_test_split(VisaDataset), tuple(VISA_CATEGORIES)),
+    "MPDD": (_anomalib_test_split(MPDDDataset), tuple(MPDD_CATEGORIES)),
+    "BTech": (_anomalib_test_split(BTechDataset), tuple(BTECH_CATEGORIES)),
+    **{
+        name: (_paper_test_split(name), entry.categories)
+        for name, entry in PAPER_DATASETS.items()
+        if not entry.datamodule.startswith("anomalib.")
+    },
 }
 FOLDER = "Folder"
 VISA_SPLIT_FOLDER = "visa_pytorch"  # where anomalib's Visa data module puts the MVTec-layout copy of VisA
@@ -98,7 +120,10 @@ class DatasetSource:
     """One auxiliary data set: the test split of some categories of an anomalib data set, or of a Folder.
 
     Args:
-        dataset: ``"MVTecAD"``, ``"Visa"``, ``"MPDD"``, ``"BTech"`` (MVTec-style categories) or ``"Folder"``.
+        dataset: A data set organised in categories: anomalib's ``"MVTecAD"``, ``"Visa"``, ``"MPDD"``, ``"BTech"``, or
+            one of the paper's other data sets in their MVTec-style trees (``"ColonDB"``, ``"ClinicDB"``, ``"ISIC"``,
+            ``"TN3K"``, ``"KSDD"``, ``"DAGM"``, ``"DTDSynthetic"``, ``"HeadCT"``, ``"BrainMRI"``, ``"Br35H"``: see
+            :mod:`anomalib_adaclip.data.paper_datasets` and ``anomalib-adaclip prepare-data``); or ``"Folder"``.
         root: Folder that holds the categories (for VisA: the folder with ``visa_pytorch/`` as anomalib's Visa data
             module prepares it, or the raw VisA download, which is then prepared the same way), or the Folder data
             set's root.
@@ -115,6 +140,10 @@ class DatasetSource:
         normal_dir: Folder: anomalib's training normals; not part of a test split, so not used for training. Only
             needed where anomalib requires it; defaults to ``abnormal_dir``.
         extensions: Folder: image file extensions. Defaults to anomalib's.
+        missing_masks: What an anomalous image without a mask means: ``"error"`` (the default: pixel-level training
+            needs masks) or ``"empty"``, an all-zero mask, so the image trains the image-level loss and counts as
+            normal in the pixel losses. ``"empty"`` is what the authors' code does for the image-level-only data sets
+            (HeadCT, BrainMRI, Br35H) when it trains on all 14 data sets (the released ``all`` checkpoint).
     """
 
     dataset: str
@@ -129,6 +158,7 @@ class DatasetSource:
     normal_test_dir: str | list[str] | None = None
     normal_dir: str | list[str] | None = None
     extensions: list[str] | None = None
+    missing_masks: Literal["error", "empty"] = "error"
 
     def __post_init__(self) -> None:
         """Check the arguments that do not need the files."""
@@ -138,6 +168,9 @@ class DatasetSource:
             raise ValueError(msg)
         if not 0.0 <= float(self.mosaic_probability) <= 1.0:
             msg = f"mosaic_probability must be in [0, 1], got {self.mosaic_probability} ({self.label})."
+            raise ValueError(msg)
+        if self.missing_masks not in ("error", "empty"):
+            msg = f"{self.label}: missing_masks must be 'error' or 'empty', got {self.missing_masks!r}."
             raise ValueError(msg)
         if self.root is None:
             msg = f"{self.label}: `root` is required (the folder that holds the data set)."
@@ -149,8 +182,11 @@ class DatasetSource:
             if not (self.abnormal_dir or self.normal_test_dir):
                 msg = f"{self.label}: a Folder data set needs `abnormal_dir` and/or `normal_test_dir`."
                 raise ValueError(msg)
-            if self.abnormal_dir and not self.mask_dir:
-                msg = f"{self.label}: the anomalous images of `abnormal_dir` need masks for training: set `mask_dir`."
+            if self.abnormal_dir and not self.mask_dir and self.missing_masks == "error":
+                msg = (
+                    f"{self.label}: the anomalous images of `abnormal_dir` need masks for training: set `mask_dir`, "
+                    f"or missing_masks='empty' for an image-level-only data set."
+                )
                 raise ValueError(msg)
         elif self.categories is not None and not self.categories:
             msg = f"{self.label}: `categories` is empty; give at least one, or null for all of them."
@@ -173,18 +209,20 @@ class _Part:
     description: str
 
 
-def _check_samples(dataset: AnomalibDataset, description: str) -> None:
+def _check_samples(dataset: AnomalibDataset, description: str, missing_masks: str) -> None:
     samples = dataset.samples
     if len(samples) == 0:
         msg = f"{description}: the test split holds no images."
         raise ValueError(msg)
+    if missing_masks == "empty":
+        return
     anomalous = samples[samples.label_index == 1]
     without_mask = anomalous[anomalous.mask_path.fillna("").astype(str) == ""]
     if len(without_mask):
         examples = ", ".join(str(path) for path in without_mask.image_path.head(3))
         msg = (
             f"{description}: {len(without_mask)} anomalous image(s) have no mask (e.g. {examples}); AdaCLIP's training "
-            f"needs a mask for every anomalous image."
+            f"needs a mask for every anomalous image (or missing_masks='empty' for an image-level-only data set)."
         )
         raise ValueError(msg)
 
@@ -216,6 +254,10 @@ def build_parts(source: DatasetSource) -> list[_Part]:
     """
     root = Path(source.root).expanduser()
     if not root.is_dir():
+        if source.dataset in PAPER_DATASETS and not PAPER_DATASETS[source.dataset].datamodule.startswith("anomalib."):
+            entry = paper_dataset(source.dataset)
+            msg = f"{source.label}: {missing_dataset_message(entry, root, entry.default_category)}"
+            raise FileNotFoundError(msg)
         hint = ""
         if source.dataset in CATEGORY_DATASETS:
             hint = (
@@ -241,9 +283,9 @@ def build_parts(source: DatasetSource) -> list[_Part]:
         except Exception as error:  # anomalib: missing folders, no images, masks that do not match the images
             msg = f"{source.label}: anomalib cannot read the Folder data set: {error}"
             raise (FileNotFoundError if isinstance(error, FileNotFoundError) else ValueError)(msg) from error
-        _check_samples(dataset, source.label)
+        _check_samples(dataset, source.label, source.missing_masks)
         return [_Part(dataset, source.class_name or str(source.name), source.mosaic_probability, source.label)]
-    dataset_class, known = CATEGORY_DATASETS[source.dataset]
+    open_test_split, known = CATEGORY_DATASETS[source.dataset]
     categories = list(source.categories) if source.categories is not None else list(known)
     unknown = set(source.class_names or {}) - set(categories)
     if unknown:
@@ -263,7 +305,7 @@ def build_parts(source: DatasetSource) -> list[_Part]:
     for category, category_root in category_roots.items():
         description = f"{source.dataset} category {category!r} at {category_root / category}"
         try:
-            dataset = dataset_class(root=category_root, category=category, split="test")
+            dataset = open_test_split(category_root, category)
         except Exception as error:  # anomalib raises pandas / OS errors for incomplete folders
             msg = (
                 f"{description}: anomalib cannot read its test split ({type(error).__name__}: {error}). Expected the "
@@ -271,7 +313,7 @@ def build_parts(source: DatasetSource) -> list[_Part]:
                 f"file per anomalous image."
             )
             raise ValueError(msg) from error
-        _check_samples(dataset, description)
+        _check_samples(dataset, description, source.missing_masks)
         class_name = (source.class_names or {}).get(category, category)
         parts.append(_Part(dataset, class_name, source.mosaic_probability, description))
     return parts

@@ -114,7 +114,8 @@ def make_mvtec_tree_samples(category_root: str | Path, split: str | Split, with_
 
     Raises:
         FileNotFoundError: ``test/`` is missing or holds no images, or ``ground_truth/<folder>/`` is missing.
-        ValueError: Images and masks do not pair by name (see :func:`pair_masks`).
+        ValueError: Images and masks do not pair by name (see :func:`pair_masks`), or ``train/`` has a folder of
+            images other than ``good/``.
     """
     category_root = Path(category_root)
     split = Split(split)
@@ -124,6 +125,10 @@ def make_mvtec_tree_samples(category_root: str | Path, split: str | Split, with_
     for folder in folders:
         images = _images(folder)
         normal = folder.name == NORMAL_FOLDER
+        if split == Split.TRAIN and not normal and images:
+            # The anomaly data sets train on normal images only; a defect folder here is a misplaced test folder.
+            msg = f"{folder} holds images, but train/ may only hold {NORMAL_FOLDER}/ (normal images)."
+            raise ValueError(msg)
         masks: dict[Path, Path] = {}
         if with_masks and not normal and split == Split.TEST and images:
             mask_folder = category_root / "ground_truth" / folder.name

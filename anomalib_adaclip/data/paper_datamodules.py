@@ -28,7 +28,7 @@ from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Transform
 
 from .mvtec_tree import MVTecTreeDataset
-from .paper_datasets import PaperDataset, missing_dataset_message, paper_dataset
+from .paper_datasets import PaperDataset, paper_dataset, require_dataset
 
 __all__ = [
     "DAGM",
@@ -75,6 +75,7 @@ class PaperDataModule(AnomalibDataModule):
 
     Raises:
         ValueError: ``category`` is not one of the data set's categories.
+        TypeError: ``PaperDataModule`` itself is instantiated (it names no data set).
     """
 
     DATASET: ClassVar[str] = ""
@@ -110,6 +111,9 @@ class PaperDataModule(AnomalibDataModule):
             val_split_ratio=val_split_ratio,
             seed=seed,
         )
+        if not self.DATASET:
+            msg = "PaperDataModule is the common base; use one of its data modules (KSDD, DAGM, ..., TN3K)."
+            raise TypeError(msg)
         entry = self.paper_dataset()
         category = entry.default_category if category is None else category
         if category not in entry.categories:
@@ -126,11 +130,6 @@ class PaperDataModule(AnomalibDataModule):
         """The registry entry of this module's data set."""
         return paper_dataset(cls.DATASET)
 
-    def _check_present(self) -> None:
-        """Raise the "where to get it" message if the category folder is missing; never download."""
-        if not (self.root / self.category).is_dir():
-            raise FileNotFoundError(missing_dataset_message(self.paper_dataset(), self.root, self.category))
-
     def prepare_data(self) -> None:
         """Check that the data set is on disk (Lightning calls this first); nothing is downloaded.
 
@@ -138,10 +137,10 @@ class PaperDataModule(AnomalibDataModule):
             FileNotFoundError: ``root/category`` is missing; the message says where to get the data set, how to
                 convert it and where to put it.
         """
-        self._check_present()
+        require_dataset(self.DATASET, self.root, self.category)
 
     def _setup(self, _stage: str | None = None) -> None:
-        self._check_present()
+        require_dataset(self.DATASET, self.root, self.category)
         with_masks = self.paper_dataset().has_masks
         self.train_data = MVTecTreeDataset(self.root, self.category, Split.TRAIN, with_masks=with_masks)
         self.test_data = MVTecTreeDataset(self.root, self.category, Split.TEST, with_masks=with_masks)

@@ -13,7 +13,9 @@ redistributing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +26,7 @@ __all__ = [
     "Task",
     "missing_dataset_message",
     "paper_dataset",
+    "require_dataset",
 ]
 
 Task = Literal["image", "pixel", "both"]
@@ -39,6 +42,10 @@ PROCESSED_LAYOUT = (
 """The MVTec-style tree the paper's data modules read (the authors' processed copies have it)."""
 
 _ADACLIP_README = "https://github.com/caoyunkang/AdaCLIP#dataset-preparation"
+_MVTEC_LAYOUT = (
+    "<root>/<category>/train/good/, <root>/<category>/test/{good,<defect>}/, "
+    "<root>/<category>/ground_truth/<defect>/<stem>_mask.png (the official release, unpacked)"
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,11 @@ class PaperDataset:
         test_counts: The paper's test counts (normal, anomalous), summed over the categories.
         default_root: The data module's default ``root`` (the folder that holds the category folders).
         raw_layout: The layout of the public release that ``anomalib-adaclip prepare-data`` converts; empty where
-            anomalib's module reads the release itself.
+            the data module reads the release (or the authors' copy) itself.
         notes: What a user must know to reproduce the paper's numbers (count disagreements, which copy to use).
+        layout: The layout the data module reads under its ``root``.
+        category_paths: Where under ``root`` a category's folder may be (``{category}`` is replaced); the data set
+            is present when one of them is a folder.
     """
 
     name: str
@@ -74,6 +84,8 @@ class PaperDataset:
     default_root: str
     raw_layout: str = ""
     notes: str = ""
+    layout: str = PROCESSED_LAYOUT
+    category_paths: tuple[str, ...] = ("{category}",)
 
     @property
     def key(self) -> str:
@@ -94,6 +106,15 @@ class PaperDataset:
     def preparable(self) -> bool:
         """Whether ``anomalib-adaclip prepare-data`` converts its public release."""
         return bool(self.raw_layout)
+
+    def datamodule_class(self) -> type:
+        """The data module class (imported now: anomalib's modules import anomalib)."""
+        module_name, class_name = self.datamodule.rsplit(".", 1)
+        return getattr(import_module(module_name), class_name)
+
+    def is_present(self, root: str | Path, category: str) -> bool:
+        """Whether ``category`` of this data set is on disk under ``root`` (a folder, not checked further)."""
+        return any((Path(root) / path.format(category=category)).is_dir() for path in self.category_paths)
 
 
 _MVTEC_CATEGORIES = (
@@ -121,6 +142,7 @@ _ENTRIES = (
         size="5,354 images, 15 categories (3,629 train normal, 1,725 test), pixel masks; about 4.9 GB",
         test_counts=(467, 1258),
         default_root="./datasets/MVTecAD",
+        layout=_MVTEC_LAYOUT,
         notes="anomalib's MVTecAD reads the official release unchanged; its split is the paper's.",
     ),
     PaperDataset(
@@ -134,6 +156,11 @@ _ENTRIES = (
         size="10,821 images (9,621 normal, 1,200 anomalous), 12 categories, pixel masks",
         test_counts=(962, 1200),
         default_root="./datasets/visa",
+        layout=(
+            "<root>/<category>/Data/{Images,Masks}/... and <root>/split_csv/1cls.csv (the unpacked "
+            "VisA_20220922.tar); anomalib's Visa writes <root>/visa_pytorch/<category>/ from them"
+        ),
+        category_paths=("visa_pytorch/{category}", "{category}"),
         notes="anomalib's Visa builds visa_pytorch/ from split_csv/1cls.csv, the split the paper uses.",
     ),
     PaperDataset(
@@ -147,6 +174,7 @@ _ENTRIES = (
         size="over 1,000 images, 6 metal-part categories, pixel masks",
         test_counts=(176, 282),
         default_root="./datasets/MPDD",
+        layout=_MVTEC_LAYOUT,
         notes="Manual download; anomalib's MPDD reads the official MVTec-style tree.",
     ),
     PaperDataset(
@@ -160,6 +188,10 @@ _ENTRIES = (
         size="3 products, about 2.8 k images (not verified), pixel masks",
         test_counts=(451, 290),
         default_root="./datasets/BTech",
+        layout=(
+            "<root>/<category>/train/ok/, <root>/<category>/test/{ok,ko}/, <root>/<category>/ground_truth/ko/ (the "
+            "unpacked btad.zip's BTech_Dataset_transformed/ as <root>)"
+        ),
         notes="anomalib's BTech reads the official tree (normal folder 'ok', anomalous 'ko').",
     ),
     PaperDataset(
@@ -170,7 +202,7 @@ _ENTRIES = (
         task="both",
         source="https://www.vicos.si/resources/kolektorsdd/",
         licence="CC BY-NC-SA 4.0 (per anomalib)",
-        size="399 images of 50 commutators (347 defect-free, 52 defective), *_label.bmp masks",
+        size="399 images of 50 commutators (347 defect-free, 52 defective), PartK_label.bmp masks",
         test_counts=(181, 74),
         default_root="./datasets/KSDD",
         raw_layout=(
@@ -234,7 +266,10 @@ _ENTRIES = (
         size="200 PNG CT slices (100 normal, 100 hemorrhage) and labels.csv; no masks",
         test_counts=(100, 100),
         default_root="./datasets/HeadCT",
-        raw_layout="<source>/labels.csv (columns id, hemorrhage) + <source>/head_ct/NNN.png",
+        raw_layout=(
+            "<source>/labels.csv (columns id, hemorrhage) + <source>/head_ct/NNN.png (<source> is the release's "
+            "head_ct/ folder, or the folder holding it)"
+        ),
     ),
     PaperDataset(
         name="BrainMRI",
@@ -340,23 +375,44 @@ def paper_dataset(name: str) -> PaperDataset:
     raise KeyError(msg)
 
 
+def _either(paths: Iterable[Path]) -> str:
+    """``a is not``, or ``neither a nor b is`` for several paths (followed by "a folder")."""
+    names = [str(path) for path in paths]
+    return f"{names[0]} is not" if len(names) == 1 else "neither " + " nor ".join(names) + " is"
+
+
 def missing_dataset_message(dataset: PaperDataset, root: str | Path, category: str) -> str:
     """What to tell a user whose copy of ``dataset`` is not at ``root/category``: where to get it and put it.
 
     Nothing is ever downloaded: several of the sources need an account or accept terms first.
     """
+    folders = _either(Path(root) / path.format(category=category) for path in dataset.category_paths)
     lines = [
-        f"{dataset.name} data set not found: {Path(root) / category} is not a folder.",
-        f"Get it from {dataset.source} (licence: {dataset.licence}),",
+        f"{dataset.name} data set not found: {folders} a folder.",
+        f"Get it from {dataset.source} (licence: {dataset.licence}).",
     ]
     if dataset.preparable:
         lines += [
-            f"then convert it: anomalib-adaclip prepare-data {dataset.key} --source <download> --dest {root}",
-            f"(the release is expected as: {dataset.raw_layout}),",
+            f"Convert it: anomalib-adaclip prepare-data {dataset.key} --source <download> --dest {root}",
+            f"(the release is expected as: {dataset.raw_layout});",
+            f"or use the authors' processed copy ({_ADACLIP_README}) as it is.",
         ]
-    lines += [
-        f"or use the authors' processed copy ({_ADACLIP_README}) as it is.",
-        f"The data module reads {root} (its `root` argument) laid out as:",
-        PROCESSED_LAYOUT,
-    ]
+    elif dataset.layout == PROCESSED_LAYOUT:
+        lines.append(f"It needs no conversion; the authors' processed copy ({_ADACLIP_README}) works as well.")
+    lines += [f"{dataset.datamodule} reads {root} (its `root` argument) laid out as:", dataset.layout]
     return "\n".join(lines)
+
+
+def require_dataset(name: str, root: str | Path, category: str) -> None:
+    """Fail with :func:`missing_dataset_message` unless ``category`` of data set ``name`` is under ``root``.
+
+    For anomalib's own modules, call it before their ``prepare_data``, which would try to download a missing data
+    set.
+
+    Raises:
+        KeyError: ``name`` is not one of the paper's data sets.
+        FileNotFoundError: The category's folder is missing.
+    """
+    dataset = paper_dataset(name)
+    if not dataset.is_present(root, category):
+        raise FileNotFoundError(missing_dataset_message(dataset, root, category))

@@ -258,7 +258,10 @@ def _prepare_ksdd(dataset: PaperDataset, source: Path, dest: Path) -> list[Prepa
                 pixels = np.asarray(image)
             label = _read_mask(label_path)
             if label.shape != pixels.shape[:2]:
-                msg = f"{label_path} is {label.shape[1]}x{label.shape[0]} px but {image_path} is not; they must match."
+                msg = (
+                    f"{label_path} is {label.shape[1]}x{label.shape[0]} px but {image_path} is "
+                    f"{pixels.shape[1]}x{pixels.shape[0]} px; a label must have its image's size."
+                )
                 raise SourceLayoutError(msg)
             for third, rows in enumerate(_thirds(pixels.shape[0])):
                 name = f"{image_path.parent.name}_{image_path.stem}_{third}.png"
@@ -323,6 +326,8 @@ def _prepare_headct(dataset: PaperDataset, source: Path, dest: Path) -> list[Pre
 
     No masks; train/good stays empty.
     """
+    if not (source / "labels.csv").is_file() and (source / "head_ct" / "labels.csv").is_file():
+        source = source / "head_ct"  # the folder above the release's top folder
     table = source / "labels.csv"
     if not table.is_file():
         raise _layout_error(dataset, source, "no labels.csv")

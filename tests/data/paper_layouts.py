@@ -19,7 +19,6 @@ bright square, and their masks mark exactly that square. Mask names vary between
 from __future__ import annotations
 
 import csv
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,8 +76,7 @@ class DatasetTree:
 
     def datamodule(self, category: str, **arguments: Any) -> Any:
         """The data module of the registry's class path for ``category`` (``num_workers=0`` unless given)."""
-        module_name, class_name = PAPER_DATASETS[self.key].datamodule.rsplit(".", 1)
-        datamodule_class = getattr(importlib.import_module(module_name), class_name)
+        datamodule_class = PAPER_DATASETS[self.key].datamodule_class()
         return datamodule_class(root=self.root, category=category, **{"num_workers": 0, **arguments})
 
 

@@ -19,10 +19,11 @@ from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.cli import main as cli_main
 from anomalib_adaclip.cli.train import main
 from anomalib_adaclip.config import OptimizerSettings
-from anomalib_adaclip.data import AuxiliaryDataModule, DatasetSource
+from anomalib_adaclip.data import PAPER_DATASETS, AuxiliaryDataModule, DatasetSource
 from anomalib_adaclip.training import CheckpointSettings, train, trainable_tensors_of
 from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+from tests.data.paper_layouts import write_dataset_tree
 from tests.unit.data.test_auxiliary import make_folder_dataset
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_model_summary": False, "enable_progress_bar": False}
@@ -270,14 +271,23 @@ def test_bad_training_settings_are_clear_errors(
 # The configs and the command line
 # ------------------------------------------------------------------------------------------------------------------
 CONFIG_DIR = PROJECT_ROOT / "configs" / "train"
+PROTOCOL_CONFIGS = ("mvtec_colondb.yaml", "visa_clinicdb.yaml", "all_datasets.yaml")  # the released checkpoints
 
 
-def _stand_in(source: dict[str, Any], folder_root: Path) -> dict[str, Any]:
-    """Point a config's data source at local stand-in data: the tire sample, or a generated Folder data set."""
+def _stand_in(source: dict[str, Any], folder_root: Path, trees_root: Path) -> dict[str, Any]:
+    """Point a config's data source at local stand-in data.
+
+    MVTec AD and VisA read the tire sample, Folder sources a generated Folder data set, the paper's other data sets a
+    generated copy of their first category in their own layout (tests/data/paper_layouts.py).
+    """
     if source["dataset"] == "Folder":
         folders = {"abnormal_dir": "bad", "mask_dir": "masks", "normal_test_dir": "good"}
         return {**source, "root": str(folder_root), **folders}
-    return {**source, "root": str(TIRE_ROOT), "categories": ["tire"]}
+    if source["dataset"] in ("MVTecAD", "Visa"):
+        return {**source, "root": str(TIRE_ROOT), "categories": ["tire"]}
+    category = PAPER_DATASETS[source["dataset"]].categories[0]
+    tree = write_dataset_tree(source["dataset"], trees_root, [category])
+    return {**source, "root": str(tree.root), "categories": [category]}
 
 
 def _offline_config(name: str, micro_weights: Path, folder_root: Path, results_dir: Path, **trainer: Any) -> Path:
@@ -286,8 +296,9 @@ def _offline_config(name: str, micro_weights: Path, folder_root: Path, results_d
         backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, checkpoint=None
     )
     data = config["data"]
-    data["train"] = [_stand_in(source, folder_root) for source in data["train"]]
-    data["val"] = [_stand_in(source, folder_root) for source in data.get("val") or []]
+    trees_root = results_dir / "stand_in_data"
+    data["train"] = [_stand_in(source, folder_root, trees_root) for source in data["train"]]
+    data["val"] = [_stand_in(source, folder_root, trees_root) for source in data.get("val") or []]
     data.update(batch_size=4, eval_batch_size=8, num_workers=0)
     config["trainer"].update(
         accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=1, enable_model_summary=False
@@ -305,18 +316,31 @@ def folder_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_folder_dataset(tmp_path_factory.mktemp("folder"), n_good=3, n_bad=4)
 
 
-def test_there_are_the_two_paper_protocols_and_a_folder_example() -> None:
+def test_there_are_the_three_released_protocols_and_a_folder_example() -> None:
     configs = {path.name: yaml.safe_load(path.read_text()) for path in CONFIG_DIR.glob("*.yaml")}
-    assert {"mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"} <= set(configs)
-    protocol = {source["dataset"] for source in configs["mvtec_colondb.yaml"]["data"]["train"]}
-    assert protocol == {"MVTecAD", "Folder"}
-    assert {source["dataset"] for source in configs["visa_clinicdb.yaml"]["data"]["train"]} == {"Visa", "Folder"}
+    assert set(configs) == {*PROTOCOL_CONFIGS, "custom_folder.yaml"}
+    # The three released checkpoints: MVTec AD + ColonDB, VisA + ClinicDB (README "Corrections"), all 14 data sets.
+    assert {source["dataset"] for source in configs["mvtec_colondb.yaml"]["data"]["train"]} == {"MVTecAD", "ColonDB"}
+    assert {source["dataset"] for source in configs["visa_clinicdb.yaml"]["data"]["train"]} == {"Visa", "ClinicDB"}
+    assert [source["dataset"] for source in configs["all_datasets.yaml"]["data"]["train"]] == list(PAPER_DATASETS)
+    # Each protocol validates on the whole data set its checkpoint is tested on, as the authors' train.py does.
+    assert [(source["dataset"], source["categories"]) for source in configs["mvtec_colondb.yaml"]["data"]["val"]] == [
+        ("Visa", None)
+    ]
+    assert [(source["dataset"], source["categories"]) for source in configs["visa_clinicdb.yaml"]["data"]["val"]] == [
+        ("MVTecAD", None)
+    ]
+    masks = {
+        source["dataset"]: source.get("missing_masks", "error")
+        for source in configs["all_datasets.yaml"]["data"]["train"]
+    }
+    assert {name for name, value in masks.items() if value == "empty"} == {"HeadCT", "BrainMRI", "Br35H"}
     for config in configs.values():
         assert config["optimizer"] == {"lr": 0.01, "betas": [0.5, 0.999], "weight_decay": 0.01}
         assert config["trainer"]["max_epochs"] == 5
 
 
-@pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"])
+@pytest.mark.parametrize("name", [*PROTOCOL_CONFIGS, "custom_folder.yaml"])
 def test_every_config_setting_is_commented(name: str) -> None:
     for number, line in enumerate((CONFIG_DIR / name).read_text().splitlines(), 1):
         stripped = line.strip()
@@ -325,7 +349,7 @@ def test_every_config_setting_is_commented(name: str) -> None:
         assert "#" in line, f"{name}:{number} has no comment: {line!r}"
 
 
-@pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml", "custom_folder.yaml"])
+@pytest.mark.parametrize("name", [*PROTOCOL_CONFIGS, "custom_folder.yaml"])
 def test_configs_run_offline_on_stand_in_data(
     name: str, micro_weights: Path, folder_root: Path, tmp_path: Path
 ) -> None:
@@ -389,3 +413,17 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(
         # The all-reduce sums the two halves' gradients in another order than one batch of four; AdamW divides by
         # sqrt(v), which magnifies last-bit differences of small gradients (1e-5 measured on an AMD EPYC host).
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-4, msg=lambda text, key=key: f"{key}: {text}")
+
+
+@pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml"])
+def test_the_authors_checkpoint_selection_is_one_option(name: str) -> None:
+    """The authors' train.py keeps the best pixel max-F1 on the testing data: the option the configs' headers give."""
+    from anomalib_adaclip.cli.train import build_parser
+
+    header = (CONFIG_DIR / name).read_text().split("\nname:", 1)[0]
+    assert f"--config configs/train/{name} --checkpointing.monitor pixel_F1Max" in header
+    parser = build_parser()
+    config = parser.parse_args(["--config", str(CONFIG_DIR / name), "--checkpointing.monitor", "pixel_F1Max"])
+    assert config.checkpointing.monitor == "pixel_F1Max" and config.checkpointing.mode == "max"
+    assert "pixel_F1Max" in config.val_metrics
+    assert parser.parse_args(["--config", str(CONFIG_DIR / name)]).checkpointing.monitor is None

@@ -238,3 +238,33 @@ def test_image_size_must_match_the_model(folder_root: Path) -> None:
     data.trainer = type("FakeTrainer", (), {"lightning_module": model})()
     with pytest.raises(ValueError, match=r"image_size=224\) differs from the model's input size \(112, 112\)"):
         data.setup("fit")
+
+
+def test_image_level_only_data_trains_with_empty_masks_when_asked(folder_root: Path) -> None:
+    # HeadCT, BrainMRI and Br35H have no masks; the authors' code trains on them with all-zero masks.
+    with pytest.raises(ValueError, match=r"set `mask_dir`, or missing_masks='empty'"):
+        _folder_source(folder_root, mask_dir=None)
+    dataset = AuxiliaryDataset([_folder_source(folder_root, mask_dir=None, missing_masks="empty")], RESIZE)
+    labels = [bool(dataset[index].gt_label) for index in range(len(dataset))]
+    assert sorted(labels) == [False] * 3 + [True] * 3  # 3 good/ and 3 bad/ images of make_folder_dataset
+    for index in range(len(dataset)):
+        assert not dataset[index].gt_mask.any()
+    with pytest.raises(ValueError, match=r"missing_masks must be 'error' or 'empty', got 'zeros'"):
+        _folder_source(folder_root, missing_masks="zeros")
+
+
+def test_the_papers_other_data_sets_are_auxiliary_sources(tmp_path: Path) -> None:
+    from tests.data.paper_layouts import write_dataset_tree
+
+    write_dataset_tree("ColonDB", tmp_path)
+    write_dataset_tree("HeadCT", tmp_path)
+    colondb = AuxiliaryDataset([DatasetSource("ColonDB", root=tmp_path / "ColonDB")], RESIZE)
+    assert set(colondb.class_names) == {"ColonDB"}
+    assert all(bool(colondb[index].gt_label) for index in range(len(colondb)))  # polyp frames only
+    assert any(colondb[index].gt_mask.any() for index in range(len(colondb)))
+    with pytest.raises(ValueError, match=r"have no mask.*missing_masks='empty'"):
+        AuxiliaryDataset([DatasetSource("HeadCT", root=tmp_path / "HeadCT")], RESIZE)
+    headct = AuxiliaryDataset([DatasetSource("HeadCT", root=tmp_path / "HeadCT", missing_masks="empty")], RESIZE)
+    assert {bool(headct[index].gt_label) for index in range(len(headct))} == {False, True}
+    with pytest.raises(FileNotFoundError, match=r"(?s)ClinicDB .*not found.*Get it from .*prepare-data ClinicDB"):
+        AuxiliaryDataset([DatasetSource("ClinicDB", root=tmp_path / "nowhere")], RESIZE)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from anomalib_adaclip.data import DAGM, KSDD, PAPER_DATASETS, ColonDB, HeadCT, PaperDataModule
 from anomalib_adaclip.data.mvtec_tree import pair_masks
+from anomalib_adaclip.data.paper_datasets import require_dataset
 from tests.data.paper_layouts import SIZE, DatasetTree, write_all_dataset_trees, write_dataset_tree
 
 # The paper's Supplementary Table 1 (normal, anomalous) and its task column, written out independently of the registry.
@@ -184,3 +185,28 @@ def test_empty_test_folder_is_an_error(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "SDD" / "notes.png")  # not in a split: ignored
     with pytest.raises(FileNotFoundError, match=r"no test images in .*SDD/test"):
         KSDD(root=tmp_path).setup()
+
+
+def test_require_dataset_before_anomalib_modules_would_download(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as error:
+        require_dataset("Visa", tmp_path, "pcb1")
+    message = str(error.value)
+    assert f"neither {tmp_path / 'visa_pytorch' / 'pcb1'} nor {tmp_path / 'pcb1'} is a folder" in message
+    assert "VisA_20220922.tar" in message and "split_csv/1cls.csv" in message
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "pcb1").mkdir()  # the raw download: anomalib's Visa splits it offline
+    require_dataset("visa", tmp_path, "pcb1")
+    with pytest.raises(FileNotFoundError, match=r"mvtec-ad.*\n.*anomalib\.data\.MVTecAD reads"):
+        require_dataset("MVTecAD", tmp_path, "bottle")
+
+
+def test_defect_folder_in_train_is_an_error(tmp_path: Path) -> None:
+    tree = write_dataset_tree("KSDD", tmp_path)
+    (tree.root / "SDD" / "test" / "defect").rename(tree.root / "SDD" / "train" / "defect")
+    with pytest.raises(ValueError, match=r"train/defect holds images, but train/ may only hold good/"):
+        tree.datamodule("SDD").setup()
+
+
+def test_the_base_names_no_data_set() -> None:
+    with pytest.raises(TypeError, match="use one of its data modules"):
+        PaperDataModule()

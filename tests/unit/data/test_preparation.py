@@ -198,3 +198,9 @@ def test_command_errors_are_messages_with_exit_code_2(tmp_path: Path, capsys: py
     assert "unknown data set 'Nope'; the paper's data sets are: MVTecAD" in capsys.readouterr().err
     assert cli_main(["prepare-data", "Br35H", "--source", str(tmp_path / "missing"), "--dest", str(tmp_path)]) == 2
     assert "is not a folder; expected the unpacked Br35H release" in capsys.readouterr().err
+
+
+def test_headct_source_may_be_the_folder_above_the_release(tmp_path: Path) -> None:
+    release = write_raw_release("HeadCT", tmp_path / "download" / "head_ct")
+    prepared = prepare_dataset("HeadCT", tmp_path / "download", tmp_path / "dest")
+    assert [(p.normal, p.anomalous) for p in prepared] == [(c.normal, c.anomalous) for c in release.counts.values()]
