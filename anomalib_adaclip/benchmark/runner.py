@@ -191,6 +191,8 @@ class RunJob:
         from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
         from lightning.pytorch import seed_everything  # noqa: PLC0415
 
+        from anomalib_adaclip.data.paper_datasets import prepare_or_explain  # noqa: PLC0415
+
         key, config = self.key, self.config
         model_spec, data_spec = config.model(key.model), config.dataset(key.dataset)
         artifacts = create_versioned_dir(config.output / "artifacts" / key.folder / f"seed{key.seed}").resolve()
@@ -214,6 +216,7 @@ class RunJob:
             # scores when the model holds it, the raw outputs when the Engine does.
             model = model_spec.build(key.dataset, evaluator if config.score_normalization else False, config.visualize)
             datamodule = data_spec.build(key.category)
+            prepare_or_explain(datamodule)  # a missing paper data set: where to get it, not a download error
             record.learning_type = LearningType(model.learning_type).value
             # A checkpoint callback that saves nothing keeps anomalib from writing a model file per run (WinCLIP's
             # holds its whole CLIP).

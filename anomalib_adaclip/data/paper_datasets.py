@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "PAPER_DATASETS",
@@ -26,6 +26,7 @@ __all__ = [
     "Task",
     "missing_dataset_message",
     "paper_dataset",
+    "prepare_or_explain",
     "require_dataset",
 ]
 
@@ -416,3 +417,28 @@ def require_dataset(name: str, root: str | Path, category: str) -> None:
     dataset = paper_dataset(name)
     if not dataset.is_present(root, category):
         raise FileNotFoundError(missing_dataset_message(dataset, root, category))
+
+
+def prepare_or_explain(datamodule: Any) -> None:
+    """Run ``datamodule.prepare_data()``; if one of the paper's data sets is missing and cannot be had, say where.
+
+    anomalib's ``MVTecAD``, ``Visa`` and ``BTech`` download a missing data set where their licence allows; offline (or
+    for ``MPDD``, which anomalib cannot download) that ends in a network or file error far from the cause. This turns
+    it into :func:`missing_dataset_message`. Data modules that are not among the paper's 14 are prepared as they are.
+
+    Args:
+        datamodule: An anomalib data module with ``root`` and ``category`` (any other is prepared unchanged).
+
+    Raises:
+        FileNotFoundError: A paper data set's category is missing and its data module could not provide it.
+    """
+    entry = next((item for item in PAPER_DATASETS.values() if type(datamodule) is item.datamodule_class()), None)
+    root, category = getattr(datamodule, "root", None), getattr(datamodule, "category", None)
+    if entry is None or root is None or category is None or entry.is_present(root, str(category)):
+        datamodule.prepare_data()
+        return
+    try:
+        datamodule.prepare_data()
+    except Exception as error:  # anomalib: URLError offline, or its own message for a manual download (MPDD)
+        message = f"{missing_dataset_message(entry, root, str(category))}\n({type(error).__name__}: {error})"
+        raise FileNotFoundError(message) from error

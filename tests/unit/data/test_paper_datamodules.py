@@ -210,3 +210,15 @@ def test_defect_folder_in_train_is_an_error(tmp_path: Path) -> None:
 def test_the_base_names_no_data_set() -> None:
     with pytest.raises(TypeError, match="use one of its data modules"):
         PaperDataModule()
+
+
+def test_a_missing_anomalib_data_set_that_cannot_be_downloaded_says_where_to_get_it(tmp_path: Path) -> None:
+    from anomalib.data import MPDD
+
+    from anomalib_adaclip.data.paper_datasets import prepare_or_explain
+
+    datamodule = MPDD(root=tmp_path / "MPDD", category="tubes", num_workers=0)
+    with pytest.raises(FileNotFoundError, match=r"(?s)MPDD data set not found.*Get it from .*github.com/stepanje/MPDD"):
+        prepare_or_explain(datamodule)  # anomalib cannot download MPDD
+    write_dataset_tree("MPDD", tmp_path, ["tubes"])
+    prepare_or_explain(datamodule)  # present: anomalib's own preparation, nothing to say
