@@ -111,7 +111,8 @@ class PredictionCSVWriter(BasePredictionWriter):
         self._parts = False
         self._skip: set[str] = set()  # finished images that stayed in a data set this writer cannot cut
         self._written = 0
-        self._skipped = 0
+        self._skipped = 0  # rows of finished images not written again (each process its own)
+        self._left_out = 0  # finished images cut out of the data (every process cuts the same whole data set)
         self._start = 0.0
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         if stage != "predict":
             return
         self._start = time.perf_counter()
-        self._written, self._skipped, self._skip, self.path = 0, 0, set(), None
+        self._written, self._skipped, self._left_out, self._skip, self.path = 0, 0, 0, set(), None
         directory = self.output_dir or Path(trainer.default_root_dir)
         # Rank zero alone creates, repairs or merges files; every process gets its answer, an error included, so
         # that no process waits for one that failed.
@@ -182,7 +183,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             if dropped is None:
                 uncut.append(type(dataset).__name__)
             else:
-                self._skipped += dropped
+                self._left_out += dropped
         if uncut:
             logger.warning(
                 "Resuming: %s cannot leave images out before loading; images already in %s are scored again but "
@@ -272,6 +273,7 @@ class PredictionCSVWriter(BasePredictionWriter):
                 reduce_op="sum",
             )
             written, skipped = (int(value) for value in totals.tolist())
+        skipped += self._left_out
         if self._parts:
             error = self._merge(trainer) if trainer.is_global_zero else None
             error = trainer.strategy.broadcast(error, src=0)
