@@ -94,15 +94,16 @@ def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str
 
 @pytest.mark.parametrize(
     ("small", "large"),
-    [(40, 400), pytest.param(200, 2000, marks=pytest.mark.slow)],
+    [(30, 300), pytest.param(200, 2000, marks=pytest.mark.slow)],
 )
 def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
     micro_weights: Path, tmp_path: Path, small: int, large: int
 ) -> None:
     small_peak, _, _ = peak_rss_kb(micro_weights, small, tmp_path)
     large_peak, truth, run_dir = peak_rss_kb(micro_weights, large, tmp_path)
-    # Before streaming, every batch (image and maps) stayed in memory: ~0.25 MB per image here, 90 MB more at 400.
-    assert large_peak <= 1.05 * small_peak, f"peak RSS {small_peak} kB at {small} images, {large_peak} kB at {large}"
+    # Before streaming, every batch (image and maps) stayed in memory: 0.21 MB per image here (measured: 1.10 GB at 200
+    # images), so 270 more images added 5 %; streaming: 1.054 GB at 200, 1.057 GB at 2,000.
+    assert large_peak <= 1.03 * small_peak, f"peak RSS {small_peak} kB at {small} images, {large_peak} kB at {large}"
     paths = table_paths(run_dir / "predictions.csv")
     assert sorted(paths) == sorted(truth)
     overlays = list((run_dir / "images").rglob("*.png"))
@@ -111,7 +112,7 @@ def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
 
 def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, tmp_path: Path) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = write_images(data, 150)
+    truth = write_images(data, 60)
     table = root / RUN_DIR / "predictions.csv"
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
     process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
