@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from anomalib.data import PredictDataset
+from anomalib.data.datasets.image.folder import FolderDataset
 from PIL import Image
 
 from anomalib_adaclip.cli.predict import WRITER_CLASS, predict_arguments
@@ -160,6 +161,11 @@ def test_finished_images_are_left_out_of_anomalib_data_sets(tmp_path: Path) -> N
     assert [Path(name).name for name in dataset.image_filenames] == ["a.png", "c.png"]
     assert len(dataset) == 2
     assert drop_finished_images(object(), {"x"}) is None  # a data set of another kind is left alone
+
+    folder = FolderDataset(name="parts", normal_dir=tmp_path)
+    assert drop_finished_images(folder, {path_key(tmp_path / "a.png"), path_key("/elsewhere/c.png")}) == 1
+    assert sorted(Path(name).name for name in folder.samples["image_path"]) == ["b.png", "c.png"]
+    assert drop_finished_images(folder, set()) == 0
 
 
 def test_path_keys_are_absolute_without_resolving_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
