@@ -110,6 +110,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         self._writer: Any = None
         self._parts = False
         self._skip: set[str] = set()  # finished images that stayed in a data set this writer cannot cut
+        self._finished: set[str] | None = None  # the resumed table's images, as rank zero read them
         self._written = 0
         self._skipped = 0  # rows of finished images not written again (each process its own)
         self._left_out = 0  # finished images cut out of the data (every process cuts the same whole data set)
@@ -129,6 +130,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             return
         self._start = time.perf_counter()
         self._written, self._skipped, self._left_out, self._skip, self.path = 0, 0, 0, set(), None
+        self._finished = None
         directory = self.output_dir or Path(trainer.default_root_dir)
         # Rank zero alone creates, repairs or merges files; every process gets its answer, an error included, so
         # that no process waits for one that failed.
@@ -160,8 +162,16 @@ class PredictionCSVWriter(BasePredictionWriter):
                     csv.writer(handle).writerow(CSV_COLUMNS)
                 if self.resume:
                     logger.info("Nothing to resume in %s: the run starts the table %s.", directory, table)
+                stale = existing_parts(table)
+                if stale:  # parts of a killed run whose table was since removed: they would be merged into this one
+                    msg = (
+                        f"{', '.join(str(part) for part in stale)}: part files of an earlier run whose table "
+                        f"{table.name} is gone. Move them away (or put the table back and resume it)."
+                    )
+                    raise PredictionTableError(msg)
                 return str(table), None
             finished = read_finished(table)
+            self._finished = finished.keys
             parts = existing_parts(table)
             if parts:  # a multi-process run was killed before it merged them
                 merged = merge_parts(table, parts, finished.keys)
@@ -173,7 +183,9 @@ class PredictionCSVWriter(BasePredictionWriter):
     def _leave_out_finished(self, trainer: Trainer) -> None:
         """Cut the images the table has out of the run's data sets (or mark them, for data sets of other kinds)."""
         assert self.path is not None
-        finished = read_finished(self.path).keys  # rank zero has repaired it; every process reads the same file
+        # Rank zero read it when it repaired it; the other processes read the repaired file.
+        finished = self._finished if self._finished is not None else read_finished(self.path).keys
+        self._finished = None
         # The loop builds its loaders here (public Lightning API) and again when it starts: both hold the same data
         # set objects, so cutting them now means the sampler, the batch count and the workers see only what is left.
         trainer.predict_loop.setup_data()
