@@ -89,6 +89,10 @@ def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
         print(f"  {name:<12} {help_text}")
+    print(
+        f"  {'predict':<12} anomalib's predict; predictions are not kept in memory (--return_predictions true keeps "
+        "them), --resume [TABLE] carries on an interrupted run"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
