@@ -54,26 +54,40 @@ logger = logging.getLogger(__name__)
 __all__ = ["CSV_COLUMNS", "DEFAULT_CSV_NAME", "PredictionCSVWriter", "csv_row", "drop_finished_images"]
 
 
-def drop_finished_images(dataset: Any, finished: set[str]) -> int | None:
+def _kept_indices(paths: Sequence[Any], finished: set[str], minimum: int) -> list[int]:
+    """Indices of the unfinished paths; if there are some but fewer than ``minimum``, the first finished fill up."""
+    kept = [index for index, path in enumerate(paths) if path_key(path) not in finished]
+    if 0 < len(kept) < minimum:
+        fill = [index for index in range(len(paths)) if path_key(paths[index]) in finished][: minimum - len(kept)]
+        kept = sorted(kept + fill)
+    return kept
+
+
+def drop_finished_images(dataset: Any, finished: set[str], minimum: int = 0) -> int | None:
     """Remove the images whose :func:`~.prediction_table.path_key` is in ``finished`` from ``dataset``, in place.
 
     Knows anomalib's data sets: ``PredictDataset`` (a list ``image_filenames``) and ``AnomalibDataset`` (a
     ``samples`` table with ``image_path``, cut with its own ``subsample``).
+
+    Args:
+        dataset: The data set.
+        finished: Path keys of the images to remove.
+        minimum: Keep at least this many images when some are left (finished ones fill up, in order): Lightning's
+            predict sampler needs an image for every process. Defaults to 0.
 
     Returns:
         The number of images removed, or ``None`` for a data set of another kind (left as it is).
     """
     filenames = getattr(dataset, "image_filenames", None)
     if isinstance(filenames, list):
-        kept = [name for name in filenames if path_key(name) not in finished]
-        dataset.image_filenames = kept
-        return len(filenames) - len(kept)
+        dataset.image_filenames = [filenames[index] for index in _kept_indices(filenames, finished, minimum)]
+        return len(filenames) - len(dataset.image_filenames)
     samples = getattr(dataset, "samples", None)
     if callable(getattr(dataset, "subsample", None)) and "image_path" in getattr(samples, "columns", ()):
-        kept_indices = [index for index, name in enumerate(samples["image_path"]) if path_key(name) not in finished]
-        if len(kept_indices) < len(samples):
-            dataset.subsample(kept_indices, inplace=True)
-        return len(samples) - len(kept_indices)
+        kept = _kept_indices(list(samples["image_path"]), finished, minimum)
+        if len(kept) < len(samples):
+            dataset.subsample(kept, inplace=True)
+        return len(samples) - len(kept)
     return None
 
 
@@ -125,9 +139,9 @@ class PredictionCSVWriter(BasePredictionWriter):
         Raises:
             PredictionTableError: The table to resume cannot be told or read (raised on every process).
         """
-        del pl_module
         if stage != "predict":
             return
+        del pl_module
         self._start = time.perf_counter()
         self._written, self._skipped, self._left_out, self._skip, self.path = 0, 0, 0, set(), None
         self._finished = None
@@ -189,13 +203,19 @@ class PredictionCSVWriter(BasePredictionWriter):
         # The loop builds its loaders here (public Lightning API) and again when it starts: both hold the same data
         # set objects, so cutting them now means the sampler, the batch count and the workers see only what is left.
         trainer.predict_loop.setup_data()
-        uncut = []
+        uncut, refilled = [], False
         for dataset in iter_loader_datasets(trainer.predict_dataloaders):
-            dropped = drop_finished_images(dataset, finished)
+            size = len(dataset) if hasattr(dataset, "__len__") else 0
+            dropped = drop_finished_images(dataset, finished, minimum=trainer.world_size)
             if dropped is None:
                 uncut.append(type(dataset).__name__)
             else:
                 self._left_out += dropped
+                # Fewer images left than processes: Lightning's sampler needs one per process, so finished images
+                # may have filled up (at most world_size are left then); they are scored but not written again.
+                refilled |= trainer.world_size > 1 and 0 < size - dropped <= trainer.world_size
+        if refilled:
+            self._skip = finished
         if uncut:
             logger.warning(
                 "Resuming: %s cannot leave images out before loading; images already in %s are scored again but "
@@ -303,7 +323,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             print(line, flush=True)
 
     def _merge(self, trainer: Trainer) -> str | None:
-        """Merge every process's part into the table; an error message instead of raising (see ``on_predict_end``)."""
+        """Merge every process's part into the table; an error message instead of raising (see ``teardown``)."""
         assert self.path is not None
         expected = [part_path(self.path, rank) for rank in range(trainer.world_size)]
         missing = [str(part) for part in expected if not part.is_file()]

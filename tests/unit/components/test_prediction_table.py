@@ -162,6 +162,14 @@ def test_finished_images_are_left_out_of_anomalib_data_sets(tmp_path: Path) -> N
     assert len(dataset) == 2
     assert drop_finished_images(object(), {"x"}) is None  # a data set of another kind is left alone
 
+    # Fewer left than processes: finished images fill up to one per process (Lightning's predict sampler needs it).
+    refilled = PredictDataset(tmp_path)
+    finished = {path_key(tmp_path / "a.png"), path_key(tmp_path / "b.png")}
+    assert drop_finished_images(refilled, finished, minimum=2) == 1
+    assert [Path(name).name for name in refilled.image_filenames] == ["a.png", "c.png"]
+    nothing_left = PredictDataset(tmp_path)
+    assert drop_finished_images(nothing_left, {path_key(tmp_path / f"{n}.png") for n in "abc"}, minimum=2) == 3
+
     folder = FolderDataset(name="parts", normal_dir=tmp_path)
     assert drop_finished_images(folder, {path_key(tmp_path / "a.png"), path_key("/elsewhere/c.png")}) == 1
     assert sorted(Path(name).name for name in folder.samples["image_path"]) == ["b.png", "c.png"]
