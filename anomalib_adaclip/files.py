@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 from typing import IO
 
-__all__ = ["free_path", "open_new_text_file"]
+__all__ = ["existing_versions", "free_path", "open_new_text_file"]
 
 
 def _candidates(path: Path) -> Iterator[Path]:
@@ -15,6 +16,23 @@ def _candidates(path: Path) -> Iterator[Path]:
     yield path
     for version in count(1):
         yield path.with_name(f"{path.stem}-v{version}{path.suffix}")
+
+
+def existing_versions(path: str | Path) -> list[Path]:
+    """The files of ``path``'s name family that exist: ``path``, ``<stem>-v1<suffix>``, ``-v2``, ... in version order.
+
+    Versions are read from the folder, so a gap (``-v1`` deleted, ``-v2`` kept) does not hide later ones.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"{re.escape(path.stem)}(?:-v(\d+))?{re.escape(path.suffix)}")
+    found = []
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1) or 0), entry))
+    return [entry for _, entry in sorted(found)]
 
 
 def free_path(path: str | Path) -> Path:

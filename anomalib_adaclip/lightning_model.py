@@ -241,9 +241,9 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     def configure_callbacks(self) -> Sequence[Callback] | Callback:
         """Anomalib's components, the input-file checks and the predictions table (one CSV per ``predict`` run).
 
-        A :class:`~anomalib_adaclip.components.PredictionCSVWriter` given to the Trainer is used instead of the
-        default. A calibration run (a Trainer with :class:`~anomalib_adaclip.components.ThresholdCalibration`)
-        writes no files: no visualisations, no table.
+        A :class:`~anomalib_adaclip.components.PredictionCSVWriter` given to the Trainer (the last, if several) is
+        used instead of the default. A calibration run (a Trainer with
+        :class:`~anomalib_adaclip.components.ThresholdCalibration`) writes no files: no visualisations, no table.
         """
         callbacks = [*super().configure_callbacks(), InputFileCheck()]
         if self.model.few_shot_memory is not None:
@@ -253,7 +253,10 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
         # Returned callbacks replace the Trainer's of the same type and run after the Trainer's own: the writer must
         # come after the post-processor, so a writer given to the Trainer is returned (moved) too.
-        writer = next((cb for cb in trainer_callbacks if isinstance(cb, PredictionCSVWriter)), self._csv_writer)
+        # The last one given wins: `anomalib-adaclip predict --resume` appends its writer after a config file's.
+        writer = next(
+            (cb for cb in reversed(trainer_callbacks) if isinstance(cb, PredictionCSVWriter)), self._csv_writer
+        )
         return [*callbacks, writer]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -2,7 +2,8 @@
 
 ``anomalib-adaclip test --model AdaCLIP ...`` is exactly ``anomalib test --model anomalib_adaclip.AdaCLIP ...``: the
 plugin is imported before anomalib builds its parser, so the short model name resolves. Subcommands listed in
-:data:`COMMANDS` are AdaCLIP's own and are handled here instead of by anomalib.
+:data:`COMMANDS` are AdaCLIP's own and are handled here instead of by anomalib. ``predict`` is anomalib's with two
+defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``--resume``).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
         print(f"  {name:<12} {help_text}")
+    print(
+        f"  {'predict':<12} anomalib's predict; predictions are not kept in memory (--return_predictions true keeps "
+        "them), --resume [TABLE] carries on an interrupted run"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
+
+    from .predict import predict_arguments  # noqa: PLC0415
+
+    if arguments[:1] == ["predict"]:
+        # Rewritten in sys.argv too: Lightning starts the other DDP processes with this process's sys.argv.
+        arguments = ["predict", *predict_arguments(arguments[1:])]
 
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]

@@ -6,6 +6,7 @@
 - :mod:`.calibration`: thresholds from known-good images (a callback of a predict run);
 - :mod:`.file_checks` and :mod:`.input_file_check`: image and mask files checked before a run (a callback);
 - :mod:`.decisions`, :mod:`.visualizer` and :mod:`.prediction_writer`: what a run leaves behind;
+  :mod:`.prediction_table`: the predictions CSV on disk (which table a resume appends to, per-process parts);
 - :mod:`.image_scoring`: raw images scored through the same steps as a predict run, without a Trainer;
 - :mod:`.references`: few-shot reference images (drawn, read, encoded; a callback);
 - :mod:`.export`: what can be exported, and where.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anomalib_adaclip.files import free_path, open_new_text_file
+from anomalib_adaclip.files import existing_versions, free_path, open_new_text_file
 
 
 def test_free_path_takes_the_next_free_version(tmp_path: Path) -> None:
@@ -26,3 +26,12 @@ def test_open_new_text_file_never_overwrites(tmp_path: Path) -> None:
         handle.write("b\n")
     assert (first.name, second.name) == ("predictions.csv", "predictions-v1.csv")
     assert first.read_text() == "a\n" and second.read_text() == "b\n"
+
+
+def test_existing_versions_lists_the_family_in_version_order(tmp_path: Path) -> None:
+    assert existing_versions(tmp_path / "missing" / "predictions.csv") == []
+    for name in ("predictions-v10.csv", "predictions.csv", "predictions-v2.csv", "predictions-vx.csv", "other.csv"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "predictions-v3.csv").mkdir()  # not a file
+    found = existing_versions(tmp_path / "predictions.csv")
+    assert [path.name for path in found] == ["predictions.csv", "predictions-v2.csv", "predictions-v10.csv"]

@@ -1,0 +1,181 @@
+"""Inspection at scale through ``anomalib-adaclip predict``: flat memory, resume after a kill, several processes.
+
+Every run goes through the real command (``python -m anomalib_adaclip predict``, or ``cli.main`` in this process)
+on generated 32 px PNGs and the micro CLIP (static prompts, no HSF: the cheapest model; what is measured here is the
+run around the model). The truth every test checks against is the set of image files the test wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalib_adaclip import cli
+from anomalib_adaclip.components.prediction_table import CSV_COLUMNS, PART_COLUMNS, part_path
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
+
+RUN_DIR = Path("AdaCLIP") / "latest"
+# Peak RSS of the child, printed by the child itself (ru_maxrss: kilobytes on Linux).
+MEASURED_PREDICT = (
+    "import resource, sys\n"
+    "from anomalib_adaclip.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n"
+    "sys.exit(code)\n"
+)
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> set[str]:
+    """``count`` random 32x32 RGB PNGs; returns their absolute paths (the truth the tables are checked against)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"part_{index:05d}.png")
+    return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
+
+
+def predict_arguments(weights: Path, data: Path, root: Path) -> list[str]:
+    return [
+        "predict",
+        *("--model", "AdaCLIP"),
+        *("--model.backbone", json.dumps(MICRO_BACKBONE)),
+        *("--model.backbone_weights", str(weights)),
+        *("--model.image_size", "112"),
+        *("--model.prompting_type", "S"),
+        *("--model.use_hsf", "false"),
+        *("--data", str(data)),
+        *("--trainer.accelerator", "cpu"),
+        *("--trainer.enable_progress_bar", "false"),
+        *("--default_root_dir", str(root)),
+    ]
+
+
+def environment() -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    stdout, stderr = result.stdout[-3000:], result.stderr[-5000:]
+    return f"exit code {result.returncode}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+
+
+def table_paths(table: Path) -> list[str]:
+    """The absolute image paths of a table's complete rows (those with their line end), in order."""
+    text = table.read_text(encoding="utf-8")
+    reader = csv.reader(text[: text.rfind("\n") + 1].splitlines())
+    assert tuple(next(reader)) == CSV_COLUMNS
+    return [os.path.abspath(row[0]) for row in reader]
+
+
+def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str], Path]:
+    """Peak resident memory of a fresh ``anomalib-adaclip predict`` over ``count`` new images."""
+    data, root = tmp_path / f"images_{count}", tmp_path / f"run_{count}"
+    truth = write_images(data, count)
+    command = [sys.executable, "-c", MEASURED_PREDICT, *predict_arguments(weights, data, root)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    assert result.returncode == 0, explain(result)
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
+    return int(line.split()[1]), truth, root / RUN_DIR
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [(20, 200), pytest.param(200, 2000, marks=pytest.mark.slow)],
+)
+def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
+    micro_weights: Path, tmp_path: Path, small: int, large: int
+) -> None:
+    small_peak, _, _ = peak_rss_kb(micro_weights, small, tmp_path)
+    large_peak, truth, run_dir = peak_rss_kb(micro_weights, large, tmp_path)
+    # Measured on this model: before streaming (predictions returned) 1.096 GB at 200 images and 1.642 GB at 2,000,
+    # 0.30 MB per image, so 180 more images add 5 %; streaming: 1.054 GB at 200 and 1.057 GB at 2,000.
+    assert large_peak <= 1.03 * small_peak, f"peak RSS {small_peak} kB at {small} images, {large_peak} kB at {large}"
+    paths = table_paths(run_dir / "predictions.csv")
+    assert sorted(paths) == sorted(truth)
+    overlays = list((run_dir / "images").rglob("*.png"))
+    assert len(overlays) == large
+
+
+def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, tmp_path: Path) -> None:
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = write_images(data, 60)
+    table = root / RUN_DIR / "predictions.csv"
+    command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not (table.is_file() and len(table.read_bytes().splitlines()) > 11):
+            assert process.poll() is None, f"predict ended before it was killed: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no 10 rows within 15 minutes"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    before = table_paths(table)
+    assert 10 <= len(before) < len(truth)
+    # A process killed inside a write leaves a row without its line end: here made sure of.
+    with table.open("a", encoding="utf-8", newline="") as handle:
+        handle.write(f"{data / 'part_00149.png'},obj")
+
+    assert cli.main([*predict_arguments(micro_weights, data, root), "--resume"]) == 0
+
+    after = table_paths(table)
+    assert after[: len(before)] == before  # appended, nothing rewritten
+    assert Counter(after) == Counter(truth)  # every image exactly once
+    assert [path.name for path in sorted((root / RUN_DIR).glob("predictions*"))] == ["predictions.csv"]
+
+
+@pytest.mark.slow  # three interpreters on 2 cores: about a minute; subprocess DDP runs in the slow suite
+def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, tmp_path: Path) -> None:
+    """DDP (gloo) on 2 processes: 9 of 11 images left in a table and a killed run's part; then 1 image left."""
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = sorted(write_images(data, 11))
+    table = root / RUN_DIR / "predictions.csv"
+    table.parent.mkdir(parents=True)
+    earlier = [[truth[0], "object", "0.100000", "OK", "0.000000"]]  # finished by the earlier run
+    leftover = [["0", "4", truth[1], "object", "0.900000", "NG", "0.500000"]]  # in rank 1's part when it was killed
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([CSV_COLUMNS, *earlier])
+    with part_path(table, 1).open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([PART_COLUMNS, *leftover])
+
+    command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
+    command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--resume", str(table)]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    assert result.returncode == 0, explain(result)
+
+    with table.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[1:]
+    assert rows[:2] == [*earlier, leftover[0][2:]]  # kept as they were, the leftover part merged first
+    assert Counter(table_paths(table)) == Counter(truth)
+    assert not list(table.parent.glob("*.part"))
+    overlays = Counter(path.name for path in (root / RUN_DIR / "images").rglob("*.png"))
+    assert overlays == Counter(Path(path).name for path in truth[2:])  # the 9 images scored, each by one process
+    summary = [line for line in result.stdout.splitlines() if line.startswith("AdaCLIP predicted")]
+    assert len(summary) == 1, result.stdout[-3000:]
+    assert "predicted 9 image(s)" in summary[0] and "on 2 process(es)" in summary[0] and "2 skipped" in summary[0]
+
+    # One image left for two processes (Lightning's predict sampler needs one each): it is written once.
+    lines = table.read_bytes().splitlines(keepends=True)
+    table.write_bytes(b"".join(lines[:-1]))
+    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    assert result.returncode == 0, explain(result)
+    assert Counter(table_paths(table)) == Counter(truth)
+    assert "AdaCLIP predicted 1 image(s)" in result.stdout and "10 skipped" in result.stdout
