@@ -59,9 +59,7 @@ def images_like(model: AdaCLIP, prototypes: torch.Tensor, target: int, generator
     return torch.sigmoid(logits).detach()
 
 
-def test_one_export_serves_several_classes_in_both_inferencers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_export_serves_several_classes_in_both_inferencers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = AdaCLIP(
         backbone=NANO_BACKBONE,
