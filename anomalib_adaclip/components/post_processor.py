@@ -116,7 +116,7 @@ class AdaCLIPPostProcessor(PostProcessor):
     def _normalize(
         preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
     ) -> torch.Tensor | None:
-        """anomalib's min-max normalisation where statistics were learned, the raw values elsewhere; no NaN in between.
+        """Min-max normalisation (anomalib's) where statistics were learned, the raw values elsewhere; no NaN between.
 
         Unlearned statistics are NaN. anomalib normalises with them and then discards the result, so an export holds
         NaN constants that reach a clamp's bounds; OpenVINO's INT8 (low-precision) transformations fold those into
