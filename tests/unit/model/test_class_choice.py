@@ -51,3 +51,17 @@ def test_the_model_scores_each_image_as_if_told_its_chosen_class(make_model) -> 
     assert torch.equal(chosen.pred_score, told.pred_score) and torch.equal(chosen.anomaly_map, told.anomaly_map)
     with pytest.raises(ValueError, match="not both"):
         model(images, names, choose_from=candidates)
+
+
+def test_export_class_names_are_checked_when_set() -> None:
+    from anomalib_adaclip import AdaCLIP
+    from tests.conftest import MICRO_BACKBONE
+
+    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112, export_class_names=["a", "b"])
+    assert model.export_class_names == ("a", "b")
+    with pytest.raises(ValueError, match="more than once"):
+        model.set_export_class_names(["a", "a"])
+    with pytest.raises(ValueError, match="non-empty"):
+        model.set_export_class_names(["a", " "])
+    model.set_export_class_names(None)
+    assert model.export_class_names is None
