@@ -446,6 +446,9 @@ class AdaCLIPModel(nn.Module):
     def choose_classes(self, images: torch.Tensor, candidates: Sequence[str]) -> list[str]:
         """The class name ``forward(images, choose_from=candidates)`` scores each image with (:mod:`.class_choice`).
 
+        A few-shot model's forward computes the embedding in a pass that keeps every token, which can round the last
+        bits differently: only a near-tie between two candidates could then go the other way.
+
         Args:
             images: Normalised images ``[B, 3, image_size, image_size]``.
             candidates: The candidate class names.

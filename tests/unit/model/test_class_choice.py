@@ -65,3 +65,21 @@ def test_export_class_names_are_checked_when_set() -> None:
         model.set_export_class_names(["a", " "])
     model.set_export_class_names(None)
     assert model.export_class_names is None
+
+
+def test_few_shot_maps_follow_the_chosen_class(make_model) -> None:
+    from anomalib_adaclip.config import FewShotConfig
+
+    model = make_model(few_shot=FewShotConfig(k_shot=2, few_shot_augment=False))
+    torch.manual_seed(1)
+    candidates = ["bottle", "screw"]
+    for name in candidates:
+        model.add_references(torch.randn(2, 3, model.image_size, model.image_size), name)
+    images = torch.randn(2, 3, model.image_size, model.image_size)
+    names = model.choose_classes(images, candidates)
+    with torch.no_grad():
+        chosen = model(images, choose_from=candidates)
+        told = model(images, names)
+    assert torch.equal(chosen.pred_score, told.pred_score) and torch.equal(chosen.anomaly_map, told.anomaly_map)
+    with pytest.raises(KeyError, match="no reference images"):
+        model(images, choose_from=[*candidates, "tire"])
