@@ -72,6 +72,7 @@ from .config import (
 )
 from .model import AdaCLIPModel
 from .model.blocks import is_tracing
+from .model.class_choice import check_candidates
 from .model.inputs import check_images
 from .model.prompting import format_class_name
 
@@ -108,6 +109,10 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             ``None`` (untrained: only for training). Defaults to ``None``.
         class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
             in a loaded Lightning checkpoint, else ``"object"``.
+        export_class_names: Several class names for one exported model (a line of products): ``forward`` on raw
+            images (exports, ``TorchInferencer``) scores each image with the one CLIP's zero-shot classification
+            picks among them (:mod:`~anomalib_adaclip.model.class_choice`). Runs through the Engine keep using
+            ``class_name`` and the class-name rules. Defaults to ``None`` (one class name, ``class_name``).
         few_shot_source: Where the ``k_shot`` normal reference images are drawn from: a folder (of the run's class
             name), or a mapping of class name to folder (many classes in one run). Defaults to the data module's
             normal training images.
@@ -157,6 +162,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         few_shot_coreset_ratio: float = _FEW_SHOT_DEFAULTS.few_shot_coreset_ratio,
         few_shot_top_percent: float = _FEW_SHOT_DEFAULTS.few_shot_top_percent,
         class_name: str | None = None,
+        export_class_names: list[str] | None = None,
         image_threshold: float = 0.5,
         pixel_threshold: float = 0.5,
         thresholding: ThresholdingMode = "auto",
@@ -200,6 +206,9 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
                 "checkpoint='visa_clinicdb' for MVTec AD, 'mvtec_colondb' otherwise) or train the prompts first.",
             )
         self.class_name = class_name
+        self.export_class_names: tuple[str, ...] | None = None
+        if export_class_names is not None:
+            self.set_export_class_names(export_class_names)
         self.per_image_class_names = BatchClassNames(ClassNameRules(class_name_map or {}, class_name_from_parent))
         self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
         self.optimizer_settings = OptimizerSettings()
@@ -433,11 +442,35 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""
         return []
 
+    def set_export_class_names(self, class_names: Sequence[str] | None) -> None:
+        """Carry several class names into exports, each image scored with the one CLIP picks; ``None`` for one.
+
+        Raises:
+            ValueError: No name, a name given twice, or a name the prompts cannot use.
+            TypeError: A single string, or a name that is not a string.
+        """
+        if class_names is None:
+            self.export_class_names = None
+            return
+        candidates = check_candidates(class_names)
+        for name in candidates:
+            self.model.check_class_name(name)
+        self.export_class_names = candidates
+
     def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer)."""
+        """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer).
+
+        With ``export_class_names`` each image is scored with the class name CLIP's zero-shot classification picks
+        among them; otherwise with the run's class name.
+        """
         if not is_tracing():
             check_images(batch, "batch", raw=True)
-        return super().forward(batch, *args, **kwargs)
+        if self.export_class_names is None:
+            return super().forward(batch, *args, **kwargs)
+        # anomalib's forward (pre-processor, model, post-processor) with the candidates handed to the model
+        batch = self.pre_processor(batch) if self.pre_processor else batch
+        batch = self.model(batch, choose_from=self.export_class_names)
+        return self.post_processor(batch) if self.post_processor else batch
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""

@@ -76,13 +76,22 @@ def check_exportable(tiling: bool) -> None:
 
 
 class GuardedExports:
-    """Mixin of AdaCLIP's LightningModule (it has ``tiling`` and ``model.class_name``) over anomalib's exports."""
+    """Mixin of AdaCLIP's LightningModule (``tiling``, ``model.class_name``, ``export_class_names``) over anomalib's."""
+
+    def _log_class_names(self) -> None:
+        if self.export_class_names is not None:
+            logger.info(
+                "Exporting AdaCLIP with the class names %s; each image is scored with the one CLIP picks.",
+                list(self.export_class_names),
+            )
+        else:
+            logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
         check_exportable(self.tiling)
         keep_earlier_export(export_root, "torch", model_file_name)
-        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        self._log_class_names()
         return super().to_torch(export_root, model_file_name)
 
     def to_onnx(
@@ -99,7 +108,7 @@ class GuardedExports:
         check_exportable(self.tiling)
         keep_earlier_export(export_root, "onnx", model_file_name)
         kwargs.setdefault("opset_version", ONNX_OPSET)
-        logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+        self._log_class_names()
         return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:

@@ -112,6 +112,26 @@ class AdaCLIPPostProcessor(PostProcessor):
                         getattr(self, name).fill_(float("nan"))
         super().on_validation_epoch_end(trainer, pl_module)
 
+    @staticmethod
+    def _normalize(
+        preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Min-max normalisation (anomalib's) where statistics were learned, the raw values elsewhere; no NaN between.
+
+        Unlearned statistics are NaN. anomalib normalises with them and then discards the result, so an export holds
+        NaN constants that reach a clamp's bounds; OpenVINO's INT8 (low-precision) transformations fold those into
+        the bounds and the INT8 model fails to compile ("Attribute 'min' must be less or equal than 'max'"). Finite
+        stand-ins give the same outputs: where statistics are missing the raw values are returned either way.
+        """
+        if preds is None:
+            return preds
+        learned = ~torch.isnan(norm_min) & ~torch.isnan(norm_max)
+        finite_min = torch.where(learned, norm_min, torch.zeros_like(norm_min))
+        finite_max = torch.where(learned, norm_max, torch.ones_like(norm_max))
+        finite_threshold = torch.where(torch.isnan(threshold), (finite_min + finite_max) / 2, threshold)
+        normalized = PostProcessor._normalize(preds, finite_min, finite_max, finite_threshold)
+        return torch.where(learned, normalized, preds)
+
     def _learned(self, minimum: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:
         # The fixed mode never uses learned statistics, not even those of a checkpoint saved in another mode.
         if self.mode == "fixed":

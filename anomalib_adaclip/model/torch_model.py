@@ -14,6 +14,9 @@ anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
 5. Few-shot (``k_shot > 0``, :mod:`.few_shot`): the frozen pass's projected patch tokens are compared with a memory
    of normal reference patches; the scaled few-shot map is fused with the zero-shot map, and its maximum with the
    zero-shot image score. Without references (``k_shot=0``) nothing of this runs.
+6. Several class names (``choose_from``, multi-class exports, :mod:`.class_choice`): each image's class is chosen by
+   CLIP's zero-shot classification of its un-prompted embedding against the candidates, and it is scored with that
+   class's prompts, exactly as if the name had been passed.
 
 Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
 are encoded in one batch as a prefix tree of their tokens (:mod:`.text_encoder`: the text tower is causal, so each
@@ -53,6 +56,7 @@ from anomalib_adaclip.weights import check_state_dict, read_checkpoint
 from .backbone import BackboneWeights, backbone_config, create_clip
 from .blocks import full_precision, per_image, residual_attention_block
 from .blur import GaussianBlur
+from .class_choice import check_candidates, choose_classes, class_prototypes, select_per_image
 from .few_shot import FewShotMemory
 from .hsf import hybrid_semantic_fusion
 from .inputs import check_images, image_class_names
@@ -348,34 +352,61 @@ class AdaCLIPModel(nn.Module):
     # ----------------------------------------------------------------------------------------------------------------
     # Forward
     # ----------------------------------------------------------------------------------------------------------------
-    def _check_inputs(self, images: torch.Tensor, class_names: Sequence[str] | str | None) -> list[str] | str:
+    def _check_inputs(
+        self, images: torch.Tensor, class_names: Sequence[str] | str | None, choose_from: Sequence[str] | None = None
+    ) -> list[str] | str | tuple[str, ...]:
+        """The class names to use: per image, one for all, or the candidates to choose from (a tuple)."""
         check_images(images, image_size=self.image_size)
+        if choose_from is not None:
+            if class_names is not None:
+                msg = "Give class_names (known classes) or choose_from (candidates chosen per image), not both."
+                raise ValueError(msg)
+            candidates = check_candidates(choose_from)
+            for name in candidates:
+                self.check_class_name(name)
+            return candidates
         names = image_class_names(class_names, images.shape[0])
         names = self.class_name if names is None else names
         for name in [names] if isinstance(names, str) else dict.fromkeys(names):
             self.check_class_name(name)
         return names
 
-    def features(self, images: torch.Tensor, class_names: Sequence[str] | str | None = None) -> AdaCLIPFeatures:
+    def features(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None = None,
+        *,
+        choose_from: Sequence[str] | None = None,
+    ) -> AdaCLIPFeatures:
         """Compute text features, image features, patch tokens and the per-layer logits of a batch.
 
         Args:
             images: Normalised images ``[B, 3, image_size, image_size]``.
             class_names: One class name per image, one name for all, or ``None`` for ``self.class_name``.
+            choose_from: Candidate class names instead: each image's class is chosen among them by CLIP's zero-shot
+                classification (:mod:`.class_choice`).
         """
-        names = self._check_inputs(images, class_names)
+        names = self._check_inputs(images, class_names, choose_from)
+        choosing = isinstance(names, tuple)
         few_shot = self.few_shot_memory is not None and not self.training
         if few_shot:
             self.few_shot_memory.check_classes([names] if isinstance(names, str) else names)
         dynamic_vision = self.dynamic_visual_prompt_generator
         dynamic_text = self.dynamic_text_prompt_generator
-        needs_frozen_pass = dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision or few_shot
+        needs_frozen_pass = (
+            dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision or few_shot or choosing
+        )
         frozen_embedding, frozen_tokens = None, None
         if needs_frozen_pass:
             with torch.no_grad(), record_function("adaclip.vision_frozen"):
                 # Its patch tokens are needed when they stand in for the prompted pass's, and for the few-shot memory.
                 embedding_only = self.prompt_vision and not few_shot
                 frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=embedding_only)
+        chosen = None
+        if choosing:
+            with torch.no_grad(), record_function("adaclip.class_choice"):
+                prototypes = class_prototypes(self.text_encoder.unprompted_features(list(names)))
+                chosen = choose_classes(frozen_embedding, prototypes)
         if self.prompt_vision:
             with record_function("adaclip.vision_prompted"):
                 dynamic = per_image(dynamic_vision, frozen_embedding) if dynamic_vision is not None else None
@@ -385,8 +416,12 @@ class AdaCLIPModel(nn.Module):
             embedding, layer_tokens = frozen_embedding, frozen_tokens
         with record_function("adaclip.text"):
             dynamic = per_image(dynamic_text, frozen_embedding) if dynamic_text is not None else None
-            text = self.text_features(names, dynamic)
-            text = text.expand(images.shape[0], -1, -1)
+            if chosen is not None:
+                per_class = [self.text_features(name, dynamic).expand(images.shape[0], -1, -1) for name in names]
+                text = select_per_image(per_class, chosen)
+            else:
+                text = self.text_features(names, dynamic)
+                text = text.expand(images.shape[0], -1, -1)
 
         with record_function("adaclip.similarity"):
             # Normalised features and their cosines in fp32, also under autocast (100 * cos needs the precision).
@@ -401,8 +436,27 @@ class AdaCLIPModel(nn.Module):
             with torch.no_grad(), record_function("adaclip.few_shot"):
                 query = self._project_patch_tokens(frozen_tokens)  # projected like the prompted pass's tokens
                 with full_precision(images.device):  # cosines in fp32, also under autocast
-                    few_shot_map = self.few_shot_memory(query, names)
+                    if chosen is not None:
+                        few_shot_map = select_per_image([self.few_shot_memory(query, name) for name in names], chosen)
+                    else:
+                        few_shot_map = self.few_shot_memory(query, names)
         return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits, few_shot_map)
+
+    @torch.no_grad()
+    def choose_classes(self, images: torch.Tensor, candidates: Sequence[str]) -> list[str]:
+        """The class name ``forward(images, choose_from=candidates)`` scores each image with (:mod:`.class_choice`).
+
+        A few-shot model's forward computes the embedding in a pass that keeps every token, which can round the last
+        bits differently: only a near-tie between two candidates could then go the other way.
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            candidates: The candidate class names.
+        """
+        names = self._check_inputs(images, None, candidates)
+        embedding, _ = self._encode_image(images, None, embedding_only=True)
+        prototypes = class_prototypes(self.text_encoder.unprompted_features(list(names)))
+        return [names[index] for index in choose_classes(embedding, prototypes).tolist()]
 
     def _project_patch_tokens(self, layer_tokens: Sequence[torch.Tensor]) -> torch.Tensor:
         """Feature layers' patch tokens projected by the patch projections and normalised, ``[B, n_layers, L, D]``."""
@@ -591,18 +645,22 @@ class AdaCLIPModel(nn.Module):
         self,
         images: torch.Tensor,
         class_names: Sequence[str] | str | None = None,
+        *,
+        choose_from: Sequence[str] | None = None,
     ) -> InferenceBatch | AdaCLIPTrainOutput:
         """Score images.
 
         Args:
             images: Normalised images ``[B, 3, image_size, image_size]``.
             class_names: One class name per image, one for all, or ``None`` for ``self.class_name``.
+            choose_from: Candidate class names instead of ``class_names``: each image is scored with the one CLIP's
+                zero-shot classification picks (:meth:`choose_classes` says which; multi-class exports use this).
 
         Returns:
             In eval mode, ``InferenceBatch(pred_score [B], anomaly_map [B, H, W])`` with the blurred map; in training
             mode, :class:`AdaCLIPTrainOutput` with the per-layer softmax maps and the image probabilities.
         """
-        features = self.features(images, class_names)
+        features = self.features(images, class_names, choose_from=choose_from)
         probabilities = self.image_probabilities(features)
         if self.training:
             return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)

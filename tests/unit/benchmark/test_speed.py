@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from anomalib_adaclip.benchmark import speed
 from tests.conftest import MICRO_BACKBONE
@@ -109,3 +112,65 @@ def test_peak_memory_is_measured_after_a_reset() -> None:
     block = speed.torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
     assert memory.peak() >= baseline + (0 if memory.since_start else 60 * 2**20)
     del block
+
+
+def test_runtimes_are_timed_in_turn_on_the_same_images() -> None:
+    calls: list[tuple[str, int]] = []
+    images = torch.rand(2, 3, 8, 8)
+
+    def runner(name: str) -> Callable[[torch.Tensor], None]:
+        def run(batch: torch.Tensor) -> None:
+            assert batch is images
+            calls.append((name, len(calls)))
+
+        return run
+
+    results = speed.measure_runtimes({"torch": runner("torch"), "openvino": runner("openvino")}, images, 3, warmup=1)
+    # one warm-up each, then torch-openvino, openvino-torch, torch-openvino
+    assert [name for name, _ in calls] == [
+        "torch",
+        "openvino",
+        "torch",
+        "openvino",
+        "openvino",
+        "torch",
+        "torch",
+        "openvino",
+    ]
+    assert [result["runtime"] for result in results] == ["torch", "openvino"]
+    for result in results:
+        assert result["batch_size"] == 2 and result["batches"] == 3 and result["images"] == 6
+        assert result["seconds_per_image"] == pytest.approx(1 / result["images_per_second"])
+
+
+def test_runtime_openvino_without_openvino_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino then raises ImportError
+    assert speed.main(["--backbone", MICRO, "--image-size", "112", "--runtime", "torch", "openvino"]) == 2
+    assert 'pip install "anomalib-adaclip[openvino]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--precision", "bf16"], ["--k-shot", "2"], ["--profile"]])
+def test_runtime_openvino_refuses_what_it_cannot_measure(option: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert speed.main(["--backbone", MICRO, "--image-size", "112", "--runtime", "openvino", *option]) == 2
+    assert "CPU in fp32, zero-shot" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torch_and_openvino_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The whole run: an export, both runtimes at two batch sizes, and their agreement (the same model)."""
+    output = tmp_path / "speed.json"
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "2", "--images", "2", "--no-hsf"]
+    assert speed.main([*arguments, "--runtime", "torch", "openvino", "--compare-batch1", "--json", str(output)]) == 0
+    assert "openvino is" in capsys.readouterr().out
+    report = json.loads(output.read_text())
+    assert [(row["runtime"], row["batch_size"]) for row in report["results"]] == [
+        ("torch", 2),
+        ("openvino", 2),
+        ("torch", 1),
+        ("openvino", 1),
+    ]
+    assert report["export_seconds"] > 0 and report["openvino_version"]
+    for agreement in report["runtime_agreement"]:  # fp32 in both: the ONNX test's tolerances
+        assert agreement["max_score_difference"] < 1e-5 and agreement["max_map_difference"] < 1e-4
