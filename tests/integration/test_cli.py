@@ -168,6 +168,7 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "few_shot_coreset_ratio": 0.5,
         "few_shot_top_percent": 1.5,
         "class_name": "metal-nut",
+        "export_class_names": ["metal-nut", "screw"],
         "image_threshold": 0.3,
         "pixel_threshold": 0.7,
         "thresholding": "fixed",
@@ -219,6 +220,7 @@ def test_every_constructor_argument_is_settable(
     assert config["blur_sigma"] == 2.5
     assert config["normal_states"] == every_knob["normal_states"] and config["templates"] == every_knob["templates"]
     assert model.class_name == "metal-nut"
+    assert model.export_class_names == ("metal-nut", "screw")
     assert model.post_processor.mode == "fixed"
     assert float(model.post_processor.fixed_image_threshold) == pytest.approx(0.3)
     assert float(model.post_processor.fixed_pixel_threshold) == pytest.approx(0.7)

@@ -142,7 +142,6 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
     assert [path.name for path in sorted((root / RUN_DIR).glob("predictions*"))] == ["predictions.csv"]
 
 
-@pytest.mark.slow  # three interpreters on 2 cores: about a minute; subprocess DDP runs in the slow suite
 def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, tmp_path: Path) -> None:
     """DDP (gloo) on 2 processes: 9 of 11 images left in a table and a killed run's part; then 1 image left."""
     data, root = tmp_path / "images", tmp_path / "run"
