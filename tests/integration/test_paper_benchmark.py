@@ -122,7 +122,6 @@ def test_report_command_writes_a_new_folder_with_the_paper_tables(paper_run: Sim
     assert "Paper tables:" in paper_run.report_out
 
 
-@pytest.mark.slow
 def test_the_whole_paper_config_over_all_14_generated_copies(tmp_path: Path, micro_weights: Path) -> None:
     """``paper_full.yaml`` but for the roots and the tiny CLIP: 66 runs, each with the metrics its data has."""
     trees = write_all_dataset_trees(tmp_path / "data")
