@@ -34,8 +34,8 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, Literal
@@ -186,6 +186,20 @@ def _current_memory(device: torch.device) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Only errors from these loggers while the block runs; their levels are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
 def build_model(
     backbone: str | dict[str, Any],
     image_size: int,
@@ -194,10 +208,7 @@ def build_model(
     k_shot: int = 0,
 ) -> AdaCLIPModel:
     """AdaCLIPModel with random CLIP weights and prompts, in eval mode on ``device`` (few-shot with ``k_shot``)."""
-    backbone_logger = logging.getLogger("anomalib_adaclip.model.backbone")
-    level = backbone_logger.level
-    backbone_logger.setLevel(logging.ERROR)  # the random-weights warning is expected here
-    try:
+    with _quiet_loggers("anomalib_adaclip.model.backbone"):  # the random-weights warning is expected here
         torch.manual_seed(0)
         model = AdaCLIPModel(
             backbone=backbone,
@@ -206,8 +217,6 @@ def build_model(
             use_hsf=use_hsf,
             few_shot=FewShotConfig(k_shot=k_shot),
         )
-    finally:
-        backbone_logger.setLevel(level)
     return model.eval().to(device)
 
 
@@ -299,11 +308,8 @@ def build_exported_model(
     """
     from anomalib_adaclip.lightning_model import AdaCLIP  # noqa: PLC0415  (Lightning only for exports)
 
-    quiet = [logging.getLogger(name) for name in ("anomalib_adaclip", "anomalib", "torch.onnx")]
-    levels = [log.level for log in quiet]
-    for log in quiet:
-        log.setLevel(logging.ERROR)  # random weights, no checkpoint, the exporter's progress: all expected here
-    try:
+    # random weights, no checkpoint, the exporter's progress: all expected here
+    with _quiet_loggers("anomalib_adaclip", "anomalib", "torch.onnx"):
         torch.manual_seed(0)
         model = AdaCLIP(
             backbone=backbone,
@@ -317,9 +323,6 @@ def build_exported_model(
         start = time.perf_counter()
         path = model.to_openvino(folder)
         seconds = time.perf_counter() - start
-    finally:
-        for log, level in zip(quiet, levels, strict=True):
-            log.setLevel(level)
     return model, path, seconds
 
 

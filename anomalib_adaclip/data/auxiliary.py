@@ -56,7 +56,7 @@ from torchvision.tv_tensors import Image, Mask
 from anomalib_adaclip.components.pre_processing import input_resize
 
 from .mvtec_tree import MVTecTreeDataset
-from .paper_datasets import PAPER_DATASETS, missing_dataset_message, paper_dataset
+from .paper_datasets import PAPER_DATASETS, missing_dataset_message
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ CATEGORY_DATASETS: dict[str, tuple[SplitOpener, tuple[str, ...]]] = {
     **{
         name: (_paper_test_split(name), entry.categories)
         for name, entry in PAPER_DATASETS.items()
-        if not entry.datamodule.startswith("anomalib.")
+        if not entry.read_by_anomalib
     },
 }
 FOLDER = "Folder"
@@ -254,8 +254,8 @@ def build_parts(source: DatasetSource) -> list[_Part]:
     """
     root = Path(source.root).expanduser()
     if not root.is_dir():
-        if source.dataset in PAPER_DATASETS and not PAPER_DATASETS[source.dataset].datamodule.startswith("anomalib."):
-            entry = paper_dataset(source.dataset)
+        entry = PAPER_DATASETS.get(source.dataset)
+        if entry is not None and not entry.read_by_anomalib:
             msg = f"{source.label}: {missing_dataset_message(entry, root, entry.default_category)}"
             raise FileNotFoundError(msg)
         hint = ""

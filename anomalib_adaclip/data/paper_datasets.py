@@ -104,6 +104,11 @@ class PaperDataset:
         return self.task != "pixel"
 
     @property
+    def read_by_anomalib(self) -> bool:
+        """Whether anomalib's own data module reads it (MVTec AD, VisA, MPDD, BTAD); else one of this package's."""
+        return self.datamodule.startswith("anomalib.")
+
+    @property
     def preparable(self) -> bool:
         """Whether ``anomalib-adaclip prepare-data`` converts its public release."""
         return bool(self.raw_layout)
@@ -424,7 +429,8 @@ def prepare_or_explain(datamodule: Any) -> None:
 
     anomalib's ``MVTecAD``, ``Visa`` and ``BTech`` download a missing data set where their licence allows; offline (or
     for ``MPDD``, which anomalib cannot download) that ends in a network or file error far from the cause. This turns
-    it into :func:`missing_dataset_message`. Data modules that are not among the paper's 14 are prepared as they are.
+    it into :func:`missing_dataset_message`. This package's data modules say it themselves (``prepare_data``), and
+    data modules that are not among the paper's 14 are prepared as they are.
 
     Args:
         datamodule: An anomalib data module with ``root`` and ``category`` (any other is prepared unchanged).
@@ -434,7 +440,10 @@ def prepare_or_explain(datamodule: Any) -> None:
     """
     entry = next((item for item in PAPER_DATASETS.values() if type(datamodule) is item.datamodule_class()), None)
     root, category = getattr(datamodule, "root", None), getattr(datamodule, "category", None)
-    if entry is None or root is None or category is None or entry.is_present(root, str(category)):
+    if entry is None or not entry.read_by_anomalib or root is None or category is None:
+        datamodule.prepare_data()
+        return
+    if entry.is_present(root, str(category)):
         datamodule.prepare_data()
         return
     try:

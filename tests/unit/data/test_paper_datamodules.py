@@ -222,3 +222,11 @@ def test_a_missing_anomalib_data_set_that_cannot_be_downloaded_says_where_to_get
         prepare_or_explain(datamodule)  # anomalib cannot download MPDD
     write_dataset_tree("MPDD", tmp_path, ["tubes"])
     prepare_or_explain(datamodule)  # present: anomalib's own preparation, nothing to say
+
+
+def test_this_packages_data_modules_explain_a_missing_data_set_once(tmp_path: Path) -> None:
+    from anomalib_adaclip.data.paper_datasets import prepare_or_explain
+
+    with pytest.raises(FileNotFoundError) as raised:
+        prepare_or_explain(ColonDB(root=tmp_path / "nowhere", num_workers=0))
+    assert str(raised.value).count("data set not found") == 1, str(raised.value)
