@@ -20,6 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script (--update): the checkout's root makes `tests` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.docs.readme_sections import read_section, write_section
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 README = PROJECT_ROOT / "README.md"
 START = "<!-- adaclip-parameters:start -->"
@@ -99,10 +104,7 @@ def parameter_table() -> str:
 
 def readme_table(text: str) -> str:
     """The table between the markers of the README."""
-    if START not in text or END not in text:
-        msg = f"README.md lacks the markers {START} ... {END} around the AdaCLIP parameter table"
-        raise AssertionError(msg)
-    return text.split(START, 1)[1].split(END, 1)[0].strip()
+    return read_section(text, START, END, "the AdaCLIP parameter table")
 
 
 def test_parameter_table_lists_every_argument_with_its_actual_default() -> None:
@@ -261,10 +263,7 @@ def test_every_project_file_named_exists() -> None:
 
 
 def _update() -> None:
-    text = README.read_text()
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    README.write_text(f"{before}{START}\n{parameter_table()}\n{END}{after}")
+    write_section(README, START, END, parameter_table())
     print(f"Updated the AdaCLIP parameter table in {README}")
 
 

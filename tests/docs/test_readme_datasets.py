@@ -12,6 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script (--update): the checkout's root makes `tests` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.docs.readme_sections import read_section, write_section
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 README = PROJECT_ROOT / "README.md"
 START = "<!-- paper-datasets:start -->"
@@ -45,17 +50,12 @@ def dataset_table() -> str:
 
 
 def test_dataset_table_is_the_generated_one() -> None:
-    text = README.read_text()
-    assert START in text and END in text, f"the README lacks the markers {START} / {END}"
-    table = text.split(START, 1)[1].split(END, 1)[0].strip()
+    table = read_section(README.read_text(), START, END, "the table of the paper's 14 data sets")
     assert table == dataset_table(), f"the data set table is out of date: run {UPDATE_COMMAND}"
 
 
 def _update() -> None:
-    text = README.read_text()
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    README.write_text(f"{before}{START}\n{dataset_table()}\n{END}{after}")
+    write_section(README, START, END, dataset_table())
     print(f"Updated the data set table in {README}")
 
 
