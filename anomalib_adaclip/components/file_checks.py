@@ -43,6 +43,7 @@ __all__ = [
     "check_mask_file",
     "dataset_files",
     "iter_loader_datasets",
+    "loader_list",
     "validate_dataset",
     "validate_files",
 ]
@@ -507,15 +508,20 @@ def validate_dataset(dataset: Any, description: str) -> list[FileProblem] | None
     return validate_files(pairs, description)
 
 
+def loader_list(loaders: Any) -> list[Any]:
+    """A trainer's data loaders as a list, in Lightning's order (one loader, a list or a dict of them; ``None``)."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, dict):
+        return list(loaders.values())
+    if isinstance(loaders, list | tuple):
+        return list(loaders)
+    return [loaders]
+
+
 def iter_loader_datasets(loaders: Any) -> Iterator[Any]:
     """The data sets behind a trainer's data loaders (one loader, a list or a dict of them)."""
-    if loaders is None:
-        return
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    if not isinstance(loaders, list | tuple):
-        loaders = [loaders]
-    for loader in loaders:
+    for loader in loader_list(loaders):
         dataset = getattr(loader, "dataset", None)
         if dataset is not None:
             yield dataset

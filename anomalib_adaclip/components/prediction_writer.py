@@ -30,7 +30,7 @@ from anomalib_adaclip.files import open_new_text_file
 
 from .class_names import ClassNamedModule
 from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
-from .file_checks import iter_loader_datasets
+from .file_checks import iter_loader_datasets, loader_list
 from .prediction_table import (
     CSV_COLUMNS,
     DEFAULT_CSV_NAME,
@@ -361,11 +361,7 @@ def _release_batch_indices(trainer: Trainer, batch_idx: int, dataloader_idx: int
     ends (a list per batch: memory that grows with the image count). The loop looks up only the current batch's
     entry, by position, so finished entries are replaced by ``None`` (one pointer per batch remains).
     """
-    loaders = trainer.predict_dataloaders
-    if isinstance(loaders, dict):
-        loaders = list(loaders.values())
-    elif not isinstance(loaders, list | tuple):
-        loaders = [loaders]
+    loaders = loader_list(trainer.predict_dataloaders)
     if dataloader_idx >= len(loaders):
         return
     seen = getattr(getattr(loaders[dataloader_idx], "batch_sampler", None), "seen_batch_indices", None)
