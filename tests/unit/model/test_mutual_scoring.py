@@ -292,6 +292,7 @@ def test_settings_are_validated() -> None:
         ({"topmin_max": 1.5}, "whole"),
         ({"topmin_max": -0.1}, "fraction"),
         ({"rscin_k": [-1]}, "neighbour counts"),
+        ({"topmin_min": 0.3}, "equal"),
     ):
         with pytest.raises(ValueError, match=message):
             MutualScoringConfig(**changes)
