@@ -54,6 +54,7 @@ from anomalib.data import InferenceBatch
 from lightning.pytorch import Callback
 
 from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
+from anomalib_adaclip.model.mutual_scoring import score_tokens
 
 from .file_checks import loader_list
 from .prediction_table import path_key
@@ -179,8 +180,6 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
 # ----------------------------------------------------------------------------------------------------------------------
 def _mutual_part(tokens: Any, settings: MutualScoringConfig, image_size: int) -> InferenceBatch:
     """MuSc's map and image score of a group's plain tokens (the core's functions, nothing of its own)."""
-    from anomalib_adaclip.model.mutual_scoring import score_tokens  # noqa: PLC0415
-
     return score_tokens(tokens, image_size, settings)
 
 
@@ -503,6 +502,14 @@ class MutualGroupStage(Callback):
             paths,
         )
         self.groups_scored += 1
+        logger.info(
+            "Mutual scoring: scored group %d of %d (class %r, %d images, from %s).",
+            group + 1,
+            len(plan.groups),
+            plan.class_names[indices[0]],
+            len(indices),
+            paths[0],
+        )
         outputs = {
             path_key(path): (fused.pred_score[position], fused.anomaly_map[position])
             for position, path in enumerate(paths)
