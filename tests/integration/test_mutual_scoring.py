@@ -25,9 +25,8 @@ from anomalib.data.utils import read_image
 from anomalib.engine import Engine
 from torchmetrics.classification import BinaryAUROC
 
-from anomalib_adaclip import AdaCLIP, AdaCLIPModel, cli
+from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring, cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
-from anomalib_adaclip.model.mutual_scoring import MutualScoring
 from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.integration.test_streaming import environment, explain, predict_arguments

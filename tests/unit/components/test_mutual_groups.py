@@ -11,7 +11,7 @@ from anomalib.data import InferenceBatch
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.export import check_exportable
-from anomalib_adaclip.components.mutual_groups import MutualScoringError, fuse, plan_groups, score_group
+from anomalib_adaclip.components.mutual_groups import MutualScoringError, fuse, plan_groups, score_fused_group
 from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
 
 
@@ -64,7 +64,7 @@ def test_fusion_is_exact_at_both_ends_and_musc_distances_are_halved() -> None:
 def test_images_of_another_size_in_a_group_are_refused() -> None:
     model = SimpleNamespace(image_size=112)  # refused before the model is used
     with pytest.raises(MutualScoringError, match=r"class 'tire'.*\(96, 96\).*112x112"):
-        score_group(model, torch.zeros(3, 3, 96, 96), "tire", MutualScoringConfig(feature_layers=[0]), 0.5)
+        score_fused_group(model, torch.zeros(3, 3, 96, 96), "tire", MutualScoringConfig(feature_layers=[0]), 0.5)
 
 
 def test_bad_settings_tiling_and_exports_are_refused() -> None:
