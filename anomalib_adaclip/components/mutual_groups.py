@@ -75,6 +75,7 @@ __all__ = [
     "MutualScoringError",
     "check_mutual_scoring",
     "fuse",
+    "mutual_settings",
     "mutual_stage",
     "plan_groups",
     "score_fused_group",
@@ -313,28 +314,35 @@ def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
     return paths, own
 
 
+def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig:
+    """MuSc's settings for an AdaCLIP model's backbone: ``settings`` given, MuSc's defaults for the rest.
+
+    The default feature layers are MuSc's choice for the backbone's depth, the last block of each quarter of the
+    tower (``[5, 11, 17, 23]`` for 24 blocks, ``[2, 5, 8, 11]`` for 12).
+
+    Raises:
+        ValueError: An invalid setting, or feature layers the backbone does not have.
+    """
+    n_blocks = len(model.clip.visual.transformer.resblocks)
+    settings.setdefault("feature_layers", [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)])
+    scoring = MutualScoringConfig(**settings)
+    scoring.check_backbone(n_blocks)
+    return scoring
+
+
 def mutual_stage(arguments: dict[str, Any], model: AdaCLIPModel) -> MutualGroupStage | None:
     """The group stage of an AdaCLIP built with ``arguments`` (its ``__init__``'s), or ``None`` without mutual scoring.
 
-    ``MutualGroupConfig``'s fields and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers`` ->
-    ``MutualScoringConfig.feature_layers``); ``None`` keeps MuSc's default. The default feature layers are MuSc's
-    choice for the backbone's depth, the last block of each quarter of the tower (``[5, 11, 17, 23]`` for 24 blocks,
-    ``[2, 5, 8, 11]`` for 12).
+    ``MutualGroupConfig``'s fields, and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers`` ->
+    ``MutualScoringConfig.feature_layers``; ``None`` keeps MuSc's default, see :func:`mutual_settings`).
 
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
     config = MutualGroupConfig(**{name: arguments[name] for name in MUTUAL_GROUP_SETTINGS})
-    settings = {
-        name: arguments[f"mutual_{name}"]
-        for name in MUTUAL_SCORING_SETTINGS
-        if arguments.get(f"mutual_{name}") is not None
-    }
-    n_blocks = len(model.clip.visual.transformer.resblocks)
-    settings.setdefault("feature_layers", [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)])
-    scoring = MutualScoringConfig(**settings)
-    scoring.check_backbone(n_blocks)
-    return MutualGroupStage(config, scoring) if config.mutual_scoring else None
+    given = {name: arguments.get(f"mutual_{name}") for name in MUTUAL_SCORING_SETTINGS}
+    settings = mutual_settings(model, **{name: value for name, value in given.items() if value is not None})
+    return MutualGroupStage(config, settings) if config.mutual_scoring else None
 
 
 def _class_name_of(pl_module: Any, path: str) -> str:
