@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,8 @@ from anomalib.data import InferenceBatch
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.export import check_exportable
 from anomalib_adaclip.components.mutual_groups import MutualScoringError, fuse, plan_groups, score_fused_group
-from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
+from anomalib_adaclip.config import FewShotConfig, MutualGroupConfig, MutualScoringConfig
+from tests.conftest import MICRO_BACKBONE, random_images
 
 
 def test_a_class_is_split_into_near_equal_groups_of_consecutive_images() -> None:
@@ -76,3 +78,39 @@ def test_bad_settings_tiling_and_exports_are_refused() -> None:
         AdaCLIP(backbone_weights=None, mutual_scoring=True, tiling=True)  # refused before a CLIP is built
     with pytest.raises(NotImplementedError, match=r"mutual_scoring cannot be exported.*depends on which images"):
         check_exportable(tiling=False, mutual_scoring=True)
+
+
+def test_groups_compose_with_few_shot_and_class_names(micro_weights: Path) -> None:
+    """Each class name is its own group; the AdaCLIP part is the few-shot model's own output; the fusion is linear."""
+    from anomalib_adaclip import AdaCLIPModel, MutualScoring
+    from anomalib_adaclip.components.mutual_groups import MutualGroupStage, mutual_settings
+
+    torch.manual_seed(0)
+    model = AdaCLIPModel(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, few_shot=FewShotConfig(k_shot=1)
+    ).eval()
+    images = random_images(6, 112, seed=3)
+    for name in ("nut", "screw"):
+        model.add_references(random_images(1, 112, seed=len(name)), name)
+    names = ["nut", "screw", "nut", "screw", "nut", "screw"]
+    stage = MutualGroupStage(MutualGroupConfig(mutual_scoring=True, mutual_weight=0.25), mutual_settings(model))
+    fused = stage.score_tensors(model, images, names)
+
+    musc = MutualScoring(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, feature_layers=[0, 1, 2, 3]
+    )
+    with torch.no_grad():
+        alone = model(images, names)
+        for rows in ([0, 2, 4], [1, 3, 5]):
+            expected = musc(images[rows])
+            torch.testing.assert_close(
+                fused.pred_score[rows], 0.75 * alone.pred_score[rows] + 0.25 * expected.pred_score, atol=1e-6, rtol=0
+            )
+            torch.testing.assert_close(
+                fused.anomaly_map[rows],
+                0.75 * alone.anomaly_map[rows] + 0.25 * expected.anomaly_map / 2,
+                atol=1e-6,
+                rtol=0,
+            )
+    with pytest.raises(MutualScoringError, match="class 'screw' has a single image in this batch"):
+        stage.score_tensors(model, images[:3], ["nut", "nut", "screw"])
