@@ -2,12 +2,13 @@
 
 - :class:`AdaCLIP`: the anomalib model (Engine, CLI, export);
 - :class:`AdaCLIPModel`: the PyTorch model;
-- :class:`AdaCLIPConfig`: their hyper-parameters; :class:`FewShotConfig`: the few-shot settings.
+- :class:`AdaCLIPConfig`: their hyper-parameters; :class:`FewShotConfig`: the few-shot settings;
+- :class:`MutualScoring`: MuSc's mutual scoring of a group of unlabelled images (:class:`MutualScoringConfig`).
 """
 
-from .config import AdaCLIPConfig, FewShotConfig
+from .config import AdaCLIPConfig, FewShotConfig, MutualScoringConfig
 from .lightning_model import AdaCLIP
-from .model import AdaCLIPModel
+from .model import AdaCLIPModel, MutualScoring
 
-__all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel", "FewShotConfig"]
+__all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel", "FewShotConfig", "MutualScoring", "MutualScoringConfig"]
 __version__ = "0.1.0"

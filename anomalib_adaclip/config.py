@@ -27,6 +27,7 @@ __all__ = [
     "TEMPLATES",
     "AdaCLIPConfig",
     "FewShotConfig",
+    "MutualScoringConfig",
     "OptimizerSettings",
     "PromptingBranch",
     "PromptingType",
@@ -306,6 +307,104 @@ class FewShotConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""
         return dataclasses.asdict(self)
+
+
+def _check_interval_bound(value: Any, argument: str) -> float | int:
+    """MuSc's bound of the averaged interval: a fraction in [0, 1) of the other images, or a count of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        msg = f"{argument} must be a fraction in [0, 1) of the other images or a whole count >= 1, got {value!r}."
+        raise ValueError(msg)
+    if value < 1:
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        msg = f"{argument} of at least 1 is a count of images and must be whole, got {value!r}."
+        raise ValueError(msg)
+    return int(value)
+
+
+def _check_int_list(values: Any, argument: str, minimum: int, what: str) -> tuple[int, ...]:
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        msg = f"{argument} must be a non-empty list of {what}, got {values!r}."
+        raise ValueError(msg)
+    values = tuple(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+        msg = f"{argument} must be a non-empty list of {what}, got {list(values)!r}."
+        raise ValueError(msg)
+    if len(set(values)) != len(values):
+        msg = f"{argument} must not repeat a value, got {list(values)}."
+        raise ValueError(msg)
+    return values
+
+
+@dataclass(frozen=True)
+class MutualScoringConfig:
+    """The settings of MuSc's mutual scoring (Li et al., ICLR 2024), with MuSc's defaults for CLIP ViT-L.
+
+    Each image of a group is scored against the other images of the group
+    (:mod:`~anomalib_adaclip.model.mutual_scoring` says how, step by step).
+
+    Attributes:
+        feature_layers: The vision blocks whose outputs are scored, **counted from 0** (MuSc's config convention:
+            the output of block ``l``). Note that :class:`AdaCLIPConfig`'s ``feature_layers`` count from 1. MuSc uses
+            ``[5, 11, 17, 23]`` for ViT-L (24 blocks) and ``[2, 5, 8, 11]`` for ViT-B (12 blocks). Defaults to
+            ``(5, 11, 17, 23)``.
+        r_list: Sizes ``r`` of the r x r neighbourhoods the patch features are averaged over (odd; 1 keeps each
+            patch as it is). Defaults to ``(1, 3, 5)``.
+        topmin_min: Lower end of the averaged interval of each patch's sorted distances to the other images: a
+            fraction in [0, 1) of the other images (``int((N - 1) * fraction)``) or a count of at least 1, as in
+            MuSc. Defaults to 0.
+        topmin_max: Upper end of that interval, the same way. MuSc averages the lowest 30 %. Defaults to 0.3.
+        rscin_k: The ``k`` of RsCIN's re-scoring of the image scores by their ``k`` nearest images (MuSc uses
+            ``[1, 2, 3]`` for MVTec AD and BTAD, ``[1, 8, 9]`` for VisA); a list holding 0 switches RsCIN off (the
+            image score is then the map's maximum). Defaults to ``(1, 2, 3)``.
+
+    Raises:
+        ValueError: A value outside its allowed range.
+    """
+
+    feature_layers: tuple[int, ...] = (5, 11, 17, 23)
+    r_list: tuple[int, ...] = (1, 3, 5)
+    topmin_min: float = 0.0
+    topmin_max: float = 0.3
+    rscin_k: tuple[int, ...] = (1, 2, 3)
+
+    def __post_init__(self) -> None:
+        """Check every value that does not depend on the backbone and store sequences as tuples."""
+        layers = _check_int_list(self.feature_layers, "feature_layers", 0, "0-based block indices")
+        r_list = _check_int_list(self.r_list, "r_list", 1, "odd neighbourhood sizes")
+        if any(r % 2 == 0 for r in r_list):
+            msg = f"r_list must hold odd sizes (each r x r window is centred on its patch), got {list(r_list)}."
+            raise ValueError(msg)
+        rscin_k = _check_int_list(self.rscin_k, "rscin_k", 0, "neighbour counts (0 switches RsCIN off)")
+        object.__setattr__(self, "feature_layers", layers)
+        object.__setattr__(self, "r_list", r_list)
+        object.__setattr__(self, "rscin_k", rscin_k)
+        for name in ("topmin_min", "topmin_max"):
+            object.__setattr__(self, name, _check_interval_bound(getattr(self, name), name))
+        if self.topmin_min == self.topmin_max and isinstance(self.topmin_min, int):
+            msg = f"topmin_min and topmin_max are the same count ({self.topmin_min}): the averaged interval is empty."
+            raise ValueError(msg)
+
+    def check_backbone(self, n_vision_blocks: int) -> None:
+        """Check the feature layers against the vision tower's depth.
+
+        Raises:
+            ValueError: A feature layer outside ``[0, n_vision_blocks - 1]``.
+        """
+        if any(layer >= n_vision_blocks for layer in self.feature_layers):
+            quarters = [n_vision_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
+            msg = (
+                f"feature_layers count blocks from 0 (MuSc's convention) and must lie in [0, {n_vision_blocks - 1}] "
+                f"for this backbone of {n_vision_blocks} blocks, got {list(self.feature_layers)}; MuSc's choice for "
+                f"it would be {quarters}."
+            )
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,14 @@ the prompts and their generators (:mod:`.prompting`), the prefix tree of the pro
 training loss (:mod:`.loss`) and the Gaussian blur of the map (:mod:`.blur`).
 """
 
+from .mutual_scoring import MutualScoring, PlainTokens, mutual_patch_scores
 from .torch_model import AdaCLIPFeatures, AdaCLIPModel, AdaCLIPTrainOutput
 
-__all__ = ["AdaCLIPFeatures", "AdaCLIPModel", "AdaCLIPTrainOutput"]
+__all__ = [
+    "AdaCLIPFeatures",
+    "AdaCLIPModel",
+    "AdaCLIPTrainOutput",
+    "MutualScoring",
+    "PlainTokens",
+    "mutual_patch_scores",
+]

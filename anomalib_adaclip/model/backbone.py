@@ -167,6 +167,8 @@ def create_clip(
     backbone: str | Mapping[str, Any] = AdaCLIPConfig.backbone,
     weights: BackboneWeights = "openai",
     image_size: int | None = None,
+    *,
+    vision_only: bool = False,
 ) -> CLIP:
     """Build the frozen open_clip CLIP of AdaCLIP.
 
@@ -177,6 +179,8 @@ def create_clip(
             at ``image_size``.
         image_size: Input side length; the vision positional embedding is resized to its patch grid. Defaults to
             the config's native size.
+        vision_only: Only the vision tower will be used (the mutual scoring): the weights need only its ``visual.*``
+            keys (others are ignored) and the text tower keeps its random initialisation.
 
     Returns:
         The CLIP in eval mode with ``requires_grad`` off everywhere.
@@ -211,7 +215,18 @@ def create_clip(
                 grid,
             )
         source = f"The backbone weights ({weights})" if isinstance(weights, str | Path) else "The backbone state dict"
-        check_state_dict(model.state_dict(), state_dict, source)
-        model.load_state_dict(state_dict)
+        if vision_only:
+            prefix = "visual."
+            state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+            expected = model.visual.state_dict()
+            check_state_dict(
+                {prefix + key: value for key, value in expected.items()},
+                {prefix + key: value for key, value in state_dict.items()},
+                source,
+            )
+            model.visual.load_state_dict(state_dict)
+        else:
+            check_state_dict(model.state_dict(), state_dict, source)
+            model.load_state_dict(state_dict)
     model.requires_grad_(False)
     return model.eval()

@@ -54,13 +54,14 @@ from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig, FewShotCo
 from anomalib_adaclip.weights import check_state_dict, read_checkpoint
 
 from .backbone import BackboneWeights, backbone_config, create_clip
-from .blocks import full_precision, per_image, residual_attention_block
+from .blocks import full_precision, per_image
 from .blur import GaussianBlur
 from .class_choice import check_candidates, choose_classes, class_prototypes, select_per_image
 from .few_shot import FewShotMemory
 from .hsf import hybrid_semantic_fusion
 from .inputs import check_images, image_class_names
 from .loss import adaclip_loss
+from .mutual_scoring import PlainTokens, unit_embedding
 from .prompting import (
     DynamicPromptGenerator,
     LinearHeads,
@@ -68,6 +69,7 @@ from .prompting import (
     StaticPrompts,
 )
 from .text_encoder import PromptedTextEncoder
+from .vision import vision_forward
 
 logger = logging.getLogger(__name__)
 
@@ -288,35 +290,38 @@ class AdaCLIPModel(nn.Module):
         images: torch.Tensor,
         prompts: torch.Tensor | None,
         embedding_only: bool = False,
+        plain_layers: Sequence[int] = (),
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the vision tower; return the image embedding ``[B, embed]`` and the feature layers' patch tokens.
 
         Prompt tokens are appended after the CLS and patch tokens before block 0 and replaced before the following
         prompted blocks; they carry no positional embedding. With ``embedding_only`` no patch tokens are kept and the
         last block computes the CLS token only (its keys and values still come from every token, so it is exact).
+        ``plain_layers`` (0-based blocks, un-prompted pass only) are kept too and appended after the feature layers'
+        tokens, in their order; the embedding and the feature layers' tokens are computed as without them.
         """
-        visual = self.clip.visual
-        x = visual.conv1(images.to(visual.conv1.weight.dtype))
-        x = x.flatten(2).transpose(1, 2)
-        x = torch.cat([visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
-        x = visual.ln_pre(x + visual.positional_embedding.to(x.dtype))
-        n_tokens = x.shape[1]
-        blocks = visual.transformer.resblocks
-        patch_tokens = []
-        for index, block in enumerate(blocks):
-            if prompts is not None and index < self.prompting_depth:
-                block_prompts = prompts[index].to(x.dtype).expand(x.shape[0], -1, -1)
-                x = torch.cat([x[:, :n_tokens], block_prompts], dim=1)
-            # Only the CLS token of the last block is used; it still attends to every token, so this is exact.
-            if embedding_only and index == len(blocks) - 1:
-                # One query row per image: per image on the CPU, so that the numbers do not depend on the batch size.
-                x = per_image(lambda tokens, block=block: residual_attention_block(block, tokens, rows=slice(0, 1)), x)
-            else:
-                x = residual_attention_block(block, x)
-            if not embedding_only and index + 1 in self.feature_layers:
-                patch_tokens.append(x[:, 1:n_tokens])
-        embedding = per_image(lambda cls: visual.ln_post(cls) @ visual.proj, x[:, 0])
-        return embedding, patch_tokens
+        own = () if embedding_only else [layer - 1 for layer in self.feature_layers]
+        embedding, tokens = vision_forward(
+            self.clip.visual,
+            images,
+            keep_blocks={*own, *plain_layers},
+            prompts=prompts,
+            class_row_embedding=embedding_only,
+        )
+        patch_tokens = [tokens[block] for block in sorted(set(own))]
+        return embedding, patch_tokens + [tokens[block] for block in plain_layers]
+
+    @torch.no_grad()
+    def _frozen_pass(
+        self, images: torch.Tensor, embedding_only: bool, plain_layers: Sequence[int] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], PlainTokens | None]:
+        """The un-prompted pass: embedding, feature layers' tokens (unless ``embedding_only``), and plain tokens."""
+        with record_function("adaclip.vision_frozen"):
+            extra = list(plain_layers or ())
+            embedding, tokens = self._encode_image(images, None, embedding_only, extra)
+            cut = len(tokens) - len(extra)
+            plain = None if plain_layers is None else PlainTokens(tokens[cut:], unit_embedding(embedding))
+            return embedding, tokens[:cut], plain
 
     def text_features(
         self, class_names: Sequence[str] | str, dynamic_prompts: torch.Tensor | None = None
@@ -386,6 +391,16 @@ class AdaCLIPModel(nn.Module):
             choose_from: Candidate class names instead: each image's class is chosen among them by CLIP's zero-shot
                 classification (:mod:`.class_choice`).
         """
+        return self._features(images, class_names, choose_from)[0]
+
+    def _features(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None,
+        choose_from: Sequence[str] | None,
+        plain_layers: Sequence[int] | None = None,
+    ) -> tuple[AdaCLIPFeatures, PlainTokens | None]:
+        """:meth:`features`, and with ``plain_layers`` also the plain tokens of those blocks from the frozen pass."""
         names = self._check_inputs(images, class_names, choose_from)
         choosing = isinstance(names, tuple)
         few_shot = self.few_shot_memory is not None and not self.training
@@ -394,14 +409,19 @@ class AdaCLIPModel(nn.Module):
         dynamic_vision = self.dynamic_visual_prompt_generator
         dynamic_text = self.dynamic_text_prompt_generator
         needs_frozen_pass = (
-            dynamic_vision is not None or dynamic_text is not None or not self.prompt_vision or few_shot or choosing
+            dynamic_vision is not None
+            or dynamic_text is not None
+            or not self.prompt_vision
+            or few_shot
+            or choosing
+            or plain_layers is not None
         )
-        frozen_embedding, frozen_tokens = None, None
+        frozen_embedding, frozen_tokens, plain = None, None, None
         if needs_frozen_pass:
-            with torch.no_grad(), record_function("adaclip.vision_frozen"):
-                # Its patch tokens are needed when they stand in for the prompted pass's, and for the few-shot memory.
-                embedding_only = self.prompt_vision and not few_shot
-                frozen_embedding, frozen_tokens = self._encode_image(images, None, embedding_only=embedding_only)
+            # Its patch tokens are needed when they stand in for the prompted pass's, and for the few-shot memory.
+            frozen_embedding, frozen_tokens, plain = self._frozen_pass(
+                images, self.prompt_vision and not few_shot, plain_layers
+            )
         chosen = None
         if choosing:
             with torch.no_grad(), record_function("adaclip.class_choice"):
@@ -440,7 +460,7 @@ class AdaCLIPModel(nn.Module):
                         few_shot_map = select_per_image([self.few_shot_memory(query, name) for name in names], chosen)
                     else:
                         few_shot_map = self.few_shot_memory(query, names)
-        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits, few_shot_map)
+        return AdaCLIPFeatures(text, image_features, patch_tokens, layer_logits, few_shot_map), plain
 
     @torch.no_grad()
     def choose_classes(self, images: torch.Tensor, candidates: Sequence[str]) -> list[str]:
@@ -661,9 +681,56 @@ class AdaCLIPModel(nn.Module):
             mode, :class:`AdaCLIPTrainOutput` with the per-layer softmax maps and the image probabilities.
         """
         features = self.features(images, class_names, choose_from=choose_from)
-        probabilities = self.image_probabilities(features)
         if self.training:
+            probabilities = self.image_probabilities(features)
             return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)
+        return self._inference_batch(features)
+
+    def score_with_plain_tokens(
+        self,
+        images: torch.Tensor,
+        class_names: Sequence[str] | str | None = None,
+        *,
+        plain_layers: Sequence[int],
+        choose_from: Sequence[str] | None = None,
+    ) -> tuple[InferenceBatch, PlainTokens]:
+        """AdaCLIP's eval outputs and, from the same frozen (un-prompted) pass, the tokens the mutual scoring reads.
+
+        The outputs are those of :meth:`forward` in eval mode, bit for bit; CLIP's plain pass runs once for both
+        (:mod:`.mutual_scoring`).
+
+        Args:
+            images: Normalised images ``[B, 3, image_size, image_size]``.
+            class_names: As for :meth:`forward`.
+            plain_layers: Blocks whose outputs are returned, **counted from 0** (MuSc's ``feature_layers``; this
+                model's own ``feature_layers`` count from 1).
+            choose_from: As for :meth:`forward`.
+
+        Returns:
+            ``InferenceBatch(pred_score, anomaly_map)`` as :meth:`forward`'s, and the
+            :class:`~anomalib_adaclip.model.mutual_scoring.PlainTokens` of ``plain_layers``.
+
+        Raises:
+            RuntimeError: The model is in training mode.
+            ValueError: A block outside the vision tower.
+        """
+        if self.training:
+            msg = "score_with_plain_tokens gives the eval outputs: call model.eval() first."
+            raise RuntimeError(msg)
+        n_blocks = len(self.clip.visual.transformer.resblocks)
+        layers = list(plain_layers)
+        if not layers or any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < n_blocks for b in layers):
+            msg = (
+                f"plain_layers must be a non-empty list of 0-based blocks in [0, {n_blocks - 1}] (MuSc's convention), "
+                f"got {plain_layers!r}."
+            )
+            raise ValueError(msg)
+        features, plain = self._features(images, class_names, choose_from, layers)
+        return self._inference_batch(features), plain
+
+    def _inference_batch(self, features: AdaCLIPFeatures) -> InferenceBatch:
+        """The eval outputs of a batch's features: the blurred map and the image score, few-shot parts fused."""
+        probabilities = self.image_probabilities(features)
         score, anomaly_map = probabilities[:, 1].float(), self.anomaly_map(features)
         if features.few_shot_map is not None:
             # Both parts lie in [0, 1): the fused values stay probabilities-like (see .few_shot, "Scaling").
