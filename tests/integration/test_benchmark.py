@@ -464,12 +464,14 @@ def test_the_few_shot_grid_runs_adaclip_and_winclip_at_each_k(tmp_path: Path, mi
     assert runs["PaDiM-1shot"]["fit_seconds"] and not runs["AdaCLIP-1shot"]["fit_seconds"]
 
 
-def test_the_mutual_scoring_grid_runs_each_mode_and_compares_with_musc(tmp_path: Path, micro_weights: Path) -> None:
-    """configs/benchmark/mutual_scoring.yaml with tiny backbones on the tire sample, named MVTecAD: AdaCLIP alone, MuSc
-    alone and fused run through the Engine; each run's mode is recorded, and the paper tables compare MuSc alone with
-    MuSc's published MVTec AD row."""
+@pytest.mark.slow  # two runs through the Engine, each scoring its groups in validation and test: 6-16 s on 2 cores
+def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micro_weights: Path) -> None:
+    """configs/benchmark/mutual_scoring.yaml with tiny backbones on the tire sample, named MVTecAD: MuSc alone and fused
+    run through the Engine (zero-shot AdaCLIP is left out: the other grids run it) and each run's mode is recorded. How
+    the paper tables compare them with MuSc's published rows is tested in tests/unit/benchmark/test_mutual_axis.py."""
     config = yaml.safe_load((PROJECT_ROOT / "configs" / "benchmark" / "mutual_scoring.yaml").read_text())
     tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
+    config["models"] = [model for model in config["models"] if model["name"] != "AdaCLIP"]
     for model in config["models"]:
         mutual = {name: value for name, value in model["init_args"].items() if name.startswith("mutual_")}
         if mutual:
@@ -490,23 +492,16 @@ def test_the_mutual_scoring_grid_runs_each_mode_and_compares_with_musc(tmp_path:
     )
     config_file = tmp_path / "mutual.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    result = run_command(["--config", str(config_file), "--paper"])
+    result = run_command(["--config", str(config_file)])
     assert result.exit_code == 0, result.stderr[-3000:]
     report = tmp_path / "mutual" / "reports" / "v0"
     runs = {row["model"]: row for row in read_csv(report / "runs.csv")}
-    assert {name: row["status"] for name, row in runs.items()} == dict.fromkeys(
-        ["AdaCLIP", "AdaCLIP-MuSc", "AdaCLIP-mutual"], "finished"
-    )
-    assert {name: row["mode"] for name, row in runs.items()} == {
-        "AdaCLIP": "zero_shot", "AdaCLIP-MuSc": "mutual_scoring", "AdaCLIP-mutual": "mutual_scoring"
-    }  # fmt: skip
+    assert sorted(runs) == ["AdaCLIP-MuSc", "AdaCLIP-mutual"]
+    assert all(row["status"] == "finished" for row in runs.values())
+    assert {name: row["mode"] for name, row in runs.items()} == dict.fromkeys(runs, "mutual_scoring")
     for row in runs.values():
         assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUROC"]) <= 1.0
     markdown = (report / "results.md").read_text()
     assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | mutual_weight 1.0, mutual_group_size 8 |" in markdown
-    cells = {(row["metric"], row["column"], row["kind"]): row for row in read_csv(report / "paper_tables.csv")
-             if row["dataset"] == "MVTecAD" and row["category"] == ""}  # fmt: skip
-    musc = cells[("image_AUROC", "AdaCLIP-MuSc", "run")]
-    assert float(musc["published"]) == 97.77  # MuSc's published MVTec AD row
-    assert float(musc["difference"]) == pytest.approx(float(musc["value"]) - 97.77, abs=1e-3)
-    assert cells[("image_AUROC", "AdaCLIP-mutual", "run")]["published"] == ""
+    # MuSc alone and fused are different outputs of the same CLIP passes (the fused map mixes in AdaCLIP's).
+    assert runs["AdaCLIP-MuSc"]["pixel_AUROC"] != runs["AdaCLIP-mutual"]["pixel_AUROC"]
