@@ -313,13 +313,19 @@ def mutual_feature_layers(model: AdaCLIPModel) -> list[int]:
     return [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
 
 
-def _plain_pass(model: AdaCLIPModel, layers: list[int]) -> Callable[[torch.Tensor, list[str]], PlainTokens]:
-    """AdaCLIP's passes that also keep MuSc's tokens: what a run with mutual scoring computes once per image."""
+class _PlainPass:
+    """AdaCLIP's passes that also keep MuSc's tokens (what a run with mutual scoring computes once per image).
 
-    def forward(images: torch.Tensor, names: list[str]) -> PlainTokens:
-        return model.score_with_plain_tokens(images, names, plain_layers=layers)[1]
+    The last call's tokens are kept (``last``): their shapes are those of the group measurement's random tokens.
+    """
 
-    return forward
+    def __init__(self, model: AdaCLIPModel, layers: list[int]) -> None:
+        self.model, self.layers = model, layers
+        self.last: PlainTokens | None = None
+
+    def __call__(self, images: torch.Tensor, names: list[str]) -> PlainTokens:
+        self.last = self.model.score_with_plain_tokens(images, names, plain_layers=self.layers)[1]
+        return self.last
 
 
 def _random_tokens(like: PlainTokens, count: int, device: torch.device, seed: int) -> PlainTokens:
@@ -633,12 +639,13 @@ def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list
 
 
 def _measure_mutual(
-    model: AdaCLIPModel, args: argparse.Namespace, device: torch.device, settings: MutualScoringConfig,
+    like: PlainTokens, args: argparse.Namespace, device: torch.device, settings: MutualScoringConfig,
     group_sizes: list[int], clip: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    """The ``mutual`` part of the report: each group size's mutual scoring, with the CLIP passes' ``clip`` row."""
-    with torch.inference_mode():
-        like = _plain_pass(model, list(settings.feature_layers))(_images(1, args.image_size, device), ["bottle"])
+    """The ``mutual`` part of the report: each group size's mutual scoring, with the CLIP passes' ``clip`` row.
+
+    ``like`` is the CLIP passes' last output: the random tokens take its shapes.
+    """
     groups = measure_mutual_groups(like, group_sizes, args.image_size, settings, device, args.precision)
     for group in groups:
         group["clip_seconds_per_image"] = clip["seconds_per_image"]
@@ -687,7 +694,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measure_kwargs: dict[str, Any] = {"device": device, "precision": args.precision, "warmup": args.warmup}
     if group_sizes:
         settings = MutualScoringConfig(feature_layers=mutual_feature_layers(model))
-        measure_kwargs["forward"] = _plain_pass(model, list(settings.feature_layers))
+        measure_kwargs["forward"] = _PlainPass(model, list(settings.feature_layers))
     report["results"] = [measure(model, args.batch_size, args.images, **measure_kwargs)]
     if args.compare_batch1 and args.batch_size != 1:
         report["results"].append(measure(model, 1, args.images, **measure_kwargs))
@@ -695,7 +702,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["results"][0]["images_per_second"] / report["results"][1]["images_per_second"]
         )
     if group_sizes:
-        report["mutual"] = _measure_mutual(model, args, device, settings, group_sizes, report["results"][0])
+        like = measure_kwargs["forward"].last
+        report["mutual"] = _measure_mutual(like, args, device, settings, group_sizes, report["results"][0])
     profiled = model
     if args.k_shot:
         profiled = model = None  # one model at a time: the few-shot one has the same CLIP, prompts and projections
