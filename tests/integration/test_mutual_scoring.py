@@ -180,3 +180,15 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     assert table_rows(tmp_path / "two" / table) == sorted(after, key=lambda row: order.index(row[0]))
+
+
+def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights: Path, tmp_path: Path) -> None:
+    model = make_adaclip(micro_weights, mutual_scoring=True).eval()
+    for export in (model.to_torch, model.to_onnx, model.to_openvino):
+        with pytest.raises(NotImplementedError, match="mutual_scoring cannot be exported"):
+            export(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written, nothing moved
+    raw = torch.rand(3, 3, 90, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = model(raw)
+    assert output.pred_score.shape == (3,) and ((output.pred_score >= 0) & (output.pred_score <= 1)).all()
