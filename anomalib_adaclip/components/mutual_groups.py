@@ -31,8 +31,9 @@ mixes AdaCLIP's probability with a rank inside the group: thresholds are best le
 step meets an image whose group has not been scored, the stage reads the whole group's items from the loader's data
 set (the same pre-processing as the batches), scores it and keeps the group's final maps and scores by image path;
 the step returns those. Each image's CLIP pass runs once per group scoring; metrics, the visualiser and the
-predictions table receive the final values. Memory: one group's tokens while it is scored, and the final outputs of
-at most :data:`CACHED_GROUPS` groups, whatever the number of groups. On several processes each process scores the
+predictions table receive the final values. Memory: one group's tokens while it is scored (beyond
+:data:`SPILL_BYTES` they go to a temporary folder and are read back one layer at a time), and the final outputs of at
+most :data:`CACHED_GROUPS` groups, whatever the number of groups. On several processes each process scores the
 groups its images belong to: Lightning's distributed sampler deals the images out in turn, so every process meets
 nearly every group and the group work is repeated on each process (the outputs are identical, the time is not: run
 mutual scoring on one process per data set, or split the data sets between processes yourself).
@@ -44,9 +45,11 @@ import copy
 import dataclasses
 import logging
 import math
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,6 +73,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CACHED_GROUPS",
     "CHUNK_SIZE",
+    "SPILL_BYTES",
     "GroupPlan",
     "MutualGroupStage",
     "MutualScoringError",
@@ -88,6 +92,8 @@ CHUNK_SIZE = 8
 # Groups whose final outputs are kept: two lets a batch span a group boundary; a class name that comes back after
 # others (images of several classes interleaved in the data set) re-scores its group, with the same result.
 CACHED_GROUPS = 2
+# A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
+SPILL_BYTES = 2 << 30
 # MuSc averages the lowest 30 % of the other images' distances: fewer than 5 images leave it none (the core's rule).
 SMALL_GROUP = 5
 
@@ -205,6 +211,41 @@ def fuse(adaclip: InferenceBatch, musc: InferenceBatch, weight: float, settings:
     )
 
 
+class _TokenStore:
+    """A group's plain tokens, chunk by chunk: in memory, or in a temporary folder once they exceed ``limit`` bytes."""
+
+    def __init__(self, n_layers: int, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.layers: list[list[torch.Tensor | Path]] = [[] for _ in range(n_layers)]
+        self.embeddings: list[torch.Tensor] = []
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def add(self, tokens: PlainTokens) -> None:
+        self.embeddings.append(tokens.embedding)
+        self.size += sum(layer.numel() * layer.element_size() for layer in tokens.patch_tokens)
+        for chunks, layer in zip(self.layers, tokens.patch_tokens, strict=True):
+            chunks.append(layer)
+        if self.size > self.limit:
+            self.folder = self.folder or tempfile.TemporaryDirectory(prefix="adaclip-mutual-")
+            for position, chunks in enumerate(self.layers):
+                for index, chunk in enumerate(chunks):
+                    if isinstance(chunk, torch.Tensor):
+                        path = Path(self.folder.name) / f"layer{position}_chunk{index}.pt"
+                        torch.save(chunk.cpu(), path)
+                        chunks[index] = path
+
+    def layer_tokens(self, device: torch.device) -> Any:
+        """Each layer's tokens of the whole group, one layer at a time."""
+        for chunks in self.layers:
+            yield torch.cat(
+                [chunk if isinstance(chunk, torch.Tensor) else torch.load(chunk, weights_only=True) for chunk in chunks]
+            ).to(device)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+
+
 def _check_group_images(images: torch.Tensor, image_size: int, class_name: str, paths: Sequence[str] | None) -> None:
     if images.ndim != 4 or tuple(images.shape[-2:]) != (image_size, image_size):
         where = f" ({paths[0]}, ...)" if paths else ""
@@ -224,8 +265,12 @@ def score_fused_group(
     settings: MutualScoringConfig,
     weight: float,
     paths: Sequence[str] | None = None,
+    spill_bytes: int = SPILL_BYTES,
 ) -> InferenceBatch:
     """AdaCLIP's and MuSc's outputs of one group, fused: the final map ``[N, H, W]`` and score ``[N]``.
+
+    The group's plain tokens stay in memory up to ``spill_bytes`` (all layers together); beyond, they go to a
+    temporary folder (deleted afterwards), and MSM reads them back one layer at a time.
 
     Args:
         model: The AdaCLIP model (eval mode).
@@ -235,6 +280,7 @@ def score_fused_group(
         settings: MuSc's settings.
         weight: ``mutual_weight``.
         paths: The images' paths, for error messages.
+        spill_bytes: Most bytes of plain tokens kept in memory. Defaults to :data:`SPILL_BYTES` (2 GiB).
 
     Raises:
         MutualScoringError: Fewer than two images, or images not at ``image_size``.
@@ -243,14 +289,32 @@ def score_fused_group(
         images = chunks
         chunks = lambda: (images[start : start + CHUNK_SIZE] for start in range(0, len(images), CHUNK_SIZE))  # noqa: E731
     outputs: list[InferenceBatch] = []
-    token_chunks: list[PlainTokens] = []
-    for images in chunks():
-        _check_group_images(images, model.image_size, class_name, paths)
-        batch, tokens = model.score_with_plain_tokens(
-            images, [class_name] * len(images), plain_layers=list(settings.feature_layers)
-        )
-        outputs.append(batch)
-        token_chunks.append(tokens)
+    store = _TokenStore(len(settings.feature_layers), spill_bytes)
+    try:
+        for images in chunks():
+            _check_group_images(images, model.image_size, class_name, paths)
+            batch, tokens = model.score_with_plain_tokens(
+                images, [class_name] * len(images), plain_layers=list(settings.feature_layers)
+            )
+            outputs.append(batch)
+            if weight > 0:
+                store.add(tokens)
+            del tokens
+        return _fuse_group(model, outputs, store, class_name, settings, weight, paths)
+    finally:
+        store.close()
+
+
+def _fuse_group(
+    model: AdaCLIPModel,
+    outputs: list[InferenceBatch],
+    store: _TokenStore,
+    class_name: str,
+    settings: MutualScoringConfig,
+    weight: float,
+    paths: Sequence[str] | None,
+) -> InferenceBatch:
+    """The group's AdaCLIP outputs concatenated, MuSc's scores of its tokens, fused."""
     count = sum(len(batch.pred_score) for batch in outputs)
     if count < 2:
         where = f": {paths[0]}" if paths else ""
@@ -263,13 +327,10 @@ def score_fused_group(
     if weight == 0:
         return fuse(adaclip, adaclip, weight, settings)
     # One layer at a time: the core reads a generator, so only one layer's concatenated tokens exist at once.
-    layers = (
-        torch.cat([chunk.patch_tokens[position] for chunk in token_chunks])
-        for position in range(len(settings.feature_layers))
-    )
-    embedding = torch.cat([chunk.embedding for chunk in token_chunks])
+    device = adaclip.anomaly_map.device
+    embedding = torch.cat(store.embeddings)
     names = [str(path) for path in paths] if paths else None
-    musc = musc_scores(layers, embedding, model.image_size, settings, names=names, group=class_name)
+    musc = musc_scores(store.layer_tokens(device), embedding, model.image_size, settings, names=names, group=class_name)
     return fuse(adaclip, musc, weight, settings)
 
 

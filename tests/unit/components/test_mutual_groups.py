@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,7 +81,9 @@ def test_bad_settings_tiling_and_exports_are_refused() -> None:
         check_exportable(tiling=False, mutual_scoring=True)
 
 
-def test_groups_compose_with_few_shot_and_class_names(micro_weights: Path) -> None:
+def test_groups_compose_with_few_shot_and_class_names(
+    micro_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each class name is its own group; the AdaCLIP part is the few-shot model's own output; the fusion is linear."""
     from anomalib_adaclip import AdaCLIPModel, MutualScoring
     from anomalib_adaclip.components.mutual_groups import MutualGroupStage, mutual_settings
@@ -112,5 +115,11 @@ def test_groups_compose_with_few_shot_and_class_names(micro_weights: Path) -> No
                 atol=1e-6,
                 rtol=0,
             )
+    # A group whose tokens exceed the memory limit goes through a temporary folder: the same numbers, nothing left.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    kept = score_fused_group(model, images[:4], "nut", stage.settings, 0.25)
+    spilled = score_fused_group(model, images[:4], "nut", stage.settings, 0.25, spill_bytes=0)
+    assert torch.equal(kept.pred_score, spilled.pred_score) and torch.equal(kept.anomaly_map, spilled.anomaly_map)
+    assert not list(tmp_path.iterdir())
     with pytest.raises(MutualScoringError, match="class 'screw' has a single image in this batch"):
         stage.score_tensors(model, images[:3], ["nut", "nut", "screw"])
