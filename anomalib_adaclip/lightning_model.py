@@ -101,11 +101,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     (``k_shot``, ``few_shot_seed``, ``few_shot_map_weight``, ``few_shot_score_weight``, ``few_shot_augment``,
     ``few_shot_coreset_ratio``, ``few_shot_top_percent``) are those of :class:`~anomalib_adaclip.config.FewShotConfig`.
     ``mutual_scoring``, ``mutual_weight`` and ``mutual_group_size`` are those of
-    :class:`~anomalib_adaclip.config.MutualGroupConfig`; ``mutual_feature_layers`` (0-based blocks; ``None``: MuSc's
-    four quarters of the tower, ``[5, 11, 17, 23]`` for ViT-L), ``mutual_r_list``, ``mutual_topmin_min``,
-    ``mutual_topmin_max`` and ``mutual_rscin_k`` are MuSc's settings of
-    :class:`~anomalib_adaclip.config.MutualScoringConfig`, with its defaults. With ``mutual_scoring`` every image is
-    also scored against the other images of its class name (:mod:`~anomalib_adaclip.components.mutual_groups`).
+    :class:`~anomalib_adaclip.config.MutualGroupConfig`: with ``mutual_scoring`` every image is also scored against the
+    other images of its class name (MuSc; :mod:`~anomalib_adaclip.components.mutual_groups`).
 
     With ``k_shot > 0`` the reference images are drawn and encoded when a run starts (validation, test or predict,
     after the model is on its device), for every class name the memory lacks; no fit step is needed. A model whose
@@ -116,6 +113,15 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             weights (tests only). Defaults to ``"openai"``.
         checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
             ``None`` (untrained: only for training). Defaults to ``None``.
+        mutual_feature_layers: MuSc's feature layers, 0-based blocks (``MutualScoringConfig.feature_layers``).
+            Defaults to the last block of each quarter of the tower, ``[5, 11, 17, 23]`` for ViT-L (MuSc's).
+        mutual_r_list: MuSc's LNAMD neighbourhood sizes (``MutualScoringConfig.r_list``). Defaults to ``[1, 3, 5]``.
+        mutual_topmin_min: Lower end of the averaged share of the other images (``MutualScoringConfig.topmin_min``).
+            Defaults to 0.
+        mutual_topmin_max: Upper end (``MutualScoringConfig.topmin_max``): the closest 30 % by default. Defaults to
+            0.3.
+        mutual_rscin_k: RsCIN's ``k`` values (``MutualScoringConfig.rscin_k``; ``[1, 8, 9]`` for VisA in MuSc, a list
+            holding 0 switches it off). Defaults to ``[1, 2, 3]``.
         class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
             in a loaded Lightning checkpoint, else ``"object"``.
         export_class_names: Several class names for one exported model (a line of products): ``forward`` on raw

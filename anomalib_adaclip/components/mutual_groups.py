@@ -11,7 +11,7 @@ be scored (an error names the class and the image); a class of 2 to 4 images is 
 small groups and a warning. The plan is made from the whole data set, before a resumed run leaves out the images
 that already have a row, so a group always has the same members: outputs do not depend on a resume.
 
-**A group's scores** (:func:`score_group`). One frozen CLIP pass per image gives both AdaCLIP's outputs and MuSc's
+**A group's scores** (:func:`score_fused_group`). One frozen CLIP pass per image gives both AdaCLIP's outputs and MuSc's
 plain tokens (:meth:`AdaCLIPModel.score_with_plain_tokens
 <anomalib_adaclip.model.AdaCLIPModel.score_with_plain_tokens>`), run in chunks of :data:`CHUNK_SIZE` images whatever
 the loader's batch size; then MuSc scores the group's tokens and :func:`fuse` combines the two.
@@ -54,6 +54,8 @@ from anomalib.data import InferenceBatch
 from lightning.pytorch import Callback
 
 from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
+from anomalib_adaclip.model.mutual_scoring import PlainTokens
+from anomalib_adaclip.model.mutual_scoring import score_group as musc_scores
 
 from .file_checks import loader_list
 from .prediction_table import path_key
@@ -73,9 +75,10 @@ __all__ = [
     "MutualScoringError",
     "check_mutual_scoring",
     "fuse",
+    "mutual_settings",
     "mutual_stage",
     "plan_groups",
-    "score_group",
+    "score_fused_group",
 ]
 
 MUTUAL_GROUP_SETTINGS = tuple(field.name for field in dataclasses.fields(MutualGroupConfig))
@@ -177,13 +180,6 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
 # ----------------------------------------------------------------------------------------------------------------------
 # A group's scores
 # ----------------------------------------------------------------------------------------------------------------------
-def _mutual_part(tokens: Any, settings: MutualScoringConfig, image_size: int) -> InferenceBatch:
-    """MuSc's map and image score of a group's plain tokens (the core's functions, nothing of its own)."""
-    from anomalib_adaclip.model.mutual_scoring import score_tokens  # noqa: PLC0415
-
-    return score_tokens(tokens, image_size, settings)
-
-
 def _unit_scale(musc: InferenceBatch, settings: MutualScoringConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """MuSc's map (distances, [0, 2]) halved; its score as it is after RsCIN, halved where it is the map's maximum."""
     rescored = 0 not in tuple(settings.rscin_k)
@@ -221,7 +217,7 @@ def _check_group_images(images: torch.Tensor, image_size: int, class_name: str, 
 
 
 @torch.no_grad()
-def score_group(
+def score_fused_group(
     model: AdaCLIPModel,
     chunks: Callable[[], Any] | torch.Tensor,
     class_name: str,
@@ -246,7 +242,8 @@ def score_group(
     if isinstance(chunks, torch.Tensor):
         images = chunks
         chunks = lambda: (images[start : start + CHUNK_SIZE] for start in range(0, len(images), CHUNK_SIZE))  # noqa: E731
-    outputs, token_chunks = [], []
+    outputs: list[InferenceBatch] = []
+    token_chunks: list[PlainTokens] = []
     for images in chunks():
         _check_group_images(images, model.image_size, class_name, paths)
         batch, tokens = model.score_with_plain_tokens(
@@ -265,16 +262,14 @@ def score_group(
     )
     if weight == 0:
         return fuse(adaclip, adaclip, weight, settings)
-    tokens = type(token_chunks[0])(
-        *(
-            [torch.cat(layer) for layer in zip(*fields, strict=True)]
-            if isinstance(fields[0], list)
-            else torch.cat(fields)
-            for fields in zip(*token_chunks, strict=True)
-        )
+    # One layer at a time: the core reads a generator, so only one layer's concatenated tokens exist at once.
+    layers = (
+        torch.cat([chunk.patch_tokens[position] for chunk in token_chunks])
+        for position in range(len(settings.feature_layers))
     )
-    del token_chunks
-    musc = _mutual_part(tokens, settings, model.image_size)
+    embedding = torch.cat([chunk.embedding for chunk in token_chunks])
+    names = [str(path) for path in paths] if paths else None
+    musc = musc_scores(layers, embedding, model.image_size, settings, names=names, group=class_name)
     return fuse(adaclip, musc, weight, settings)
 
 
@@ -311,7 +306,7 @@ def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
             msg = (
                 f"Mutual scoring finds each image's group by its path, but item {index} of {type(dataset).__name__} "
                 "has no image_path. Use a data set that gives paths (anomalib's do), or score a group of tensors with "
-                "anomalib_adaclip.components.mutual_groups.score_group."
+                "anomalib_adaclip.components.mutual_groups.score_fused_group."
             )
             raise MutualScoringError(msg)
         paths.append(str(path))
@@ -319,28 +314,35 @@ def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
     return paths, own
 
 
+def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig:
+    """MuSc's settings for an AdaCLIP model's backbone: ``settings`` given, MuSc's defaults for the rest.
+
+    The default feature layers are MuSc's choice for the backbone's depth, the last block of each quarter of the
+    tower (``[5, 11, 17, 23]`` for 24 blocks, ``[2, 5, 8, 11]`` for 12).
+
+    Raises:
+        ValueError: An invalid setting, or feature layers the backbone does not have.
+    """
+    n_blocks = len(model.clip.visual.transformer.resblocks)
+    settings.setdefault("feature_layers", [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)])
+    scoring = MutualScoringConfig(**settings)
+    scoring.check_backbone(n_blocks)
+    return scoring
+
+
 def mutual_stage(arguments: dict[str, Any], model: AdaCLIPModel) -> MutualGroupStage | None:
     """The group stage of an AdaCLIP built with ``arguments`` (its ``__init__``'s), or ``None`` without mutual scoring.
 
-    ``MutualGroupConfig``'s fields and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers`` ->
-    ``MutualScoringConfig.feature_layers``); ``None`` keeps MuSc's default. The default feature layers are MuSc's
-    choice for the backbone's depth, the last block of each quarter of the tower (``[5, 11, 17, 23]`` for 24 blocks,
-    ``[2, 5, 8, 11]`` for 12).
+    ``MutualGroupConfig``'s fields, and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers`` ->
+    ``MutualScoringConfig.feature_layers``; ``None`` keeps MuSc's default, see :func:`mutual_settings`).
 
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
     config = MutualGroupConfig(**{name: arguments[name] for name in MUTUAL_GROUP_SETTINGS})
-    settings = {
-        name: arguments[f"mutual_{name}"]
-        for name in MUTUAL_SCORING_SETTINGS
-        if arguments.get(f"mutual_{name}") is not None
-    }
-    n_blocks = len(model.clip.visual.transformer.resblocks)
-    settings.setdefault("feature_layers", [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)])
-    scoring = MutualScoringConfig(**settings)
-    scoring.check_backbone(n_blocks)
-    return MutualGroupStage(config, scoring) if config.mutual_scoring else None
+    given = {name: arguments.get(f"mutual_{name}") for name in MUTUAL_SCORING_SETTINGS}
+    settings = mutual_settings(model, **{name: value for name, value in given.items() if value is not None})
+    return MutualGroupStage(config, settings) if config.mutual_scoring else None
 
 
 def _class_name_of(pl_module: Any, path: str) -> str:
@@ -423,7 +425,7 @@ class MutualGroupStage(Callback):
                 logger.warning(
                     "Mutual scoring: a group of %d images of %r (see the rule for small groups).", len(rows), name
                 )
-            fused = score_group(model, images[rows], name, self.settings, self.config.mutual_weight)
+            fused = score_fused_group(model, images[rows], name, self.settings, self.config.mutual_weight)
             scores[rows], maps[rows] = fused.pred_score.to(scores), fused.anomaly_map.to(maps)
         return InferenceBatch(pred_score=scores, anomaly_map=maps)
 
@@ -494,7 +496,7 @@ class MutualGroupStage(Callback):
         paths = [plan.paths[index] for index in indices]
         while len(self._cache) >= CACHED_GROUPS:  # dropped before the next group is scored: memory stays flat
             self._cache.popitem(last=False)
-        fused = score_group(
+        fused = score_fused_group(
             pl_module.model,
             self._group_chunks(pl_module, self._datasets[loader_index], indices),
             plan.class_names[indices[0]],
@@ -503,6 +505,14 @@ class MutualGroupStage(Callback):
             paths,
         )
         self.groups_scored += 1
+        logger.info(
+            "Mutual scoring: scored group %d of %d (class %r, %d images, from %s).",
+            group + 1,
+            len(plan.groups),
+            plan.class_names[indices[0]],
+            len(indices),
+            paths[0],
+        )
         outputs = {
             path_key(path): (fused.pred_score[position], fused.anomaly_map[position])
             for position, path in enumerate(paths)
@@ -524,7 +534,7 @@ class MutualGroupStage(Callback):
         if image_paths is None:
             msg = (
                 "Mutual scoring finds each image's group by its path, but the batch carries no image_path. Use a data "
-                "set that gives paths (anomalib's do), or score a group of tensors with score_group."
+                "set that gives paths (anomalib's do), or score a group of tensors with score_fused_group."
             )
             raise MutualScoringError(msg)
         paths = [image_paths] if isinstance(image_paths, str) else list(image_paths)
