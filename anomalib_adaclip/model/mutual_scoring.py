@@ -151,7 +151,7 @@ def averaged_interval(n_other: int, topmin_min: float = 0.0, topmin_max: float =
         reason = (
             f"MuSc's interval of averaged images (topmin_min={topmin_min}, topmin_max={topmin_max}) is empty for "
             f"{n_other} other images (MuSc's code gives NaN); each patch is scored by the distance to the "
-            f"{_ordinal(k_max)} nearest other image instead"
+            f"{'' if k_max == 1 else _ordinal(k_max) + ' '}nearest other image instead"
         )
     return k_min, k_max, reason
 
@@ -162,8 +162,6 @@ def _ordinal(position: int) -> str:
 
 # Cosines above this (distances below 0.1) are too close to 1 for sqrt(2 - 2 cos): those distances are recomputed.
 CLOSE_COSINE = 0.995
-# Nearest pairs recomputed at a time (bounds the gathered cosines).
-RECOMPUTED_PER_STEP = 4096
 
 
 def _nearest_distances(
@@ -176,17 +174,15 @@ def _nearest_distances(
     ``sqrt(2 - 2 cos)`` of the largest cosine; where that cosine is near 1 the formula loses its digits to
     cancellation, and the distance of the nearest pair is computed directly instead.
     """
-    largest = cosines.amax(dim=2) if by_rows else cosines.amax(dim=0)
+    dim = 2 if by_rows else 0
+    largest = cosines.amax(dim=dim)
     distances = (2 - 2 * largest).clamp_(min=0).sqrt_()
-    close = (largest > CLOSE_COSINE).nonzero()
-    for step in close.split(RECOMPUTED_PER_STEP):
-        first, second = step.unbind(1)
-        if by_rows:  # (patch p of image, other image j)
-            partner = cosines[first, second].argmax(dim=1)
-            difference = image[first] - others[second, partner]
-        else:  # (other image j, its patch q)
-            partner = cosines[:, first, second].argmax(dim=0)
-            difference = others[first, second] - image[partner]
+    close = largest > CLOSE_COSINE
+    if close.any():
+        first, second = close.nonzero().unbind(1)
+        partner = cosines.argmax(dim=dim)[first, second]
+        # Rows: (patch p of image, other image j) and j's nearest patch; columns: (j, its patch q) and image's.
+        difference = image[first] - others[second, partner] if by_rows else others[first, second] - image[partner]
         distances[first, second] = torch.linalg.vector_norm(difference, dim=-1)
     return distances
 

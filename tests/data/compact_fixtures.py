@@ -47,7 +47,11 @@ try:  # the package layout being introduced (anomalib_adaclip/model/), else the 
     from anomalib_adaclip.model.prompting import PromptEnsemble
 except ImportError:
     from anomalib_adaclip.prompting import PromptEnsemble
-from tests.data.fixture_codec import decode_fixture, sigmoid_grid_prediction  # noqa: E402  (the tests' decoder)
+from tests.data.fixture_codec import (  # noqa: E402  (the tests' decoder)
+    bilinear_grid_prediction,
+    decode_fixture,
+    sigmoid_grid_prediction,
+)
 
 REFERENCE_FILES = (
     "adaclip_tiny_reference.pt",
@@ -56,6 +60,8 @@ REFERENCE_FILES = (
     "adaclip_variant_SD_V_depth2.pt",
 )
 VERBATIM_REFERENCE_FILES = ("released_checkpoint_manifest.json",)
+# MuSc's reference outputs (tests/data/README.md, "MuSc reference"): compacted by compact_musc_reference.
+MUSC_FILE = "musc_reference.pt"
 TOKEN_TABLE = "token_embedding.weight"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -296,6 +302,80 @@ def assert_restored(original: Any, restored: Any, token_ids: list[int], key: str
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# MuSc reference
+# ----------------------------------------------------------------------------------------------------------------------
+def encode_uint8_normalised(images: np.ndarray) -> dict[str, Any]:
+    """Images that are ``(k / 255 - mean) / std`` with bytes k (decoded image files), except some values (a pasted
+    square of float noise), which are kept verbatim with their flat indices."""
+    mean = np.array(CLIP_MEAN, dtype=np.float32)[:, None, None]
+    std = np.array(CLIP_STD, dtype=np.float32)[:, None, None]
+    k = np.clip(np.round((images.astype(np.float64) * std + mean) * 255), 0, 255).astype(np.uint8)
+    predicted = (k.astype(np.float32) / np.float32(255) - mean) / std
+    exceptions = np.flatnonzero(predicted.view(np.uint32) != images.view(np.uint32))
+    return {
+        "__encoded__": "uint8_normalised",
+        "dtype": "float32",
+        "shape": list(images.shape),
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
+        "data": torch.from_numpy(np.frombuffer(zlib.compress(k.tobytes(), 9), dtype=np.uint8).copy()),
+        "exception_index": torch.from_numpy(exceptions.astype(np.int64)),
+        "exception_values": torch.from_numpy(images.reshape(-1)[exceptions].copy()),
+        "sha256": sha256(images),
+    }
+
+
+def encode_bilinear_grid(maps: np.ndarray, grid: np.ndarray) -> dict[str, Any]:
+    """float32 maps ``[N, 1, H, W]`` upsampled from the float64 grid ``[N, 1, h, w]``: the grid and the bit difference
+    between the maps and the float32 prediction from it (zero almost everywhere)."""
+    predicted = bilinear_grid_prediction(grid, *maps.shape[-2:])
+    return {
+        "__encoded__": "bilinear_grid",
+        "dtype": "float32",
+        "shape": list(maps.shape),
+        "grid": torch.from_numpy(np.ascontiguousarray(grid)),
+        "residual": planes(maps.view(np.uint32) - predicted.view(np.uint32), zigzag=True),
+        "sha256": sha256(maps),
+    }
+
+
+# What the MuSc file leaves out (tests/data/README.md says how each is recomputed exactly or why it is not needed).
+MUSC_DROPPED = ("state_dict_at_image_size", "patch_tokens[1:]", "lnamd_features['r5_layer0']")
+
+
+def compact_musc_reference(data: dict[str, Any]) -> dict[str, Any]:
+    """MuSc's reference outputs with what can be recomputed dropped and the large tensors coded losslessly."""
+    config = data["config"]
+    if config["model_image_size"] != config["image_size"] or any(
+        not torch.equal(data["state_dict"][key], value) for key, value in data["state_dict_at_image_size"].items()
+    ):
+        msg = "state_dict_at_image_size differs from state_dict: it cannot be dropped"
+        raise ValueError(msg)
+    side = config["image_size"] // config["patch_size"]
+    grid = data["patch_scores"].numpy().reshape(-1, 1, side, side)
+    compact = {key: value for key, value in data.items() if key != "state_dict_at_image_size"}
+    compact["dropped"] = list(MUSC_DROPPED)
+    compact["state_dict"] = {key: encode_tensor(value, key, side) for key, value in data["state_dict"].items()}
+    compact["images"] = encode_uint8_normalised(data["images"].numpy())
+    compact["patch_tokens"] = [encode_planes(data["patch_tokens"][0].numpy())]
+    compact["lnamd_features"] = {
+        key: encode_planes(value.numpy()) for key, value in data["lnamd_features"].items() if key != "r5_layer0"
+    }
+    compact["anomaly_maps"] = encode_bilinear_grid(data["anomaly_maps"].numpy(), grid)
+    return compact
+
+
+def assert_musc_restored(original: dict[str, Any], restored: dict[str, Any]) -> None:
+    """Every kept tensor of the MuSc file bitwise equal to the original."""
+    expected = dict(original)
+    del expected["state_dict_at_image_size"]
+    expected["patch_tokens"] = original["patch_tokens"][:1]
+    expected["lnamd_features"] = {k: v for k, v in original["lnamd_features"].items() if k != "r5_layer0"}
+    expected["dropped"] = list(MUSC_DROPPED)
+    assert_restored(expected, restored, [])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Tire sample
 # ----------------------------------------------------------------------------------------------------------------------
 TIRE_README = """\
@@ -365,7 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, required=True, help="tests/data")
     parser.add_argument("--tests", type=Path, default=REPO_ROOT / "tests", help="test files to collect names from")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.add_argument(
+        "--musc-only", action="store_true", help=f"write only reference/{MUSC_FILE} and its entry of MANIFEST.json"
+    )
     args = parser.parse_args(argv)
+    if args.musc_only:
+        return write_musc_reference(args.source / "reference", args.dest, args.force)
 
     reference_source = args.source / "reference"
     tire_source = args.source / "data" / "mvtec3d_tire_sample"
@@ -374,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = args.dest / "MANIFEST.json"
 
     tire_files = tire_outputs(tire_source)
-    targets = [reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES)]
+    targets = [reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES, MUSC_FILE)]
     targets += [tire_dest / relative for relative in tire_files]
     targets.append(manifest_path)
     existing = [path for path in targets if path.exists()]
@@ -421,7 +506,32 @@ def main(argv: list[str] | None = None) -> int:
             "sha256": hashlib.sha256(content).hexdigest(),
         }
     manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_musc_reference(reference_source, args.dest, force=True)
     print(f"wrote {len(targets)} files under {args.dest}")
+    return 0
+
+
+def write_musc_reference(reference_source: Path, dest: Path, force: bool) -> int:
+    """Write the compacted MuSc reference and record it in ``MANIFEST.json`` (which must exist)."""
+    target = dest / "reference" / MUSC_FILE
+    if target.exists() and not force:
+        print(f"{target} exists already; use --force to overwrite", file=sys.stderr)
+        return 1
+    source = reference_source / MUSC_FILE
+    original = torch.load(source, weights_only=True)
+    buffer = io.BytesIO()
+    torch.save(compact_musc_reference(original), buffer)
+    assert_musc_restored(original, decode_fixture(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)))
+    target.write_bytes(buffer.getvalue())
+    manifest_path = dest / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["files"][f"reference/{MUSC_FILE}"] = {
+        "source_sha256": file_sha256(source),
+        "sha256": file_sha256(target),
+        "dropped": list(MUSC_DROPPED),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"reference/{MUSC_FILE}: {source.stat().st_size} -> {len(buffer.getvalue())} bytes")
     return 0
 
 

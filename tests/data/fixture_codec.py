@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-__all__ = ["decode_fixture", "sigmoid_grid_prediction"]
+__all__ = ["bilinear_grid_prediction", "decode_fixture", "sigmoid_grid_prediction"]
 
 # The reference files are stored in a smaller, exactly invertible form (tests/data/compact_fixtures.py writes them,
 # tests/data/README.md describes it). Decoding uses only NumPy's element-wise +, -, *, / and exact operations (no libm,
@@ -54,6 +54,11 @@ def _upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[..., column] * (1.0 - column_weight) + rows[..., column + 1] * column_weight
 
 
+def bilinear_grid_prediction(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 of a float64 grid upsampled bilinearly (align_corners=True): what a MuSc map's residual is added to."""
+    return _upsample(grid, height, width).astype(np.float32)
+
+
 def sigmoid_grid_prediction(grid: np.ndarray, height: int, width: int) -> np.ndarray:
     """float32 sigmoid of a bilinear-upsampled logit grid: what a probability map's stored residual is added to."""
     logits = np.clip(_upsample(grid, height, width), -700.0, 700.0)
@@ -76,6 +81,15 @@ def _decode_tensor(encoded: dict[str, Any], where: str) -> torch.Tensor:
         mean = np.array(encoded["mean"], dtype=np.float32)[:, None, None]
         std = np.array(encoded["std"], dtype=np.float32)[:, None, None]
         array = (k.astype(np.float32) * np.float32(2.0**-24) - mean) / std
+    elif codec == "uint8_normalised":  # images (k / 255 - mean) / std per channel, k a byte; some values verbatim
+        k = np.frombuffer(zlib.decompress(encoded["data"].numpy().tobytes()), dtype=np.uint8).reshape(shape)
+        mean = np.array(encoded["mean"], dtype=np.float32)[:, None, None]
+        std = np.array(encoded["std"], dtype=np.float32)[:, None, None]
+        array = (k.astype(np.float32) / np.float32(255) - mean) / std
+        array.reshape(-1)[encoded["exception_index"].numpy()] = encoded["exception_values"].numpy()
+    elif codec == "bilinear_grid":  # maps upsampled from a float64 grid (align_corners=True), stored as float32
+        predicted = bilinear_grid_prediction(encoded["grid"].numpy(), *shape[-2:])
+        array = (predicted.view(np.uint32) + _words(encoded["residual"], shape, zigzag=True)).view(np.float32)
     elif codec == "sigmoid_grid":  # a probability map: a prediction from a logit grid plus the bit residual
         predicted = sigmoid_grid_prediction(encoded["grid"].numpy(), *shape[-2:])
         array = (predicted.view(np.uint32) + _words(encoded["residual"], shape, zigzag=True)).view(np.float32)
