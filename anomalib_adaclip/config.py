@@ -382,8 +382,8 @@ class MutualScoringConfig:
         object.__setattr__(self, "rscin_k", rscin_k)
         for name in ("topmin_min", "topmin_max"):
             object.__setattr__(self, name, _check_interval_bound(getattr(self, name), name))
-        if self.topmin_min == self.topmin_max and isinstance(self.topmin_min, int):
-            msg = f"topmin_min and topmin_max are the same count ({self.topmin_min}): the averaged interval is empty."
+        if self.topmin_min == self.topmin_max:
+            msg = f"topmin_min and topmin_max are equal ({self.topmin_min}): the averaged interval would be empty."
             raise ValueError(msg)
 
     def check_backbone(self, n_vision_blocks: int) -> None:

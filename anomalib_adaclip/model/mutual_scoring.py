@@ -30,8 +30,10 @@ none. This module computes what the authors' code computes (its ``models/modules
 
 Equality with MuSc's code. On the authors' reference outputs (``tests/data/reference/musc_reference.pt``: their
 modules run on a tiny random CLIP and 15 tire images, CPU fp32) the maps and both image scores agree within 1e-4
-(measured: about 1e-6). The MSM step agrees with MuSc's ``compute_scores_fast`` loop within 1e-6 on random unit
-vectors; its arithmetic differs on purpose:
+(measured: maps 7.5e-6, scores 2.5e-6; the reference's own MSM scores carry float32 ``cdist`` rounding of up to
+4.3e-5 there, see below). The MSM step agrees with MuSc's ``compute_scores_fast`` loop within 1e-6 on random unit
+vectors (``benchmark/musc_oracle.py`` transcribes that loop; ``benchmark/mutual_speed.py`` times both); its
+arithmetic differs on purpose:
 
 - every pair of images is compared once: one matrix of cosines ``z_i @ z_j.T`` per pair, whose row maxima give the
   nearest patches of ``j`` for the patches of ``i`` and whose column maxima give those of ``i`` for ``j`` (MuSc
@@ -42,6 +44,15 @@ vectors; its arithmetic differs on purpose:
   two patches nearly coincide (an error of 1e-7 in ``d^2`` is one of 3e-4 in ``d`` at ``d = 0``), so the distance of
   that nearest pair is computed directly, ``||z_i[p] - z_j[q]||``. There the value here is the exact one and MuSc's
   carries cdist's rounding (up to about 3e-4); elsewhere both agree to float32 rounding (about 1e-6).
+
+Everything is computed in float32 (the map averages in float64, as MuSc), also when the tokens come from a pass
+under autocast. MuSc's vendored vision tower also reads the attention of block 12 (so it needs 12 blocks); nothing
+here uses it, and any depth works. The memory of a group is bounded layer by layer: :func:`group_patch_scores` reads
+one layer's tokens at a time (a generator may load them from disk).
+
+MuSc assumes that most images of a group are normal. A defect that recurs, alike, in more than about 30 % of the
+group finds look-alikes among the lowest 30 % of the other images and scores low: in a mostly anomalous group such
+defects are missed, and only defects rarer than that stand out.
 
 Rules of our own where MuSc's code fails (each documented where it applies):
 
@@ -76,6 +87,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_adaclip.config import MutualScoringConfig
 
 from .backbone import BackboneWeights, backbone_config, create_clip
+from .blocks import full_precision
 from .inputs import check_images
 from .vision import vision_forward
 
@@ -224,12 +236,18 @@ def mutual_patch_scores(
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         msg = f"mutual_patch_scores needs the unit patch vectors of a group as a tensor [N, L, C], got {shape}."
         raise ValueError(msg)
-    count, n_patches, _ = z.shape
+    count = z.shape[0]
     _check_group(count, names, group)
     k_min, k_max, reason = averaged_interval(count - 1, topmin_min, topmin_max)
     if reason is not None:
         warnings.warn(f"Mutual scoring of a {_group_label(count, None, group)}: {reason}.", UserWarning, stacklevel=2)
-    z = z.float().contiguous()
+    with full_precision(z.device):  # float32 cosines also under autocast
+        return _mutual_patch_scores(z.float().contiguous(), k_min, k_max, max_elements)
+
+
+def _mutual_patch_scores(z: torch.Tensor, k_min: int, k_max: int, max_elements: int) -> torch.Tensor:
+    """:func:`mutual_patch_scores` on checked float32 vectors, for the interval ``[k_min, k_max)``."""
+    count, n_patches, _ = z.shape
     # nearest[i, p, j] = d(i, p, j); the diagonal stays +inf, so that sorting puts it last (k_max <= N - 1).
     nearest = torch.full((count, n_patches, count), math.inf, dtype=z.dtype, device=z.device)
     per_chunk = max(1, max_elements // (n_patches * n_patches))
@@ -390,7 +408,8 @@ def rscin(scores: torch.Tensor, embeddings: torch.Tensor | None, k_list: Sequenc
     spread = scores.max() - scores.min()
     normalised = (scores - scores.min()) / spread if spread > 0 else torch.zeros_like(scores)
     normalised = normalised.float().unsqueeze(-1)
-    similarity = embeddings.float() @ embeddings.float().T
+    with full_precision(embeddings.device):
+        similarity = embeddings.float() @ embeddings.float().T
     count = similarity.shape[0]
     rescored = []
     for k in k_list:
@@ -398,7 +417,8 @@ def rscin(scores: torch.Tensor, embeddings: torch.Tensor | None, k_list: Sequenc
         kept = torch.zeros_like(similarity).scatter_(1, index, values)
         # MuSc multiplies by the inverse row sums (a diagonal matrix product), not divides.
         transition = kept * (1 / kept.sum(dim=1, keepdim=True))
-        rescored.append(transition @ normalised)
+        with full_precision(embeddings.device):
+            rescored.append(transition @ normalised)
     return torch.cat(rescored, dim=-1).mean(dim=-1)
 
 

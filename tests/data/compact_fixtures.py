@@ -18,6 +18,10 @@ What it does, and why it is lossless for everything the tests compare, is descri
   but its detail is reduced to 4x4-pixel blocks (the mean colour of each block), which PNG stores in a tenth of
   the space.
 
+- MuSc's reference (``reference/musc_reference.pt``; ``--musc-only`` writes just it): what can be recomputed is
+  dropped, the images are stored as bytes plus the values that are not, the maps as their float64 patch grid plus
+  the bit residual, the other large tensors as byte planes.
+
 A record of the sources, the outputs and the kept token ids is written to ``tests/data/MANIFEST.json``.
 """
 

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import MutualScoring, MutualScoringConfig
-from anomalib_adaclip.benchmark.musc_oracle import musc_msm_loop
+from anomalib_adaclip.benchmark.musc_oracle import musc_lnamd, musc_msm_loop, musc_rscin
 from anomalib_adaclip.model import PlainTokens, mutual_patch_scores
 from anomalib_adaclip.model.mutual_scoring import anomaly_maps, averaged_interval, lnamd, rscin, score_group
 from tests.conftest import TINY_BACKBONE, load_reference
@@ -89,6 +89,45 @@ def test_image_order_does_not_matter(output: Any, model: MutualScoring, musc: di
     torch.testing.assert_close(permuted.pred_score, musc["image_scores_rscin"][order], rtol=0, atol=TOLERANCE)
 
 
+def musc_pipeline(
+    visual: torch.nn.Module, images: torch.Tensor, layers: list[int], r_list: list[int], k_list: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MuSc's glue (``make_category_data``) over transcriptions of its modules, with open_clip's own vision forward
+    (forward hooks on the blocks, not this package's loop): maps ``[N, H, W]`` and scores ``[N]``."""
+    kept: dict[int, torch.Tensor] = {}
+    handles = [
+        visual.transformer.resblocks[layer].register_forward_hook(
+            lambda _module, _inputs, output, layer=layer: kept.__setitem__(layer, output)
+        )
+        for layer in layers
+    ]
+    with torch.no_grad():
+        embedding = visual(images)
+    for handle in handles:
+        handle.remove()
+    embedding = embedding / embedding.norm(dim=-1, keepdim=True)
+    per_r = []
+    for r in r_list:
+        per_layer = [musc_msm_loop(musc_lnamd(kept[layer][:, 1:], r)) for layer in layers]
+        per_r.append(torch.stack(per_layer).mean(0))
+    patch_scores = torch.stack(per_r).mean(0)
+    side = int(patch_scores.shape[1] ** 0.5)
+    size = images.shape[-1]
+    maps = F.interpolate(patch_scores.view(-1, 1, side, side), size=size, mode="bilinear", align_corners=True)
+    return maps[:, 0].float(), musc_rscin(maps.flatten(1).amax(1), embedding, k_list)
+
+
+def test_held_out_setting_equals_musc_glue(musc: dict[str, Any]) -> None:
+    """Another size (positions resized from 14 x 14 to 10 x 10), other layers, r values, RsCIN k and image count."""
+    setting = {"image_size": 160, "feature_layers": [1, 7, 11], "r_list": [1, 5], "rscin_k": [1, 4]}
+    model = build(musc, **setting)
+    images = F.interpolate(musc["images"][3:11], size=160, mode="bicubic", align_corners=False)
+    output = model(images)
+    maps, scores = musc_pipeline(model.visual, images, [1, 7, 11], [1, 5], [1, 4])
+    torch.testing.assert_close(output.anomaly_map, maps, rtol=0, atol=TOLERANCE)
+    torch.testing.assert_close(output.pred_score, scores, rtol=0, atol=TOLERANCE)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Intermediates: tokens, LNAMD, MSM, maps, RsCIN
 # ----------------------------------------------------------------------------------------------------------------------
@@ -103,6 +142,13 @@ def test_plain_tokens_equal_musc(tokens: PlainTokens, musc: dict[str, Any]) -> N
 def test_lnamd_equals_musc(musc: dict[str, Any], r: int) -> None:
     features = lnamd(musc["patch_tokens"][0][:, 1:], r)
     torch.testing.assert_close(features, musc["lnamd_features"][f"r{r}_layer0"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(musc_lnamd(musc["patch_tokens"][0][:, 1:], r), features, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("r", [5, 7])
+def test_lnamd_equals_the_transcription(musc: dict[str, Any], r: int) -> None:
+    tokens = musc["patch_tokens"][0][:, 1:]
+    torch.testing.assert_close(lnamd(tokens, r), musc_lnamd(tokens, r), rtol=0, atol=1e-6)
 
 
 def test_lnamd_counts_the_zero_padding() -> None:
@@ -141,6 +187,8 @@ def test_maps_and_rscin_from_musc_patch_scores(musc: dict[str, Any]) -> None:
     torch.testing.assert_close(maxima, musc["image_scores_max"], rtol=0, atol=1e-7)
     rescored = rscin(musc["image_scores_max"], musc["class_tokens"], musc["config"]["k_list"])
     torch.testing.assert_close(rescored, musc["image_scores_rscin"], rtol=0, atol=1e-6)
+    transcribed = musc_rscin(musc["image_scores_max"], musc["class_tokens"], musc["config"]["k_list"])
+    torch.testing.assert_close(transcribed, musc["image_scores_rscin"], rtol=0, atol=1e-6)
 
 
 def test_rscin_rules() -> None:
@@ -244,6 +292,7 @@ def test_settings_are_validated() -> None:
         ({"topmin_max": 1.5}, "whole"),
         ({"topmin_max": -0.1}, "fraction"),
         ({"rscin_k": [-1]}, "neighbour counts"),
+        ({"topmin_min": 0.3}, "equal"),
     ):
         with pytest.raises(ValueError, match=message):
             MutualScoringConfig(**changes)
