@@ -461,15 +461,15 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""
-        return self.score_batch(batch, loader_index=kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0))
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a test batch."""
-        return self.score_batch(batch, loader_index=kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0))
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a prediction batch."""
-        return self.score_batch(batch, loader_index=kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0))
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def val_dataloader(self) -> list:
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""
@@ -527,3 +527,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         self._apply_class_name()
         # a checkpoint may carry another pre-processor: the default one follows the model's tiling
         self.set_tiling(self.tiling, self.tile_overlap, self.tile_score)
+
+
+def _loader_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The data-loader index of a step's ``(batch_idx, dataloader_idx)`` (Lightning passes it with several loaders)."""
+    return kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0)

@@ -168,8 +168,8 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
     if small:
         logger.warning(
             "Mutual scoring: groups of %s image(s). MuSc averages the distances to the closest 30 %% of the other "
-            "images, which rounds to none below %d images; such groups use the mutual scoring's rule for small "
-            "groups, and their scores rest on very few comparisons.",
+            "images, which rounds to none below %d images: in such groups each patch is scored by its distance to "
+            "the single closest other image, and the scores rest on very few comparisons.",
             "/".join(map(str, small)),
             SMALL_GROUP,
         )

@@ -23,6 +23,7 @@ import torch
 from anomalib.data import MVTecAD, PredictDataset
 from anomalib.data.utils import read_image
 from anomalib.engine import Engine
+from torch.utils.data import DataLoader
 from torchmetrics.classification import BinaryAUROC
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring, cli
@@ -50,15 +51,16 @@ def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:
 
 
 def predict(weights: Path, root: Path, batch_size: int, **overrides: object) -> SimpleNamespace:
-    """``Engine.predict`` on the tire test split; the outputs by image path, in data-set order."""
+    """``Engine.predict`` on the tire test images (a loader alone: no validation pass first), in data-set order."""
     engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=batch_size)
-    batches = engine.predict(make_adaclip(weights, **overrides), datamodule=datamodule, return_predictions=True)
+    dataset = PredictDataset(TEST_IMAGES)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn)
+    batches = engine.predict(make_adaclip(weights, **overrides), dataloaders=loader, return_predictions=True)
+    paths = [str(path) for batch in batches for path in batch.image_path]
     return SimpleNamespace(
-        paths=[str(path) for batch in batches for path in batch.image_path],
+        paths=paths,
         scores=torch.cat([batch.pred_score for batch in batches]),
         maps=torch.cat([batch.anomaly_map for batch in batches]),
-        labels=torch.cat([batch.gt_label for batch in batches]),
     )
 
 
@@ -85,27 +87,40 @@ def test_outputs_do_not_depend_on_the_batch_size(runs: SimpleNamespace) -> None:
     assert torch.equal(runs.weight1_batch1.maps, runs.weight1_batch4.maps)
 
 
+def micro_musc(weights: Path) -> MutualScoring:
+    """MuSc's own module on the micro CLIP: MuSc's layer choice for 4 blocks, the last of each quarter."""
+    return MutualScoring(
+        backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, feature_layers=[0, 1, 2, 3]
+    ).eval()
+
+
+def normalised(paths: list[str]) -> torch.Tensor:
+    """The images as AdaCLIP's pre-processor gives them (resize, CLIP normalisation), one by one."""
+    transform = AdaCLIP.configure_pre_processor(IMAGE_SIZE).transform
+    return torch.cat([transform(read_image(path, as_tensor=True).unsqueeze(0)) for path in paths])
+
+
 def test_weight_one_gives_musc_on_each_group(runs: SimpleNamespace, micro_weights: Path) -> None:
     """MuSc's own module on the same images and weights, group by group: its map halved, its RsCIN score."""
-    musc = MutualScoring(
-        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=IMAGE_SIZE, feature_layers=[0, 1, 2, 3]
-    ).eval()
-    transform = AdaCLIP.configure_pre_processor(IMAGE_SIZE).transform
-    images = torch.cat([transform(read_image(path, as_tensor=True).unsqueeze(0)) for path in runs.weight1_batch1.paths])
+    images = normalised(runs.weight1_batch1.paths)
     for group in (slice(0, 8), slice(8, 15)):  # 15 images in groups of at most 8: 8 and 7, in data-set order
         with torch.no_grad():
-            expected = musc(images[group])
+            expected = micro_musc(micro_weights)(images[group])
         torch.testing.assert_close(runs.weight1_batch1.maps[group], expected.anomaly_map / 2, atol=1e-6, rtol=0)
         torch.testing.assert_close(runs.weight1_batch1.scores[group], expected.pred_score, atol=1e-6, rtol=0)
 
 
-def test_engine_test_metrics_get_the_final_values(runs: SimpleNamespace, micro_weights: Path, tmp_path: Path) -> None:
+def test_engine_test_metrics_get_the_final_values(micro_weights: Path, tmp_path: Path) -> None:
+    """Engine.test (validation, then test) with one group of all 15 images: its image AUROC is MuSc's."""
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=5)
-    model = make_adaclip(micro_weights, mutual_scoring=True, mutual_weight=1.0, evaluator=True)
+    model = make_adaclip(micro_weights, mutual_scoring=True, mutual_weight=1.0, mutual_group_size=15)
     (metrics,) = engine.test(model, datamodule=datamodule)
-    expected = BinaryAUROC()(runs.weight1_batch1.scores, runs.weight1_batch1.labels.int())
-    assert metrics["image_AUROC"] == pytest.approx(float(expected), abs=1e-6)
+    paths = sorted(str(path) for path in TEST_IMAGES.rglob("*.png"))  # one group: the order does not matter
+    with torch.no_grad():
+        scores = micro_musc(micro_weights)(normalised(paths)).pred_score
+    labels = torch.tensor([int(Path(path).parent.name != "good") for path in paths])
+    assert metrics["image_AUROC"] == pytest.approx(float(BinaryAUROC()(scores, labels)), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -180,3 +195,15 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     assert table_rows(tmp_path / "two" / table) == sorted(after, key=lambda row: order.index(row[0]))
+
+
+def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights: Path, tmp_path: Path) -> None:
+    model = make_adaclip(micro_weights, mutual_scoring=True).eval()
+    for export in (model.to_torch, model.to_onnx, model.to_openvino):
+        with pytest.raises(NotImplementedError, match="mutual_scoring cannot be exported"):
+            export(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written, nothing moved
+    raw = torch.rand(3, 3, 90, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = model(raw)
+    assert output.pred_score.shape == (3,) and ((output.pred_score >= 0) & (output.pred_score <= 1)).all()
