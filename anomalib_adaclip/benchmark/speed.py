@@ -51,6 +51,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -63,7 +64,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from anomalib_adaclip.config import AdaCLIPConfig, FewShotConfig, MutualScoringConfig
 from anomalib_adaclip.model import AdaCLIPModel
-from anomalib_adaclip.model.mutual_scoring import PlainTokens, score_group
+from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, score_group
 
 __all__ = [
     "PRECISIONS",
@@ -356,7 +357,9 @@ def measure_mutual_groups(
     """
     memory = PeakMemory(device)
     results = []
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), _autocast(device, precision), warnings.catch_warnings():
+        # Groups of 2 to 4 use the small-group rule, and say so for every layer and r: the report notes it once.
+        warnings.filterwarnings("ignore", message="Mutual scoring of a group", category=UserWarning)
         if warmup:
             tokens = _random_tokens(like, 2, device, seed=1)
             score_group(tokens.patch_tokens, tokens.embedding, image_size, settings)
@@ -647,6 +650,7 @@ def _measure_mutual(
     ``like`` is the CLIP passes' last output: the random tokens take its shapes.
     """
     groups = measure_mutual_groups(like, group_sizes, args.image_size, settings, device, args.precision)
+    small = [size for size in group_sizes if averaged_interval(size - 1, settings.topmin_min, settings.topmin_max)[2]]
     for group in groups:
         group["clip_seconds_per_image"] = clip["seconds_per_image"]
         group["total_seconds_per_image"] = clip["seconds_per_image"] + group["seconds_per_image"]
@@ -658,6 +662,7 @@ def _measure_mutual(
         "rscin_k": list(settings.rscin_k),
         "token_shape": [list(tokens.shape[1:]) for tokens in like.patch_tokens],
         "embedding_dim": like.embedding.shape[-1],
+        "small_groups": small,
         "groups": groups,
     }
 
@@ -783,6 +788,12 @@ def _format_mutual(mutual: dict[str, Any]) -> list[str]:
         f"{'group':>5} {'mutual s':>9} {'mutual s/image':>14} {'mutual CPU s/image':>18} {'CLIP s/image':>12} "
         f"{'total s/image':>13} {'peak memory':>12}",
     ]
+    if mutual.get("small_groups"):
+        lines.insert(
+            -1,
+            f"groups of {mutual['small_groups']} images use the small-group rule (MuSc's lowest 30 % of the others is "
+            "empty there: each patch scored by its nearest other image)",
+        )
     for group in mutual["groups"]:
         lines.append(
             f"{group['group_size']:>5} {group['seconds']:>9.3f} {group['seconds_per_image']:>14.3f} "

@@ -184,6 +184,7 @@ def test_mutual_group_sizes_split_the_cost_between_clip_and_mutual_scoring(
     assert speed.main([*arguments, "--mutual-group-sizes", "2", "3", "--json", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "mutual scoring: the rows above are the CLIP passes" in printed and "total s/image" in printed
+    assert "groups of [2, 3] images use the small-group rule" in printed  # MuSc's 30 % of 1 or 2 others is none
     mutual = json.loads(output.read_text())["mutual"]
     # MuSc's layers for a 4-block tower (the last block of each quarter); the micro CLIP's shapes at 112 px: an 8 x 8
     # grid of width-64 tokens, 32-dimensional embeddings.
