@@ -27,6 +27,7 @@ __all__ = [
     "TEMPLATES",
     "AdaCLIPConfig",
     "FewShotConfig",
+    "MutualGroupConfig",
     "MutualScoringConfig",
     "OptimizerSettings",
     "PromptingBranch",
@@ -424,3 +425,40 @@ class OptimizerSettings:
     def __post_init__(self) -> None:
         """Store ``betas`` as a tuple (YAML gives a list)."""
         object.__setattr__(self, "betas", tuple(self.betas))
+
+
+@dataclass(frozen=True)
+class MutualGroupConfig:
+    """How AdaCLIP uses mutual scoring (MuSc): on or off, its weight, and the size of the groups of images.
+
+    With ``mutual_scoring`` the images of one class name are scored against each other in groups of about
+    ``mutual_group_size`` (data-set order), MuSc's way (:mod:`~anomalib_adaclip.model.mutual_scoring`, with the settings
+    of ``MutualScoringConfig``), and fused with AdaCLIP's own outputs
+    (:mod:`~anomalib_adaclip.components.mutual_groups` says how, and on which scale).
+
+    Attributes:
+        mutual_scoring: Score each image against the other images of its group too. Defaults to ``False``.
+        mutual_weight: Weight ``w`` of the mutual part: ``(1 - w) * AdaCLIP + w * MuSc`` for the map and the image
+            score, MuSc's distances halved onto [0, 1]; 0 gives AdaCLIP's outputs, 1 MuSc's. Defaults to 0.5.
+        mutual_group_size: Most images per group; a class name's images are split into near-equal groups of at most
+            this many (MSM costs grow with its square). Defaults to 32.
+
+    Raises:
+        ValueError: A value outside its allowed range.
+    """
+
+    mutual_scoring: bool = False
+    mutual_weight: float = 0.5
+    mutual_group_size: int = 32
+
+    def __post_init__(self) -> None:
+        """Check every value."""
+        if not isinstance(self.mutual_scoring, bool):
+            msg = f"mutual_scoring must be true or false, got {self.mutual_scoring!r}."
+            raise ValueError(msg)
+        object.__setattr__(self, "mutual_weight", _check_fraction(self.mutual_weight, "mutual_weight", 0.0, 1.0))
+        _check_integer(self.mutual_group_size, "mutual_group_size", 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return dataclasses.asdict(self)

@@ -61,11 +61,13 @@ from .components import (
 )
 from .components.checkpoints import FrozenBackboneCheckpoints
 from .components.export import GuardedExports
+from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.references import FewShotReferences, fill_memory
 from .config import (
     DEFAULT_CLASS_NAME,
     AdaCLIPConfig,
     FewShotConfig,
+    MutualGroupConfig,
     OptimizerSettings,
     PromptingBranch,
     PromptingType,
@@ -83,6 +85,7 @@ __all__ = ["AdaCLIP"]
 _DEFAULTS = AdaCLIPConfig()
 HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(AdaCLIPConfig))
 _FEW_SHOT_DEFAULTS = FewShotConfig()
+_MUTUAL_DEFAULTS = MutualGroupConfig()
 FEW_SHOT_SETTINGS = tuple(field.name for field in dataclasses.fields(FewShotConfig))
 # The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
@@ -97,6 +100,9 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     which documents and checks them; ``None`` for the sentence lists means the paper's. The few-shot settings
     (``k_shot``, ``few_shot_seed``, ``few_shot_map_weight``, ``few_shot_score_weight``, ``few_shot_augment``,
     ``few_shot_coreset_ratio``, ``few_shot_top_percent``) are those of :class:`~anomalib_adaclip.config.FewShotConfig`.
+    ``mutual_scoring``, ``mutual_weight`` and ``mutual_group_size`` are those of
+    :class:`~anomalib_adaclip.config.MutualGroupConfig`: with ``mutual_scoring`` every image is also scored against the
+    other images of its class name (MuSc; :mod:`~anomalib_adaclip.components.mutual_groups`).
 
     With ``k_shot > 0`` the reference images are drawn and encoded when a run starts (validation, test or predict,
     after the model is on its device), for every class name the memory lacks; no fit step is needed. A model whose
@@ -107,6 +113,15 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             weights (tests only). Defaults to ``"openai"``.
         checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
             ``None`` (untrained: only for training). Defaults to ``None``.
+        mutual_feature_layers: MuSc's feature layers, 0-based blocks (``MutualScoringConfig.feature_layers``).
+            Defaults to the last block of each quarter of the tower, ``[5, 11, 17, 23]`` for ViT-L (MuSc's).
+        mutual_r_list: MuSc's LNAMD neighbourhood sizes (``MutualScoringConfig.r_list``). Defaults to ``[1, 3, 5]``.
+        mutual_topmin_min: Lower end of the averaged share of the other images (``MutualScoringConfig.topmin_min``).
+            Defaults to 0.
+        mutual_topmin_max: Upper end (``MutualScoringConfig.topmin_max``): the closest 30 % by default. Defaults to
+            0.3.
+        mutual_rscin_k: RsCIN's ``k`` values (``MutualScoringConfig.rscin_k``; ``[1, 8, 9]`` for VisA in MuSc, a list
+            holding 0 switches it off). Defaults to ``[1, 2, 3]``.
         class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
             in a loaded Lightning checkpoint, else ``"object"``.
         export_class_names: Several class names for one exported model (a line of products): ``forward`` on raw
@@ -161,6 +176,14 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         few_shot_augment: bool = _FEW_SHOT_DEFAULTS.few_shot_augment,
         few_shot_coreset_ratio: float = _FEW_SHOT_DEFAULTS.few_shot_coreset_ratio,
         few_shot_top_percent: float = _FEW_SHOT_DEFAULTS.few_shot_top_percent,
+        mutual_scoring: bool = _MUTUAL_DEFAULTS.mutual_scoring,
+        mutual_weight: float = _MUTUAL_DEFAULTS.mutual_weight,
+        mutual_group_size: int = _MUTUAL_DEFAULTS.mutual_group_size,
+        mutual_feature_layers: list[int] | None = None,
+        mutual_r_list: list[int] | None = None,
+        mutual_topmin_min: float | None = None,
+        mutual_topmin_max: float | None = None,
+        mutual_rscin_k: list[int] | None = None,
         class_name: str | None = None,
         export_class_names: list[str] | None = None,
         image_threshold: float = 0.5,
@@ -180,6 +203,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         config = AdaCLIPConfig(**{name: given[name] for name in HYPERPARAMETERS if given[name] is not None})
         few_shot = FewShotConfig(**{name: given[name] for name in FEW_SHOT_SETTINGS})
         check_tiling(image_size, tile_overlap, tile_score)
+        check_mutual_scoring(mutual_scoring, tiling)
         self._default_pre_processor = pre_processor is True
         # The default components depend on init arguments, so they are built before the base class would build them.
         super().__init__(
@@ -214,6 +238,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         self.optimizer_settings = OptimizerSettings()
         self._checkpoint_class_name: str | None = None
         self._csv_writer = PredictionCSVWriter()
+        self.mutual_groups: MutualGroupStage | None = mutual_stage(given, self.model)
 
     @classmethod
     def configure_pre_processor(
@@ -257,6 +282,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         callbacks = [*super().configure_callbacks(), InputFileCheck()]
         if self.model.few_shot_memory is not None:
             callbacks.append(FewShotReferences())
+        if self.mutual_groups is not None:  # before the writer: it plans the groups before a resume cuts the data
+            callbacks.append(self.mutual_groups)
         trainer_callbacks = self._trainer.callbacks if self._trainer is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
@@ -381,22 +408,31 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             tile_score: Image score with tiling: ``"max"`` or ``"whole"``. Defaults to ``"max"``.
         """
         check_tiling(self.model.image_size, tile_overlap, tile_score)
+        check_mutual_scoring(self.mutual_groups is not None, tiling)
         self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
         if self._default_pre_processor and self.pre_processor is not None:
             transform = adaclip_transform(self.model.image_size, tiling)
             self.pre_processor.transform = transform
             self.pre_processor.export_transform = get_exportable_transform(transform)
 
-    def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None) -> Batch:
+    def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None, loader_index: int = 0) -> Batch:
         """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
+
+        With ``mutual_scoring`` a run's batch gets its images' final values from their groups; outside a run (the
+        demo's ``score_images``) the batch's images of each class name are one group.
 
         Args:
             batch: The batch after the pre-processor.
             class_names: One class name per image; by default the batch's own, from the class-name rules, or the
                 run's.
+            loader_index: The index of the batch's data loader (groups are planned per data set).
         """
         names = class_names if class_names is not None else self.per_image_class_names.of(batch, self.model.class_name)
-        if self.tiling:
+        if self.mutual_groups is not None and self.mutual_groups.running:
+            predictions = self.mutual_groups.score(self, batch.image_path, loader_index)
+        elif self.mutual_groups is not None:
+            predictions = self.mutual_groups.score_tensors(self.model, batch.image, names or self.model.class_name)
+        elif self.tiling:
             predictions = tiled_predict(
                 self.model, batch.image, names, overlap=self.tile_overlap, score=self.tile_score
             )
@@ -425,18 +461,15 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""
-        del args, kwargs
-        return self.score_batch(batch)
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a test batch."""
-        del args, kwargs
-        return self.score_batch(batch)
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a prediction batch."""
-        del args, kwargs
-        return self.score_batch(batch)
+        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
 
     def val_dataloader(self) -> list:
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""
@@ -465,6 +498,10 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """
         if not is_tracing():
             check_images(batch, "batch", raw=True)
+        if self.mutual_groups is not None:  # the batch is the group (exports refuse mutual scoring)
+            batch = self.pre_processor(batch) if self.pre_processor else batch
+            batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
+            return self.post_processor(batch) if self.post_processor else batch
         if self.export_class_names is None:
             return super().forward(batch, *args, **kwargs)
         # anomalib's forward (pre-processor, model, post-processor) with the candidates handed to the model
@@ -490,3 +527,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         self._apply_class_name()
         # a checkpoint may carry another pre-processor: the default one follows the model's tiling
         self.set_tiling(self.tiling, self.tile_overlap, self.tile_score)
+
+
+def _loader_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The data-loader index of a step's ``(batch_idx, dataloader_idx)`` (Lightning passes it with several loaders)."""
+    return kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0)

@@ -92,7 +92,8 @@ def _print_plan(config: BenchmarkConfig) -> None:
     for key in grid:
         record = store.latest(key)
         state = "pending" if record is None else record.status
-        print(f"  {state:<9} {key.label}")
+        mutual = config.model(key.model).mutual_settings(key.dataset)
+        print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else ""))
 
 
 def _print_means(result: BenchmarkResult) -> None:

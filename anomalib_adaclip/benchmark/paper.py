@@ -3,10 +3,16 @@
 For each table (1: industrial, 2: medical) and each of the paper's metrics (image AUROC, image max-F1, pixel AUROC,
 pixel max-F1), a row per data set holds the published baselines (SAA, WinCLIP, DINOv2, SAM, APRIL-GAN), the published
 AdaCLIP and, for each model of the run, its mean over the data set's categories with the difference to its published
-counterpart (:data:`PUBLISHED_COUNTERPARTS`: AdaCLIP to AdaCLIP, anomalib's WinClip to WinCLIP; models without one,
-such as AnomalyVFM, stand as extra columns without a difference). The last row averages each column over the group's
-data sets that have the metric, as the paper does. Per category, AdaCLIP's image and pixel AUROC of Supplementary
-Tables 9-14 stand beside the run's.
+counterpart (:func:`published_counterpart`: AdaCLIP to AdaCLIP, anomalib's WinClip to WinCLIP, AdaCLIP with mutual
+scoring alone (``mutual_weight: 1``) to MuSc; models without one, such as AnomalyVFM or AdaCLIP fused with mutual
+scoring, stand as extra columns without a difference). The last row averages each column over the group's data sets
+that have the metric, as the paper does. Per category, AdaCLIP's image and pixel AUROC of Supplementary Tables 9-14
+stand beside the run's.
+
+The published peers (:data:`~anomalib_adaclip.benchmark.published.PEER_METHODS`: MuSc, Li et al., ICLR 2024) stand
+beside the paper's methods where they published the number (MuSc: MVTec AD, VisA and BTAD); their other cells are
+``–`` (not published), never zero, and they have no group average. MuSc's image AP and PRO, which the AdaCLIP paper
+does not report, get a table of their own beside the run's image AP and pixel AUPRO.
 
 A cell the data set cannot have is ``n/a`` (a footnote says why); a cell of a data set or model the run does not have is
 ``not run`` (or ``failed``). A run average over fewer data sets than the paper's is compared with the published
@@ -27,12 +33,23 @@ from typing import Literal
 
 from .config import BenchmarkConfig
 from .metrics import NOT_APPLICABLE
-from .published import DATASET_LABELS, PAPER, PAPER_GROUPS, PAPER_METHODS, PAPER_METRICS, PaperGroup, PublishedResults
+from .published import (
+    DATASET_LABELS,
+    PAPER,
+    PAPER_GROUPS,
+    PAPER_METHODS,
+    PAPER_METRICS,
+    PEER_METHODS,
+    PEER_PUBLICATIONS,
+    PaperGroup,
+    PublishedResults,
+)
 from .report import MEAN_CATEGORY, ResultRow
 from .specs import ModelSpec
 
 __all__ = [
     "AVERAGE",
+    "NOT_PUBLISHED",
     "NOT_RUN",
     "PAPER_CSV",
     "PAPER_MARKDOWN",
@@ -45,6 +62,7 @@ __all__ = [
 
 AVERAGE = "average"
 NOT_RUN = "not run"
+NOT_PUBLISHED = "not published"
 PAPER_MARKDOWN = "paper_tables.md"
 PAPER_CSV = "paper_tables.csv"
 # The published column a run model is compared with, by the name of its class.
@@ -56,7 +74,10 @@ _PAPER_LABELS = {
     "pixel_F1Max": "pixel max-F1",
 }
 _CATEGORY_METRICS = ("image_AUROC", "pixel_AUROC")
-Status = Literal["value", "n/a", "not run", "failed"]
+# The peers' metrics beyond the paper's four that the benchmark computes too (image AP, pixel AUPRO), with their labels.
+_PEER_METRICS = {"image_AUPR": "image AP", "pixel_AUPRO": "pixel AUPRO (PRO)"}
+_PEER_TABLE = "peers"
+Status = Literal["value", "n/a", "not run", "failed", "not published"]
 
 
 @dataclass(frozen=True)
@@ -66,14 +87,16 @@ class PaperCell:
     Attributes:
         table: The paper table (``"Table 1"``, ``"Table 2"``, ``"Supp. Table 9"``, ...).
         group: ``"industrial"`` or ``"medical"``.
-        metric: One of the paper's metrics (``image_AUROC``, ``image_F1Max``, ``pixel_AUROC``, ``pixel_F1Max``).
+        metric: One of the paper's metrics (``image_AUROC``, ``image_F1Max``, ``pixel_AUROC``, ``pixel_F1Max``), or in
+            the peers' table (``table="peers"``) ``image_AUPR`` or ``pixel_AUPRO``.
         dataset: Data set name.
         category: ``""`` for a data set row, :data:`AVERAGE` for the group average (its ``dataset`` is ``""``), or a
             category.
-        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``) or a model of the run.
+        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``, the peer ``"MuSc"``) or a model of the run.
         kind: ``"published"`` or ``"run"``.
         value: Percent, or ``None`` (see ``status``).
-        status: ``"value"``, ``"n/a"`` (the data set cannot have the metric), ``"not run"`` or ``"failed"``.
+        status: ``"value"``, ``"n/a"`` (the data set cannot have the metric), ``"not run"``, ``"failed"`` or
+            ``"not published"`` (a peer's cell it published no number for).
         published: For a run cell, the published number of its counterpart (``None`` without one).
         difference: ``value - published`` (``None`` unless both exist).
         note: Why a cell is n/a, a † source, or how many data sets an average covers.
@@ -93,9 +116,23 @@ class PaperCell:
     note: str = ""
 
 
-def published_counterpart(model: ModelSpec) -> str | None:
-    """The published column a run model is compared with (:data:`PUBLISHED_COUNTERPARTS`), or ``None``."""
+def published_counterpart(model: ModelSpec, dataset: str = "") -> str | None:
+    """The published column a run model is compared with on ``dataset``, or ``None``.
+
+    By class name (:data:`PUBLISHED_COUNTERPARTS`), except for a model with mutual scoring on: with
+    ``mutual_weight`` 1 its maps and scores are MuSc's (compared with MuSc's published numbers); fused with its own
+    (``0 < mutual_weight < 1``) it is a method nobody published (no counterpart).
+    """
+    mutual = model.mutual_settings(dataset)
+    if mutual is not None:
+        return "MuSc" if mutual.get("mutual_weight") == 1 else None
     return PUBLISHED_COUNTERPARTS.get(model.model_class.__name__)
+
+
+def _compared(model: ModelSpec, config: BenchmarkConfig, method: str | None = None) -> bool:
+    """Whether ``model`` has a published counterpart (``method``, if given) on some data set of the run."""
+    counterparts = {published_counterpart(model, data.name) for data in config.data}
+    return method in counterparts if method else bool(counterparts - {None})
 
 
 def _run_value(row: ResultRow | None, metric: str) -> tuple[float | None, Status, str]:
@@ -133,11 +170,14 @@ def _group_cells(
         cells.append(
             PaperCell(printed.source, group.name, metric, "", AVERAGE, method, "published", printed.value, "value")
         )
+    for method in PEER_METHODS:
+        cells += _peer_cells(group, metric, method, published)
     for model in config.models:
-        counterpart = published_counterpart(model)
+        counterparts = {dataset: published_counterpart(model, dataset) for dataset in group.datasets}
         run_cells = []
         for dataset in group.datasets:
             value, status, reason = _run_value(means.get((dataset, model.name)), metric)
+            counterpart = counterparts[dataset]
             cell = published.cell(dataset, metric, counterpart) if counterpart else None
             reference = cell.value if cell else None
             run_cells.append(
@@ -145,12 +185,40 @@ def _group_cells(
                           _difference(value, reference), reason)
             )  # fmt: skip
         cells += run_cells
-        cells.append(_run_average(group, metric, model.name, counterpart, run_cells, published))
+        cells.append(_run_average(group, metric, model.name, counterparts, run_cells, published))
+    return cells
+
+
+def _peer_cells(group: PaperGroup, metric: str, method: str, published: PublishedResults) -> list[PaperCell]:
+    """A peer's column: its number where it published one, n/a where the data cannot have it, else not published."""
+    source = PEER_PUBLICATIONS[method]
+    cells = []
+    for dataset in group.datasets:
+        cell = published.cell(dataset, metric, method)
+        paper = published.cell(dataset, metric, "AdaCLIP")
+        if cell is not None:
+            cells.append(
+                PaperCell(cell.source, group.name, metric, dataset, "", method, "published", cell.value, "value",
+                          note=cell.note)
+            )  # fmt: skip
+        elif paper is not None and paper.not_applicable:
+            cells.append(
+                PaperCell(source, group.name, metric, dataset, "", method, "published", None, "n/a", note=paper.note)
+            )
+        else:
+            note = f"{method} published no number on this data set"
+            cells.append(
+                PaperCell(source, group.name, metric, dataset, "", method, "published", None, NOT_PUBLISHED, note=note)
+            )
+    datasets = [DATASET_LABELS.get(dataset, dataset) for dataset in published.datasets(method)]
+    note = f"{method} published numbers on {', '.join(datasets) or 'none'} of the data sets only: no average"
+    average = PaperCell(source, group.name, metric, "", AVERAGE, method, "published", None, NOT_PUBLISHED, note=note)
+    cells.append(average)
     return cells
 
 
 def _run_average(
-    group: PaperGroup, metric: str, model: str, counterpart: str | None, run_cells: Sequence[PaperCell],
+    group: PaperGroup, metric: str, model: str, counterparts: dict[str, str | None], run_cells: Sequence[PaperCell],
     published: PublishedResults,
 ) -> PaperCell:  # fmt: skip
     """The mean over the data sets with a value; compared with the printed average only when it covers the same ones."""
@@ -167,11 +235,13 @@ def _run_average(
     value = statistics.fmean(cell.value for cell in with_value)  # type: ignore[misc]
     covered = [cell.dataset for cell in with_value]
     reference, note = None, ""
-    if counterpart:
-        if sorted(covered) == sorted(expected):
-            reference = published.average(group.name, metric, counterpart).value
+    compared = {counterparts[dataset] for dataset in covered}
+    if None not in compared:
+        if len(compared) == 1 and compared <= set(PAPER_METHODS) and sorted(covered) == sorted(expected):
+            reference = published.average(group.name, metric, compared.pop()).value
         else:
-            values = [published.cell(dataset, metric, counterpart) for dataset in covered]
+            # The counterparts' mean over the same data sets (a peer publishes no average over the paper's).
+            values = [published.cell(dataset, metric, counterparts[dataset]) for dataset in covered]  # type: ignore[arg-type]
             numbers = [cell.value for cell in values if cell is not None and cell.value is not None]
             reference = statistics.fmean(numbers) if len(numbers) == len(covered) else None
     if sorted(covered) != sorted(expected):
@@ -203,7 +273,7 @@ def _category_cells(config: BenchmarkConfig, rows: Sequence[ResultRow], publishe
                     )  # fmt: skip
                     for model in config.models:
                         value, status, reason = _run_value(by_cell.get((dataset, category, model.name)), metric)
-                        reference = cell.value if published_counterpart(model) == "AdaCLIP" else None
+                        reference = cell.value if published_counterpart(model, dataset) == "AdaCLIP" else None
                         cells.append(
                             PaperCell(cell.source, groups[dataset].name, metric, dataset, category, model.name, "run",
                                       value, status, reference, _difference(value, reference), reason)
@@ -233,14 +303,42 @@ def paper_cells(
     for group in PAPER_GROUPS:
         for metric in PAPER_METRICS:
             cells += _group_cells(group, metric, config, means, published)
-    return cells + _category_cells(config, rows, published)
+    return cells + _category_cells(config, rows, published) + _peer_metric_cells(config, means, published)
+
+
+def _peer_metric_cells(
+    config: BenchmarkConfig, means: dict[tuple[str, str], ResultRow], published: PublishedResults
+) -> list[PaperCell]:
+    """The peers' published image AP and PRO beside every run model's image AP and pixel AUPRO, on the peers' data."""
+    groups = {dataset: group.name for group in PAPER_GROUPS for dataset in group.datasets}
+    cells = []
+    for method in PEER_METHODS:
+        for metric in _PEER_METRICS:
+            for dataset in published.datasets(method):
+                cell = published.cell(dataset, metric, method)
+                if cell is None:
+                    continue
+                cells.append(
+                    PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", method, "published", cell.value,
+                              "value", note=cell.note)
+                )  # fmt: skip
+                for model in config.models:
+                    if any(c.column == model.name and c.metric == metric and c.dataset == dataset for c in cells):
+                        continue  # a model is listed once, beside the first peer that published the number
+                    value, status, reason = _run_value(means.get((dataset, model.name)), metric)
+                    reference = cell.value if published_counterpart(model, dataset) == method else None
+                    cells.append(
+                        PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", model.name, "run", value, status,
+                                  reference, _difference(value, reference), reason)
+                    )  # fmt: skip
+    return cells
 
 
 def _text(cell: PaperCell | None) -> str:
     if cell is None:
         return ""
     if cell.value is None:
-        return {"n/a": f"{NOT_APPLICABLE}¹", "failed": "failed"}.get(cell.status, NOT_RUN)
+        return {"n/a": f"{NOT_APPLICABLE}¹", "failed": "failed", NOT_PUBLISHED: "–"}.get(cell.status, NOT_RUN)
     text = f"{cell.value:.1f}"
     if cell.kind == "published" and cell.note.startswith("taken from"):
         text += " †"
@@ -267,8 +365,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _group_tables(index: Index, config: BenchmarkConfig) -> list[str]:
-    compared = {model.name for model in config.models if published_counterpart(model)}
+    compared = {model.name for model in config.models if _compared(model, config)}
+    published = (*PAPER_METHODS, *PEER_METHODS)
     header = ["Data set", *(f"{method} (paper)" for method in PAPER_METHODS)]
+    header += [f"{method} (published)" for method in PEER_METHODS]
     for model in config.models:
         header += [model.name, "Δ"] if model.name in compared else [model.name]
     lines = []
@@ -277,7 +377,7 @@ def _group_tables(index: Index, config: BenchmarkConfig) -> list[str]:
             rows = []
             for dataset, category in [*((dataset, "") for dataset in group.datasets), (group.name, AVERAGE)]:
                 label = "**Average**" if category == AVERAGE else DATASET_LABELS.get(dataset, dataset)
-                row = [label, *(_text(index.get((metric, dataset, category, m, "published"))) for m in PAPER_METHODS)]
+                row = [label, *(_text(index.get((metric, dataset, category, m, "published"))) for m in published)]
                 for model in config.models:
                     cell = index.get((metric, dataset, category, model.name, "run"))
                     row.append(_text(cell))
@@ -294,7 +394,7 @@ def _category_tables(cells: Sequence[PaperCell], index: Index, config: Benchmark
     for metric in _CATEGORY_METRICS:
         header.append(f"{_PAPER_LABELS[metric]} AdaCLIP (paper)")
         for model in config.models:
-            header += [model.name, "Δ"] if published_counterpart(model) == "AdaCLIP" else [model.name]
+            header += [model.name, "Δ"] if _compared(model, config, "AdaCLIP") else [model.name]
     lines = []
     for dataset in dict.fromkeys(cell.dataset for cell in per_category):
         source = next(cell.table for cell in per_category if cell.dataset == dataset)
@@ -306,11 +406,49 @@ def _category_tables(cells: Sequence[PaperCell], index: Index, config: Benchmark
                 for model in config.models:
                     cell = index.get((metric, dataset, category, model.name, "run"))
                     row.append(_text(cell))
-                    if published_counterpart(model) == "AdaCLIP":
+                    if _compared(model, config, "AdaCLIP"):
                         row.append(_signed(cell.difference if cell else None))
             rows.append(row)
         title = f"## {DATASET_LABELS.get(dataset, dataset)} per category ({source}): AUROC"
         lines += ["", title, "", *_table(header, rows)]
+    return lines
+
+
+def _peer_tables(cells: Sequence[PaperCell], index: Index, config: BenchmarkConfig) -> list[str]:
+    """Per peer, its image AP and PRO beside each run model's image AP and pixel AUPRO on the peer's data sets."""
+    lines = []
+    for method in PEER_METHODS:
+        mine = [cell for cell in cells if cell.table == _PEER_TABLE and cell.column == method]
+        datasets = list(dict.fromkeys(cell.dataset for cell in mine))
+        metrics = list(dict.fromkeys(cell.metric for cell in mine))
+        if not mine:
+            continue
+        header = ["Data set"]
+        for metric in metrics:
+            header.append(f"{_PEER_METRICS[metric]} {method} (published)")
+            for model in config.models:
+                header += [model.name, "Δ"] if _compared(model, config, method) else [model.name]
+        rows = []
+        for dataset in datasets:
+            row = [DATASET_LABELS.get(dataset, dataset)]
+            for metric in metrics:
+                row.append(_text(index.get((metric, dataset, "", method, "published"))))
+                for model in config.models:
+                    cell = index.get((metric, dataset, "", model.name, "run"))
+                    row.append(_text(cell))
+                    if _compared(model, config, method):
+                        row.append(_signed(cell.difference if cell else None))
+            rows.append(row)
+        lines += [
+            "",
+            f"## {method}'s further metrics: image AP and PRO",
+            "",
+            f"{PEER_PUBLICATIONS[method]}. The benchmark's image AP is anomalib's AUPR and its pixel AUPRO integrates "
+            f"up to a false positive rate of 0.3 over every threshold; {method}'s PRO integrates up to the same rate "
+            "over 200 thresholds, so the two differ slightly for the same maps.",
+            "",
+            *_table(header, rows),
+        ]
     return lines
 
 
@@ -332,6 +470,21 @@ def _notes(cells: Sequence[PaperCell]) -> list[str]:
         for cell in cells
         if cell.category == AVERAGE and cell.kind == "run" and cell.note
     ]
+    for method in PEER_METHODS:
+        mine = [cell for cell in cells if cell.column == method and cell.kind == "published"]
+        absent = sorted(
+            {DATASET_LABELS.get(c.dataset, c.dataset) for c in mine if c.status == NOT_PUBLISHED and c.dataset}
+        )
+        if absent:
+            lines.append(
+                f"- – ({method}): not published: {method} published no number on {', '.join(absent)}, and no average "
+                "over the paper's data sets."
+            )
+        if any(cell.status == "value" for cell in mine):
+            lines.append(
+                f"- {method} (published): {PEER_PUBLICATIONS[method]}; the setting behind each number (backbone, "
+                "layers, r, RsCIN k, groups) is its note in `paper_tables.csv`."
+            )
     lines.append(
         f"- {NOT_RUN}: the run has no result for the cell (data set or category not in the configuration, or not run "
         "yet); failed: every run of it failed (see `results.md`)."
@@ -347,10 +500,13 @@ def _markdown(cells: Sequence[PaperCell], config: BenchmarkConfig) -> str:
         f"Published numbers: {PAPER}, main Tables 1 (industrial) and 2 (medical), AdaCLIP per category from "
         "Supplementary Tables 9-14. Percent. *(paper)* columns are published; the others are this run (mean over each "
         "data set's categories) with Δ = run − published counterpart (AdaCLIP − AdaCLIP, anomalib's WinCLIP − the "
-        "paper's WinCLIP). Averages are over the group's data sets that have the metric, as in the paper. The paper "
-        "publishes no AP and no AUPRO: this run's are in `results.md`.",
+        "paper's WinCLIP, AdaCLIP with mutual scoring alone − MuSc). Averages are over the group's data sets that have "
+        "the metric, as in the paper. *(published)* columns are peers outside the paper, with their numbers where "
+        "they published them (– elsewhere). The paper publishes no AP and no AUPRO: this run's are in `results.md`, "
+        "and beside MuSc's in the last table.",
     ]
-    lines += _group_tables(index, config) + _category_tables(cells, index, config) + _notes(cells)
+    lines += _group_tables(index, config) + _category_tables(cells, index, config)
+    lines += _peer_tables(cells, index, config) + _notes(cells)
     return "\n".join(lines) + "\n"
 
 
@@ -382,7 +538,12 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
     """Per metric, bars per data set (and the average): the published AdaCLIP and each model of the run."""
     from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: nothing changes the caller's backend)
 
-    columns = [("AdaCLIP (paper)", "AdaCLIP", "published"), *((model, model, "run") for model in models)]
+    columns = [
+        ("AdaCLIP (paper)", "AdaCLIP", "published"),
+        *((f"{method} (published)", method, "published") for method in PEER_METHODS),
+        *((model, model, "run") for model in models),
+    ]
+    shades = {"AdaCLIP": "0.6", **dict.fromkeys(PEER_METHODS, "0.8")}
     groups = [*((dataset, "") for dataset in group.datasets), (group.name, AVERAGE)]
     index = _index(cells)
     width = min(0.8 / len(columns), 0.35)
@@ -390,14 +551,15 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
     axes = figure.subplots(len(PAPER_METRICS), 1, squeeze=False)[:, 0]
     for axis, metric in zip(axes, PAPER_METRICS, strict=True):
         for number, (label, column, kind) in enumerate(columns):
-            colour = "0.6" if kind == "published" else f"C{(number - 1) % 10}"
+            colour = shades[column] if kind == "published" else f"C{(number - 1 - len(PEER_METHODS)) % 10}"
             for position, (dataset, category) in enumerate(groups):
                 x = position + (number - (len(columns) - 1) / 2) * width
                 cell = index.get((metric, dataset, category, column, kind))
                 if cell is not None and cell.value is not None:
                     axis.bar(x, cell.value, width=width, color=colour, label=label if position == 0 else None)
                 else:
-                    mark = NOT_APPLICABLE if cell is not None and cell.status == "n/a" else "×"
+                    status = cell.status if cell is not None else NOT_RUN
+                    mark = {"n/a": NOT_APPLICABLE, NOT_PUBLISHED: "–"}.get(status, "×")
                     axis.text(x, 2, mark, ha="center", va="bottom", color=colour, fontsize=7, rotation=90)
                     axis.bar(x, 0, width=width, color=colour, label=label if position == 0 else None)
         axis.set_ylim(0, 100)
@@ -410,7 +572,10 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
         axis.grid(axis="y", alpha=0.3)
         axis.axvline(len(groups) - 1.5, color="grey", linestyle=":", linewidth=1)  # data sets | average
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.suptitle(f"{group_label(group.name)}: paper vs this run (× = not run, {NOT_APPLICABLE} = not applicable)")
+    figure.suptitle(
+        f"{group_label(group.name)}: published vs this run (× = not run, – = not published, {NOT_APPLICABLE} = not "
+        "applicable)"
+    )
     figure.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(columns), 4), frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * len(PAPER_METRICS))))
     figure.savefig(path)

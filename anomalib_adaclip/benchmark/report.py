@@ -18,7 +18,7 @@ import yaml
 
 from .config import BenchmarkConfig
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
-from .specs import DataSpec
+from .specs import MODES, DataSpec
 from .store import RunRecord, RunStore
 
 __all__ = ["MEAN_CATEGORY", "ResultRow", "summarise", "write_report"]
@@ -43,6 +43,8 @@ class ResultRow:
         not_applicable: The metrics the data cannot have, with the reason: in a category row, those every finished run
             recorded as not applicable; in a mean row, those not applicable in every category with a result. Their
             value is ``None``, and means over categories leave them out.
+        mode: The mode of the runs behind the row (``"zero_shot"``, ``"few_shot"``, ``"one_class"``,
+            ``"mutual_scoring"``, ...; several joined by ``"/"``), ``""`` without a finished run that recorded one.
     """
 
     dataset: str
@@ -54,6 +56,7 @@ class ResultRow:
     metrics: dict[str, float | None]
     std: dict[str, float | None]
     not_applicable: dict[str, str] = field(default_factory=dict)
+    mode: str = ""
 
     def status(self, name: str) -> str:
         """``"value"``, ``"n/a"`` (the data cannot have the metric), ``"failed"`` or ``"missing"`` (not run)."""
@@ -62,6 +65,11 @@ class ResultRow:
         if name in self.not_applicable:
             return NOT_APPLICABLE
         return "failed" if self.runs_finished == 0 and self.runs_failed else "missing"
+
+
+def _modes(records: Sequence[RunRecord]) -> str:
+    """The modes the records ran in, in order of appearance, joined by ``/`` (one, unless the store mixes them)."""
+    return "/".join(dict.fromkeys(record.mode for record in records if record.mode))
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -93,7 +101,7 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                     std[name] = statistics.stdev(values) if len(values) > 1 else None
                 row = ResultRow(
                     data.name, category, model.name, len(finished), len(cell) - len(finished), int(bool(finished)),
-                    metrics, std, _not_applicable(finished, metrics),
+                    metrics, std, _not_applicable(finished, metrics), _modes(finished),
                 )  # fmt: skip
                 rows.append(row)
                 category_rows[model.name].append(row)
@@ -115,6 +123,7 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                     metrics,
                     dict.fromkeys(BENCHMARK_METRICS),
                     _not_applicable_in_all(with_result, metrics),
+                    "/".join(dict.fromkeys(mode for row in with_result for mode in row.mode.split("/") if mode)),
                 )
             )
     return rows
@@ -176,7 +185,7 @@ def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
 
     header = ["dataset", "category", "model", "runs_finished", "runs_failed", "categories", *BENCHMARK_METRICS]
     header += [f"{name}_std" for name in BENCHMARK_METRICS]
-    header += ["not_applicable"]
+    header += ["not_applicable", "mode"]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
@@ -188,16 +197,15 @@ def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
             values += [_number(row.std[name]) for name in BENCHMARK_METRICS]
             reasons = "; ".join(f"{name}: {reason}" for name, reason in row.not_applicable.items())
             category = row.category
-            writer.writerow(
-                [row.dataset, category, row.model, row.runs_finished, row.runs_failed, row.categories, *values, reasons]
-            )
+            counts = [row.runs_finished, row.runs_failed, row.categories]
+            writer.writerow([row.dataset, category, row.model, *counts, *values, reasons, row.mode])
 
 
 def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
     import csv  # noqa: PLC0415
 
     header = ["dataset", "category", "model", "seed", "status", *BENCHMARK_METRICS]
-    header += ["learning_type", "fit_seconds", "test_seconds", "not_applicable", "error", "record"]
+    header += ["learning_type", "mode", "fit_seconds", "test_seconds", "not_applicable", "error", "record"]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
@@ -214,6 +222,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
                         for name in BENCHMARK_METRICS
                     ),
                     record.learning_type or "",
+                    record.mode or "",
                     "" if record.fit_seconds is None else record.fit_seconds,
                     "" if record.test_seconds is None else record.test_seconds,
                     "; ".join(f"{name}: {reason}" for name, reason in record.not_applicable.items()),
@@ -257,6 +266,7 @@ def _write_markdown(
         + f"Seeds: {seeds} (with several, `mean ± standard deviation` over the seeds). The `mean` rows average the "
         "categories of a data set.",
     ]
+    lines += _models_section(rows, config)
     header = "| Category | Model | " + " | ".join(METRIC_LABELS[name] for name in BENCHMARK_METRICS) + " |"
     rule = "| --- | --- | " + " | ".join("---:" for _ in BENCHMARK_METRICS) + " |"
     footnote = False
@@ -301,6 +311,22 @@ def _write_markdown(
             for record in failed
         ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _models_section(rows: Sequence[ResultRow], config: BenchmarkConfig) -> list[str]:
+    """The models with their mode (zero-shot, few-shot, one-class, mutual scoring) and their mutual-scoring settings."""
+    lines = ["", "## Models", "", "| Model | Class | Mode | Mutual scoring |", "| --- | --- | --- | --- |"]
+    for model in config.models:
+        modes = "/".join(dict.fromkeys(m for row in rows if row.model == model.name for m in row.mode.split("/") if m))
+        label = " / ".join(MODES.get(mode, mode) for mode in modes.split("/")) if modes else "not run"
+        settings = [
+            ", ".join(f"{name} {value}" for name, value in mutual.items() if name != "mutual_scoring")
+            for data in config.data
+            if (mutual := model.mutual_settings(data.name)) is not None
+        ]
+        mutual = "; ".join(dict.fromkeys(settings)) if settings else "off"
+        lines.append(f"| {model.name} | {model.model_class.__name__} | {label} | {mutual} |")
+    return lines
 
 
 def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequence[str]) -> Path:

@@ -218,6 +218,7 @@ class RunJob:
             datamodule = data_spec.build(key.category)
             prepare_or_explain(datamodule)  # a missing paper data set: where to get it, not a download error
             record.learning_type = LearningType(model.learning_type).value
+            record.mode = model_spec.mode(key.dataset, record.learning_type)
             # A checkpoint callback that saves nothing keeps anomalib from writing a model file per run (WinCLIP's
             # holds its whole CLIP).
             callbacks = [ModelCheckpoint(save_top_k=0, save_last=False)]

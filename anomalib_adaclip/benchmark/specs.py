@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from anomalib.metrics import Evaluator
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CATEGORY_PLACEHOLDER",
+    "MODES",
+    "MUTUAL_ARGUMENTS",
     "RUNTIME_DATA_ARGUMENTS",
     "DataSpec",
     "ModelSpec",
@@ -30,6 +32,18 @@ __all__ = [
 CATEGORY_PLACEHOLDER = "{category}"
 # Data arguments that do not change the numbers: they may differ between a run and its resumption.
 RUNTIME_DATA_ARGUMENTS = frozenset({"num_workers", "eval_batch_size"})
+# The constructor arguments of a model that scores each test image against the others of its group (AdaCLIP's
+# mutual scoring, after MuSc); a model has the mode when its class takes them and ``mutual_scoring`` is on.
+MUTUAL_ARGUMENTS = ("mutual_scoring", "mutual_weight", "mutual_group_size")
+Mode = Literal["zero_shot", "few_shot", "one_class", "mutual_scoring", "few_shot+mutual_scoring"]
+# How the reports name a run's mode: anomalib's learning type, or mutual scoring on top of it.
+MODES: dict[str, str] = {
+    "zero_shot": "zero-shot",
+    "few_shot": "few-shot",
+    "one_class": "one-class",
+    "mutual_scoring": "mutual scoring",
+    "few_shot+mutual_scoring": "few-shot + mutual scoring",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,27 @@ class ModelSpec:
     def arguments_for(self, dataset: str) -> dict[str, Any]:
         """The constructor arguments on data set ``dataset``."""
         return {**self.init_args, **self.init_args_by_dataset.get(dataset, {})}
+
+    def mutual_settings(self, dataset: str) -> dict[str, Any] | None:
+        """The mutual-scoring arguments on ``dataset`` (the constructor's defaults filled in), ``None`` when it is off.
+
+        Read from the configuration (nothing is built): ``None`` for a class without a ``mutual_scoring`` argument and
+        for ``mutual_scoring: false``.
+        """
+        parameters = inspect.signature(self.model_class).parameters
+        if "mutual_scoring" not in parameters:
+            return None
+        arguments = self.arguments_for(dataset)
+        settings = {
+            name: arguments.get(name, parameters[name].default) for name in MUTUAL_ARGUMENTS if name in parameters
+        }
+        return settings if settings["mutual_scoring"] is True else None
+
+    def mode(self, dataset: str, learning_type: str) -> Mode:
+        """The run's mode: anomalib's ``learning_type`` of the built model, with mutual scoring on top when it is on."""
+        if self.mutual_settings(dataset) is None:
+            return learning_type  # type: ignore[return-value]
+        return "mutual_scoring" if learning_type == "zero_shot" else f"{learning_type}+mutual_scoring"  # type: ignore[return-value]
 
     def configuration_for(self, dataset: str) -> dict[str, Any]:
         """What a run record keeps of the model: class path and the arguments as configured."""

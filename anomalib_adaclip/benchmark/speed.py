@@ -18,6 +18,23 @@ load falls on both alike.
 With ``--k-shot N`` a second model with a few-shot memory of ``N`` random reference images is measured in the same
 run at the same batch sizes, side by side with the zero-shot one, and the time to encode the references is reported.
 
+With ``--mutual-group-sizes 2 4 8 16`` the cost of mutual scoring (MuSc, ``AdaCLIP(mutual_scoring=True)``) is
+measured per group size, in two parts that add up to a run's cost per image:
+
+- the CLIP passes: the timed rows are then AdaCLIP's passes that also keep MuSc's plain tokens
+  (:meth:`~anomalib_adaclip.model.AdaCLIPModel.score_with_plain_tokens`), once per image whatever the group size;
+- the group's mutual scoring (LNAMD, MSM, the maps, RsCIN: :func:`~anomalib_adaclip.model.mutual_scoring.score_group`)
+  on random tokens of the real shapes (one tensor ``[N, h*w, C]`` per feature layer and the embeddings ``[N, D]``, as
+  the CLIP pass gives them), once per group size ``N``. Its cost does not depend on the values; it grows with
+  ``N^2`` per group, so with ``N`` per image.
+
+Example:
+    ViT-L-14-336 at 518 px (MuSc's and the paper's setting) on the CPU: the CLIP passes on 2 images, then groups of 2
+    to 16::
+
+        python -m anomalib_adaclip.benchmark.speed --backbone ViT-L-14-336 --image-size 518 --batch-size 1 \\
+            --images 2 --warmup 0 --mutual-group-sizes 2 4 8 16 --json mutual.json
+
 Peak memory is the peak resident set size of the process on the CPU (reset before each measurement on Linux, see
 :class:`PeakMemory`) and ``torch.cuda.max_memory_allocated`` on a GPU.
 """
@@ -34,6 +51,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -44,8 +62,9 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from anomalib_adaclip.config import AdaCLIPConfig, FewShotConfig
+from anomalib_adaclip.config import AdaCLIPConfig, FewShotConfig, MutualScoringConfig
 from anomalib_adaclip.model import AdaCLIPModel
+from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, score_group
 
 __all__ = [
     "PRECISIONS",
@@ -56,7 +75,9 @@ __all__ = [
     "format_report",
     "main",
     "measure",
+    "measure_mutual_groups",
     "measure_runtimes",
+    "mutual_feature_layers",
     "parse_args",
     "parse_backbone",
     "profile_sections",
@@ -238,8 +259,11 @@ def measure(
     precision: str = "fp32",
     warmup: int = 1,
     class_name: str = "bottle",
+    forward: Callable[[torch.Tensor, list[str]], Any] | None = None,
 ) -> dict[str, Any]:
     """Time ``ceil(n_images / batch_size)`` batches after ``warmup`` untimed ones.
+
+    ``forward(images, class_names)`` is what is timed; it defaults to the model's forward.
 
     Returns:
         ``batch_size``, ``batches``, ``images``, ``seconds`` (all timed batches), ``images_per_second``,
@@ -250,18 +274,19 @@ def measure(
     """
     images = _images(batch_size, model.image_size, device)
     names = [class_name] * batch_size
+    forward = forward or model
     memory = PeakMemory(device)
     n_batches = max(1, -(-n_images // batch_size))
     durations = []
     with torch.inference_mode(), _autocast(device, precision):
         for _ in range(warmup):
-            model(images, names)
+            forward(images, names)
         _synchronize(device)
         memory.reset()
         cpu_start = time.process_time()
         for _ in range(n_batches):
             start = time.perf_counter()
-            model(images, names)
+            forward(images, names)
             _synchronize(device)
             durations.append(time.perf_counter() - start)
         cpu_seconds = time.process_time() - cpu_start
@@ -281,6 +306,84 @@ def measure(
         "peak_memory_per_image_bytes": peak / batch_size,
         "memory_kind": memory.kind,
     }
+
+
+def mutual_feature_layers(model: AdaCLIPModel) -> list[int]:
+    """MuSc's feature layers for the model's tower: the last block of each quarter (``[5, 11, 17, 23]`` of 24)."""
+    n_blocks = len(model.clip.visual.transformer.resblocks)
+    return [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
+
+
+class _PlainPass:
+    """AdaCLIP's passes that also keep MuSc's tokens (what a run with mutual scoring computes once per image).
+
+    The last call's tokens are kept (``last``): their shapes are those of the group measurement's random tokens.
+    """
+
+    def __init__(self, model: AdaCLIPModel, layers: list[int]) -> None:
+        self.model, self.layers = model, layers
+        self.last: PlainTokens | None = None
+
+    def __call__(self, images: torch.Tensor, names: list[str]) -> PlainTokens:
+        self.last = self.model.score_with_plain_tokens(images, names, plain_layers=self.layers)[1]
+        return self.last
+
+
+def _random_tokens(like: PlainTokens, count: int, device: torch.device, seed: int) -> PlainTokens:
+    """``count`` images' worth of random tokens of ``like``'s shapes (unit embeddings, as the CLIP pass gives)."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [torch.randn(count, *tokens.shape[1:], generator=generator).to(device) for tokens in like.patch_tokens]
+    embedding = torch.randn(count, like.embedding.shape[-1], generator=generator)
+    return PlainTokens(layers, (embedding / embedding.norm(dim=-1, keepdim=True)).to(device))
+
+
+def measure_mutual_groups(
+    like: PlainTokens,
+    group_sizes: Sequence[int],
+    image_size: int,
+    settings: MutualScoringConfig,
+    device: torch.device,
+    precision: str = "fp32",
+    warmup: bool = True,
+) -> list[dict[str, Any]]:
+    """Time the mutual scoring of one group per size, on random tokens of the shapes of ``like`` (one image's).
+
+    Each group's tokens are made fresh (their memory counts in the group's peak, as in a run, which holds one group's
+    tokens); the model stays resident. With ``warmup`` a group of 2 is scored first, untimed.
+
+    Returns:
+        Per group size: ``group_size``, ``seconds`` (the group), ``seconds_per_image``, ``cpu_seconds_per_image``,
+        ``peak_memory_bytes`` (the process, model included) and ``memory_kind``.
+    """
+    memory = PeakMemory(device)
+    results = []
+    with torch.inference_mode(), _autocast(device, precision), warnings.catch_warnings():
+        # Groups of 2 to 4 use the small-group rule, and say so for every layer and r: the report notes it once.
+        warnings.filterwarnings("ignore", message="Mutual scoring of a group", category=UserWarning)
+        if warmup:
+            tokens = _random_tokens(like, 2, device, seed=1)
+            score_group(tokens.patch_tokens, tokens.embedding, image_size, settings)
+            del tokens
+        for size in group_sizes:
+            _synchronize(device)
+            memory.reset()
+            tokens = _random_tokens(like, size, device, seed=size)
+            cpu_start, start = time.process_time(), time.perf_counter()
+            score_group(tokens.patch_tokens, tokens.embedding, image_size, settings)
+            _synchronize(device)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            del tokens
+            results.append(
+                {
+                    "group_size": size,
+                    "seconds": seconds,
+                    "seconds_per_image": seconds / size,
+                    "cpu_seconds_per_image": cpu / size,
+                    "peak_memory_bytes": memory.peak(),
+                    "memory_kind": memory.kind,
+                }
+            )
+    return results
 
 
 def _import_openvino() -> Any:
@@ -511,8 +614,12 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
+def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list[Runtime]]:
+    """The device, the mutual group sizes and the runtimes of valid arguments.
+
+    Raises:
+        BenchmarkError: An argument, or a combination of them, that cannot work.
+    """
     if args.json is not None and args.json.exists():
         msg = f"--json {args.json} exists already; choose another path (the benchmark never overwrites a file)."
         raise BenchmarkError(msg)
@@ -523,7 +630,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size < 1 or args.images < 1 or args.warmup < 0 or args.k_shot < 0:
         msg = "--batch-size and --images must be at least 1, --warmup and --k-shot at least 0."
         raise BenchmarkError(msg)
+    group_sizes = list(dict.fromkeys(args.mutual_group_sizes or []))
+    if any(size < 2 for size in group_sizes):
+        msg = f"--mutual-group-sizes: each group needs at least 2 images (one cannot be scored), got {group_sizes}."
+        raise BenchmarkError(msg)
     runtimes = list(dict.fromkeys(args.runtime))
+    if group_sizes and (args.k_shot or runtimes != ["torch"]):
+        msg = "--mutual-group-sizes measures the torch runtime zero-shot: leave out --k-shot and --runtime openvino."
+        raise BenchmarkError(msg)
+    return device, group_sizes, runtimes
+
+
+def _measure_mutual(
+    like: PlainTokens, args: argparse.Namespace, device: torch.device, settings: MutualScoringConfig,
+    group_sizes: list[int], clip: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The ``mutual`` part of the report: each group size's mutual scoring, with the CLIP passes' ``clip`` row.
+
+    ``like`` is the CLIP passes' last output: the random tokens take its shapes.
+    """
+    groups = measure_mutual_groups(like, group_sizes, args.image_size, settings, device, args.precision)
+    small = [size for size in group_sizes if averaged_interval(size - 1, settings.topmin_min, settings.topmin_max)[2]]
+    for group in groups:
+        group["clip_seconds_per_image"] = clip["seconds_per_image"]
+        group["total_seconds_per_image"] = clip["seconds_per_image"] + group["seconds_per_image"]
+        group["total_peak_memory_bytes"] = max(clip["peak_memory_bytes"], group["peak_memory_bytes"])
+    return {
+        "feature_layers": list(settings.feature_layers),
+        "r_list": list(settings.r_list),
+        "topmin_max": settings.topmin_max,
+        "rscin_k": list(settings.rscin_k),
+        "token_shape": [list(tokens.shape[1:]) for tokens in like.patch_tokens],
+        "embedding_dim": like.embedding.shape[-1],
+        "small_groups": small,
+        "groups": groups,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
+    device, group_sizes, runtimes = _check_args(args)
     if runtimes != ["torch"]:
         return _run_runtimes(args, runtimes, device)
     if args.threads:
@@ -550,13 +696,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **_environment(device),
         "notes": notes,
     }
-    measure_kwargs = {"device": device, "precision": args.precision, "warmup": args.warmup}
+    measure_kwargs: dict[str, Any] = {"device": device, "precision": args.precision, "warmup": args.warmup}
+    if group_sizes:
+        settings = MutualScoringConfig(feature_layers=mutual_feature_layers(model))
+        measure_kwargs["forward"] = _PlainPass(model, list(settings.feature_layers))
     report["results"] = [measure(model, args.batch_size, args.images, **measure_kwargs)]
     if args.compare_batch1 and args.batch_size != 1:
         report["results"].append(measure(model, 1, args.images, **measure_kwargs))
         report["speedup_over_batch1"] = (
             report["results"][0]["images_per_second"] / report["results"][1]["images_per_second"]
         )
+    if group_sizes:
+        like = measure_kwargs["forward"].last
+        report["mutual"] = _measure_mutual(like, args, device, settings, group_sizes, report["results"][0])
     profiled = model
     if args.k_shot:
         profiled = model = None  # one model at a time: the few-shot one has the same CLIP, prompts and projections
@@ -624,6 +776,34 @@ def _format_runtimes(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _format_mutual(mutual: dict[str, Any]) -> list[str]:
+    shape = mutual["token_shape"][0]
+    lines = [
+        "",
+        "mutual scoring: the rows above are the CLIP passes (AdaCLIP's, keeping MuSc's plain tokens: once per image); "
+        f"each group below is MuSc's LNAMD, MSM, maps and RsCIN on random tokens of the real shapes "
+        f"({len(mutual['token_shape'])} layers {mutual['feature_layers']} of [N, {shape[0]}, {shape[1]}], "
+        f"embeddings [N, {mutual['embedding_dim']}]; r {mutual['r_list']}, RsCIN k {mutual['rscin_k']}), one group "
+        "per size",
+        f"{'group':>5} {'mutual s':>9} {'mutual s/image':>14} {'mutual CPU s/image':>18} {'CLIP s/image':>12} "
+        f"{'total s/image':>13} {'peak memory':>12}",
+    ]
+    if mutual.get("small_groups"):
+        lines.insert(
+            -1,
+            f"groups of {mutual['small_groups']} images use the small-group rule (MuSc's lowest 30 % of the others is "
+            "empty there: each patch scored by its nearest other image)",
+        )
+    for group in mutual["groups"]:
+        lines.append(
+            f"{group['group_size']:>5} {group['seconds']:>9.3f} {group['seconds_per_image']:>14.3f} "
+            f"{group['cpu_seconds_per_image']:>18.3f} {group['clip_seconds_per_image']:>12.3f} "
+            f"{group['total_seconds_per_image']:>13.3f} {_gigabytes(group['total_peak_memory_bytes']):>12}  "
+            f"(group step {_gigabytes(group['peak_memory_bytes'])}, {group['memory_kind']})"
+        )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as text."""
     backbone = report["backbone"] if isinstance(report["backbone"], str) else "custom config"
@@ -662,6 +842,8 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if "speedup_over_batch1" in report:
         lines.append(f"batch {report['results'][0]['batch_size']} vs batch 1: {report['speedup_over_batch1']:.2f}x")
+    if "mutual" in report:
+        lines.extend(_format_mutual(report["mutual"]))
     if "few_shot" in report:
         few_shot = report["few_shot"]
         lines.append("")
@@ -734,6 +916,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="also measure a few-shot model with this many random reference images, side by side (default: 0)",
+    )
+    parser.add_argument(
+        "--mutual-group-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="also measure mutual scoring (MuSc) per group size: the CLIP passes keep MuSc's tokens, and one group of "
+        "each size N is scored on random tokens of the real shapes (e.g. 2 4 8 16)",
     )
     parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
     parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")

@@ -36,6 +36,10 @@ class RunRecord:
         error: ``"<ExceptionType>: message"`` of a failed run.
         traceback: The traceback of a failed run.
         learning_type: ``"zero_shot"``, ``"few_shot"`` or ``"one_class"`` (``None`` when the model could not be built).
+        mode: The run's mode: its ``learning_type``, or ``"mutual_scoring"`` (``"few_shot+mutual_scoring"``) when the
+            model scores each test image against the others of its group (``None`` when the model could not be
+            built; records written before modes existed have none). See
+            :meth:`~anomalib_adaclip.benchmark.specs.ModelSpec.mode`.
         fit_seconds: Time of ``Engine.fit`` (one-class models only).
         test_seconds: Time of ``Engine.test`` (its validation pass included).
         model_config: Class path and arguments of the model, as configured.
@@ -57,6 +61,7 @@ class RunRecord:
     error: str | None = None
     traceback: str | None = None
     learning_type: str | None = None
+    mode: str | None = None
     fit_seconds: float | None = None
     test_seconds: float | None = None
     model_config: dict[str, Any] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """AdaCLIP's exports through anomalib: what cannot be exported, and nothing earlier is lost.
 
 :class:`GuardedExports` wraps anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused
-(the tile grid depends on each image's size), ONNX defaults to opset 18, and the log names the class name baked into
+(the tile grid depends on each image's size), and so is a model with mutual scoring (its outputs depend on the other
+images of a group, which an exported graph and an inferencer fed one image at a time do not have), ONNX defaults to opset 18, and the log names the class name baked into
 the prompts. anomalib's contract is that an export goes to ``<export_root>/weights/<kind>/<name>.*``, replacing what
 is there (its own models do; its integration routine exports every model into one project folder). AdaCLIP keeps
 that contract without losing anything: an earlier export of the same name is first moved, whole, into
@@ -60,12 +61,22 @@ def keep_earlier_export(export_root: Path | str, kind: ExportType, model_file_na
     return target
 
 
-def check_exportable(tiling: bool) -> None:
-    """Refuse to export a tiling model: the tile grid depends on each image's size.
+def check_exportable(tiling: bool, mutual_scoring: bool = False) -> None:
+    """Refuse to export a tiling model (the tile grid depends on each image's size) or one with mutual scoring.
 
     Raises:
-        NotImplementedError: ``tiling`` is on.
+        NotImplementedError: ``tiling`` or ``mutual_scoring`` is on.
     """
+    if mutual_scoring:
+        msg = (
+            "A model with mutual_scoring cannot be exported: MuSc scores each image against the other images of its "
+            "group, so its output depends on which images are fed together. An exported graph fixes at tracing time "
+            "how many other images it averages over (30 % of the group) and which images RsCIN re-scores against, "
+            "and an inferencer feeds one image at a time. Export the model with mutual_scoring=False (AdaCLIP's own "
+            "scores), and run mutual scoring in Python (Engine / anomalib-adaclip predict, or "
+            "anomalib_adaclip.MutualScoring on a group of images)."
+        )
+        raise NotImplementedError(msg)
     if tiling:
         msg = (
             "Tiled inference cannot be exported: the tile grid depends on each image's size. Export a model with "
@@ -89,7 +100,7 @@ class GuardedExports:
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
-        check_exportable(self.tiling)
+        check_exportable(self.tiling, self.mutual_groups is not None)
         keep_earlier_export(export_root, "torch", model_file_name)
         self._log_class_names()
         return super().to_torch(export_root, model_file_name)
@@ -105,7 +116,7 @@ class GuardedExports:
 
         The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are in the graph.
         """
-        check_exportable(self.tiling)
+        check_exportable(self.tiling, self.mutual_groups is not None)
         keep_earlier_export(export_root, "onnx", model_file_name)
         kwargs.setdefault("opset_version", ONNX_OPSET)
         self._log_class_names()
@@ -113,5 +124,6 @@ class GuardedExports:
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
         """Export to OpenVINO IR (through ONNX, opset 18); an earlier export is kept, as for the other formats."""
+        check_exportable(self.tiling, self.mutual_groups is not None)
         keep_earlier_export(export_root, "openvino", model_file_name)
         return super().to_openvino(export_root, model_file_name, *args, **kwargs)

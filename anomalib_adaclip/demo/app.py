@@ -133,6 +133,11 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 tiling = gr.Checkbox(
                     value=False, label="Tiled inference (full resolution, for large images with small defects)"
                 )
+                mutual = gr.Checkbox(
+                    value=False,
+                    label="Score the images against each other too (mutual scoring, MuSc; at least two images)",
+                    elem_id="mutual",
+                )
                 run = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
@@ -167,6 +172,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             pixel_level: float,
             tiled: bool,
             reference_files: list[str] | None = None,
+            together: bool = False,
             progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
         ) -> tuple[Any, ...]:
             spec = _spec(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
@@ -184,6 +190,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 pixel_threshold=pixel_level,
                 tiling=tiled,
                 references=reference_files or [],
+                mutual=together,
                 progress=report,
             )
             csv_path = str(result.csv_path) if result.csv_path else None
@@ -203,6 +210,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 pixel_threshold,
                 tiling,
                 references,
+                mutual,
             ],
             outputs=[status, gallery, table, csv_file, zip_file],
             concurrency_limit=1,  # one forward on the model at a time; the session's lock guards it as well

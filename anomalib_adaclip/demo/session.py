@@ -56,10 +56,11 @@ from anomalib_adaclip.components.decisions import (
 )
 from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.image_scoring import score_images
+from anomalib_adaclip.components.mutual_groups import mutual_settings, score_fused_group
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, csv_row
 from anomalib_adaclip.components.references import ReferenceError as FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
-from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.config import AdaCLIPConfig, MutualGroupConfig
 from anomalib_adaclip.weights import (
     RELEASED_CHECKPOINTS,
     CheckpointError,
@@ -234,6 +235,12 @@ class RunResult:
             for result in self.results
             if result.overlay is not None and result.score is not None
         ]
+
+
+def _on_cpu(batch: Any) -> Any:
+    """A post-processed batch with its outputs on the CPU, for the numbers and the pictures."""
+    outputs = ("image", "anomaly_map", "pred_mask", "pred_score", "pred_label")
+    return batch.update(**{key: getattr(batch, key).cpu() for key in outputs if getattr(batch, key) is not None})
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -482,42 +489,86 @@ class DemoSession:
         self._filled[self.spec] = key
         return f"read in {time.perf_counter() - start:.1f} s"
 
-    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
+    def _read(self, path: Path, name: str, class_name: str) -> tuple[ImageResult, torch.Tensor | None]:
+        """The image as anomalib's predict reads it, or ``None`` with the reason in the result."""
         from anomalib.data.utils.image import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
 
         result = ImageResult(name=name, path=str(path), class_name=class_name)
         result.error, result.notes = self._refusal(path)
         if result.error:
+            return result, None
+        try:
+            return result, read_image(path, as_tensor=True)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for files that passed the header checks
+            result.error = f"Not scored: the image cannot be decoded ({type(error).__name__}: {error})."
+            return result, None
+
+    def _failed(self, results: Sequence[ImageResult], error: RuntimeError) -> None:
+        """A model failure (e.g. out of memory on a large tiled image) answered as text; the page keeps serving."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        logger.exception("AdaCLIP demo: scoring %s failed", ", ".join(result.name for result in results))
+        for result in results:
+            result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
+
+    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
+        result, image = self._read(path, name, class_name)
+        if image is None:
             return result
         model = self.model
         assert model is not None  # loaded by the caller
         try:
-            image = read_image(path, as_tensor=True)
-        except (OSError, ValueError, SyntaxError) as error:  # PIL's errors for files that passed the header checks
-            result.error = f"Not scored: the image cannot be decoded ({type(error).__name__}: {error})."
-            return result
-        try:
             batch = score_images(model, image[None].to(self.device), class_name, [str(path)])
-        except RuntimeError as error:  # e.g. out of memory on a large image with tiling: answer it, keep serving
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            logger.exception("AdaCLIP demo: scoring %s failed", name)
-            result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
+        except RuntimeError as error:
+            self._failed([result], error)
             return result
-        outputs = ("image", "anomaly_map", "pred_mask", "pred_score", "pred_label")
-        batch.update(**{key: getattr(batch, key).cpu() for key in outputs if getattr(batch, key) is not None})
-        item = next(iter(batch))  # the one image's item, on the CPU for the numbers and the picture
+        self._fill(result, next(iter(_on_cpu(batch))), image)
+        return result
+
+    def _score_together(self, paths: Sequence[Path], class_name: str) -> list[ImageResult] | None:
+        """Score the images against each other (mutual scoring, one group); ``None`` when fewer than two can be read.
+
+        Each image is resized by the model's pre-processor, so images of different sizes make one group.
+        """
+        read = [self._read(path, path.name, class_name) for path in paths]
+        usable = [(result, image) for result, image in read if image is not None]
+        if len(usable) < 2:
+            return None
+        from anomalib.data import ImageBatch  # noqa: PLC0415  (anomalib loads when a run starts, as read_image)
+
+        model = self.model
+        assert model is not None  # loaded by the caller
+        transform = model.pre_processor.transform
+        try:
+            with torch.no_grad():
+                images = torch.cat([transform(image[None].to(self.device)) for _, image in usable])
+                settings = mutual_settings(model.model)
+                weight = MutualGroupConfig().mutual_weight
+                names = [result.name for result, _ in usable]
+                predictions = score_fused_group(model.model, images, class_name, settings, weight, names)
+                batch = ImageBatch(image=images, image_path=[result.path for result, _ in usable])
+                batch.update(**predictions._asdict())
+                model.post_processor.on_predict_batch_end(None, model, batch, batch, 0)
+        except RuntimeError as error:
+            self._failed([result for result, _ in usable], error)
+            return [result for result, _ in read]
+        for (result, image), item in zip(usable, _on_cpu(batch), strict=True):
+            self._fill(result, item, image)
+        return [result for result, _ in read]
+
+    def _fill(self, result: ImageResult, item: Any, image: torch.Tensor) -> None:
+        """The numbers and the picture of a scored image (its post-processed item, on the CPU) into its result."""
+        model = self.model
         score = float(item.pred_score)
         result.score, result.decision = score, decision(item.pred_label)
         result.anomalous_area_fraction = anomalous_area_fraction(
-            item.anomaly_map, item.pred_mask, applied_threshold(model, "pixel"), image_file_size(str(path))
+            item.anomaly_map, item.pred_mask, applied_threshold(model, "pixel"), image_file_size(result.path)
         )
         visualizer = model.visualizer
         if isinstance(visualizer, AdaCLIPVisualizer):
             height, width = image.shape[-2:]
             visualizer.field_size = (OVERLAY_WIDTH, max(1, round(OVERLAY_WIDTH * height / width)))
             result.overlay = visualizer.render(item, applied_threshold(model, "image"))
-        return result
 
     def _ready_model(
         self, run: RunResult, spec: ModelSpec, class_name: str, tiling: bool, references: Sequence[Path]
@@ -573,6 +624,7 @@ class DemoSession:
         pixel_threshold: float = 0.5,
         tiling: bool = False,
         references: Sequence[str | Path] | None = None,
+        mutual: bool = False,
         progress: ProgressCallback | None = None,
     ) -> RunResult:
         """Score image files and write the run's CSV and overlays; every problem is answered in the result.
@@ -587,6 +639,9 @@ class DemoSession:
             image_threshold: An image is NG when its score is above it. Defaults to 0.5.
             pixel_threshold: A pixel is anomalous when its probability is above it. Defaults to 0.5.
             tiling: Score each image at full resolution in tiles of the model's input size. Defaults to ``False``.
+            mutual: Also score the images against each other (mutual scoring, MuSc; they form one group, each resized
+                to the input size), fused with AdaCLIP's scores with the default ``mutual_weight``; needs at least two
+                images and no tiling. Defaults to ``False``.
             progress: Called as ``progress(done, total, what)`` before each step.
 
         Returns:
@@ -599,6 +654,12 @@ class DemoSession:
         paths = [Path(image) for image in images or []]
         if problem := _request_problem(paths, class_name, image_threshold, pixel_threshold):
             run.messages.append(problem)
+            return run
+        if mutual and tiling:
+            run.messages.append(
+                "Mutual scoring and tiled inference cannot be combined (mutual scoring compares whole images at the "
+                "model's input size): untick one of them. No image was scored."
+            )
             return run
         reference_paths = [Path(reference) for reference in references or []]
         if problems := self._reference_problems(reference_paths):
@@ -624,7 +685,19 @@ class DemoSession:
                 )
             report(0, len(paths), "scoring")
             model.post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)
-            for index, path in enumerate(paths):
+            together = self._score_together(paths, class_name) if mutual else None
+            if together is not None:
+                run.results.extend(together)
+                run.messages.append(
+                    f"Mutual scoring: the {sum(result.scored for result in together)} images were also scored against "
+                    "each other (MuSc; one group, each resized to the input size), fused with the prompts' scores."
+                )
+            elif mutual:
+                run.messages.append(
+                    "Mutual scoring needs at least two readable images to compare: the image was scored with the "
+                    "prompts only."
+                )
+            for index, path in enumerate(paths if together is None else []):
                 report(index, len(paths), path.name)
                 run.results.append(self._score(path, path.name, class_name))
             report(len(paths), len(paths), "writing the files")

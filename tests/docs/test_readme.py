@@ -75,13 +75,14 @@ def _markdown(text: str) -> str:
 
 
 def descriptions() -> dict[str, str]:
-    """Each argument's description: AdaCLIPConfig's and FewShotConfig's for their fields, AdaCLIP's for the others."""
+    """Each argument's description: the configs' (AdaCLIP, few-shot, mutual groups) for their fields, AdaCLIP's else."""
     from anomalib_adaclip import AdaCLIPConfig
-    from anomalib_adaclip.config import FewShotConfig
+    from anomalib_adaclip.config import FewShotConfig, MutualGroupConfig
 
     return {
         **docstring_arguments(AdaCLIPConfig, "Attributes:"),
         **docstring_arguments(FewShotConfig, "Attributes:"),
+        **docstring_arguments(MutualGroupConfig, "Attributes:"),
         **docstring_arguments(_adaclip()),
     }
 
@@ -133,18 +134,21 @@ def test_parameter_table_is_the_generated_one() -> None:
 
 def test_every_argument_is_documented_once() -> None:
     from anomalib_adaclip import AdaCLIPConfig
-    from anomalib_adaclip.config import FewShotConfig
+    from anomalib_adaclip.config import FewShotConfig, MutualGroupConfig
 
     adaclip = _adaclip()
     own, hyperparameters = set(docstring_arguments(adaclip)), set(docstring_arguments(AdaCLIPConfig, "Attributes:"))
     few_shot = set(docstring_arguments(FewShotConfig, "Attributes:"))
+    mutual = set(docstring_arguments(MutualGroupConfig, "Attributes:"))
     parameters = set(inspect.signature(adaclip.__init__).parameters) - {"self"}
     assert not own & hyperparameters, "a hyper-parameter is documented in AdaCLIP too: AdaCLIPConfig owns it"
     assert not own & few_shot, "a few-shot setting is documented in AdaCLIP too: FewShotConfig owns it"
+    assert not own & mutual, "a mutual-scoring setting is documented in AdaCLIP too: MutualGroupConfig owns it"
     assert not hyperparameters & few_shot
-    assert own | hyperparameters | few_shot == parameters
+    assert own | hyperparameters | few_shot | mutual == parameters
     assert hyperparameters == {field.name for field in dataclasses.fields(AdaCLIPConfig)}
     assert few_shot == {field.name for field in dataclasses.fields(FewShotConfig)}
+    assert mutual == {field.name for field in dataclasses.fields(MutualGroupConfig)}
 
 
 def test_readme_keeps_its_sections() -> None:

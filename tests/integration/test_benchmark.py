@@ -462,3 +462,46 @@ def test_the_few_shot_grid_runs_adaclip_and_winclip_at_each_k(tmp_path: Path, mi
         assert 0.0 <= float(row["image_AUROC"]) <= 1.0, name
     runs = {row["model"]: row for row in read_csv(tmp_path / "few_shot" / "reports" / "v0" / "runs.csv")}
     assert runs["PaDiM-1shot"]["fit_seconds"] and not runs["AdaCLIP-1shot"]["fit_seconds"]
+
+
+@pytest.mark.slow  # two runs through the Engine, each scoring its groups in validation and test: 6-16 s on 2 cores
+def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micro_weights: Path) -> None:
+    """configs/benchmark/mutual_scoring.yaml with tiny backbones on the tire sample, named MVTecAD: MuSc alone and fused
+    run through the Engine (zero-shot AdaCLIP is left out: the other grids run it) and each run's mode is recorded. How
+    the paper tables compare them with MuSc's published rows is tested in tests/unit/benchmark/test_mutual_axis.py."""
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / "benchmark" / "mutual_scoring.yaml").read_text())
+    tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
+    config["models"] = [model for model in config["models"] if model["name"] != "AdaCLIP"]
+    for model in config["models"]:
+        mutual = {name: value for name, value in model["init_args"].items() if name.startswith("mutual_")}
+        if mutual:
+            mutual["mutual_group_size"] = 8  # the 15 tire images: groups of 8 and 7
+        model["init_args"] = {**tiny, "k_clusters": 4, **mutual}
+        model.pop("init_args_by_dataset")
+    config.update(
+        output=str(tmp_path / "mutual"),
+        engine={"accelerator": "cpu"},
+        data=[
+            {
+                "name": "MVTecAD",
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 4},
+                "categories": ["tire"],
+            }
+        ],
+    )
+    config_file = tmp_path / "mutual.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = run_command(["--config", str(config_file)])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    report = tmp_path / "mutual" / "reports" / "v0"
+    runs = {row["model"]: row for row in read_csv(report / "runs.csv")}
+    assert sorted(runs) == ["AdaCLIP-MuSc", "AdaCLIP-mutual"]
+    assert all(row["status"] == "finished" for row in runs.values())
+    assert {name: row["mode"] for name, row in runs.items()} == dict.fromkeys(runs, "mutual_scoring")
+    for row in runs.values():
+        assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUROC"]) <= 1.0
+    markdown = (report / "results.md").read_text()
+    assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | mutual_weight 1.0, mutual_group_size 8 |" in markdown
+    # MuSc alone and fused are different outputs of the same CLIP passes (the fused map mixes in AdaCLIP's).
+    assert runs["AdaCLIP-MuSc"]["pixel_AUROC"] != runs["AdaCLIP-mutual"]["pixel_AUROC"]

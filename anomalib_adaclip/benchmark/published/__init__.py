@@ -11,6 +11,12 @@
 The paper publishes no AP and no AUPRO. Data set names are the benchmark's (those of
 ``configs/benchmark/paper_full.yaml``): ``BTech`` is the paper's BTAD, ``KSDD`` its SDD, ``DTDSynthetic`` its
 DTD-Synthetic.
+
+Published numbers of methods outside the AdaCLIP paper (:data:`PEER_METHODS`) are one CSV per method, in the same
+columns (:data:`PEER_FILES`): ``musc_iclr2024.csv`` holds MuSc's (Li et al., ICLR 2024; the README of its code): seven
+metrics (:data:`PUBLISHED_METRICS`: the paper's four, image AP, pixel AP and PRO) on MVTec AD, VisA and BTAD only, as
+``level=dataset`` lines. A peer lists only what it published: every data set it lists carries the same metrics, none is
+``n/a``, and it has no averages over the paper's groups (the reports show its other cells as not published).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import io
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -33,7 +39,11 @@ __all__ = [
     "PAPER_GROUPS",
     "PAPER_METHODS",
     "PAPER_METRICS",
+    "PEER_FILES",
+    "PEER_METHODS",
+    "PEER_PUBLICATIONS",
     "PUBLISHED_FILE",
+    "PUBLISHED_METRICS",
     "PaperGroup",
     "PublishedDataError",
     "PublishedResults",
@@ -45,6 +55,14 @@ PAPER = "Cao et al., AdaCLIP, ECCV 2024 (arXiv 2407.15795v1)"
 PUBLISHED_FILE = "adaclip_eccv2024.csv"
 PAPER_METRICS: tuple[str, ...] = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max")
 PAPER_METHODS: tuple[str, ...] = ("SAA", "WinCLIP", "DINOv2", "SAM", "APRIL-GAN", "AdaCLIP")
+# Every metric a published line may carry, by the benchmark's names where it computes the metric (anomalib's "AUPR" is
+# average precision); pixel AP ("pixel_AUPR") is published by MuSc but not computed by the benchmark.
+PUBLISHED_METRICS: tuple[str, ...] = (*PAPER_METRICS, "image_AUPR", "pixel_AUPR", "pixel_AUPRO")
+PEER_METHODS: tuple[str, ...] = ("MuSc",)
+PEER_FILES = {"MuSc": "musc_iclr2024.csv"}
+PEER_PUBLICATIONS = {
+    "MuSc": "Li et al., MuSc, ICLR 2024 (README of github.com/xrli-U/MuSc, commit b76b93d; MIT licence)",
+}
 # The paper averages unrounded cells and rounds the average to 0.1: the printed average and the mean of the printed
 # cells differ by up to 0.05 + 0.05 (SAM's industrial pixel AUROC: 91.7 printed, 91.63 recomputed).
 AVERAGE_TOLERANCE = 0.1
@@ -102,12 +120,13 @@ class PublishedValue:
         group: ``"industrial"`` or ``"medical"``.
         dataset: Data set name (``""`` for an average).
         category: Category (``""`` unless ``level="category"``).
-        metric: One of :data:`PAPER_METRICS`.
-        method: One of :data:`PAPER_METHODS`.
+        metric: One of :data:`PAPER_METRICS` (a peer's: one of :data:`PUBLISHED_METRICS`).
+        method: One of :data:`PAPER_METHODS` or :data:`PEER_METHODS`.
         value: Percent, or ``None`` where the metric does not apply to the data set.
         flag: ``"†"`` for numbers the paper copies from another paper, else ``""``.
-        source: The paper table.
-        note: Why a value is not applicable, or where a flagged value comes from.
+        source: The paper table (a peer's: its publication).
+        note: Why a value is not applicable, or where a flagged value comes from (a peer's: the setting it was
+            measured in).
     """
 
     level: Literal["dataset", "average", "category"]
@@ -148,6 +167,10 @@ class PublishedResults:
     def average(self, group: str, metric: str, method: str) -> PublishedValue:
         """The printed average of ``group`` (``"industrial"``, ``"medical"``)."""
         return self._index[("average", "", group, metric, method)]
+
+    def datasets(self, method: str) -> tuple[str, ...]:
+        """The data sets ``method`` has published numbers on (a peer's: only those it lists), in the file's order."""
+        return tuple(dict.fromkeys(v.dataset for v in self.values if v.method == method and v.level == "dataset"))
 
     def categories(self, dataset: str) -> tuple[str, ...]:
         """The categories of ``dataset`` with published per-category numbers, in the paper's order."""
@@ -241,6 +264,38 @@ def _check_complete(results: PublishedResults, origin: str) -> None:
                     raise PublishedDataError(msg)
 
 
+def _parse_peer(row: dict[str, str], where: str) -> PublishedValue:
+    if row["method"] not in PEER_METHODS:
+        msg = f"{where}: method must be one of {PEER_METHODS}, got {row['method']!r}."
+        raise PublishedDataError(msg)
+    if row["level"] != "dataset" or row["category"]:
+        msg = f"{where}: a peer's numbers are data set lines (level=dataset, no category)."
+        raise PublishedDataError(msg)
+    if row["metric"] not in PUBLISHED_METRICS:
+        msg = f"{where}: metric must be one of {PUBLISHED_METRICS}, got {row['metric']!r}."
+        raise PublishedDataError(msg)
+    if row["value"] == "n/a":
+        msg = f"{where}: a peer lists only what it published; leave out a number it did not publish (no n/a)."
+        raise PublishedDataError(msg)
+    # The group, data set, source, flag and value checks are those of the paper's lines.
+    checked = _parse({**row, "metric": PAPER_METRICS[0], "method": PAPER_METHODS[0]}, where)
+    return replace(checked, metric=row["metric"], method=row["method"])
+
+
+def _check_peer_complete(values: Iterable[PublishedValue], origin: str) -> None:
+    """Every data set a peer lists carries the same metrics (a dropped line is an error, not a missing cell)."""
+    by_dataset: dict[tuple[str, str], set[str]] = {}
+    for value in values:
+        by_dataset.setdefault((value.method, value.dataset), set()).add(value.metric)
+    for method in dict.fromkeys(method for method, _ in by_dataset):
+        metrics = {(dataset, frozenset(found)) for (name, dataset), found in by_dataset.items() if name == method}
+        union = set().union(*(found for _, found in metrics))
+        incomplete = sorted(dataset for dataset, found in metrics if found != union)
+        if incomplete:
+            msg = f"{origin}: {method} lacks some of its metrics {sorted(union)} on {incomplete}."
+            raise PublishedDataError(msg)
+
+
 def _read(lines: Iterable[str], origin: str) -> PublishedResults:
     reader = csv.DictReader(lines)
     if tuple(reader.fieldnames or ()) != _COLUMNS:
@@ -248,32 +303,69 @@ def _read(lines: Iterable[str], origin: str) -> PublishedResults:
         raise PublishedDataError(msg)
     values = tuple(_parse(row, f"{origin}, line {reader.line_num}") for row in reader)
     results = PublishedResults(values)
-    if len({_key(value) for value in values}) != len(values):
-        msg = f"{origin}: a number is given twice (same level, data set, category, metric and method)."
-        raise PublishedDataError(msg)
+    _check_unique(values, origin)
     _check_complete(results, origin)
     return results
 
 
-def load_published(path: str | Path | None = None) -> PublishedResults:
-    """Read and check the published numbers.
+def _check_unique(values: tuple[PublishedValue, ...], origin: str) -> None:
+    if len({_key(value) for value in values}) != len(values):
+        msg = f"{origin}: a number is given twice (same level, data set, category, metric and method)."
+        raise PublishedDataError(msg)
 
-    Checks: the columns; each line's level, group, data set, metric, method, value (a percentage, or ``n/a`` with a
-    reason) and source; no number twice; every Table 1/2 cell present; every printed average within
-    :data:`AVERAGE_TOLERANCE` of the mean of its cells.
+
+def _read_peer(lines: Iterable[str], origin: str) -> tuple[PublishedValue, ...]:
+    reader = csv.DictReader(lines)
+    if tuple(reader.fieldnames or ()) != _COLUMNS:
+        msg = f"{origin}: the columns must be {list(_COLUMNS)}, got {reader.fieldnames}."
+        raise PublishedDataError(msg)
+    values = tuple(_parse_peer(row, f"{origin}, line {reader.line_num}") for row in reader)
+    _check_unique(values, origin)
+    _check_peer_complete(values, origin)
+    return values
+
+
+def _text(path: str | Path | None, name: str) -> tuple[str, str]:
+    if path is None:
+        return resources.files(__name__).joinpath(name).read_text(encoding="utf-8"), name
+    return Path(path).read_text(encoding="utf-8"), str(path)
+
+
+def load_published(
+    path: str | Path | None = None, peers: dict[str, str | Path | None] | None = None
+) -> PublishedResults:
+    """Read and check the published numbers: the AdaCLIP paper's and its peers' (MuSc's).
+
+    Checks of the paper's file: the columns; each line's level, group, data set, metric, method, value (a
+    percentage, or ``n/a`` with a reason) and source; no number twice; every Table 1/2 cell present; every printed
+    average within :data:`AVERAGE_TOLERANCE` of the mean of its cells. Checks of a peer's file: the same columns and
+    line checks, data set lines of that method only, no ``n/a``, no number twice, the same metrics on each of its data
+    sets.
 
     Args:
-        path: A CSV of the same layout; defaults to the package's :data:`PUBLISHED_FILE`.
+        path: A CSV of the paper's layout; defaults to the package's :data:`PUBLISHED_FILE`.
+        peers: Per peer method, its CSV (``None``: the package's, :data:`PEER_FILES`); methods left out are read from
+            the package. Defaults to the package's files of every peer.
 
     Returns:
         The published numbers.
 
     Raises:
-        PublishedDataError: The file breaks one of the checks (the message names the line).
+        PublishedDataError: A file breaks one of the checks (the message names the file and line).
     """
-    if path is None:
-        text = resources.files(__name__).joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
-        origin = PUBLISHED_FILE
-    else:
-        text, origin = Path(path).read_text(encoding="utf-8"), str(path)
-    return _read(io.StringIO(text), origin)
+    peers = {**dict.fromkeys(PEER_METHODS), **(peers or {})}
+    unknown = [method for method in peers if method not in PEER_FILES]
+    if unknown:
+        msg = f"peers {unknown} are not published methods of this package; known: {list(PEER_FILES)}."
+        raise PublishedDataError(msg)
+    text, origin = _text(path, PUBLISHED_FILE)
+    values = list(_read(io.StringIO(text), origin).values)
+    for method, peer_path in peers.items():
+        text, origin = _text(peer_path, PEER_FILES[method])
+        peer_values = _read_peer(io.StringIO(text), origin)
+        wrong = [value.method for value in peer_values if value.method != method]
+        if wrong:
+            msg = f"{origin}: the file of {method} holds numbers of {sorted(set(wrong))}."
+            raise PublishedDataError(msg)
+        values += peer_values
+    return PublishedResults(tuple(values))

@@ -144,6 +144,26 @@ def test_per_category_beside_the_supplementary_tables(cells: dict) -> None:
     assert not any(cell.dataset == "Visa" and cell.category for cell in cells.values())  # not in the run
 
 
+def test_musc_published_beside_the_paper_where_it_published(cells: dict) -> None:
+    # MUSC.md section 7: MVTec AD image AUROC 97.77, VisA pixel F1-max 48.90, BTAD pixel AUROC 97.35.
+    for metric, dataset, value in (("image_AUROC", "MVTecAD", 97.77), ("pixel_F1Max", "Visa", 48.90),
+                                   ("pixel_AUROC", "BTech", 97.35)):  # fmt: skip
+        cell = cells[(metric, dataset, "", "MuSc", "published")]
+        assert (cell.value, cell.status, cell.kind) == (value, "value", "published") and "@ 518" in cell.note
+    mpdd = cells[("image_AUROC", "MPDD", "", "MuSc", "published")]  # never published: not a zero, not n/a
+    assert (mpdd.value, mpdd.status) == (None, "not published")
+    headct = cells[("pixel_AUROC", "HeadCT", "", "MuSc", "published")]  # the data set cannot have it
+    assert (headct.value, headct.status) == (None, "n/a")
+    average = cells[("image_AUROC", "industrial", AVERAGE, "MuSc", "published")]
+    assert (average.value, average.status) == (None, "not published") and "MVTec AD, VisA, BTAD" in average.note
+    # Image AP and PRO, which the AdaCLIP paper lacks, in the peers' table beside each model.
+    assert cells[("image_AUPR", "MVTecAD", "", "MuSc", "published")].value == 99.07
+    assert cells[("pixel_AUPRO", "BTech", "", "MuSc", "published")].value == 83.43
+    adaclip = cells[("pixel_AUPRO", "BTech", "", "AdaCLIP", "run")]  # zero-shot AdaCLIP: not MuSc's counterpart
+    assert (adaclip.status, adaclip.published) == ("not run", None)
+    assert not any(key[0] == "pixel_AUPR" for key in cells)  # published by MuSc, not computed by the benchmark
+
+
 def test_written_files_markdown_csv_and_plots(tmp_path: Path) -> None:
     grid = config(tmp_path / "out")
     store = RunStore(grid.output / "runs")
@@ -156,12 +176,18 @@ def test_written_files_markdown_csv_and_plots(tmp_path: Path) -> None:
     assert all(path.is_file() and path.parent == first.report_dir for path in first.paper.values())
     markdown = first.paper[PAPER_MARKDOWN].read_text()
     assert "## Table 1 (industrial): image AUROC" in markdown and "## Table 2 (medical): pixel max-F1" in markdown
-    assert "| MVTec AD | 63.5 | 91.8 † | 74.4 | 70.8 | 82.3 | 89.2 | 88.0 | -1.2 | 50.0 | -41.8 | 70.0 |" in markdown
+    # MuSc's published 97.77 stands beside the paper's methods (rounded to 0.1 as they are).
+    mvtec = "| MVTec AD | 63.5 | 91.8 † | 74.4 | 70.8 | 82.3 | 89.2 | 97.8 | 88.0 | -1.2 | 50.0 | -41.8 | 70.0 |"
+    assert mvtec in markdown
     assert "| HeadCT | — |" not in markdown
-    assert "| HeadCT | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ |  | not run |  | not run |" in markdown
+    assert "| HeadCT | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ | n/a¹ |  | not run |  | not run |" in markdown
     assert f"n/a (HeadCT): this run, from its test data: {NO_MASKS}." in markdown
     assert "n/a (ClinicDB, ColonDB, ISIC, TN3K): the paper: no normal test images." in markdown
     assert "| bottle | 94.4 | 90.0 | -4.4 | 50.0 | 70.0 | 90.4 | 80.0 | -10.4 |" in markdown
+    assert "| MPDD | 42.7 | 61.4 | 62.4 | 63.0 | 66.0 | 76.0 | – | not run |" in markdown  # MuSc: not published
+    assert "| **Average** | 68.9 | 82.8 | 80.4 | 73.6 | 86.1 | 90.2 | – | 88.0 ² |" in markdown
+    assert "## MuSc's further metrics: image AP and PRO" in markdown
+    assert "| BTAD | 97.8 | not run | not run | not run | 83.4 | not run | not run | not run |" in markdown
     with first.paper[PAPER_CSV].open(newline="") as file:
         rows = list(csv.DictReader(file))
     line = next(r for r in rows if (r["metric"], r["dataset"], r["column"], r["kind"], r["category"]) ==
@@ -171,7 +197,8 @@ def test_written_files_markdown_csv_and_plots(tmp_path: Path) -> None:
     )
     headct = {(r["column"], r["value"]) for r in rows if r["dataset"] == "HeadCT" and r["metric"].startswith("pixel")}
     # The published cells and AdaCLIP's run are n/a; the models without a HeadCT run are "not run".
-    assert headct == {*((method, "n/a") for method in PAPER_METHODS), ("WinCLIP", "not run"), ("Peer", "not run")}
+    published = {(method, "n/a") for method in (*PAPER_METHODS, "MuSc")}
+    assert headct == {*published, ("WinCLIP", "not run"), ("Peer", "not run")}
     assert any(r["value"] == "not run" for r in rows)
 
 

@@ -16,6 +16,7 @@ from anomalib_adaclip.benchmark.published import (
     PAPER_GROUPS,
     PAPER_METHODS,
     PAPER_METRICS,
+    PEER_FILES,
     PUBLISHED_FILE,
     PublishedDataError,
     load_published,
@@ -103,8 +104,9 @@ def test_per_category_numbers_of_the_supplementary_tables(paper: published_modul
 
 
 def test_no_ap_or_aupro_is_published(paper: published_module.PublishedResults) -> None:
-    assert {value.metric for value in paper.values} == set(PAPER_METRICS)
-    assert len([v for v in paper.values if v.level == "dataset"]) == 14 * 4 * 6
+    of_the_paper = [value for value in paper.values if value.method in PAPER_METHODS]
+    assert {value.metric for value in of_the_paper} == set(PAPER_METRICS)
+    assert len([v for v in of_the_paper if v.level == "dataset"]) == 14 * 4 * 6
 
 
 def original_lines() -> list[str]:
@@ -148,3 +150,71 @@ def test_a_missing_cell_or_a_duplicate_is_refused(tmp_path: Path) -> None:
     path.write_text("\n".join([*lines, lines[1]]) + "\n")
     with pytest.raises(PublishedDataError, match="given twice"):
         load_published(path)
+
+
+# MuSc's published table (MUSC.md section 7, typed here from it): image AUROC, F1-max, AP; pixel AUROC, F1-max, AP, PRO.
+MUSC_TABLE = {
+    "MVTecAD": (97.77, 97.37, 99.07, 97.11, 62.16, 62.26, 93.45),
+    "Visa": (92.57, 89.06, 93.31, 98.71, 48.90, 45.38, 92.43),
+    "BTech": (96.16, 93.90, 97.85, 97.35, 57.86, 57.15, 83.43),
+}
+MUSC_COLUMNS = ("image_AUROC", "image_F1Max", "image_AUPR", "pixel_AUROC", "pixel_F1Max", "pixel_AUPR", "pixel_AUPRO")
+
+
+def test_musc_published_rows_are_its_readme_table(paper: published_module.PublishedResults) -> None:
+    assert paper.datasets("MuSc") == ("MVTecAD", "Visa", "BTech")
+    for dataset, row in MUSC_TABLE.items():
+        for metric, value in zip(MUSC_COLUMNS, row, strict=True):
+            cell = paper.cell(dataset, metric, "MuSc")
+            assert cell is not None and cell.value == value, (dataset, metric)
+            assert "xrli-U/MuSc" in cell.source and "ViT-L-14-336" in cell.note and "@ 518" in cell.note
+    assert "RsCIN k 1/8/9" in paper.cell("Visa", "image_AUROC", "MuSc").note  # MuSc's VisA setting
+    assert "RsCIN k 1/2/3" in paper.cell("BTech", "image_AUROC", "MuSc").note
+    musc = [value for value in paper.values if value.method == "MuSc"]
+    assert len(musc) == 3 * 7 and all(value.level == "dataset" and value.group == "industrial" for value in musc)
+    # Published nowhere else: absent, never zero; no average over the paper's groups.
+    assert paper.cell("MPDD", "image_AUROC", "MuSc") is None and paper.cell("HeadCT", "image_AUROC", "MuSc") is None
+    with pytest.raises(KeyError):
+        paper.average("industrial", "image_AUROC", "MuSc")
+
+
+def musc_lines() -> list[str]:
+    from importlib import resources
+
+    return resources.files(published_module).joinpath(PEER_FILES["MuSc"]).read_text().splitlines()
+
+
+MUSC_MVTEC = "dataset,industrial,MVTecAD,,image_AUROC,MuSc,97.77"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (MUSC_MVTEC, "dataset,industrial,MVTecAD,,image_AUROC,MuSc,n/a", "no n/a"),
+        (MUSC_MVTEC, "dataset,industrial,MVTecAD,,image_AUROC,MuSc,977.7", "must be a percentage"),
+        (MUSC_MVTEC, "dataset,industrial,MVTecAD,,image_AUROC,PatchCore,97.77", "method must be one of"),
+        (MUSC_MVTEC, "dataset,industrial,MVTecAD,,image_IoU,MuSc,97.77", "metric must be one of"),
+        (MUSC_MVTEC, "average,industrial,,,image_AUROC,MuSc,97.77", "data set lines"),
+        (MUSC_MVTEC, "dataset,medical,MVTecAD,,image_AUROC,MuSc,97.77", "is not a medical data set"),
+    ],
+)
+def test_a_wrong_musc_line_is_refused_with_its_reason(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = "\n".join(musc_lines()) + "\n"
+    assert old in text
+    path = tmp_path / "musc.csv"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(PublishedDataError, match=message):
+        load_published(peers={"MuSc": path})
+
+
+def test_a_dropped_or_doubled_musc_line_is_refused(tmp_path: Path) -> None:
+    lines = musc_lines()
+    path = tmp_path / "musc.csv"
+    path.write_text("\n".join(line for line in lines if ",Visa,,pixel_AUPRO," not in line) + "\n")
+    with pytest.raises(PublishedDataError, match=r"MuSc lacks some of its metrics .* on \['Visa'\]"):
+        load_published(peers={"MuSc": path})
+    path.write_text("\n".join([*lines, lines[1]]) + "\n")
+    with pytest.raises(PublishedDataError, match="given twice"):
+        load_published(peers={"MuSc": path})
+    with pytest.raises(PublishedDataError, match="not published methods"):
+        load_published(peers={"PatchCore": path})

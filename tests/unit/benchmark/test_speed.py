@@ -174,3 +174,42 @@ def test_torch_and_openvino_side_by_side(tmp_path: Path, capsys: pytest.CaptureF
     assert report["export_seconds"] > 0 and report["openvino_version"]
     for agreement in report["runtime_agreement"]:  # fp32 in both: the ONNX test's tolerances
         assert agreement["max_score_difference"] < 1e-5 and agreement["max_map_difference"] < 1e-4
+
+
+def test_mutual_group_sizes_split_the_cost_between_clip_and_mutual_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    output = tmp_path / "mutual.json"
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "1", "--images", "1", "--warmup", "0"]
+    assert speed.main([*arguments, "--mutual-group-sizes", "2", "3", "--json", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "mutual scoring: the rows above are the CLIP passes" in printed and "total s/image" in printed
+    assert "groups of [2, 3] images use the small-group rule" in printed  # MuSc's 30 % of 1 or 2 others is none
+    mutual = json.loads(output.read_text())["mutual"]
+    # MuSc's layers for a 4-block tower (the last block of each quarter); the micro CLIP's shapes at 112 px: an 8 x 8
+    # grid of width-64 tokens, 32-dimensional embeddings.
+    assert mutual["feature_layers"] == [0, 1, 2, 3] and mutual["r_list"] == [1, 3, 5]
+    assert mutual["token_shape"] == [[64, 64]] * 4 and mutual["embedding_dim"] == 32
+    assert [group["group_size"] for group in mutual["groups"]] == [2, 3]
+    report = json.loads(output.read_text())
+    clip = report["results"][0]["seconds_per_image"]
+    for group in mutual["groups"]:
+        assert group["seconds"] > 0 and group["peak_memory_bytes"] > 0
+        assert group["seconds_per_image"] == pytest.approx(group["seconds"] / group["group_size"])
+        assert group["clip_seconds_per_image"] == clip
+        assert group["total_seconds_per_image"] == pytest.approx(clip + group["seconds_per_image"])
+        assert group["total_peak_memory_bytes"] >= group["peak_memory_bytes"]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--mutual-group-sizes", "1"], "each group needs at least 2 images"),
+        (["--mutual-group-sizes", "4", "--k-shot", "2"], "leave out --k-shot"),
+    ],
+)
+def test_mutual_group_sizes_refuse_what_cannot_be_measured(
+    option: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert speed.main(["--backbone", MICRO, "--image-size", "112", "--images", "1", *option]) == 2
+    assert message in capsys.readouterr().err

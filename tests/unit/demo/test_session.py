@@ -21,7 +21,7 @@ import torch
 from anomalib.engine import Engine
 from PIL import Image
 
-from anomalib_adaclip import AdaCLIP, AdaCLIPModel
+from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring
 from anomalib_adaclip.cli.prompts import sentences_text
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.config import AdaCLIPConfig
@@ -108,6 +108,32 @@ def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
     for row in demo_rows:
         reference = engine_rows[row["path"]]
         assert {key: row[key] for key in CSV_COLUMNS[1:]} == {key: reference[key] for key in CSV_COLUMNS[1:]}
+
+
+def test_mutual_scoring_scores_the_uploaded_images_against_each_other(
+    session: DemoSession, micro_weights: Path
+) -> None:
+    """Ticked: each score is the default fusion of the prompts' score and MuSc's on the same (resized) images."""
+    from anomalib.data.utils.image import read_image
+
+    files = example_images()  # three images; MuSc compares them at the model's input size
+    plain = session.predict(files, "tire")
+    together = session.predict(files, "tire", mutual=True)
+    assert "Mutual scoring: the 3 images were also scored against each other" in together.message
+    musc = MutualScoring(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, feature_layers=[0, 1, 2, 3]
+    )
+    transform = AdaCLIP.configure_pre_processor(112).transform
+    with torch.no_grad():
+        expected = musc(torch.cat([transform(read_image(path, as_tensor=True)[None]) for path in files])).pred_score
+    for result, alone, musc_score in zip(together.results, plain.results, expected.tolist(), strict=True):
+        assert result.score == pytest.approx(0.5 * alone.score + 0.5 * musc_score, abs=1e-6)
+        assert result.overlay is not None and 0.0 <= result.score <= 1.0
+
+    one = session.predict(files[:1], "tire", mutual=True)
+    assert "needs at least two readable images" in one.message and one.results[0].score == plain.results[0].score
+    tiled = session.predict(files, "tire", mutual=True, tiling=True)
+    assert not tiled.results and "cannot be combined" in tiled.message
 
 
 def test_overlays_gallery_table_and_zip(session: DemoSession) -> None:

@@ -1,0 +1,209 @@
+"""Mutual scoring (MuSc) through anomalib's loops: Engine, the CLI, streaming predict, a resume and two processes.
+
+Everything runs on the micro CLIP of ``tests/conftest.py`` (4 blocks at 112 px; MuSc's layers are then the last block
+of each quarter, 0 to 3) and the 15 tire images of ``tests/data``. The truths: AdaCLIP's zero-shot outputs (for
+``mutual_weight=0``), :class:`~anomalib_adaclip.MutualScoring` on the same images and weights (for ``mutual_weight=1``),
+the same run with another batch size, on one process, or without the kill.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from anomalib.data import MVTecAD, PredictDataset
+from anomalib.data.utils import read_image
+from anomalib.engine import Engine
+from torch.utils.data import DataLoader
+from torchmetrics.classification import BinaryAUROC
+
+from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring, cli
+from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
+from anomalib_adaclip.weights import save_checkpoint
+from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
+from tests.integration.test_streaming import environment, explain, predict_arguments
+
+IMAGE_SIZE = 112
+GROUP_SIZE = 8  # 15 images: groups of 8 and 7
+TEST_IMAGES = TIRE_ROOT / "tire" / "test"
+
+
+def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:
+    torch.manual_seed(0)  # the prompts and projections
+    arguments = {
+        "backbone": MICRO_BACKBONE,
+        "backbone_weights": str(weights),
+        "image_size": IMAGE_SIZE,
+        "thresholding": "fixed",
+        "mutual_group_size": GROUP_SIZE,
+    }
+    arguments.update(overrides)
+    return AdaCLIP(**arguments)
+
+
+def predict(weights: Path, root: Path, batch_size: int, **overrides: object) -> SimpleNamespace:
+    """``Engine.predict`` on the tire test images (a loader alone: no validation pass first), in data-set order."""
+    engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    dataset = PredictDataset(TEST_IMAGES)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn)
+    batches = engine.predict(make_adaclip(weights, **overrides), dataloaders=loader, return_predictions=True)
+    paths = [str(path) for batch in batches for path in batch.image_path]
+    return SimpleNamespace(
+        paths=paths,
+        scores=torch.cat([batch.pred_score for batch in batches]),
+        maps=torch.cat([batch.anomaly_map for batch in batches]),
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("mutual_runs")
+    return SimpleNamespace(
+        zero_shot=predict(micro_weights, root / "zero", 5),
+        weight0=predict(micro_weights, root / "w0", 5, mutual_scoring=True, mutual_weight=0.0),
+        weight1_batch1=predict(micro_weights, root / "w1b1", 1, mutual_scoring=True, mutual_weight=1.0),
+        weight1_batch4=predict(micro_weights, root / "w1b4", 4, mutual_scoring=True, mutual_weight=1.0),
+    )
+
+
+def test_weight_zero_gives_the_zero_shot_outputs_bitwise(runs: SimpleNamespace) -> None:
+    assert runs.weight0.paths == runs.zero_shot.paths
+    assert torch.equal(runs.weight0.scores, runs.zero_shot.scores)
+    assert torch.equal(runs.weight0.maps, runs.zero_shot.maps)
+
+
+def test_outputs_do_not_depend_on_the_batch_size(runs: SimpleNamespace) -> None:
+    assert runs.weight1_batch1.paths == runs.weight1_batch4.paths
+    assert torch.equal(runs.weight1_batch1.scores, runs.weight1_batch4.scores)
+    assert torch.equal(runs.weight1_batch1.maps, runs.weight1_batch4.maps)
+
+
+def micro_musc(weights: Path) -> MutualScoring:
+    """MuSc's own module on the micro CLIP: MuSc's layer choice for 4 blocks, the last of each quarter."""
+    return MutualScoring(
+        backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, feature_layers=[0, 1, 2, 3]
+    ).eval()
+
+
+def normalised(paths: list[str]) -> torch.Tensor:
+    """The images as AdaCLIP's pre-processor gives them (resize, CLIP normalisation), one by one."""
+    transform = AdaCLIP.configure_pre_processor(IMAGE_SIZE).transform
+    return torch.cat([transform(read_image(path, as_tensor=True).unsqueeze(0)) for path in paths])
+
+
+def test_weight_one_gives_musc_on_each_group(runs: SimpleNamespace, micro_weights: Path) -> None:
+    """MuSc's own module on the same images and weights, group by group: its map halved, its RsCIN score."""
+    images = normalised(runs.weight1_batch1.paths)
+    for group in (slice(0, 8), slice(8, 15)):  # 15 images in groups of at most 8: 8 and 7, in data-set order
+        with torch.no_grad():
+            expected = micro_musc(micro_weights)(images[group])
+        torch.testing.assert_close(runs.weight1_batch1.maps[group], expected.anomaly_map / 2, atol=1e-6, rtol=0)
+        torch.testing.assert_close(runs.weight1_batch1.scores[group], expected.pred_score, atol=1e-6, rtol=0)
+
+
+def test_engine_test_metrics_get_the_final_values(micro_weights: Path, tmp_path: Path) -> None:
+    """Engine.test (validation, then test) with one group of all 15 images: its image AUROC is MuSc's."""
+    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=5)
+    model = make_adaclip(micro_weights, mutual_scoring=True, mutual_weight=1.0, mutual_group_size=15)
+    (metrics,) = engine.test(model, datamodule=datamodule)
+    paths = sorted(str(path) for path in TEST_IMAGES.rglob("*.png"))  # one group: the order does not matter
+    with torch.no_grad():
+        scores = micro_musc(micro_weights)(normalised(paths)).pred_score
+    labels = torch.tensor([int(Path(path).parent.name != "good") for path in paths])
+    assert metrics["image_AUROC"] == pytest.approx(float(BinaryAUROC()(scores, labels)), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# anomalib-adaclip predict: one process, two processes, killed and resumed
+# ----------------------------------------------------------------------------------------------------------------------
+def table_rows(table: Path) -> list[list[str]]:
+    """The complete rows of a table, header checked."""
+    text = table.read_text(encoding="utf-8")
+    rows = list(csv.reader(text[: text.rfind("\n") + 1].splitlines()))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    return rows[1:]
+
+
+def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
+    micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """15 images in 3 groups of 5 (default weight): a run killed and resumed, then the same on two processes."""
+    table = Path("AdaCLIP") / "latest" / "predictions.csv"
+    # Prompts from a file: every process of every run gets the same (a seed does not reach DDP's other process).
+    torch.manual_seed(0)
+    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=IMAGE_SIZE, prompting_type="S")
+    prompts = save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), tmp_path / "prompts.pt")
+
+    def arguments(root: Path) -> list[str]:
+        mutual = [
+            "--model.mutual_scoring",
+            "true",
+            "--model.mutual_group_size",
+            "5",
+            "--model.checkpoint",
+            str(prompts),
+        ]
+        return [*predict_arguments(micro_weights, TEST_IMAGES, root), *mutual]
+
+    killed = tmp_path / "killed" / table
+    command = [sys.executable, "-m", "anomalib_adaclip", *arguments(tmp_path / "killed")]
+    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (killed.is_file() and len(killed.read_bytes().splitlines()) > 6):  # into the second group
+            assert process.poll() is None, f"predict ended before it was killed: {process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no 6 rows within 10 minutes"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    before = table_rows(killed)
+    assert 6 <= len(before) < 15, f"{len(before)} rows when killed"
+    written = {row[0] for row in before}
+    order = [str(path) for path in PredictDataset(TEST_IMAGES).image_filenames]  # the data-set order
+    unfinished = {index // 5 + 1 for index, path in enumerate(order) if path not in written}
+
+    with caplog.at_level(logging.INFO, logger="anomalib_adaclip.components.mutual_groups"):
+        assert cli.main([*arguments(tmp_path / "killed"), "--resume"]) == 0
+    scored = {
+        int(record.args[0]) for record in caplog.records if record.getMessage().startswith("Mutual scoring: scored")
+    }
+    assert scored == unfinished  # whole finished groups are skipped; an unfinished one is scored whole
+    after = table_rows(killed)
+    assert after[: len(before)] == before
+    assert Counter(row[0] for row in after) == Counter(order)  # every image exactly once
+    assert all(0.0 <= float(row[2]) <= 1.0 for row in after)
+
+    # Two processes (DDP, gloo) give the table of one process without a kill: the same rows in the same order.
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalib_adaclip", *arguments(tmp_path / "two"), "--trainer.strategy", "ddp",
+         "--trainer.devices", "2"],
+        capture_output=True, text=True, env=environment(), timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, explain(result)
+    assert table_rows(tmp_path / "two" / table) == sorted(after, key=lambda row: order.index(row[0]))
+
+
+def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights: Path, tmp_path: Path) -> None:
+    model = make_adaclip(micro_weights, mutual_scoring=True).eval()
+    for export in (model.to_torch, model.to_onnx, model.to_openvino):
+        with pytest.raises(NotImplementedError, match="mutual_scoring cannot be exported"):
+            export(tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written, nothing moved
+    raw = torch.rand(3, 3, 90, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        output = model(raw)
+    assert output.pred_score.shape == (3,) and ((output.pred_score >= 0) & (output.pred_score <= 1)).all()
