@@ -1,12 +1,13 @@
 """AdaCLIP's exports through anomalib: what cannot be exported, and nothing earlier is lost.
 
-:class:`GuardedExports` wraps anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused
-(the tile grid depends on each image's size), and so is a model with mutual scoring (its outputs depend on the other
-images of a group, which an exported graph and an inferencer fed one image at a time do not have), ONNX defaults to opset 18, and the log names the class name baked into
-the prompts. anomalib's contract is that an export goes to ``<export_root>/weights/<kind>/<name>.*``, replacing what
-is there (its own models do; its integration routine exports every model into one project folder). AdaCLIP keeps
-that contract without losing anything: an earlier export of the same name is first moved, whole, into
-``<export_root>/weights/<kind>/earlier/`` (``earlier-v1``, ... when that exists) and the log says where.
+:class:`GuardedExports` wraps anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused (the
+tile grid depends on each image's size), and so is a model with mutual scoring (its outputs depend on the other images
+of a group, which an exported graph and an inferencer fed one image at a time do not have); ONNX defaults to opset 18,
+and the log names the class name baked into the prompts. anomalib's contract is that an export goes to
+``<export_root>/weights/<kind>/<name>.*``, replacing what is there (its own models do; its integration routine exports
+every model into one project folder). AdaCLIP keeps that contract without losing anything: an earlier export of the same
+name is first moved, whole, into ``<export_root>/weights/<kind>/earlier/`` (``earlier-v1``, ... when that exists) and
+the log says where.
 """
 
 from __future__ import annotations
