@@ -8,6 +8,8 @@ real backbone everywhere.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -27,7 +29,7 @@ from anomalib_adaclip import AdaCLIPModel, cli
 from anomalib_adaclip.cli import quickstart
 from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from anomalib_adaclip.weights import save_checkpoint
+from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 BIN = Path(sys.executable).parent
@@ -385,7 +387,9 @@ def test_quickstart_uses_local_files_without_any_network(tmp_path: Path, monkeyp
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     for name in ("pretrained_visa_clinicdb.pth", "ViT-L-14-336-openai.safetensors"):
-        (weights_dir / name).write_bytes(b"")  # only located here, read when the model is built
+        (weights_dir / name).write_bytes(b"")  # only located (and the checkpoint's sha256 checked) here
+    empty = dataclasses.replace(RELEASED_CHECKPOINTS["visa_clinicdb"], sha256=hashlib.sha256(b"").hexdigest())
+    monkeypatch.setitem(RELEASED_CHECKPOINTS, "visa_clinicdb", empty)
     monkeypatch.setenv("ADACLIP_WEIGHTS_DIR", str(weights_dir))
     root = tmp_path / "MVTecAD"
     generate_defect_dataset(root, "bottle", n_train=1, n_good=1, n_defect=1, size=32)
