@@ -125,9 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_commands()
         print()
 
-    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
 
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
+    from anomalib_adaclip.compat import anomalib_cli_main  # noqa: PLC0415
 
     from .predict import predict_arguments  # noqa: PLC0415
 
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
-    anomalib_main()
+    anomalib_cli_main()
     return 0
 
 

@@ -33,12 +33,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from anomalib.data.datamodules.image.mvtecad import DOWNLOAD_INFO as MVTEC_DOWNLOAD_INFO
-from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
+from anomalib_adaclip.compat import MVTEC_AD_CATEGORIES, MVTEC_AD_DOWNLOAD_INFO
 from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import (
@@ -151,7 +150,7 @@ def _dataset_problem(root: Path, category: str, downloadable: bool) -> str | Non
         return None
     return (
         f"MVTec AD category {category!r} is missing: {category_dir} does not exist and the download host "
-        f"({urlparse(MVTEC_DOWNLOAD_INFO.url).hostname}) cannot be reached.\n"
+        f"({urlparse(MVTEC_AD_DOWNLOAD_INFO.url).hostname}) cannot be reached.\n"
         f"   Download mvtec_anomaly_detection.tar.xz (4.9 GB) from {MVTEC_PAGE} and extract it into {root} so that "
         f"{category_dir}/test exists, or pass --root /folder/that/holds/{category}."
     )
@@ -179,7 +178,7 @@ def resolve_inputs(root: Path, category: str = "bottle") -> QuickstartInputs:
     offline = _downloads_disabled()
     needs_download = not (root / category).is_dir()
     problems = []
-    downloadable = not offline and needs_download and host_reachable(MVTEC_DOWNLOAD_INFO.url)
+    downloadable = not offline and needs_download and host_reachable(MVTEC_AD_DOWNLOAD_INFO.url)
     if problem := _dataset_problem(root, category, downloadable):
         problems.append(problem)
     found, errors = _find_weights(local_only=True)
@@ -261,9 +260,9 @@ def _run(
 
     from anomalib.data import MVTecAD  # noqa: PLC0415
     from anomalib.engine import Engine  # noqa: PLC0415
-    from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
 
     from anomalib_adaclip import AdaCLIP  # noqa: PLC0415
+    from anomalib_adaclip.compat import create_versioned_dir  # noqa: PLC0415
 
     with contextlib.ExitStack() as stack:
         if smoke:
@@ -343,7 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root, the folder that holds bottle/ (download target)"
     )
-    parser.add_argument("--category", default="bottle", choices=MVTEC_CATEGORIES, help="MVTec AD category")
+    parser.add_argument("--category", default="bottle", choices=MVTEC_AD_CATEGORIES, help="MVTec AD category")
     parser.add_argument(
         "--output",
         type=Path,

@@ -483,7 +483,7 @@ class DemoSession:
         return f"read in {time.perf_counter() - start:.1f} s"
 
     def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
-        from anomalib.data.utils.image import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
+        from anomalib.data.utils import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
 
         result = ImageResult(name=name, path=str(path), class_name=class_name)
         result.error, result.notes = self._refusal(path)
