@@ -309,7 +309,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
 
         Raises:
-            ~anomalib_adaclip.components.references.ReferenceError: No source of references, too few images, an
+            ~anomalib_adaclip.components.references.FewShotReferenceError: No source of references, too few images, an
                 empty or missing folder, or an unreadable image.
         """
         if datamodule is None:

@@ -15,6 +15,7 @@ from .checkpoint import (
 )
 from .hub import (
     HF_REPO_ID,
+    OFFLINE_ENV,
     RELEASED_CHECKPOINTS,
     RELEASED_REVISION,
     WEIGHTS_DIR_ENV,
@@ -23,18 +24,21 @@ from .hub import (
     WeightsNotFoundError,
     download_clip_weights,
     download_released_checkpoint,
+    downloads_disabled,
     file_sha256,
     find_in_weights_dir,
     host_reachable,
     hub_access,
     hub_cache_dir,
     hub_cache_only,
+    locate_weights,
 )
 from .loading import CheckpointError, check_state_dict, load_state_dict_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "HF_REPO_ID",
+    "OFFLINE_ENV",
     "RELEASED_CHECKPOINTS",
     "RELEASED_PREFIX",
     "RELEASED_REVISION",
@@ -46,6 +50,7 @@ __all__ = [
     "check_state_dict",
     "download_clip_weights",
     "download_released_checkpoint",
+    "downloads_disabled",
     "file_sha256",
     "find_in_weights_dir",
     "from_released_layout",
@@ -54,6 +59,7 @@ __all__ = [
     "hub_cache_dir",
     "hub_cache_only",
     "load_state_dict_file",
+    "locate_weights",
     "read_checkpoint",
     "save_checkpoint",
     "to_released_layout",

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HF_REPO_ID",
+    "OFFLINE_ENV",
     "RELEASED_CHECKPOINTS",
     "RELEASED_REVISION",
     "WEIGHTS_DIR_ENV",
@@ -40,12 +41,14 @@ __all__ = [
     "clip_weight_filenames",
     "download_clip_weights",
     "download_released_checkpoint",
+    "downloads_disabled",
     "file_sha256",
     "find_in_weights_dir",
     "host_reachable",
     "hub_access",
     "hub_cache_dir",
     "hub_cache_only",
+    "locate_weights",
 ]
 
 
@@ -59,6 +62,8 @@ RELEASED_REVISION = "main"
 
 
 WEIGHTS_DIR_ENV = "ADACLIP_WEIGHTS_DIR"
+# Set to 1/true/yes/on: the commands and the demo use local files only and download nothing (weights or data sets).
+OFFLINE_ENV = "ADACLIP_OFFLINE"
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -118,6 +123,11 @@ RELEASED_CHECKPOINTS: dict[str, ReleasedCheckpoint] = {
         ),
     )
 }
+
+
+def downloads_disabled() -> bool:
+    """Whether ``ADACLIP_OFFLINE`` forbids downloads (``1``, ``true``, ``yes`` or ``on``, in any case)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def find_in_weights_dir(*filenames: str) -> Path | None:
@@ -317,3 +327,48 @@ def download_clip_weights(model_name: str, tag: str) -> Path:
         msg = f"open_clip knows no download location for the {tag!r} weights of {model_name!r}."
         raise WeightsNotFoundError(msg)
     return Path(path)
+
+
+def locate_weights(
+    backbone: str | Mapping[str, Any] | None,
+    backbone_weights: str | Path | None,
+    checkpoint: str | Path | None,
+    *,
+    local_only: bool,
+) -> tuple[dict[str, Path], dict[str, WeightsNotFoundError]]:
+    """Find the weight files a model needs before it is built: the check the commands and the demo run first.
+
+    Only what is looked up by name is checked: the CLIP weights of a pretrained tag of a named backbone, and a released
+    checkpoint (verified like :func:`download_released_checkpoint`). Paths, config dicts and unknown names are left
+    to the model, whose own checks name them.
+
+    Args:
+        backbone: The backbone (an open_clip name, or a config dict / its JSON, which has no pretrained tags).
+        backbone_weights: A pretrained tag (``"openai"``), a path, or ``None``.
+        checkpoint: A released checkpoint name, a path, or ``None``.
+        local_only: Look in ``ADACLIP_WEIGHTS_DIR`` and the Hugging Face cache only; download nothing.
+
+    Returns:
+        The files found and the errors of the ones missing, each under ``"backbone_weights"`` or ``"checkpoint"``.
+    """
+    lookups = {}
+    if isinstance(checkpoint, str) and checkpoint in RELEASED_CHECKPOINTS:
+        lookups["checkpoint"] = lambda: download_released_checkpoint(checkpoint)
+    if (
+        isinstance(backbone, str)
+        and not backbone.lstrip().startswith("{")
+        and backbone_weights
+        and not Path(backbone_weights).expanduser().exists()
+    ):
+        lookups["backbone_weights"] = lambda: download_clip_weights(backbone, str(backbone_weights))
+    found: dict[str, Path] = {}
+    missing: dict[str, WeightsNotFoundError] = {}
+    with hub_cache_only(local_only):
+        for key, lookup in lookups.items():
+            try:
+                found[key] = Path(lookup())
+            except WeightsNotFoundError as error:
+                missing[key] = error
+            except ValueError:  # an unknown tag: the model's own check names it
+                pass
+    return found, missing

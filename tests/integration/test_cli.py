@@ -440,8 +440,13 @@ def test_quickstart_downloads_nothing_while_the_dataset_is_unavailable(
     # The hub answers, the data set's host does not.
     monkeypatch.setattr(quickstart, "host_reachable", lambda url, *args, **kwargs: url == constants.ENDPOINT)
     lookups = []
-    original = quickstart._find_weights
-    monkeypatch.setattr(quickstart, "_find_weights", lambda local_only: lookups.append(local_only) or original(True))
+    original = quickstart.locate_weights
+
+    def cache_only(*args: Any, local_only: bool) -> Any:
+        lookups.append(local_only)
+        return original(*args, local_only=True)
+
+    monkeypatch.setattr(quickstart, "locate_weights", cache_only)
     with pytest.raises(quickstart.MissingInputsError) as error:
         quickstart.resolve_inputs(tmp_path / "MVTecAD", "bottle")
     assert lookups == [True]  # the cache only: no download of the weights
