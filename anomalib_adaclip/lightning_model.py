@@ -112,9 +112,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     Args:
         backbone_weights: open_clip pretrained tag (``"openai"``), path to a weights file, or ``None`` for random
             weights (tests only). Defaults to ``"openai"``.
-        checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"`` (released
-            files, checked against their published sha256), a path (your own file, not checked), or ``None``
-            (untrained: only for training). Defaults to ``None``.
+        checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
+            ``None`` (untrained: only for training). Defaults to ``None``.
         class_name: Object name for the prompts. Defaults to the data module's category, else the class name stored
             in a loaded Lightning checkpoint, else ``"object"``.
         export_class_names: Several class names for one exported model (a line of products): ``forward`` on raw
