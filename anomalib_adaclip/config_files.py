@@ -94,13 +94,22 @@ def resolve_config(value: str | Path, kind: ConfigKind = "anomalib") -> Path:
 def resolve_config_arguments(arguments: list[str], kind: ConfigKind = "anomalib") -> list[str]:
     """``arguments`` with the value of every ``--config`` / ``-c`` option resolved by :func:`resolve_config`.
 
+    Values that are configuration text rather than a file name (jsonargparse's inline YAML or JSON) are kept.
+
     Raises:
         UnknownConfigError: A value names no file and no shipped configuration.
     """
     resolved = list(arguments)
     for index, argument in enumerate(arguments):
         if argument.startswith("--config="):
-            resolved[index] = f"--config={resolve_config(argument.split('=', 1)[1], kind)}"
-        elif argument in {"--config", "-c"} and index + 1 < len(arguments):
+            value = argument.split("=", 1)[1]
+            if not _inline(value):
+                resolved[index] = f"--config={resolve_config(value, kind)}"
+        elif argument in {"--config", "-c"} and index + 1 < len(arguments) and not _inline(arguments[index + 1]):
             resolved[index + 1] = str(resolve_config(arguments[index + 1], kind))
     return resolved
+
+
+def _inline(value: str) -> bool:
+    """Whether a ``--config`` value is configuration text (jsonargparse accepts YAML or JSON in place of a file)."""
+    return any(marker in value for marker in ("\n", "{", "[", ": "))

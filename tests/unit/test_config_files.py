@@ -79,6 +79,8 @@ def test_config_options_are_rewritten_in_every_form(tmp_path: Path, monkeypatch:
     ]
     assert resolve_config_arguments(["report", "--config=paper"], "benchmark") == ["report", f"--config={target}"]
     assert resolve_config_arguments(["fit", "-c", "mvtecad"]) == ["fit", "-c", str(CONFIG_DIR / "mvtecad.yaml")]
+    inline = ["train", "--config", "trainer: {max_epochs: 1}", "--config={}"]  # jsonargparse's inline configuration
+    assert resolve_config_arguments(inline, "train") == inline
 
 
 def test_the_command_refuses_an_unknown_config_before_running(
