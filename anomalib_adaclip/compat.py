@@ -159,10 +159,14 @@ class PostProcessorHooks(PostProcessor):
         """Whether the F1-adaptive threshold metric has seen normal and anomalous samples."""
         return threshold_metric._has_anomalous_samples() and threshold_metric._has_normal_samples()
 
+    def learned_threshold(self, level: Level) -> torch.Tensor:
+        """The threshold learned for a level (the buffer itself; NaN while none is learned)."""
+        return getattr(self, f"_{level}_threshold")
+
     def forget_statistics(self, level: Level) -> None:
         """Set a level's learned threshold and min-max statistics back to "not learned" (NaN)."""
-        for name in (f"_{level}_threshold", f"{level}_min", f"{level}_max"):
-            getattr(self, name).fill_(float("nan"))
+        for statistic in (self.learned_threshold(level), getattr(self, f"{level}_min"), getattr(self, f"{level}_max")):
+            statistic.fill_(float("nan"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
