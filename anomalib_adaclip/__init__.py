@@ -11,4 +11,4 @@ from .lightning_model import AdaCLIP
 from .model import AdaCLIPModel, MutualScoring
 
 __all__ = ["AdaCLIP", "AdaCLIPConfig", "AdaCLIPModel", "FewShotConfig", "MutualScoring", "MutualScoringConfig"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the package version (pyproject reads it); CHANGELOG.md says what each one changed

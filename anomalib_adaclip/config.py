@@ -24,6 +24,9 @@ __all__ = [
     "ABNORMAL_STATES",
     "DEFAULT_CLASS_NAME",
     "NORMAL_STATES",
+    "SMOKE_BACKBONE",
+    "SMOKE_IMAGE_SIZE",
+    "SMOKE_NOTE",
     "TEMPLATES",
     "AdaCLIPConfig",
     "FewShotConfig",
@@ -40,6 +43,19 @@ PromptingBranch = Literal["V", "L", "VL"]
 
 # The class name of the prompts when neither the user nor the data gives one (anomalib's WinCLIP uses the same).
 DEFAULT_CLASS_NAME = "object"
+
+# The smoke runs (`quickstart --smoke`, `demo --smoke`): a tiny CLIP (4 + 4 blocks, 112 px input) with random weights,
+# so nothing is downloaded; every output of such a run carries SMOKE_NOTE.
+SMOKE_BACKBONE: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 112, "layers": 4, "width": 64, "head_width": 32, "patch_size": 14},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 4},
+}
+SMOKE_IMAGE_SIZE = 112
+SMOKE_NOTE = (
+    "SMOKE TEST: a tiny random backbone on generated images. These numbers mean nothing; "
+    "they only show that the pipeline runs."
+)
 
 # The paper's prompt ensemble: 7 normal and 5 abnormal state words, each put in 4 templates.
 NORMAL_STATES: tuple[str, ...] = (

@@ -32,16 +32,15 @@ import torch
 from anomalib import LearningType
 from anomalib.data import AnomalibDataModule, Batch
 from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
-from anomalib.models.components import AnomalibModule
+from anomalib.models import AnomalibModule
 from anomalib.pre_processing import PreProcessor
-from anomalib.pre_processing.utils.transform import get_exportable_transform
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from .compat import get_exportable_transform, ignore_in_ddp
 from .components import (
     AdaCLIPPostProcessor,
     AdaCLIPVisualizer,
@@ -89,6 +88,14 @@ _MUTUAL_DEFAULTS = MutualGroupConfig()
 FEW_SHOT_SETTINGS = tuple(field.name for field in dataclasses.fields(FewShotConfig))
 # The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
 CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
+
+
+def _attached_trainer(module: LightningModule) -> Trainer | None:
+    """The Trainer ``module`` is attached to, or ``None`` (Lightning's ``trainer`` property raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
 
 
 class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
@@ -284,7 +291,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             callbacks.append(FewShotReferences())
         if self.mutual_groups is not None:  # before the writer: it plans the groups before a resume cuts the data
             callbacks.append(self.mutual_groups)
-        trainer_callbacks = self._trainer.callbacks if self._trainer is not None else []
+        trainer_callbacks = trainer.callbacks if (trainer := _attached_trainer(self)) is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
         # Returned callbacks replace the Trainer's of the same type and run after the Trainer's own: the writer must
@@ -328,11 +335,11 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
 
         Raises:
-            ~anomalib_adaclip.components.references.ReferenceError: No source of references, too few images, an
+            ~anomalib_adaclip.components.references.FewShotReferenceError: No source of references, too few images, an
                 empty or missing folder, or an unreadable image.
         """
-        if datamodule is None and self._trainer is not None:
-            datamodule = getattr(self._trainer, "datamodule", None)
+        if datamodule is None:
+            datamodule = getattr(_attached_trainer(self), "datamodule", None)
         transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
         overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
         fill_memory(
@@ -347,7 +354,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
         del stage
         self._apply_class_name()
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(_attached_trainer(self), "datamodule", None)
         if self.tiling and getattr(datamodule, "eval_batch_size", 1) > 1:
             logger.info(
                 "Tiling: images reach AdaCLIP at full resolution, so a batch needs images of one size; "
@@ -355,7 +362,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             )
 
     def _apply_class_name(self) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(_attached_trainer(self), "datamodule", None)
         name, source = run_class_name(self.class_name, datamodule, self._checkpoint_class_name)
         self.model.check_class_name(name)
         self.model.class_name = name
@@ -443,7 +450,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
     def configure_model(self) -> None:
         """Exclude the tensors that never get a gradient (the text prompt of block 0) from DDP's synchronisation."""
         unused = [f"model.{name}" for name in self.model.parameters_without_gradient()]
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, unused)
+        ignore_in_ddp(self, unused)
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """AdaCLIP's loss on a batch of annotated auxiliary images (labels and masks); logged as ``train_loss``."""

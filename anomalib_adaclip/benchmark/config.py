@@ -141,7 +141,7 @@ class BenchmarkConfig:
 
 def _resolve_class(class_path: Any, kind: Literal["model", "data"], where: str) -> type:
     from anomalib.data import AnomalibDataModule  # noqa: PLC0415
-    from anomalib.models.components import AnomalibModule  # noqa: PLC0415
+    from anomalib.models import AnomalibModule  # noqa: PLC0415
 
     base = AnomalibModule if kind == "model" else AnomalibDataModule
     if not isinstance(class_path, str) or not class_path.strip():

@@ -160,7 +160,7 @@ def write_report(
         The report folder, the latest record of every run of the grid that has one, the rows of ``results.csv`` and
         the plot of each data set (by data set name).
     """
-    from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
+    from anomalib_adaclip.compat import create_versioned_dir  # noqa: PLC0415
 
     records = [record for key in config.grid() if (record := store.latest(key)) is not None]
     rows = summarise(records, config)

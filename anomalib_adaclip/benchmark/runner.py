@@ -188,9 +188,9 @@ class RunJob:
         from anomalib import LearningType  # noqa: PLC0415
         from anomalib.callbacks import ModelCheckpoint  # noqa: PLC0415
         from anomalib.engine import Engine  # noqa: PLC0415
-        from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
         from lightning.pytorch import seed_everything  # noqa: PLC0415
 
+        from anomalib_adaclip.compat import create_versioned_dir  # noqa: PLC0415
         from anomalib_adaclip.data.paper_datasets import prepare_or_explain  # noqa: PLC0415
 
         key, config = self.key, self.config

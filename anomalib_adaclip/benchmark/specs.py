@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from anomalib.metrics import Evaluator
-    from anomalib.models.components import AnomalibModule
+    from anomalib.models import AnomalibModule
 
 __all__ = [
     "CATEGORY_PLACEHOLDER",

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import re
@@ -52,8 +51,8 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any, Literal
@@ -65,6 +64,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from anomalib_adaclip.config import AdaCLIPConfig, FewShotConfig, MutualScoringConfig
 from anomalib_adaclip.model import AdaCLIPModel
 from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, score_group
+from anomalib_adaclip.quiet import quiet_loggers
 
 __all__ = [
     "PRECISIONS",
@@ -207,20 +207,6 @@ def _current_memory(device: torch.device) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-@contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Only errors from these loggers while the block runs; their levels are restored afterwards."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
-
-
 def build_model(
     backbone: str | dict[str, Any],
     image_size: int,
@@ -229,7 +215,7 @@ def build_model(
     k_shot: int = 0,
 ) -> AdaCLIPModel:
     """AdaCLIPModel with random CLIP weights and prompts, in eval mode on ``device`` (few-shot with ``k_shot``)."""
-    with _quiet_loggers("anomalib_adaclip.model.backbone"):  # the random-weights warning is expected here
+    with quiet_loggers("anomalib_adaclip.model.backbone"):  # the random-weights warning is expected here
         torch.manual_seed(0)
         model = AdaCLIPModel(
             backbone=backbone,
@@ -412,7 +398,7 @@ def build_exported_model(
     from anomalib_adaclip.lightning_model import AdaCLIP  # noqa: PLC0415  (Lightning only for exports)
 
     # random weights, no checkpoint, the exporter's progress: all expected here
-    with _quiet_loggers("anomalib_adaclip", "anomalib", "torch.onnx"):
+    with quiet_loggers("anomalib_adaclip", "anomalib", "torch.onnx"):
         torch.manual_seed(0)
         model = AdaCLIP(
             backbone=backbone,

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.weights import OFFLINE_ENV, downloads_disabled
 
 __all__ = ["main"]
-
-OFFLINE_ENV = "ADACLIP_OFFLINE"  # the quick start's switch: local files only
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +69,7 @@ def main(arguments: list[str]) -> int:
     from anomalib_adaclip.demo.app import launch  # noqa: PLC0415  (imports gradio)
     from anomalib_adaclip.demo.session import DemoSession, ModelSpec  # noqa: PLC0415
 
-    offline = options.offline or os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    offline = options.offline or downloads_disabled()
     spec = None
     if not options.smoke:
         spec = ModelSpec(options.backbone, options.backbone_weights, options.checkpoint, options.image_size)

@@ -3,13 +3,17 @@
 ``anomalib-adaclip test --model AdaCLIP ...`` is exactly ``anomalib test --model anomalib_adaclip.AdaCLIP ...``: the
 plugin is imported before anomalib builds its parser, so the short model name resolves. Subcommands listed in
 :data:`COMMANDS` are AdaCLIP's own and are handled here instead of by anomalib. ``predict`` is anomalib's with two
-defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``--resume``).
+defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``--resume``). For every command, a
+``--config`` value that is no file may name a configuration shipped with the package (``--config paper_full``; see
+:mod:`anomalib_adaclip.config_files`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+
+from anomalib_adaclip.config_files import UnknownConfigError, resolve_config_arguments
 
 __all__ = ["COMMANDS", "main"]
 
@@ -118,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
+    kind = {"benchmark": "benchmark", "train": "train"}.get(arguments[0] if arguments else "", "anomalib")
+    try:  # a --config value may name a shipped configuration (anomalib_adaclip/configs/) instead of a file
+        arguments = resolve_config_arguments(arguments, kind)
+    except UnknownConfigError as error:
+        print(f"anomalib-adaclip: error: {error}", file=sys.stderr)
+        return 2
     if arguments and arguments[0] in COMMANDS:
         handler, _ = COMMANDS[arguments[0]]
         return handler(arguments[1:])
@@ -125,9 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_commands()
         print()
 
-    from anomalib.cli.cli import main as anomalib_main  # noqa: PLC0415
-
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
+    from anomalib_adaclip.compat import anomalib_cli_main  # noqa: PLC0415
 
     from .predict import predict_arguments  # noqa: PLC0415
 
@@ -137,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
-    anomalib_main()
+    anomalib_cli_main()
     return 0
 
 

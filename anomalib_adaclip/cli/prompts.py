@@ -16,9 +16,9 @@ import yaml
 
 from anomalib_adaclip.components.class_names import ClassNameRules
 from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig
-from anomalib_adaclip.model.prompting import PromptEnsemble, format_class_name
+from anomalib_adaclip.model.prompting import PromptEnsemble, sentences_text
 
-__all__ = ["main", "sentences_text"]
+__all__ = ["main"]
 
 PROMPT_KEYS = ("normal_states", "abnormal_states", "templates")
 
@@ -51,29 +51,6 @@ def _model_arguments(config_path: Path | None) -> dict[str, Any]:
         msg = f"{config_path} has no `model` mapping with AdaCLIP's arguments."
         raise ValueError(msg)
     return dict(model)
-
-
-def sentences_text(config: AdaCLIPConfig, class_name: str) -> str:
-    """The prompt sentences of a class name as ``anomalib-adaclip prompts`` prints them.
-
-    Args:
-        config: The model settings whose sentence lists are used.
-        class_name: The class name.
-
-    Returns:
-        A header line, then the normal and the abnormal sentences, one per line.
-    """
-    origin = "the paper's prompts" if config.uses_paper_prompts else "own prompts (not the paper's)"
-    normal, abnormal = PromptEnsemble.of(config).sentences(class_name)
-    return "\n".join(
-        [
-            f"# class name {class_name!r} -> prompt text {format_class_name(class_name)!r}; {origin}",
-            f"normal ({len(normal)} sentences):",
-            *(f"  {sentence}" for sentence in normal),
-            f"abnormal ({len(abnormal)} sentences):",
-            *(f"  {sentence}" for sentence in abnormal),
-        ]
-    )
 
 
 def main(arguments: list[str]) -> int:

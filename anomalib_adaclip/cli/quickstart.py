@@ -33,21 +33,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from anomalib.data.datamodules.image.mvtecad import DOWNLOAD_INFO as MVTEC_DOWNLOAD_INFO
-from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTEC_CATEGORIES
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.compat import MVTEC_AD_CATEGORIES, MVTEC_AD_DOWNLOAD_INFO
+from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE, AdaCLIPConfig
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from anomalib_adaclip.weights import (
-    WeightsNotFoundError,
-    download_clip_weights,
-    download_released_checkpoint,
-    host_reachable,
-    hub_cache_only,
-)
+from anomalib_adaclip.weights import OFFLINE_ENV, downloads_disabled, host_reachable, locate_weights
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +59,7 @@ CHECKPOINT = "visa_clinicdb"  # the paper's protocol for MVTec AD: prompts train
 IMAGE_SIZE = AdaCLIPConfig.image_size
 DEFAULT_ROOT = Path("./datasets/MVTecAD")  # anomalib's default MVTecAD root
 MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
-OFFLINE_ENV = "ADACLIP_OFFLINE"
 
-# A tiny CLIP (4 + 4 blocks, 112 px input) for the smoke run: random weights, no download.
-SMOKE_BACKBONE: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 112, "layers": 4, "width": 64, "head_width": 32, "patch_size": 14},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 4},
-}
-SMOKE_IMAGE_SIZE = 112
-SMOKE_NOTE = (
-    "SMOKE TEST: a tiny random backbone on generated images. These numbers mean nothing; "
-    "they only show that the pipeline runs."
-)
 SMOKE_KEY = "adaclip_smoke_test"
 
 
@@ -106,27 +87,6 @@ class QuickstartInputs:
 # ----------------------------------------------------------------------------------------------------------------------
 # Checking the inputs
 # ----------------------------------------------------------------------------------------------------------------------
-def _downloads_disabled() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _find_weights(local_only: bool) -> tuple[dict[str, Path], dict[str, WeightsNotFoundError]]:
-    """Resolve the checkpoint and the CLIP weights: from local files only, or downloading what is missing."""
-    lookups = {
-        "checkpoint": lambda: download_released_checkpoint(CHECKPOINT),
-        "backbone_weights": lambda: download_clip_weights(BACKBONE, BACKBONE_WEIGHTS),
-    }
-    found: dict[str, Path] = {}
-    errors: dict[str, WeightsNotFoundError] = {}
-    with hub_cache_only(local_only):
-        for key, lookup in lookups.items():
-            try:
-                found[key] = Path(lookup())
-            except WeightsNotFoundError as error:
-                errors[key] = error
-    return found, errors
-
-
 def _hub_reachable() -> bool:
     from huggingface_hub import constants  # noqa: PLC0415
 
@@ -151,7 +111,7 @@ def _dataset_problem(root: Path, category: str, downloadable: bool) -> str | Non
         return None
     return (
         f"MVTec AD category {category!r} is missing: {category_dir} does not exist and the download host "
-        f"({urlparse(MVTEC_DOWNLOAD_INFO.url).hostname}) cannot be reached.\n"
+        f"({urlparse(MVTEC_AD_DOWNLOAD_INFO.url).hostname}) cannot be reached.\n"
         f"   Download mvtec_anomaly_detection.tar.xz (4.9 GB) from {MVTEC_PAGE} and extract it into {root} so that "
         f"{category_dir}/test exists, or pass --root /folder/that/holds/{category}."
     )
@@ -176,20 +136,20 @@ def resolve_inputs(root: Path, category: str = "bottle") -> QuickstartInputs:
             data set and where to put it.
     """
     root = Path(root).expanduser()
-    offline = _downloads_disabled()
+    offline = downloads_disabled()
     needs_download = not (root / category).is_dir()
     problems = []
-    downloadable = not offline and needs_download and host_reachable(MVTEC_DOWNLOAD_INFO.url)
+    downloadable = not offline and needs_download and host_reachable(MVTEC_AD_DOWNLOAD_INFO.url)
     if problem := _dataset_problem(root, category, downloadable):
         problems.append(problem)
-    found, errors = _find_weights(local_only=True)
+    found, errors = locate_weights(BACKBONE, BACKBONE_WEIGHTS, CHECKPOINT, local_only=True)
     note = ""
     if errors and not offline and _hub_reachable():
         if problems:  # downloadable, but not worth gigabytes while the data set is missing
             note = "\nThe missing weights are downloadable: they are fetched once the data set is in place."
             errors = {}
         else:
-            found, errors = _find_weights(local_only=False)
+            found, errors = locate_weights(BACKBONE, BACKBONE_WEIGHTS, CHECKPOINT, local_only=False)
     problems += [str(error).replace("\n", "\n   ") for error in errors.values()]
     if problems:
         reason = "downloads are disabled (ADACLIP_OFFLINE=1)" if offline else "they cannot be downloaded here"
@@ -261,9 +221,9 @@ def _run(
 
     from anomalib.data import MVTecAD  # noqa: PLC0415
     from anomalib.engine import Engine  # noqa: PLC0415
-    from anomalib.utils.path import create_versioned_dir  # noqa: PLC0415
 
     from anomalib_adaclip import AdaCLIP  # noqa: PLC0415
+    from anomalib_adaclip.compat import create_versioned_dir  # noqa: PLC0415
 
     with contextlib.ExitStack() as stack:
         if smoke:
@@ -343,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root, the folder that holds bottle/ (download target)"
     )
-    parser.add_argument("--category", default="bottle", choices=MVTEC_CATEGORIES, help="MVTec AD category")
+    parser.add_argument("--category", default="bottle", choices=MVTEC_AD_CATEGORIES, help="MVTec AD category")
     parser.add_argument(
         "--output",
         type=Path,

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ import torch
 from anomalib.data import AnomalibDataModule, PredictDataset
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
+
+from anomalib_adaclip.quiet import quiet_loggers
 
 logger = logging.getLogger(__name__)
 
@@ -297,25 +297,6 @@ class ThresholdCalibration(Callback):
         )
 
 
-@contextmanager
-def _lightning_quiet() -> Iterator[None]:
-    """Keep Lightning's start-up messages out of a calibration's output (the CLI prints a config snippet).
-
-    Every logger of Lightning's packages is raised to WARNING for the block: anomalib's CLI gives some of them
-    handlers and levels of their own, so the parent's level alone does not do.
-    """
-    names = [name for name in logging.root.manager.loggerDict if name.split(".")[0] in _LIGHTNING_PACKAGES]
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger_.level for logger_ in loggers]
-    for logger_ in loggers:
-        logger_.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger_, level in zip(loggers, levels, strict=True):
-            logger_.setLevel(level)
-
-
 def run_calibration(
     module: LightningModule,
     data: str | Path | Dataset | DataLoader | AnomalibDataModule,
@@ -340,7 +321,7 @@ def run_calibration(
     """
     calibration = ThresholdCalibration(percentile, pixel_percentile)
     loader, calibration.source = calibration_loader(data, batch_size=batch_size, num_workers=num_workers)
-    with _lightning_quiet():
+    with quiet_loggers(*_LIGHTNING_PACKAGES, level=logging.WARNING):  # the CLI prints a config snippet
         trainer = Trainer(
             accelerator="gpu" if module.device.type == "cuda" else "cpu",
             devices=1,

@@ -18,8 +18,9 @@ import logging
 from typing import Any, Literal
 
 import torch
-from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
+
+from anomalib_adaclip.compat import PostProcessorHooks
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _check_threshold(value: float, name: str) -> float:
     return float(value)
 
 
-class AdaCLIPPostProcessor(PostProcessor):
+class AdaCLIPPostProcessor(PostProcessorHooks):
     """Threshold AdaCLIP's probabilities, learning adaptive thresholds only where labels allow it.
 
     Args:
@@ -65,9 +66,15 @@ class AdaCLIPPostProcessor(PostProcessor):
             "fixed_pixel_threshold", torch.tensor(_check_threshold(pixel_threshold, "pixel_threshold"))
         )
 
-    @property
-    def _checkpoint_config_keys(self) -> tuple[str, ...]:
-        return (*super()._checkpoint_config_keys, "mode")
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The plain-data configuration anomalib stores in checkpoints, with the thresholding mode."""
+        return {**super().checkpoint_config(), "mode": self.mode}
+
+    def load_checkpoint_config(self, config: dict[str, Any]) -> None:
+        """Restore :meth:`checkpoint_config`'s configuration (a checkpoint without a mode keeps the current one)."""
+        super().load_checkpoint_config(config)
+        if "mode" in config:
+            self.mode = config["mode"]
 
     def set_fixed_thresholds(self, image_threshold: float | None = None, pixel_threshold: float | None = None) -> None:
         """Change the fixed thresholds (e.g. after calibration on known-good images)."""
@@ -88,15 +95,9 @@ class AdaCLIPPostProcessor(PostProcessor):
         if self.mode == "fixed":
             return
         if self.mode == "auto":
-            for level, threshold_metric, min_max_metric in (
-                ("image", self._image_threshold_metric, self._image_min_max_metric),
-                ("pixel", self._pixel_threshold_metric, self._pixel_min_max_metric),
-            ):
-                labelled = (
-                    threshold_metric.update_called
-                    and threshold_metric._has_anomalous_samples()
-                    and threshold_metric._has_normal_samples()
-                )
+            for level in ("image", "pixel"):
+                threshold_metric, min_max_metric = self.statistics_metrics(level)
+                labelled = threshold_metric.update_called and self.has_both_labels(threshold_metric)
                 if not labelled:
                     if threshold_metric.update_called:
                         logger.info(
@@ -108,12 +109,11 @@ class AdaCLIPPostProcessor(PostProcessor):
                     threshold_metric.reset()
                     min_max_metric.reset()
                     # What an earlier validation learned does not describe these data: back to the fixed threshold.
-                    for name in (f"_{level}_threshold", f"{level}_min", f"{level}_max"):
-                        getattr(self, name).fill_(float("nan"))
+                    self.forget_statistics(level)
         super().on_validation_epoch_end(trainer, pl_module)
 
     @staticmethod
-    def _normalize(
+    def normalize_values(
         preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
     ) -> torch.Tensor | None:
         """Min-max normalisation (anomalib's) where statistics were learned, the raw values elsewhere; no NaN between.
@@ -129,7 +129,7 @@ class AdaCLIPPostProcessor(PostProcessor):
         finite_min = torch.where(learned, norm_min, torch.zeros_like(norm_min))
         finite_max = torch.where(learned, norm_max, torch.ones_like(norm_max))
         finite_threshold = torch.where(torch.isnan(threshold), (finite_min + finite_max) / 2, threshold)
-        normalized = PostProcessor._normalize(preds, finite_min, finite_max, finite_threshold)
+        normalized = PostProcessorHooks.anomalib_normalize(preds, finite_min, finite_max, finite_threshold)
         return torch.where(learned, normalized, preds)
 
     def _learned(self, minimum: torch.Tensor, maximum: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from anomalib_adaclip.compat import release_predict_batch_indices, setup_predict_data
 from anomalib_adaclip.files import open_new_text_file
 
 from .class_names import ClassNamedModule
@@ -200,9 +201,9 @@ class PredictionCSVWriter(BasePredictionWriter):
         # Rank zero read it when it repaired it; the other processes read the repaired file.
         finished = self._finished if self._finished is not None else read_finished(self.path).keys
         self._finished = None
-        # The loop builds its loaders here (public Lightning API) and again when it starts: both hold the same data
-        # set objects, so cutting them now means the sampler, the batch count and the workers see only what is left.
-        trainer.predict_loop.setup_data()
+        # The loop builds its loaders here and again when it starts: both hold the same data set objects, so cutting
+        # them now means the sampler, the batch count and the workers see only what is left.
+        setup_predict_data(trainer)
         uncut, refilled = [], False
         for dataset in iter_loader_datasets(trainer.predict_dataloaders):
             size = len(dataset) if hasattr(dataset, "__len__") else 0
@@ -355,15 +356,7 @@ class PredictionCSVWriter(BasePredictionWriter):
 
 
 def _release_batch_indices(trainer: Trainer, batch_idx: int, dataloader_idx: int) -> None:
-    """Drop the data-set indices Lightning kept for a finished batch.
-
-    Lightning's predict loop records every batch's indices for prediction writers and keeps them until the run
-    ends (a list per batch: memory that grows with the image count). The loop looks up only the current batch's
-    entry, by position, so finished entries are replaced by ``None`` (one pointer per batch remains).
-    """
+    """Drop the data-set indices Lightning kept for a finished batch (they would grow with the image count)."""
     loaders = loader_list(trainer.predict_dataloaders)
-    if dataloader_idx >= len(loaders):
-        return
-    seen = getattr(getattr(loaders[dataloader_idx], "batch_sampler", None), "seen_batch_indices", None)
-    if isinstance(seen, list) and 0 <= batch_idx < len(seen):
-        seen[batch_idx] = None
+    if dataloader_idx < len(loaders):
+        release_predict_batch_indices(loaders[dataloader_idx], batch_idx)

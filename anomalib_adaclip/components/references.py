@@ -37,9 +37,9 @@ from .tiling import cut_tiles
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FewShotReferenceError",
     "FewShotReferences",
     "FewShotSource",
-    "ReferenceError",
     "draw_references",
     "fill_memory",
     "folder_images",
@@ -50,7 +50,7 @@ __all__ = [
 FewShotSource = str | Path | Mapping[str, str | Path]
 
 
-class ReferenceError(ValueError):
+class FewShotReferenceError(ValueError):
     """Few-shot reference images that cannot be used: too few, an empty or missing folder, an unreadable file."""
 
 
@@ -58,16 +58,16 @@ def folder_images(folder: str | Path) -> list[Path]:
     """The image files of a folder and its subfolders, sorted.
 
     Raises:
-        ReferenceError: The folder does not exist or holds no image file.
+        FewShotReferenceError: The folder does not exist or holds no image file.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         msg = f"few_shot_source {folder} is not a folder of reference images."
-        raise ReferenceError(msg)
+        raise FewShotReferenceError(msg)
     images = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
     if not images:
         msg = f"few_shot_source {folder} holds no image file ({', '.join(sorted(IMG_EXTENSIONS))})."
-        raise ReferenceError(msg)
+        raise FewShotReferenceError(msg)
     return images
 
 
@@ -75,12 +75,12 @@ def draw_references(candidates: Sequence[str | Path], k: int, seed: int, where: 
     """Draw ``k`` references from candidate paths: sorted, then a seeded sample (the same seed, the same draw).
 
     Raises:
-        ReferenceError: Fewer than ``k`` candidates.
+        FewShotReferenceError: Fewer than ``k`` candidates.
     """
     paths = sorted(Path(path) for path in dict.fromkeys(str(path) for path in candidates))
     if k > len(paths):
         msg = f"k_shot={k} needs {k} normal reference images, but {where} has only {len(paths)}."
-        raise ReferenceError(msg)
+        raise FewShotReferenceError(msg)
     return random.Random(seed).sample(paths, k)
 
 
@@ -92,7 +92,7 @@ def _normal_training_images(datamodule: Any) -> list[Path]:
             f"k_shot > 0 draws the reference images from the data module's training split, but "
             f"{type(datamodule).__name__} has none. Give few_shot_source (a folder of normal images)."
         )
-        raise ReferenceError(msg)
+        raise FewShotReferenceError(msg)
     if "label_index" in samples:
         samples = samples[samples.label_index == 0]
     return [Path(path) for path in samples.image_path]
@@ -115,7 +115,7 @@ def reference_paths(
         class_name: The run's class name (the class of a single folder or of the data module's images).
 
     Raises:
-        ReferenceError: No source of references, too few images, an empty or missing folder.
+        FewShotReferenceError: No source of references, too few images, an empty or missing folder.
     """
     if source is None:
         if datamodule is None:
@@ -123,13 +123,13 @@ def reference_paths(
                 "k_shot > 0 needs normal reference images: give few_shot_source (a folder, or a mapping of class name "
                 "to folder) or run with a data module that has a training split."
             )
-            raise ReferenceError(msg)
+            raise FewShotReferenceError(msg)
         where = f"the training split of {type(datamodule).__name__}"
         folders = {class_name: draw_references(_normal_training_images(datamodule), k, seed, where)}
     elif isinstance(source, Mapping):
         if not source:
             msg = "few_shot_source is an empty mapping: give at least one class name and its folder."
-            raise ReferenceError(msg)
+            raise FewShotReferenceError(msg)
         folders = {
             name: draw_references(folder_images(folder), k, seed, f"few_shot_source {folder}")
             for name, folder in source.items()
@@ -147,7 +147,7 @@ def read_references(
     """Read reference images as float tensors in [0, 1] and apply the model's transform to each.
 
     Raises:
-        ReferenceError: A file that cannot be read as an image.
+        FewShotReferenceError: A file that cannot be read as an image.
     """
     images = []
     for path in paths:
@@ -155,7 +155,7 @@ def read_references(
             image = read_image(path, as_tensor=True)
         except Exception as error:  # PIL raises many kinds of errors for a broken file
             msg = f"Few-shot reference image {path} cannot be read as an image: {error}"
-            raise ReferenceError(msg) from error
+            raise FewShotReferenceError(msg) from error
         images.append(transform(image) if transform is not None else image)
     return images
 
@@ -177,7 +177,8 @@ def fill_memory(
         tile_overlap: With tiled inference, the tile overlap: references are cut into tiles like the queries.
 
     Raises:
-        ReferenceError: No source of references, too few images, an empty or missing folder, or an unreadable image.
+        FewShotReferenceError: No source of references, too few images, an empty or missing folder, or an unreadable
+            image.
     """
     memory = model.few_shot_memory
     if memory is None:

@@ -12,11 +12,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
-from anomalib.visualization.image.functional import add_text_to_image
+from anomalib.visualization.image import add_text_to_image
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from anomalib_adaclip.compat import generate_output_filename
 
 from .decisions import applied_threshold, decision
 

@@ -39,20 +39,29 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from anomalib.data import ImageBatch, ImageItem
-from anomalib.data.datasets import BTechDataset, FolderDataset, MPDDDataset, MVTecADDataset, VisaDataset
-from anomalib.data.datasets.base import AnomalibDataset
-from anomalib.data.datasets.image.btech import CATEGORIES as BTECH_CATEGORIES
-from anomalib.data.datasets.image.mpdd import CATEGORIES as MPDD_CATEGORIES
-from anomalib.data.datasets.image.mvtecad import CATEGORIES as MVTECAD_CATEGORIES
-from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
-from anomalib.data.transforms.utils import extract_transforms_by_type
+from anomalib.data import (
+    AnomalibDataset,
+    BTechDataset,
+    FolderDataset,
+    ImageBatch,
+    ImageItem,
+    MPDDDataset,
+    MVTecADDataset,
+    VisaDataset,
+)
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms.v2 import Resize, Transform
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 from torchvision.tv_tensors import Image, Mask
 
+from anomalib_adaclip.compat import (
+    BTECH_CATEGORIES,
+    MPDD_CATEGORIES,
+    MVTEC_AD_CATEGORIES,
+    VISA_CATEGORIES,
+    extract_transforms_by_type,
+)
 from anomalib_adaclip.components.pre_processing import input_resize
 
 from .mvtec_tree import MVTecTreeDataset
@@ -85,10 +94,10 @@ def _paper_test_split(name: str) -> SplitOpener:
 # Data sets organised in categories (MVTec AD layout): how to open a category's test split, and the categories.
 # anomalib's own classes where anomalib has the data set; the MVTec-style trees of the paper's other data sets.
 CATEGORY_DATASETS: dict[str, tuple[SplitOpener, tuple[str, ...]]] = {
-    "MVTecAD": (_anomalib_test_split(MVTecADDataset), tuple(MVTECAD_CATEGORIES)),
-    "Visa": (_anomalib_test_split(VisaDataset), tuple(VISA_CATEGORIES)),
-    "MPDD": (_anomalib_test_split(MPDDDataset), tuple(MPDD_CATEGORIES)),
-    "BTech": (_anomalib_test_split(BTechDataset), tuple(BTECH_CATEGORIES)),
+    "MVTecAD": (_anomalib_test_split(MVTecADDataset), MVTEC_AD_CATEGORIES),
+    "Visa": (_anomalib_test_split(VisaDataset), VISA_CATEGORIES),
+    "MPDD": (_anomalib_test_split(MPDDDataset), MPDD_CATEGORIES),
+    "BTech": (_anomalib_test_split(BTechDataset), BTECH_CATEGORIES),
     **{
         name: (_paper_test_split(name), entry.categories)
         for name, entry in PAPER_DATASETS.items()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from anomalib.data.datasets.base.image import AnomalibDataset
+from anomalib.data import AnomalibDataset
 from anomalib.data.utils import LabelName, Split
 from pandas import DataFrame
 from torchvision.datasets.folder import IMG_EXTENSIONS

@@ -23,9 +23,10 @@ import logging
 from pathlib import Path
 from typing import ClassVar
 
-from anomalib.data.datamodules.base.image import AnomalibDataModule
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from torchvision.transforms.v2 import Transform
+
+from anomalib_adaclip.compat import TestSplitHook
 
 from .mvtec_tree import MVTecTreeDataset
 from .paper_datasets import PaperDataset, paper_dataset, require_dataset
@@ -47,7 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class PaperDataModule(AnomalibDataModule):
+class PaperDataModule(TestSplitHook):
     """An anomalib data module for one category of one of the paper's MVTec-style data sets.
 
     A subclass names its data set through ``DATASET`` (a key of
@@ -145,7 +146,8 @@ class PaperDataModule(AnomalibDataModule):
         self.train_data = MVTecTreeDataset(self.root, self.category, Split.TRAIN, with_masks=with_masks)
         self.test_data = MVTecTreeDataset(self.root, self.category, Split.TEST, with_masks=with_masks)
 
-    def _create_test_split(self) -> None:
+    def create_test_split(self) -> None:
+        """The test split of anomalib, except for a test folder without normal images (used as it is)."""
         if self.test_split_mode == TestSplitMode.FROM_DIR and not self.test_data.has_normal:
             # The pixel-only sets have no normal test images and the paper tests on the folder as it is; anomalib
             # would move training images into the test split (and fail on the empty train/ of zero-shot copies).
@@ -159,7 +161,7 @@ class PaperDataModule(AnomalibDataModule):
                 f"{self.root / self.category} has none in train/good or test/good."
             )
             raise ValueError(msg)
-        super()._create_test_split()
+        super().create_test_split()
 
 
 class KSDD(PaperDataModule):

@@ -17,9 +17,8 @@ from typing import Any
 
 import gradio as gr
 
-from anomalib_adaclip.cli.prompts import sentences_text
-from anomalib_adaclip.cli.quickstart import SMOKE_NOTE
-from anomalib_adaclip.config import AdaCLIPConfig
+from anomalib_adaclip.config import SMOKE_NOTE, AdaCLIPConfig
+from anomalib_adaclip.model.prompting import sentences_text
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS
 
 from .session import EXAMPLES_DIR, TABLE_HEADERS, DemoSession, ModelSpec, example_images

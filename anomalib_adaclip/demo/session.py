@@ -47,7 +47,6 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from anomalib_adaclip.cli.quickstart import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE
 from anomalib_adaclip.components.decisions import (
     anomalous_area_fraction,
     applied_threshold,
@@ -58,16 +57,15 @@ from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.image_scoring import score_images
 from anomalib_adaclip.components.mutual_groups import mutual_settings, score_fused_group
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, csv_row
-from anomalib_adaclip.components.references import ReferenceError as FewShotReferenceError
+from anomalib_adaclip.components.references import FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
-from anomalib_adaclip.config import AdaCLIPConfig, MutualGroupConfig
+from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE, AdaCLIPConfig, MutualGroupConfig
 from anomalib_adaclip.weights import (
     RELEASED_CHECKPOINTS,
     CheckpointError,
     WeightsNotFoundError,
-    download_clip_weights,
-    download_released_checkpoint,
     hub_cache_only,
+    locate_weights,
 )
 
 if TYPE_CHECKING:
@@ -293,23 +291,8 @@ class MissingWeightsError(WeightsNotFoundError):
 
 
 def _missing_weights(spec: ModelSpec, offline: bool) -> list[WeightsNotFoundError]:
-    """Look up the CLIP weights (a pretrained tag) and the released checkpoint of ``spec``; the ones not found."""
-    lookups = []
-    weights = spec.backbone_weights
-    if weights and not spec.backbone.startswith("{") and not Path(weights).expanduser().exists():
-        lookups.append(lambda: download_clip_weights(spec.backbone, weights))
-    if spec.checkpoint in RELEASED_CHECKPOINTS:
-        lookups.append(lambda: download_released_checkpoint(str(spec.checkpoint)))
-    missing = []
-    with hub_cache_only(offline):
-        for lookup in lookups:
-            try:
-                lookup()
-            except WeightsNotFoundError as error:
-                missing.append(error)
-            except ValueError:  # an unknown tag or name: the model's own check names it
-                pass
-    return missing
+    """The weight files of ``spec`` (a pretrained tag's CLIP weights, a released checkpoint) that cannot be found."""
+    return list(locate_weights(spec.backbone, spec.backbone_weights, spec.checkpoint, local_only=offline)[1].values())
 
 
 class DemoSession:
@@ -461,7 +444,7 @@ class DemoSession:
             What happened, for the page.
 
         Raises:
-            ~anomalib_adaclip.components.references.ReferenceError: A reference cannot be read.
+            ~anomalib_adaclip.components.references.FewShotReferenceError: A reference cannot be read.
         """
         digest = hashlib.sha256()
         for content in sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in paths):
@@ -491,7 +474,7 @@ class DemoSession:
 
     def _read(self, path: Path, name: str, class_name: str) -> tuple[ImageResult, torch.Tensor | None]:
         """The image as anomalib's predict reads it, or ``None`` with the reason in the result."""
-        from anomalib.data.utils.image import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
+        from anomalib.data.utils import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
 
         result = ImageResult(name=name, path=str(path), class_name=class_name)
         result.error, result.notes = self._refusal(path)

@@ -60,7 +60,7 @@ def _is_plain_block(block: nn.Module) -> bool:
     return (
         type(attention) is nn.MultiheadAttention
         and attention.batch_first
-        and attention._qkv_same_embed_dim
+        and attention.in_proj_weight is not None  # one packed q/k/v projection (equal embedding sizes)
         and attention.in_proj_bias is not None
         and attention.bias_k is None
         and not attention.add_zero_attn

@@ -119,6 +119,9 @@ class FewShotMemory(nn.Module):
         self.register_buffer("scales", torch.zeros(0))
         self.register_buffer("class_names_utf8", torch.zeros(0, dtype=torch.uint8))
         self._index: dict[str, tuple[int, int, int]] = {}
+        # Loading a state dict resizes the buffers first (their size is the references') and re-reads the index after.
+        self.register_load_state_dict_pre_hook(self._before_load)
+        self.register_load_state_dict_post_hook(self._after_load)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Contents
@@ -211,15 +214,18 @@ class FewShotMemory(nn.Module):
     # ----------------------------------------------------------------------------------------------------------------
     def prepare_load(self, state_dict: Mapping[str, Any], prefix: str = "") -> None:
         """Resize the buffers to those of a state dict about to be loaded (the memory's size is not fixed)."""
-        for name, buffer in self._buffers.items():
+        for name, buffer in list(self.named_buffers(recurse=False)):
             saved = state_dict.get(prefix + name)
             if isinstance(saved, torch.Tensor) and saved.shape != buffer.shape:
-                self._buffers[name] = torch.zeros(saved.shape, dtype=buffer.dtype, device=buffer.device)
+                self.register_buffer(name, torch.zeros(saved.shape, dtype=buffer.dtype, device=buffer.device))
 
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        self.prepare_load(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._refresh_index()
+    @staticmethod
+    def _before_load(module: FewShotMemory, state_dict: Mapping[str, Any], prefix: str, *_: Any) -> None:
+        module.prepare_load(state_dict, prefix)
+
+    @staticmethod
+    def _after_load(module: FewShotMemory, _incompatible_keys: Any) -> None:
+        module._refresh_index()
 
     # ----------------------------------------------------------------------------------------------------------------
     # Queries

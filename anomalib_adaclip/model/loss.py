@@ -5,11 +5,12 @@ For one image with mask ``g`` (1 = anomalous pixel) and label ``y``::
     loss = Focal(image_probs, y) + sum over feature layers l of
            [Focal(map_l, g) + Dice(map_l[abnormal], g) + Dice(map_l[normal], 1 - g)]
 
-as the authors' code computes it (see ``ADACLIP.md``): the focal loss uses ``gamma = 2``, ``alpha = 1`` and a label
-smoothing of ``1e-5`` (one-hot targets clamped to ``[1e-5, 1 - 1e-5]``, ``1e-5`` added to the target probability
-before the log and the focal weight); the Dice loss is ``1 - (2 * sum(p * g) + 1) / (sum(p) + sum(g) + 1)``. Every
-term is computed per image; a batch's loss is the mean of its images' losses, so any batch size trains the same
-objective as the reference's batch size 1 (whose Dice is a per-image Dice too).
+as the authors' code computes it (github.com/caoyunkang/AdaCLIP; Cao et al., ECCV 2024): the focal loss uses
+``gamma = 2``, ``alpha = 1`` and a label smoothing of ``1e-5`` (one-hot targets clamped to ``[1e-5, 1 - 1e-5]``,
+``1e-5`` added to the target probability before the log and the focal weight); the Dice loss is
+``1 - (2 * sum(p * g) + 1) / (sum(p) + sum(g) + 1)``. Every term is computed per image; a batch's loss is the mean of
+its images' losses, so any batch size trains the same objective as the reference's batch size 1 (whose Dice is a
+per-image Dice too).
 
 All terms are computed in float32, also under mixed precision.
 

@@ -35,6 +35,7 @@ __all__ = [
     "PromptEnsemble",
     "StaticPrompts",
     "format_class_name",
+    "sentences_text",
 ]
 
 
@@ -93,6 +94,29 @@ class PromptEnsemble:
             [template.format(state.format(name)) for state in self.normal_states for template in self.templates],
             [template.format(state.format(name)) for state in self.abnormal_states for template in self.templates],
         )
+
+
+def sentences_text(config: AdaCLIPConfig, class_name: str) -> str:
+    """The prompt sentences of a class name as ``anomalib-adaclip prompts`` prints them.
+
+    Args:
+        config: The model settings whose sentence lists are used.
+        class_name: The class name.
+
+    Returns:
+        A header line, then the normal and the abnormal sentences, one per line.
+    """
+    origin = "the paper's prompts" if config.uses_paper_prompts else "own prompts (not the paper's)"
+    normal, abnormal = PromptEnsemble.of(config).sentences(class_name)
+    return "\n".join(
+        [
+            f"# class name {class_name!r} -> prompt text {format_class_name(class_name)!r}; {origin}",
+            f"normal ({len(normal)} sentences):",
+            *(f"  {sentence}" for sentence in normal),
+            f"abnormal ({len(abnormal)} sentences):",
+            *(f"  {sentence}" for sentence in abnormal),
+        ]
+    )
 
 
 class StaticPrompts(nn.Module):

@@ -1,7 +1,7 @@
 """PyTorch model of AdaCLIP: CLIP with hybrid (static + dynamic) learnable prompts.
 
-The model computes what the authors' implementation computes (see ``ADACLIP.md`` of the project) and returns
-anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
+The model computes what the authors' implementation computes (Cao et al., ECCV 2024, arXiv:2407.15795; the code at
+github.com/caoyunkang/AdaCLIP) and returns anomalib's :class:`~anomalib.data.InferenceBatch` in eval mode:
 
 1. A frozen, un-prompted pass of the CLIP vision tower gives each image's embedding; the dynamic prompt generators
    turn it into per-image prompts, which are added to the static prompts of every prompted block.

@@ -46,15 +46,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from anomalib.engine.plugins.checkpoint_io import AnomalibCheckpointIO
 from anomalib.metrics import AUPR, AUPRO, AUROC, Evaluator, F1Max
-from anomalib.utils.path import create_versioned_dir
-from anomalib.utils.serialization import anomalib_safe_globals
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from anomalib_adaclip.compat import anomalib_checkpoint_io, anomalib_safe_globals, create_versioned_dir
 from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.data import AuxiliaryDataModule
 from anomalib_adaclip.files import free_path
@@ -253,7 +251,7 @@ def _trainer_arguments(
     plugins = list(plugins) if isinstance(plugins, list | tuple) else ([plugins] if plugins is not None else [])
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         # Resuming reads the Lightning checkpoint with weights_only=True, with anomalib's types allowed.
-        plugins.append(AnomalibCheckpointIO(extra_safe_globals=model.checkpoint_safe_globals()))
+        plugins.append(anomalib_checkpoint_io(extra_safe_globals=model.checkpoint_safe_globals()))
     arguments["plugins"] = plugins
     arguments["default_root_dir"] = run_dir
     return arguments

@@ -51,7 +51,9 @@ def read_checkpoint(
     """Resolve an AdaCLIP checkpoint to its trainable tensors (our key layout) and its configuration if it has one.
 
     Args:
-        checkpoint: A released checkpoint name, a path, a state dict in either layout, or a dict in our format.
+        checkpoint: A released checkpoint name (its file is verified against the published sha256, see
+            :func:`~anomalib_adaclip.weights.hub.download_released_checkpoint`), a path (a file of your own: read
+            as it is, not checked against any hash), a state dict in either layout, or a dict in our format.
 
     Returns:
         The state dict with keys of :class:`~anomalib_adaclip.torch_model.AdaCLIPModel` and the stored model

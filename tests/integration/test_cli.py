@@ -8,8 +8,11 @@ real backbone everywhere.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +30,7 @@ from anomalib_adaclip import AdaCLIPModel, cli
 from anomalib_adaclip.cli import quickstart
 from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from anomalib_adaclip.weights import save_checkpoint
+from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 BIN = Path(sys.executable).parent
@@ -124,10 +127,39 @@ def test_anomalib_adaclip_test_with_short_model_name_from_a_yaml_config(micro_we
     assert "class name 'tyre'" in output and "class_name argument" in output  # the argument beats the category
 
 
-def test_anomalib_adaclip_help_lists_its_own_commands(capsys: pytest.CaptureFixture) -> None:
-    assert "quickstart" in cli.COMMANDS
+def documented_subcommands(text: str) -> set[str]:
+    """The ``anomalib-adaclip <name>`` commands a Markdown text shows (in code blocks and inline code)."""
+    found, fenced = set(), False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        environment = r"(?:[A-Z_]+=\S+\s+)*"  # VAR=value before the command
+        pattern = rf"^\s*(?:\$\s*)?{environment}" if fenced else rf"`{environment}"
+        found.update(re.findall(pattern + r"anomalib-adaclip ([a-z][a-z-]*)", line))
+    return found
+
+
+# TODO(docs): the documentation helper generates docs/source/reference/cli.md; once main has it, require the page
+# (drop the is_file() condition below) so that every subcommand is on it.
+CLI_PAGE = PROJECT_ROOT / "docs" / "source" / "reference" / "cli.md"
+
+
+def test_the_subcommands_are_the_ones_the_help_and_the_documentation_name(capsys: pytest.CaptureFixture) -> None:
+    own = set(cli.COMMANDS)
+    anomalibs = {*AnomalibCLI.subcommands(), *AnomalibCLI.anomalib_subcommands(), "install"}
     cli.dispatch.print_commands()
-    assert "quickstart" in capsys.readouterr().out
+    listed = set(re.findall(r"^  ([a-z][a-z-]*)\s", capsys.readouterr().out, re.MULTILINE))
+    assert listed == own | {"predict"}, f"--help lists {sorted(listed)}, the dispatcher has {sorted(own)} + predict"
+    pages = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").rglob("*.md"))]
+    documented = set().union(*(documented_subcommands(page.read_text()) for page in pages))
+    assert own <= documented, f"subcommands no documentation page shows: {sorted(own - documented)}"
+    assert documented <= own | anomalibs, (
+        f"documented subcommands that do not exist: {sorted(documented - own - anomalibs)}"
+    )
+    if CLI_PAGE.is_file():
+        missing = own - documented_subcommands(CLI_PAGE.read_text())
+        assert not missing, f"{CLI_PAGE.name} lacks {sorted(missing)}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -393,7 +425,9 @@ def test_quickstart_uses_local_files_without_any_network(tmp_path: Path, monkeyp
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     for name in ("pretrained_visa_clinicdb.pth", "ViT-L-14-336-openai.safetensors"):
-        (weights_dir / name).write_bytes(b"")  # only located here, read when the model is built
+        (weights_dir / name).write_bytes(b"")  # only located (and the checkpoint's sha256 checked) here
+    empty = dataclasses.replace(RELEASED_CHECKPOINTS["visa_clinicdb"], sha256=hashlib.sha256(b"").hexdigest())
+    monkeypatch.setitem(RELEASED_CHECKPOINTS, "visa_clinicdb", empty)
     monkeypatch.setenv("ADACLIP_WEIGHTS_DIR", str(weights_dir))
     root = tmp_path / "MVTecAD"
     generate_defect_dataset(root, "bottle", n_train=1, n_good=1, n_defect=1, size=32)
@@ -414,8 +448,13 @@ def test_quickstart_downloads_nothing_while_the_dataset_is_unavailable(
     # The hub answers, the data set's host does not.
     monkeypatch.setattr(quickstart, "host_reachable", lambda url, *args, **kwargs: url == constants.ENDPOINT)
     lookups = []
-    original = quickstart._find_weights
-    monkeypatch.setattr(quickstart, "_find_weights", lambda local_only: lookups.append(local_only) or original(True))
+    original = quickstart.locate_weights
+
+    def cache_only(*args: Any, local_only: bool) -> Any:
+        lookups.append(local_only)
+        return original(*args, local_only=True)
+
+    monkeypatch.setattr(quickstart, "locate_weights", cache_only)
     with pytest.raises(quickstart.MissingInputsError) as error:
         quickstart.resolve_inputs(tmp_path / "MVTecAD", "bottle")
     assert lookups == [True]  # the cache only: no download of the weights

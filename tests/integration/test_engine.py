@@ -89,8 +89,10 @@ def test_mvtec_test_uses_category_and_writes_every_visualisation(tire_run: Simpl
 def test_auto_thresholding_learned_from_labelled_validation(tire_run: SimpleNamespace) -> None:
     # MVTecAD validates on its test split (normal and anomalous images, masks): both levels become adaptive.
     post = tire_run.model.post_processor
-    for name in ("image_min", "image_max", "pixel_min", "pixel_max", "_image_threshold", "_pixel_threshold"):
+    for name in ("image_min", "image_max", "pixel_min", "pixel_max"):
         assert torch.isfinite(getattr(post, name)), name
+    for level in ("image", "pixel"):
+        assert torch.isfinite(post.learned_threshold(level)), level
 
 
 def test_validate_runs_without_fit(micro_weights: Path, tmp_path: Path) -> None:
@@ -227,10 +229,10 @@ def test_auto_mode_forgets_thresholds_learned_on_other_data() -> None:
         post.on_validation_epoch_end(None, None)
 
     validate([0.2, 0.6, 0.9], [0, 1, 1])
-    assert torch.isfinite(post.image_min) and torch.isfinite(post._image_threshold)
+    assert torch.isfinite(post.image_min) and torch.isfinite(post.learned_threshold("image"))
     assert post.normalized_image_threshold == pytest.approx(0.5)  # 1 - sensitivity on the normalised score
     validate([0.3, 0.4], [0, 0])
-    assert torch.isnan(post.image_min) and torch.isnan(post._image_threshold)
+    assert torch.isnan(post.image_min) and torch.isnan(post.learned_threshold("image"))
     post.set_fixed_thresholds(image_threshold=0.35)
     assert post.normalized_image_threshold == pytest.approx(0.35)
 

@@ -90,9 +90,9 @@ def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
     )
     # Learned statistics, as after a validation in the adaptive mode: the graph must normalise with them.
     post = model.post_processor
-    for name, value in {"_image_threshold": 0.5, "image_min": 0.45, "image_max": 0.56}.items():
-        getattr(post, name).fill_(value)
-    for name, value in {"_pixel_threshold": 0.5, "pixel_min": 0.3, "pixel_max": 0.7}.items():
+    post.learned_threshold("image").fill_(0.5)
+    post.learned_threshold("pixel").fill_(0.5)
+    for name, value in {"image_min": 0.45, "image_max": 0.56, "pixel_min": 0.3, "pixel_max": 0.7}.items():
         getattr(post, name).fill_(value)
     engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
     path = engine.export(model, export_type="onnx", export_root=tmp_path)

@@ -19,7 +19,7 @@ from anomalib.data.utils import read_image
 from anomalib.engine import Engine
 
 from anomalib_adaclip import AdaCLIP
-from anomalib_adaclip.components.references import ReferenceError
+from anomalib_adaclip.components.references import FewShotReferenceError
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from tests.integration.test_cli import tiny_flags
 from tests.integration.test_engine import clip_normalised, make_adaclip, make_engine
@@ -97,7 +97,7 @@ def test_predict_on_a_bare_folder_without_references_is_a_clear_error(
     micro_weights: Path, generated: Path, tmp_path: Path
 ) -> None:
     model = make_adaclip(micro_weights, k_shot=1)
-    with pytest.raises(ReferenceError, match="give few_shot_source"):
+    with pytest.raises(FewShotReferenceError, match="give few_shot_source"):
         make_engine(tmp_path).predict(model, data_path=generated / "test" / "defect")
 
 
@@ -105,7 +105,7 @@ def test_too_many_shots_for_the_training_split_is_a_clear_error(
     micro_weights: Path, generated: Path, tmp_path: Path
 ) -> None:
     model = make_adaclip(micro_weights, k_shot=5)
-    with pytest.raises(ReferenceError, match="k_shot=5 needs 5 normal reference images, but the training split"):
+    with pytest.raises(FewShotReferenceError, match="k_shot=5 needs 5 normal reference images, but the training split"):
         make_engine(tmp_path).test(model, datamodule=datamodule(generated))
 
 
@@ -154,7 +154,7 @@ def test_tiling_cuts_references_into_tiles_like_the_queries(
 
 def test_prepare_references_needs_a_set_up_data_module(micro_weights: Path, generated: Path) -> None:
     model = make_adaclip(micro_weights, k_shot=1)
-    with pytest.raises(ReferenceError, match="has none"):
+    with pytest.raises(FewShotReferenceError, match="has none"):
         model.prepare_references(datamodule(generated))  # not set up: no training split yet
 
 

@@ -165,7 +165,7 @@ def test_predict_on_an_unlabelled_folder_writes_images_decisions_and_one_csv(
     assert [Path(row["path"]).name for row in rows] == [path.name for path in paths]
     # No labels, no validation data: nothing is learned or normalised; probability > 0.5 decides.
     post = model.post_processor
-    assert torch.isnan(post.image_min) and torch.isnan(post.pixel_min) and torch.isnan(post._image_threshold)
+    assert torch.isnan(post.image_min) and torch.isnan(post.pixel_min) and torch.isnan(post.learned_threshold("image"))
     for batch, row, path in zip(batches, rows, paths, strict=True):
         score, anomaly_map = raw_outputs(model, path)
         assert float(row["score"]) == pytest.approx(score, abs=1e-6)
@@ -260,7 +260,7 @@ def test_engine_test_with_labels_adaptive_thresholds_and_class_names_per_image(
     assert "image_AUROC" in metrics
     assert seen and set(seen) == {"gizmo"}  # the map beats the data module's category
     post = model.post_processor
-    assert torch.isfinite(post.image_min) and torch.isfinite(post._image_threshold)  # anomalib's adaptive threshold
+    assert torch.isfinite(post.image_min) and torch.isfinite(post.learned_threshold("image"))  # anomalib adaptive
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from anomalib.post_processing import PostProcessor
 
+from anomalib_adaclip.compat import PostProcessorHooks
 from anomalib_adaclip.components import AdaCLIPPostProcessor
 
 NAN = torch.tensor(float("nan"))
@@ -14,10 +14,23 @@ def test_normalisation_equals_anomalib_with_learned_statistics_and_passes_raw_va
     values = torch.tensor([0.1, 0.45, 0.5, 0.7, 0.95])
     low, high, threshold = torch.tensor(0.2), torch.tensor(0.8), torch.tensor(0.6)
     for minimum, maximum, limit in ((low, high, threshold), (low, high, NAN), (low, low, threshold)):
-        expected = PostProcessor._normalize(values, minimum, maximum, limit)
-        assert torch.equal(AdaCLIPPostProcessor._normalize(values, minimum, maximum, limit), expected)
+        expected = PostProcessorHooks.anomalib_normalize(values, minimum, maximum, limit)
+        assert torch.equal(AdaCLIPPostProcessor.normalize_values(values, minimum, maximum, limit), expected)
     # By hand: (0.7 - 0.6) / 0.6 + 0.5
-    torch.testing.assert_close(AdaCLIPPostProcessor._normalize(values, low, high, threshold)[3], torch.tensor(2 / 3))
+    torch.testing.assert_close(
+        AdaCLIPPostProcessor.normalize_values(values, low, high, threshold)[3], torch.tensor(2 / 3)
+    )
     for minimum, maximum in ((NAN, NAN), (low, NAN), (NAN, high)):
-        assert torch.equal(AdaCLIPPostProcessor._normalize(values, minimum, maximum, NAN), values)
-    assert AdaCLIPPostProcessor._normalize(None, low, high, threshold) is None
+        assert torch.equal(AdaCLIPPostProcessor.normalize_values(values, minimum, maximum, NAN), values)
+    assert AdaCLIPPostProcessor.normalize_values(None, low, high, threshold) is None
+
+
+def test_the_mode_travels_with_anomalibs_checkpoint_configuration() -> None:
+    saved = AdaCLIPPostProcessor(mode="fixed", image_sensitivity=0.7).checkpoint_config()
+    assert saved["mode"] == "fixed" and saved["image_sensitivity"] == 0.7
+    restored = AdaCLIPPostProcessor(mode="auto")
+    restored.load_checkpoint_config(saved)
+    assert restored.mode == "fixed" and restored.image_sensitivity == 0.7
+    older = AdaCLIPPostProcessor(mode="adaptive")
+    older.load_checkpoint_config({key: value for key, value in saved.items() if key != "mode"})
+    assert older.mode == "adaptive"  # a checkpoint without a mode keeps the current one

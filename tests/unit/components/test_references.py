@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from anomalib_adaclip.components.references import (
-    ReferenceError,
+    FewShotReferenceError,
     draw_references,
     folder_images,
     read_references,
@@ -39,23 +39,25 @@ def test_the_same_seed_draws_the_same_references_whatever_the_listing_order() ->
 
 
 def test_k_larger_than_the_normal_images_is_an_error() -> None:
-    with pytest.raises(ReferenceError, match="k_shot=5 needs 5 normal reference images, but the folder has only 3"):
+    with pytest.raises(
+        FewShotReferenceError, match="k_shot=5 needs 5 normal reference images, but the folder has only 3"
+    ):
         draw_references(["a.png", "b.png", "c.png"], k=5, seed=0, where="the folder")
 
 
 def test_folder_errors_name_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(ReferenceError, match="is not a folder"):
+    with pytest.raises(FewShotReferenceError, match="is not a folder"):
         folder_images(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(ReferenceError, match="holds no image file"):
+    with pytest.raises(FewShotReferenceError, match="holds no image file"):
         folder_images(tmp_path / "empty")
 
 
 def test_an_unreadable_reference_is_an_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    with pytest.raises(ReferenceError, match=r"broken\.png cannot be read"):
+    with pytest.raises(FewShotReferenceError, match=r"broken\.png cannot be read"):
         read_references([broken], None)
 
 
@@ -81,9 +83,9 @@ def test_reference_paths_from_a_folder_a_mapping_and_a_data_module(
     datamodule = SimpleNamespace(train_data=SimpleNamespace(samples=samples))
     from_data = reference_paths(3, 1, None, datamodule, "widget")["widget"]
     assert sorted(from_data) == [good[0], good[1], good[4]]  # the normal ones only
-    with pytest.raises(ReferenceError, match="k_shot=4 needs 4"):
+    with pytest.raises(FewShotReferenceError, match="k_shot=4 needs 4"):
         reference_paths(4, 1, None, datamodule, "widget")
-    with pytest.raises(ReferenceError, match="give few_shot_source"):
+    with pytest.raises(FewShotReferenceError, match="give few_shot_source"):
         reference_paths(1, 0, None, None, "widget")
-    with pytest.raises(ReferenceError, match="has none"):
+    with pytest.raises(FewShotReferenceError, match="has none"):
         reference_paths(1, 0, None, SimpleNamespace(), "widget")

@@ -12,9 +12,10 @@ from PIL import Image
 
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
-from anomalib_adaclip.demo.app import CHECKPOINT_FILE_CHOICE, build_app
 
-gr = pytest.importorskip("gradio")
+gr = pytest.importorskip("gradio")  # before the page's module, which imports gradio: skipped, not an error
+
+from anomalib_adaclip.demo.app import CHECKPOINT_FILE_CHOICE, build_app  # noqa: E402
 
 
 def handler(session: DemoSession) -> Callable[..., tuple[Any, ...]]:

@@ -22,10 +22,10 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring
-from anomalib_adaclip.cli.prompts import sentences_text
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
 from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
+from anomalib_adaclip.model.prompting import sentences_text
 from anomalib_adaclip.weights import (
     WeightsNotFoundError,
     download_clip_weights,
@@ -410,7 +410,7 @@ def test_missing_weights_offline_give_the_clis_message(
 
 
 def test_smoke_session_says_its_outputs_mean_nothing(tmp_path: Path) -> None:
-    from anomalib_adaclip.cli.quickstart import SMOKE_NOTE
+    from anomalib_adaclip.config import SMOKE_NOTE
 
     run = DemoSession(smoke=True, device="cpu", output_dir=tmp_path).predict(example_images()[:1], "tire")
     assert run.messages[0] == f"**{SMOKE_NOTE}**"

@@ -1,4 +1,4 @@
-"""AdaCLIPModel against the outputs of the authors' implementation (ADACLIP.md, "Reference outputs")."""
+"""AdaCLIPModel against the outputs of the authors' code (github.com/caoyunkang/AdaCLIP; see tests/data/README.md)."""
 
 from __future__ import annotations
 

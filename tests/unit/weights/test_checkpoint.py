@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import pickle
 from collections.abc import Callable
@@ -179,12 +181,14 @@ def test_released_names_resolve_through_the_hub(
     make_model: Callable,
 ) -> None:
     calls = []
+    for name, released in RELEASED_CHECKPOINTS.items():  # the files the fake hub serves, and their hashes
+        torch.save(released_checkpoint, tmp_path / released.filename)
+        sha256 = hashlib.sha256((tmp_path / released.filename).read_bytes()).hexdigest()
+        monkeypatch.setitem(RELEASED_CHECKPOINTS, name, dataclasses.replace(released, sha256=sha256))
 
     def fake_hub_download(repo_id: str, filename: str, **_: object) -> str:
         calls.append((repo_id, filename))
-        path = tmp_path / filename
-        torch.save(released_checkpoint, path)
-        return str(path)
+        return str(tmp_path / filename)
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub_download)
     monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
@@ -207,6 +211,9 @@ def test_released_name_found_in_weights_dir(
     make_model: Callable,
 ) -> None:
     torch.save(released_checkpoint, tmp_path / "pretrained_visa_clinicdb.pth")
+    sha256 = hashlib.sha256((tmp_path / "pretrained_visa_clinicdb.pth").read_bytes()).hexdigest()
+    released = dataclasses.replace(RELEASED_CHECKPOINTS["visa_clinicdb"], sha256=sha256)
+    monkeypatch.setitem(RELEASED_CHECKPOINTS, "visa_clinicdb", released)
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
     monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda **_: pytest.fail("the hub must not be called"))
     make_model(checkpoint="visa_clinicdb")

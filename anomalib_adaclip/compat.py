@@ -1,0 +1,291 @@
+"""The one module that relies on private or unexported names of anomalib, Lightning and torch.
+
+Everything else in the package uses only their public APIs; where no public way exists, it goes through this
+module, and each use below says what it relies on. The package is checked against the versions in
+:data:`TESTED_VERSIONS` (pyproject's upper bounds); :func:`check` verifies every reliance and fails with a message that
+names the dependency and its installed version, and ``tests/unit/test_compat.py`` runs it. To support a new release:
+run that test against it, fix what it names here (nowhere else), then raise the bound in pyproject (see
+CONTRIBUTING.md, "Dependencies").
+
+Not listed because they are public by their own rules: ``NamedTuple._asdict`` (Python's documented namedtuple API) and
+``AnomalibDataModule._setup`` (the abstract method anomalib requires every data module to implement).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from anomalib.data import AnomalibDataModule
+from anomalib.post_processing import PostProcessor
+from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+    from torchmetrics import Metric
+
+__all__ = [
+    "BTECH_CATEGORIES",
+    "MPDD_CATEGORIES",
+    "MVTEC_AD_CATEGORIES",
+    "MVTEC_AD_DOWNLOAD_INFO",
+    "TESTED_VERSIONS",
+    "VISA_CATEGORIES",
+    "CompatibilityError",
+    "PostProcessorHooks",
+    "TestSplitHook",
+    "anomalib_checkpoint_io",
+    "anomalib_cli_main",
+    "anomalib_safe_globals",
+    "check",
+    "create_versioned_dir",
+    "extract_transforms_by_type",
+    "generate_output_filename",
+    "get_exportable_transform",
+    "ignore_in_ddp",
+    "release_predict_batch_indices",
+    "setup_predict_data",
+]
+
+# The minor series each reliance below was checked against (pyproject pins `<` the next minor of each).
+TESTED_VERSIONS = {"anomalib": "2.7", "lightning": "2.6", "torch": "2.14"}
+
+
+class CompatibilityError(ImportError):
+    """A private or unexported name this package relies on is gone or changed in the installed dependency."""
+
+
+def _changed(package: str, what: str) -> CompatibilityError:
+    return CompatibilityError(
+        f"anomalib-adaclip relies on {what} of {package}, which the installed {package} {version(package)} does not "
+        f"provide as expected (checked against {package} {TESTED_VERSIONS[package]}.x). Install {package} "
+        f"{TESTED_VERSIONS[package]}.x, or adapt anomalib_adaclip/compat.py to this release."
+    )
+
+
+def _unexported(package: str, module: str, name: str) -> Any:
+    """``module.name``, a name that ``package`` defines only below the modules it re-exports from."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise _changed(package, f"{module}.{name}") from error
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Names anomalib defines but does not re-export from a public package
+# ----------------------------------------------------------------------------------------------------------------------
+# The category lists of anomalib's data sets live only in their dataset modules.
+MVTEC_AD_CATEGORIES: tuple[str, ...] = tuple(
+    _unexported("anomalib", "anomalib.data.datasets.image.mvtecad", "CATEGORIES")
+)
+VISA_CATEGORIES: tuple[str, ...] = tuple(_unexported("anomalib", "anomalib.data.datasets.image.visa", "CATEGORIES"))
+MPDD_CATEGORIES: tuple[str, ...] = tuple(_unexported("anomalib", "anomalib.data.datasets.image.mpdd", "CATEGORIES"))
+BTECH_CATEGORIES: tuple[str, ...] = tuple(_unexported("anomalib", "anomalib.data.datasets.image.btech", "CATEGORIES"))
+# Where anomalib downloads MVTec AD from (a DownloadInfo with name, url, hashsum): the quick start's message cites it.
+MVTEC_AD_DOWNLOAD_INFO: Any = _unexported("anomalib", "anomalib.data.datamodules.image.mvtecad", "DOWNLOAD_INFO")
+# Finds the Resize of a pre-processor's transform (nested Compose included).
+extract_transforms_by_type: Callable[..., list[Any]] = _unexported(
+    "anomalib", "anomalib.data.transforms.utils", "extract_transforms_by_type"
+)
+# The export-safe copy of a transform that anomalib's PreProcessor builds for exports.
+get_exportable_transform: Callable[[Any], Any] = _unexported(
+    "anomalib", "anomalib.pre_processing.utils.transform", "get_exportable_transform"
+)
+# The context that allows anomalib's (and extra) classes in `torch.load(weights_only=True)`.
+anomalib_safe_globals: Callable[..., Any] = _unexported(
+    "anomalib", "anomalib.utils.serialization", "anomalib_safe_globals"
+)
+# The next free `vN` folder (and the `latest` link) of anomalib's results layout.
+create_versioned_dir: Callable[..., Any] = _unexported("anomalib", "anomalib.utils.path", "create_versioned_dir")
+# The visualiser's output file name for an image, as anomalib's ImageVisualizer names it.
+generate_output_filename: Callable[..., Any] = _unexported(
+    "anomalib", "anomalib.utils.path", "generate_output_filename"
+)
+
+
+def anomalib_checkpoint_io(**kwargs: Any) -> Any:
+    """The checkpoint IO with anomalib's safe globals, as anomalib's Engine installs it (imported on use: heavy)."""
+    return _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")(**kwargs)
+
+
+def anomalib_cli_main() -> None:
+    """Run anomalib's command line (the function behind its ``anomalib`` console script)."""
+    _unexported("anomalib", "anomalib.cli.cli", "main")()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# anomalib's PostProcessor: private members AdaCLIPPostProcessor builds on
+# ----------------------------------------------------------------------------------------------------------------------
+Level = Literal["image", "pixel"]
+
+
+class PostProcessorHooks(PostProcessor):
+    """anomalib's :class:`~anomalib.post_processing.PostProcessor` with public names for the members it keeps private.
+
+    Relies on: ``PostProcessor._normalize`` (a static method that ``forward`` and ``normalize_batch`` call as
+    ``self._normalize(preds, min, max, threshold)``); the metrics ``_{level}_threshold_metric`` (F1-adaptive
+    threshold) and ``_{level}_min_max_metric``; the buffers ``_{level}_threshold``; and the F1-adaptive threshold's
+    ``_has_anomalous_samples()`` / ``_has_normal_samples()``.
+    """
+
+    @staticmethod
+    def anomalib_normalize(
+        preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The min-max normalisation around the threshold that anomalib applies."""
+        return PostProcessor._normalize(preds, norm_min, norm_max, threshold)
+
+    @staticmethod
+    def normalize_values(
+        preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The normalisation ``forward`` and ``normalize_batch`` apply; a subclass may override it."""
+        return PostProcessorHooks.anomalib_normalize(preds, norm_min, norm_max, threshold)
+
+    def _normalize(
+        self, preds: torch.Tensor | None, norm_min: torch.Tensor, norm_max: torch.Tensor, threshold: torch.Tensor
+    ) -> torch.Tensor | None:
+        return self.normalize_values(preds, norm_min, norm_max, threshold)
+
+    def statistics_metrics(self, level: Level) -> tuple[Metric, Metric]:
+        """The F1-adaptive threshold metric and the min-max metric that collect a level's validation statistics."""
+        return getattr(self, f"_{level}_threshold_metric"), getattr(self, f"_{level}_min_max_metric")
+
+    @staticmethod
+    def has_both_labels(threshold_metric: Metric) -> bool:
+        """Whether the F1-adaptive threshold metric has seen normal and anomalous samples."""
+        return threshold_metric._has_anomalous_samples() and threshold_metric._has_normal_samples()
+
+    def learned_threshold(self, level: Level) -> torch.Tensor:
+        """The threshold learned for a level (the buffer itself; NaN while none is learned)."""
+        return getattr(self, f"_{level}_threshold")
+
+    def forget_statistics(self, level: Level) -> None:
+        """Set a level's learned threshold and min-max statistics back to "not learned" (NaN)."""
+        for statistic in (self.learned_threshold(level), getattr(self, f"{level}_min"), getattr(self, f"{level}_max")):
+            statistic.fill_(float("nan"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# anomalib's data module: the test-split hook
+# ----------------------------------------------------------------------------------------------------------------------
+class TestSplitHook(AnomalibDataModule):
+    """anomalib's data module with a public name for its test-split step.
+
+    Relies on: ``AnomalibDataModule._create_test_split`` (called by ``setup`` after ``_setup``; it moves or
+    synthesises normal test images according to ``test_split_mode``).
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def _create_test_split(self) -> None:
+        self.create_test_split()
+
+    def create_test_split(self) -> None:
+        """The test split of anomalib; a subclass may override it and call ``super().create_test_split()``."""
+        super()._create_test_split()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# torch: parameters DDP does not synchronise
+# ----------------------------------------------------------------------------------------------------------------------
+def ignore_in_ddp(module: torch.nn.Module, names: Sequence[str]) -> None:
+    """Exclude parameters/buffers (fully qualified names) of ``module`` from DistributedDataParallel's gradient sync.
+
+    Relies on: ``DistributedDataParallel._set_params_and_buffers_to_ignore_for_model`` (torch's documented workaround
+    until a public API exists, pytorch issue 43690); it must run before the module is wrapped.
+    """
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(names))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Lightning's predict loop
+# ----------------------------------------------------------------------------------------------------------------------
+def setup_predict_data(trainer: Trainer) -> None:
+    """Let the predict loop build its data loaders now (it builds them again, from the same data sets, when it starts).
+
+    Relies on: ``trainer.predict_loop.setup_data()`` (a method of Lightning's private ``_PredictionLoop``).
+    """
+    trainer.predict_loop.setup_data()
+
+
+def release_predict_batch_indices(loader: Any, batch_idx: int) -> None:
+    """Drop the data-set indices Lightning keeps for a finished predict batch (memory that grows with the run).
+
+    Relies on: the predict loop wrapping the loader's batch sampler in ``_IndexBatchSamplerWrapper``, whose
+    ``seen_batch_indices`` list holds each batch's indices until the run ends and is read only at the current batch's
+    position; a finished entry is replaced by ``None``. Without the wrapper (or the list) nothing happens.
+    """
+    seen = getattr(getattr(loader, "batch_sampler", None), "seen_batch_indices", None)
+    if isinstance(seen, list) and 0 <= batch_idx < len(seen):
+        seen[batch_idx] = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The check of every reliance
+# ----------------------------------------------------------------------------------------------------------------------
+def _check_post_processor() -> None:
+    processor = PostProcessor()
+    for level in ("image", "pixel"):
+        for name in (f"_{level}_threshold_metric", f"_{level}_min_max_metric", f"_{level}_threshold"):
+            if not hasattr(processor, name):
+                raise _changed("anomalib", f"PostProcessor.{name}")
+        metric = getattr(processor, f"_{level}_threshold_metric")
+        if not all(callable(getattr(metric, name, None)) for name in ("_has_anomalous_samples", "_has_normal_samples")):
+            raise _changed("anomalib", "F1AdaptiveThreshold._has_anomalous_samples/_has_normal_samples")
+    value = torch.tensor([0.2, 0.6])
+    try:
+        normalized = PostProcessor._normalize(value, torch.tensor(0.0), torch.tensor(1.0), torch.tensor(0.5))
+    except (AttributeError, TypeError) as error:
+        raise _changed("anomalib", "PostProcessor._normalize(preds, norm_min, norm_max, threshold)") from error
+    if normalized is None or not torch.allclose(normalized, value):  # (x - 0.5) / 1 + 0.5 on a [0, 1] range
+        raise _changed("anomalib", "PostProcessor._normalize's min-max formula")
+
+
+def _check_data_module() -> None:
+    if not callable(getattr(AnomalibDataModule, "_create_test_split", None)):
+        raise _changed("anomalib", "AnomalibDataModule._create_test_split")
+
+
+def _check_ddp() -> None:
+    module = torch.nn.Linear(1, 1)
+    try:
+        ignore_in_ddp(module, ["bias"])
+    except AttributeError as error:
+        raise _changed("torch", "DistributedDataParallel._set_params_and_buffers_to_ignore_for_model") from error
+    if getattr(module, "_ddp_params_and_buffers_to_ignore", None) != ["bias"]:
+        raise _changed("torch", "DistributedDataParallel._set_params_and_buffers_to_ignore_for_model's effect")
+
+
+def _check_predict_loop() -> None:
+    from lightning.pytorch import Trainer  # noqa: PLC0415
+
+    if not callable(getattr(Trainer(logger=False, enable_progress_bar=False).predict_loop, "setup_data", None)):
+        raise _changed("lightning", "Trainer.predict_loop.setup_data()")
+    try:
+        from lightning.pytorch.overrides.distributed import _IndexBatchSamplerWrapper  # noqa: PLC0415
+    except ImportError as error:
+        raise _changed("lightning", "lightning.pytorch.overrides.distributed._IndexBatchSamplerWrapper") from error
+    wrapper = _IndexBatchSamplerWrapper(torch.utils.data.BatchSampler(range(4), 2, drop_last=False))
+    list(wrapper)
+    if getattr(wrapper, "seen_batch_indices", None) != [[0, 1], [2, 3]]:
+        raise _changed("lightning", "_IndexBatchSamplerWrapper.seen_batch_indices")
+
+
+def check() -> None:
+    """Verify every reliance of this module on the installed anomalib, Lightning and torch.
+
+    The unexported names are checked when this module is imported.
+
+    Raises:
+        CompatibilityError: One has changed; the message names the dependency, its version and what changed.
+    """
+    _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")
+    _unexported("anomalib", "anomalib.cli.cli", "main")
+    _check_post_processor()
+    _check_data_module()
+    _check_ddp()
+    _check_predict_loop()

@@ -1,0 +1,119 @@
+"""compat.py: the one place that relies on private or unexported names of anomalib, Lightning and torch.
+
+Its check fails with a message naming the dependency and its version when a reliance changes; the tested versions are
+the ones pyproject pins; and no other module of the package uses such names.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from importlib.metadata import version
+
+import pytest
+from anomalib.post_processing import PostProcessor
+
+from anomalib_adaclip import compat
+from tests.conftest import PROJECT_ROOT
+
+PACKAGE = PROJECT_ROOT / "anomalib_adaclip"
+# The packages whose names count as public: anomalib's re-exporting packages, and Lightning's and torch's modules
+# without an underscore in their path.
+PUBLIC_ANOMALIB = {
+    "anomalib",
+    "anomalib.callbacks",
+    "anomalib.cli",
+    "anomalib.data",
+    "anomalib.data.utils",
+    "anomalib.deploy",
+    "anomalib.engine",
+    "anomalib.loggers",
+    "anomalib.metrics",
+    "anomalib.models",
+    "anomalib.models.components",
+    "anomalib.post_processing",
+    "anomalib.pre_processing",
+    "anomalib.visualization",
+    "anomalib.visualization.image",
+}
+# Private-looking names that are public API: namedtuple methods (underscored so as not to clash with fields).
+NAMEDTUPLE_API = {"_asdict", "_replace", "_fields", "_make"}
+
+
+def test_every_reliance_holds_on_the_installed_versions() -> None:
+    compat.check()
+
+
+def test_a_changed_reliance_names_the_dependency_and_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(PostProcessor, "_normalize")
+    with pytest.raises(compat.CompatibilityError) as caught:
+        compat.check()
+    message = str(caught.value)
+    assert f"anomalib {version('anomalib')}" in message and "PostProcessor._normalize" in message
+    assert "checked against anomalib 2.7.x" in message
+    with pytest.raises(compat.CompatibilityError, match=r"anomalib\.data\.nowhere\.CATEGORIES of anomalib"):
+        compat._unexported("anomalib", "anomalib.data.nowhere", "CATEGORIES")
+
+
+def test_the_tested_versions_are_the_ones_pyproject_pins_and_the_ones_installed() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    requirements = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for package, tested in compat.TESTED_VERSIONS.items():
+        major, minor = (int(part) for part in tested.split("."))
+        pinned = [line for line in requirements if re.match(rf"{package}\s*[><=]", line)]
+        assert pinned and f"<{major}.{minor + 1}" in pinned[0], (
+            f"pyproject should pin {package} below {major}.{minor + 1} (compat.TESTED_VERSIONS says {tested}.x was "
+            f"tested), got {pinned}"
+        )
+        installed = version(package)
+        assert installed.startswith(f"{tested}."), (
+            f"{package} {installed} is installed but compat.py was checked against {tested}.x: run this test file "
+            f"and raise TESTED_VERSIONS and pyproject together (CONTRIBUTING.md, 'Dependencies')"
+        )
+
+
+def _private_uses(tree: ast.AST) -> set[str]:
+    """Underscore attributes (the caller keeps the package's own), and deep or underscore imports of the three."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*", node.attr):
+            found.add(f"attribute {node.attr}")
+        if isinstance(node, ast.ImportFrom) and node.module:
+            root = node.module.split(".")[0]
+            if root == "anomalib" and node.module not in PUBLIC_ANOMALIB:
+                found.add(f"import from {node.module}")
+            if root in {"lightning", "torch", "anomalib"} and (
+                any(part.startswith("_") for part in node.module.split("."))
+                or any(alias.name.startswith("_") for alias in node.names)
+            ):
+                found.add(f"private import from {node.module}")
+    return found
+
+
+def test_no_private_names_of_anomalib_lightning_or_torch_outside_compat() -> None:
+    own = set()  # underscore names the package defines itself (its own helpers, attributes and methods)
+    trees = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        trees[path] = tree
+        if path.name == "compat.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+    offenders = {}
+    for path, tree in trees.items():
+        if path.name == "compat.py":
+            continue
+        uses = {
+            use
+            for use in _private_uses(tree)
+            if not (use.startswith("attribute ") and use.split()[1] in own | NAMEDTUPLE_API)
+        }
+        if uses:
+            offenders[str(path.relative_to(PROJECT_ROOT))] = sorted(uses)
+    assert not offenders, f"private names of anomalib, Lightning or torch outside compat.py: {offenders}"
