@@ -16,12 +16,13 @@ from pathlib import Path
 
 from anomalib_adaclip.config import AdaCLIPConfig
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 OFFLINE_ENV = "ADACLIP_OFFLINE"  # the quick start's switch: local files only
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip demo`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip demo",
         description=(
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip demo``; returns the exit code (2 when gradio is missing)."""
-    options = _parser().parse_args(arguments)
+    options = build_parser().parse_args(arguments)
     if importlib.util.find_spec("gradio") is None:
         print(
             'The demo needs gradio, an optional dependency: pip install -e ".[demo]" (or pip install gradio).',
