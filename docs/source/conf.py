@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 DOCS_SOURCE = Path(__file__).resolve().parent
 PROJECT_ROOT = DOCS_SOURCE.parents[1]
@@ -22,7 +23,7 @@ _PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["proje
 
 project = "anomalib-adaclip"
 author = "anomalib-adaclip developers"
-copyright = "anomalib-adaclip developers; AdaCLIP: Cao et al., ECCV 2024"  # noqa: A001
+copyright = "anomalib-adaclip developers; AdaCLIP: Cao et al., ECCV 2024"
 release = _PYPROJECT["version"]
 version = release
 
@@ -59,7 +60,7 @@ nb_execution_mode = "off"
 
 # autodoc, napoleon and the type hints
 autodoc_default_options = {"members": True, "show-inheritance": True, "member-order": "bysource"}
-autodoc_preserve_defaults = True
+
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
@@ -73,6 +74,9 @@ suppress_warnings = ["sphinx_autodoc_typehints.forward_reference"]
 
 # copy buttons leave prompts and console output out
 copybutton_exclude = ".linenos, .gp, .go"
+
+# Quotes and ellipses become typographic, dashes stay: option names (--config) in prose keep their two hyphens.
+smartquotes_action = "qe"
 
 html_theme = "sphinx_book_theme"
 html_title = "anomalib-adaclip"

@@ -2,7 +2,7 @@
 
 Each is Markdown produced from the code at build time (``adaclip_sphinx.py`` writes them to ``reference/_generated/``,
 and the pages include them), so they cannot drift from it. ``tests/docs/`` imports this module to check what it
-produces. It imports Sphinx nowhere, only the package.
+produces. It imports the package, never Sphinx.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
+
+from anomalib_adaclip import AdaCLIP, AdaCLIPConfig
+from anomalib_adaclip.benchmark.speed import build_parser as speed_parser
+from anomalib_adaclip.cli import COMMANDS, command_parsers
+from anomalib_adaclip.cli.dispatch import PREDICT_HELP
+from anomalib_adaclip.cli.predict import RESUME_FLAG
+from anomalib_adaclip.config import FewShotConfig
+from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
 
 __all__ = [
     "TASKS",
@@ -35,7 +43,7 @@ def _cell(text: str) -> str:
 
 
 def _markdown(text: str) -> str:
-    """reStructuredText literals (``x``) and Sphinx cross-references (:class:`~a.B`) as Markdown code (`x`, `a.B`)."""
+    """Turn reStructuredText literals (``x``) and cross-references (:class:`~a.B`) into Markdown code (`x`, `a.B`)."""
     text = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", text)
     return _cell(text.replace("``", "`"))
 
@@ -67,9 +75,6 @@ def render_default(value: Any) -> str:
 
 def descriptions() -> dict[str, str]:
     """Each ``AdaCLIP`` argument's description: AdaCLIPConfig's and FewShotConfig's for their fields, AdaCLIP's else."""
-    from anomalib_adaclip import AdaCLIP, AdaCLIPConfig
-    from anomalib_adaclip.config import FewShotConfig
-
     return {
         **docstring_arguments(AdaCLIPConfig, "Attributes:"),
         **docstring_arguments(FewShotConfig, "Attributes:"),
@@ -79,8 +84,6 @@ def descriptions() -> dict[str, str]:
 
 def parameter_table() -> str:
     """The Markdown table of every ``AdaCLIP`` constructor argument: name, type, default, description."""
-    from anomalib_adaclip import AdaCLIP
-
     described = descriptions()
     rows = ["| Argument | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
     for name, parameter in inspect.signature(AdaCLIP.__init__).parameters.items():
@@ -96,8 +99,6 @@ def parameter_table() -> str:
 
 def dataset_table() -> str:
     """One row per data set: module, categories, task, the paper's test counts, source, licence, size, preparation."""
-    from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
-
     rows = [
         "| Data set | Data module (`root`) | Categories | Task | Paper's test (normal, anomalous) | Source | Licence | "
         "Size | Preparation |",
@@ -130,7 +131,7 @@ def _visible_actions(parser: argparse.ArgumentParser) -> list[tuple[str, list[ar
 def _default(action: argparse.Action) -> str:
     if action.required:
         return "required"
-    if isinstance(action, argparse._StoreTrueAction | argparse._HelpAction | argparse._VersionAction):  # noqa: SLF001
+    if isinstance(action, argparse._StoreTrueAction | argparse._HelpAction | argparse._VersionAction):
         return "off"
     default = action.default
     if default is None or default == argparse.SUPPRESS or (isinstance(default, list) and not default):
@@ -184,11 +185,6 @@ def cli_reference(parsers: dict[str, Callable[[], argparse.ArgumentParser]] | No
     Returns:
         The Markdown of the reference page's generated part.
     """
-    from anomalib_adaclip.benchmark.speed import build_parser as speed_parser
-    from anomalib_adaclip.cli import COMMANDS, command_parsers
-    from anomalib_adaclip.cli.dispatch import PREDICT_HELP
-    from anomalib_adaclip.cli.predict import RESUME_FLAG
-
     parsers = command_parsers() if parsers is None else parsers
     lines = [
         "## Subcommands",
@@ -229,6 +225,5 @@ def cli_reference(parsers: dict[str, Callable[[], argparse.ArgumentParser]] | No
 
 
 def _anchor(heading: str) -> str:
-    """MyST's (GitHub's) anchor of a heading: lower case, punctuation dropped (but ``-`` and ``_``), spaces as dashes."""
+    """MyST's (GitHub's) anchor of a heading: lower case, punctuation but ``-`` and ``_`` dropped, spaces as dashes."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-

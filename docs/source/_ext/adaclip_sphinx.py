@@ -14,19 +14,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sphinx.application import Sphinx
-
 import adaclip_docgen
+from sphinx.application import Sphinx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 GENERATED = Path("reference") / "_generated"
 NOTEBOOK_PAGES = Path("notebooks") / "_generated"
 
 NOTEBOOK_NOTE = """```{{note}}
-This page shows `notebooks/{name}` as it is committed: **its outputs are not stored** (the test suite keeps the committed notebooks free of outputs and runs each one in its tiny mode, on
-a tiny random CLIP and generated images). Run it to see its tables and figures: `pip install -e ".[test]" jupyterlab &&
-jupyter lab notebooks/`, or set `TINY = True` in its parameter cell for an offline run in about a minute with
-meaningless numbers.
+This page shows `notebooks/{name}` as it is committed: **its outputs are not stored** (the test suite keeps the
+committed notebooks free of outputs and runs each one in its tiny mode, on a tiny random CLIP and generated images).
+Run it to see its tables and figures: `pip install -e ".[test]" jupyterlab && jupyter lab notebooks/`, or set
+`TINY = True` in its parameter cell for an offline run in about a minute with meaningless numbers.
 ```"""
 
 
