@@ -34,6 +34,7 @@ __all__ = [
 
 TASKS = {"both": "image + pixel", "image": "image only", "pixel": "pixel only"}
 PROGRAM = "anomalib-adaclip"
+MAX_USAGE_LINES = 12
 # anomalib's own subcommands, which anomalib-adaclip hands to anomalib's CLI with AdaCLIP registered.
 ANOMALIB_SUBCOMMANDS = ("install", "fit", "validate", "test", "train", "predict", "export", "benchmark")
 
@@ -43,9 +44,14 @@ def _cell(text: str) -> str:
 
 
 def _markdown(text: str) -> str:
-    """Turn reStructuredText literals (``x``) and cross-references (:class:`~a.B`) into Markdown code (`x`, `a.B`)."""
-    text = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", text)
-    return _cell(text.replace("``", "`"))
+    """Turn reStructuredText literals (``x``) and cross-references (:class:`~a.B`) into Markdown code (`x`, `a.B`).
+
+    Angle brackets outside code (``<results_dir>/v<N>``) are escaped, so that Markdown does not read them as HTML.
+    """
+    text = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", text).replace("``", "`")
+    parts = text.split("`")
+    parts[::2] = [part.replace("<", "&lt;").replace(">", "&gt;") for part in parts[::2]]
+    return _cell("`".join(parts))
 
 
 def docstring_arguments(target: type, section: str = "Args:") -> dict[str, str]:
@@ -165,7 +171,10 @@ def parser_reference(parser: argparse.ArgumentParser, heading_level: int = 2) ->
     lines = [f"{'#' * heading_level} `{prog}`", ""]
     if parser.description:
         lines += [_markdown(parser.description), ""]
-    lines += ["```text", parser.format_usage().strip(), "```", ""]
+    usage = parser.format_usage().strip()
+    if usage.count("\n") >= MAX_USAGE_LINES:  # jsonargparse's train: one line per option, all in the tables below
+        usage = f"usage: {prog} [options]"
+    lines += ["```text", usage, "```", ""]
     for title, actions in _visible_actions(parser):
         lines += [f"**{_cell(title[:1].upper() + title[1:])}**", ""]
         lines += ["| Option | Default | Meaning |", "| --- | --- | --- |"]
