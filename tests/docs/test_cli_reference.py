@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.docs.pages import docgen
+from tests.docs.pages import docgen, site_pages
 
 PROGRAM = "anomalib-adaclip"
 HEADING = re.compile(r"^#{2,3} `([^`]+)`$", re.MULTILINE)
@@ -107,3 +107,21 @@ def test_a_missing_option_is_caught() -> None:
     )
     assert missing_options(parser, section) == {"--new-option"}
     assert not missing_options(parser, section + "| `--new-option` | | documented |\n")
+
+
+def test_option_tables_of_the_guides_name_options_that_exist() -> None:
+    """The guides' own option tables (quick start, demo, benchmark, speed) show options the commands still take."""
+    from anomalib_adaclip.benchmark.speed import build_parser as speed_parser
+    from anomalib_adaclip.cli import command_parsers
+    from anomalib_adaclip.cli.predict import RESUME_FLAG
+
+    known = {RESUME_FLAG} | help_options(speed_parser())
+    for build in command_parsers().values():
+        known |= help_options(build())
+    tables = 0
+    for path in site_pages():
+        for table in re.findall(r"^\| Option \|.*?(?=\n\n|\n?$)", path.read_text(), re.MULTILINE | re.DOTALL):
+            tables += 1
+            unknown = table_options(table) - known
+            assert not unknown, f"{path.name} documents options no command takes: {sorted(unknown)}"
+    assert tables >= 4
