@@ -75,9 +75,6 @@ suppress_warnings = ["sphinx_autodoc_typehints.forward_reference"]
 # copy buttons leave prompts and console output out
 copybutton_exclude = ".linenos, .gp, .go"
 
-# Quotes and ellipses become typographic, dashes stay: option names (--config) in prose keep their two hyphens.
-smartquotes_action = "qe"
-
 html_theme = "sphinx_book_theme"
 html_title = "anomalib-adaclip"
 html_static_path = ["_static"]

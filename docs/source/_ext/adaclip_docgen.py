@@ -46,12 +46,19 @@ def _cell(text: str) -> str:
 def _markdown(text: str) -> str:
     """Turn reStructuredText literals (``x``) and cross-references (:class:`~a.B`) into Markdown code (`x`, `a.B`).
 
-    Angle brackets outside code (``<results_dir>/v<N>``) are escaped, so that Markdown does not read them as HTML.
+    Outside code, option names become code and angle brackets (``<results_dir>/v<N>``) are escaped, so that Markdown
+    reads them neither as a dash nor as HTML.
     """
     text = re.sub(r":[a-z]+:`~?\.?([^`]+)`", r"`\1`", text).replace("``", "`")
     parts = text.split("`")
-    parts[::2] = [part.replace("<", "&lt;").replace(">", "&gt;") for part in parts[::2]]
+    parts[::2] = [_prose(part) for part in parts[::2]]
     return _cell("`".join(parts))
+
+
+def _prose(text: str) -> str:
+    """Text outside code: options as code (``--config``: no typographic dash), angle brackets escaped."""
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"(?<![\w&;-])(--[A-Za-z][\w.+-]*\w|-[A-Za-z](?![\w-]))", r"`\1`", text)
 
 
 def docstring_arguments(target: type, section: str = "Args:") -> dict[str, str]:
