@@ -7,11 +7,10 @@ build needs no network: intersphinx links to Python, torch, Lightning and anomal
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
-
-import tomllib
 
 DOCS_SOURCE = Path(__file__).resolve().parent
 PROJECT_ROOT = DOCS_SOURCE.parents[1]
@@ -19,12 +18,10 @@ PROJECT_ROOT = DOCS_SOURCE.parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 sys.path.insert(0, str(DOCS_SOURCE / "_ext"))
 
-_PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-
 project = "anomalib-adaclip"
 author = "anomalib-adaclip developers"
 copyright = "anomalib-adaclip developers; AdaCLIP: Cao et al., ECCV 2024"
-release = _PYPROJECT["version"]
+release = importlib.import_module("anomalib_adaclip").__version__
 version = release
 
 extensions = [
