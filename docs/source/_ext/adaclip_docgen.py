@@ -8,22 +8,24 @@ produces. It imports the package, never Sphinx.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import re
 from collections.abc import Callable
 from typing import Any
 
-from anomalib_adaclip import AdaCLIP, AdaCLIPConfig
+from anomalib_adaclip import AdaCLIP
+from anomalib_adaclip import config as config_module
 from anomalib_adaclip.benchmark.speed import build_parser as speed_parser
 from anomalib_adaclip.cli import COMMANDS, command_parsers
 from anomalib_adaclip.cli.dispatch import PREDICT_HELP
 from anomalib_adaclip.cli.predict import RESUME_FLAG
-from anomalib_adaclip.config import FewShotConfig
 from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
 
 __all__ = [
     "TASKS",
+    "argument_configs",
     "cli_reference",
     "dataset_table",
     "descriptions",
@@ -57,7 +59,7 @@ def _markdown(text: str) -> str:
 
 def _prose(text: str) -> str:
     """Text outside code: options as code (``--config``: no typographic dash), angle brackets escaped."""
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("<", "&lt;")  # "<name>" would open an HTML tag; ">" alone is harmless
     return re.sub(r"(?<![\w&;-])(--[A-Za-z][\w.+-]*\w|-[A-Za-z](?![\w-]))", r"`\1`", text)
 
 
@@ -86,13 +88,30 @@ def render_default(value: Any) -> str:
     return f"`{value!r}`"
 
 
+def argument_configs() -> list[type]:
+    """The configuration dataclasses whose fields are ``AdaCLIP`` arguments (``AdaCLIPConfig``, ``FewShotConfig``, ...).
+
+    Each documents its fields once, in its ``Attributes:``; ``AdaCLIP``'s ``Args:`` document the other arguments. They
+    are the dataclasses of :mod:`anomalib_adaclip.config` every field of which is an argument of ``AdaCLIP``, so a new
+    group of settings (a new config of the same kind) is picked up without a change here.
+    """
+    parameters = set(inspect.signature(AdaCLIP.__init__).parameters)
+    configs = []
+    for name in config_module.__all__:
+        target = getattr(config_module, name)
+        if isinstance(target, type) and dataclasses.is_dataclass(target):
+            fields = {field.name for field in dataclasses.fields(target)}
+            if fields and fields <= parameters:
+                configs.append(target)
+    return configs
+
+
 def descriptions() -> dict[str, str]:
-    """Each ``AdaCLIP`` argument's description: AdaCLIPConfig's and FewShotConfig's for their fields, AdaCLIP's else."""
-    return {
-        **docstring_arguments(AdaCLIPConfig, "Attributes:"),
-        **docstring_arguments(FewShotConfig, "Attributes:"),
-        **docstring_arguments(AdaCLIP),
-    }
+    """Each ``AdaCLIP`` argument's description: the argument configs' for their fields, ``AdaCLIP``'s for the others."""
+    described: dict[str, str] = {}
+    for config in argument_configs():
+        described |= docstring_arguments(config, "Attributes:")
+    return described | docstring_arguments(AdaCLIP)
 
 
 def parameter_table() -> str:
