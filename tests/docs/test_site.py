@@ -61,7 +61,7 @@ def test_every_former_readme_section_has_its_page() -> None:
 
 def test_the_other_works_pages_exist_under_their_agreed_names() -> None:
     index = (SITE / "index.md").read_text()
-    for page in ("guides/mutual_scoring", "guides/concurrency"):
+    for page in ("guides/mutual_scoring", "guides/concurrency", "guides/verified_weights", "guides/shipped_configs"):
         assert (SITE / f"{page}.md").is_file()
         assert f"\n{page}\n" in index, f"{page} is in no toctree of index.md"
 
