@@ -21,10 +21,11 @@ from .report import MEAN_CATEGORY
 from .runner import BenchmarkResult, RunGenerator, run_benchmark, write_reports
 from .store import RunStore
 
-__all__ = ["main"]
+__all__ = ["build_parser", "build_report_parser", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip benchmark`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip benchmark",
         description=(
@@ -51,7 +52,8 @@ _PAPER_HELP = (
 )
 
 
-def _report_parser() -> argparse.ArgumentParser:
+def build_report_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip benchmark report`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip benchmark report",
         description=(
@@ -66,7 +68,7 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _report(argv: Sequence[str]) -> int:
-    arguments = _report_parser().parse_args(argv)
+    arguments = build_report_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
         RunGenerator(config, RunStore(config.output / "runs")).check_folder()
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logger()
     if argv[:1] == ["report"]:
         return _report(argv[1:])
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
         if arguments.dry_run:

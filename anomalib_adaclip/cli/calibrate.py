@@ -11,12 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 DEVICES = {"auto": None, "cpu": "cpu", "gpu": "cuda"}
 
 
-def _calibrate_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip calibrate`` parser (its own options; the rest goes to anomalib's parser)."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip calibrate",
         description=(
@@ -46,7 +47,7 @@ def _calibrate_parser() -> argparse.ArgumentParser:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip calibrate``; returns the exit code."""
-    options, rest = _calibrate_parser().parse_known_args(arguments)
+    options, rest = build_parser().parse_known_args(arguments)
     if options.output is not None and options.output.exists():
         print(f"error: {options.output} already exists; choose a new file for --output.", file=sys.stderr)
         return 2

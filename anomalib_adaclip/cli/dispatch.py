@@ -10,12 +10,13 @@ defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
 from anomalib_adaclip.config_files import UnknownConfigError, resolve_config_arguments
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "PREDICT_HELP", "command_parsers", "main"]
 
 # name -> (handler taking the remaining arguments and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -102,14 +103,41 @@ COMMANDS["prepare-data"] = (
 )
 
 
+PREDICT_HELP = (
+    "anomalib's predict; predictions are not kept in memory (--return_predictions true keeps them), "
+    "--resume [TABLE] carries on an interrupted run"
+)
+
+
+def command_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
+    """The argument parser of each own command line, built on demand (for the CLI reference of the documentation).
+
+    Returns:
+        Command line (``"train"``, ``"benchmark report"``) -> a function that builds its parser. Every key starts with
+        a name of :data:`COMMANDS`, and every name of :data:`COMMANDS` has at least one key.
+    """
+    # Imported here: the modules import Lightning, anomalib and the model, which a plain dispatch does not need.
+    from anomalib_adaclip.benchmark import cli as benchmark_cli  # noqa: PLC0415
+
+    from . import calibrate, demo, prepare_data, prompts, quickstart, train  # noqa: PLC0415
+
+    return {
+        "quickstart": quickstart.build_parser,
+        "demo": demo.build_parser,
+        "train": train.build_parser,
+        "calibrate": calibrate.build_parser,
+        "prompts": prompts.build_parser,
+        "benchmark": benchmark_cli.build_parser,
+        "benchmark report": benchmark_cli.build_report_parser,
+        "prepare-data": prepare_data.build_parser,
+    }
+
+
 def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
         print(f"  {name:<12} {help_text}")
-    print(
-        f"  {'predict':<12} anomalib's predict; predictions are not kept in memory (--return_predictions true keeps "
-        "them), --resume [TABLE] carries on an interrupted run"
-    )
+    print(f"  {'predict':<12} {PREDICT_HELP}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
