@@ -11,6 +11,11 @@ a batch is kept. With ``resume`` the run appends to an earlier table instead and
 has before the first batch (they are neither read nor scored). On several processes (DDP on CPUs, GPUs or nodes)
 each process writes its own part file and the global-rank-zero process merges them into the one table at the end
 (:mod:`.prediction_table`). The run's count, wall time and images per second are printed once at the end.
+
+One writer per table: the global-rank-zero process holds the table's lock (``<table>.lock``,
+:func:`~.prediction_table.table_lock`) from before the table is chosen until the run ends, also when it fails; the
+other processes of the same run write only their parts and learn rank zero's answer by broadcast, so the run is one
+writer. Another run that would append to a locked table stops before it scores anything, naming the holder.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from anomalib_adaclip.files import open_new_text_file
+from anomalib_adaclip.locks import LockError, OwnedLock
 
 from .class_names import ClassNamedModule
 from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
@@ -43,6 +48,8 @@ from .prediction_table import (
     path_key,
     read_finished,
     resume_target,
+    start_table,
+    table_lock,
 )
 
 if TYPE_CHECKING:
@@ -129,6 +136,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         self._skipped = 0  # rows of finished images not written again (each process its own)
         self._left_out = 0  # finished images cut out of the data (every process cuts the same whole data set)
         self._start = 0.0
+        self._lock: OwnedLock | None = None  # the table's lock, held by the global-rank-zero process
 
     # ------------------------------------------------------------------------------------------------------------------
     # Start: choose (or resume) the table, leave out finished images, open this process's output
@@ -171,9 +179,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         try:
             table = resume_target(directory, self.filename, self.resume) if self.resume else None
             if table is None:
-                table, handle = open_new_text_file(directory, self.filename)
-                with handle:
-                    csv.writer(handle).writerow(CSV_COLUMNS)
+                table, self._lock = start_table(directory, self.filename, resuming=bool(self.resume))
                 if self.resume:
                     logger.info("Nothing to resume in %s: the run starts the table %s.", directory, table)
                 stale = existing_parts(table)
@@ -184,6 +190,8 @@ class PredictionCSVWriter(BasePredictionWriter):
                     )
                     raise PredictionTableError(msg)
                 return str(table), None
+            self._lock = table_lock(table)
+            self._lock.try_acquire()  # before the table is read: from here on no other run appends to it
             finished = read_finished(table)
             self._finished = finished.keys
             parts = existing_parts(table)
@@ -191,8 +199,17 @@ class PredictionCSVWriter(BasePredictionWriter):
                 merged = merge_parts(table, parts, finished.keys)
                 logger.info("Merged %d row(s) of an interrupted run's %d part(s) into %s.", merged, len(parts), table)
             return str(table), None
+        except LockError as error:
+            self._release_lock()
+            return None, str(error)
         except (PredictionTableError, OSError) as error:
+            self._release_lock()
             return None, f"{type(error).__name__}: {error}"
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = None
 
     def _leave_out_finished(self, trainer: Trainer) -> None:
         """Cut the images the table has out of the run's data sets (or mark them, for data sets of other kinds)."""
@@ -306,11 +323,14 @@ class PredictionCSVWriter(BasePredictionWriter):
             )
             written, skipped = (int(value) for value in totals.tolist())
         skipped += self._left_out
-        if self._parts:
-            error = self._merge(trainer) if trainer.is_global_zero else None
-            error = trainer.strategy.broadcast(error, src=0)
-            if error:
-                raise PredictionTableError(error)
+        try:
+            if self._parts:
+                error = self._merge(trainer) if trainer.is_global_zero else None
+                error = trainer.strategy.broadcast(error, src=0)
+                if error:
+                    raise PredictionTableError(error)
+        finally:
+            self._release_lock()
         if trainer.is_global_zero:
             seconds = time.perf_counter() - self._start
             rate = written / seconds if seconds > 0 else float("nan")
@@ -349,9 +369,10 @@ class PredictionCSVWriter(BasePredictionWriter):
         self._file, self._writer = None, None
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Close the output of a run that failed; the rows written so far stay (``resume`` carries on)."""
+        """Close the output of a run that failed and release the table; the rows written so far stay (``resume``)."""
         del trainer, pl_module, exception
         self._close()
+        self._release_lock()
 
 
 def _release_batch_indices(trainer: Trainer, batch_idx: int, dataloader_idx: int) -> None:

@@ -1,0 +1,160 @@
+"""Two runs, one output: one writer per predictions table, never a duplicate row, never a traceback.
+
+The runs go through the real command (``anomalib-adaclip predict``) on generated 32 px PNGs and the micro CLIP
+(:mod:`tests.integration.test_streaming`'s helpers). The truth every test checks against is the set of image files the
+test wrote, and the process ids of the runs it started. The default suite runs the command in this process against a
+lock held by a child process (live, then killed); the runs of two real processes at once are ``slow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from anomalib_adaclip import cli
+from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
+from anomalib_adaclip.locks import Owner
+from tests.integration.test_streaming import (
+    RUN_DIR,
+    environment,
+    explain,
+    predict_arguments,
+    table_paths,
+    write_images,
+)
+
+
+def sleeping_process() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
+def write_table(table: Path, paths: list[str]) -> bytes:
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([CSV_COLUMNS, *([path, "object", "0.5", "OK", "0.0"] for path in paths)])
+    return table.read_bytes()
+
+
+def test_a_resume_stops_before_scoring_while_another_run_holds_the_table_and_takes_it_over_once_that_run_is_gone(
+    micro_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = sorted(write_images(data, 6))
+    table = root / RUN_DIR / "predictions.csv"
+    lock = table.with_name("predictions.csv.lock")
+    before = write_table(table, truth[:2])
+    arguments = [*predict_arguments(micro_weights, data, root), "--resume"]
+
+    # Garbage where the lock goes: never taken over, the message says how to clear it.
+    lock.write_text("not a lock\n")
+    assert cli.main(arguments) == 1
+    error = capsys.readouterr().err
+    assert f"{lock} is not a lock file of anomalib-adaclip" in error and f"rm {lock}" in error
+    assert "Traceback" not in error and table.read_bytes() == before
+
+    # Another run (a live process of this host) holds the table: the resume stops before it scores anything.
+    other = sleeping_process()
+    try:
+        holder = dataclasses.replace(Owner.this_process(), pid=other.pid, process_start="")
+        lock.write_text(holder.to_json())
+        assert cli.main(arguments) == 1
+        error = capsys.readouterr().err
+        assert f"is in use by another run: PID {other.pid} on host {holder.host} since {holder.since}" in error
+        assert f"kill {other.pid}" in error and "Nothing was scored" in error and "Traceback" not in error
+        assert len(error.strip().splitlines()) == 1, error
+        assert table.read_bytes() == before and not list((root / RUN_DIR).rglob("*.png"))
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+
+    # Its process is gone (killed): the next resume takes the lock over with a warning and finishes the table.
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.locks"):
+        assert cli.main(arguments) == 0
+    assert f"from PID {other.pid} on host {holder.host}" in caplog.text and "is gone" in caplog.text
+    assert table_paths(table)[:2] == truth[:2] and Counter(table_paths(table)) == Counter(truth)
+    assert not lock.exists()
+
+
+def start_predict(arguments: list[str], log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "anomalib_adaclip", *arguments]
+    with log.open("w") as handle:
+        return subprocess.Popen(command, env=environment(), stdout=handle, stderr=subprocess.STDOUT)
+
+
+def wait_for_rows(table: Path, process: subprocess.Popen, rows: int, log: Path) -> None:
+    deadline = time.monotonic() + 900
+    while not (table.is_file() and len(table.read_bytes().splitlines()) > rows):
+        assert process.poll() is None, f"the run ended early: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {rows} rows within 15 minutes"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_leaves_a_lock_taken_over(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    """Process A starts a table (no --resume); B resumes the same output meanwhile; A is killed; C finishes."""
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = write_images(data, 400)  # A must still run when B has started: it is killed long before its end
+    table = root / RUN_DIR / "predictions.csv"
+    lock = table.with_name("predictions.csv.lock")
+    arguments = predict_arguments(micro_weights, data, root)
+    first = start_predict(arguments, tmp_path / "a.log")
+    try:
+        wait_for_rows(table, first, 3, tmp_path / "a.log")
+        second = subprocess.run(
+            [sys.executable, "-m", "anomalib_adaclip", *arguments, "--resume"],
+            capture_output=True, text=True, env=environment(), timeout=900, check=False,
+        )  # fmt: skip
+        assert first.poll() is None, "the first run ended before the second one checked: use more images"
+        assert second.returncode == 1, explain(second)
+        assert f"is in use by another run: PID {first.pid} on host" in second.stderr, explain(second)
+        assert "Traceback" not in second.stderr and "AdaCLIP predicted" not in second.stdout
+        assert json.loads(lock.read_text())["pid"] == first.pid
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    written = table_paths(table)
+    assert 3 <= len(written) < len(truth) and len(set(written)) == len(written)
+    third = subprocess.run(
+        [sys.executable, "-m", "anomalib_adaclip", *arguments, "--resume"],
+        capture_output=True, text=True, env=environment(), timeout=1800, check=False,
+    )  # fmt: skip
+    assert third.returncode == 0, explain(third)
+    assert f"from PID {first.pid}" in third.stderr and "is gone" in third.stderr, explain(third)
+    assert Counter(table_paths(table)) == Counter(truth)
+    assert [path.name for path in sorted((root / RUN_DIR).glob("predictions*"))] == ["predictions.csv"]
+
+
+@pytest.mark.slow
+def test_two_resumes_started_at_once_score_each_image_once_and_the_second_names_the_first(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = sorted(write_images(data, 300))
+    table = root / RUN_DIR / "predictions.csv"
+    write_table(table, truth[:5])  # an interrupted earlier run
+    arguments = [*predict_arguments(micro_weights, data, root), "--resume"]
+    runs = [start_predict(arguments, tmp_path / f"{index}.log") for index in range(2)]
+    for run in runs:
+        run.wait(timeout=1800)
+    logs = [(tmp_path / f"{index}.log").read_text() for index in range(2)]
+    codes = sorted(run.returncode for run in runs)
+    assert codes == [0, 1], "\n".join(log[-3000:] for log in logs)
+    winner = next(run for run in runs if run.returncode == 0)
+    loser_log = logs[runs.index(next(run for run in runs if run.returncode == 1))]
+    assert f"is in use by another run: PID {winner.pid} on host" in loser_log and "Traceback" not in loser_log
+    assert table_paths(table)[:5] == truth[:5] and Counter(table_paths(table)) == Counter(truth)
+    assert not table.with_name("predictions.csv.lock").exists()
