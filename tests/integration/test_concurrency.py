@@ -1,9 +1,11 @@
-"""Two runs, one output: one writer per predictions table, never a duplicate row, never a traceback.
+"""Two runs, one output: one writer per predictions table, one execution per benchmark run, never a traceback.
 
 The runs go through the real command (``anomalib-adaclip predict``) on generated 32 px PNGs and the micro CLIP
 (:mod:`tests.integration.test_streaming`'s helpers). The truth every test checks against is the set of image files the
 test wrote, and the process ids of the runs it started. The default suite runs the command in this process against a
-lock held by a child process (live, then killed); the runs of two real processes at once are ``slow``.
+lock held by a child process (live, then killed); the runs of two real processes at once are ``slow``, as are the
+benchmark workers in real processes (three at once; one killed mid-run). Their cheap counterparts, workers in threads
+of one process with a stand-in job, are in ``tests/unit/benchmark/test_shared_grid.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
+from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.locks import Owner
+from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.integration.test_streaming import (
     RUN_DIR,
     environment,
@@ -158,3 +163,116 @@ def test_two_resumes_started_at_once_score_each_image_once_and_the_second_names_
     assert f"is in use by another run: PID {winner.pid} on host" in loser_log and "Traceback" not in loser_log
     assert table_paths(table)[:5] == truth[:5] and Counter(table_paths(table)) == Counter(truth)
     assert not table.with_name("predictions.csv.lock").exists()
+
+
+def worker_grid(root: Path, weights: Path) -> Path:
+    """AdaCLIP (micro CLIP) on the tire sample and a generated data set, two seeds: 4 runs of a few seconds."""
+    generated = root / "generated"
+    generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
+    adaclip = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": 112, "k_clusters": 4}
+    grid = {
+        "output": str(root / "benchmark"),
+        "seeds": [0, 1],
+        "engine": {"accelerator": "cpu"},
+        "models": [{"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": adaclip}],
+        "data": [
+            {
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 8},
+                "categories": ["tire"],
+            },
+            {
+                "class_path": "Folder",
+                "init_args": {
+                    "name": "generated",
+                    "root": str(generated / "{category}"),
+                    "normal_dir": "train/good",
+                    "normal_test_dir": "test/good",
+                    "abnormal_dir": "test/defect",
+                    "mask_dir": "ground_truth/defect",
+                    "val_split_mode": "same_as_test",
+                    "num_workers": 0,
+                },
+                "categories": ["widget"],
+            },
+        ],
+    }
+    path = root / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def executions_per_run(output: Path) -> Counter:
+    """How often each run was executed: every execution makes its own anomalib run folder (``seed<k>/v<N>``)."""
+    return Counter(
+        str(version.parent.relative_to(output / "artifacts"))
+        for version in (output / "artifacts").glob("*/*/*/seed*/v*")
+        if version.is_dir() and not version.is_symlink()
+    )
+
+
+def start_worker(config: Path, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "anomalib_adaclip", "benchmark", "--config", str(config)]
+    with log.open("w") as handle:
+        return subprocess.Popen(command, env=environment(), stdout=handle, stderr=subprocess.STDOUT)
+
+
+def check_complete_report(output: Path) -> None:
+    reports = [path for path in (output / "reports").glob("v*") if path.is_dir()]
+    assert len(reports) == 1, reports
+    with (reports[0] / "runs.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"finished"}
+    assert len(list((output / "runs").rglob("seed*.json"))) == 4
+    assert not list(output.rglob("*.claim")) and not list(output.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_three_benchmark_workers_at_once_run_every_run_once_and_write_one_report(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    config = worker_grid(tmp_path, micro_weights)
+    logs = [tmp_path / f"worker{index}.log" for index in range(3)]
+    workers = [start_worker(config, log) for log in logs]
+    for worker in workers:
+        worker.wait(timeout=1800)
+    texts = [log.read_text() for log in logs]
+    assert [worker.returncode for worker in workers] == [0, 0, 0], "\n".join(text[-3000:] for text in texts)
+    assert not any("Traceback" in text for text in texts)
+    output = tmp_path / "benchmark"
+    runs = executions_per_run(output)
+    assert len(runs) == 4 and set(runs.values()) == {1}, runs  # every run executed exactly once
+    check_complete_report(output)
+
+
+@pytest.mark.slow
+def test_a_benchmark_worker_killed_mid_run_leaves_a_claim_that_the_next_worker_takes_over(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    config = worker_grid(tmp_path, micro_weights)
+    output = tmp_path / "benchmark"
+    first = start_worker(config, tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 900
+        while not list((output / "artifacts").glob("*/*/*/seed*/v0")):  # a run has started (its claim is held)
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no run started within 15 minutes"
+            time.sleep(0.1)
+        (claim,) = list((output / "runs").rglob("*.claim"))
+        assert json.loads(claim.read_text())["pid"] == first.pid
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert claim.exists()  # left by kill -9
+    second = subprocess.run(
+        [sys.executable, "-m", "anomalib_adaclip", "benchmark", "--config", str(config)],
+        capture_output=True, text=True, env=environment(), timeout=1800, check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, explain(second)
+    assert f"from PID {first.pid}" in second.stderr and "is gone" in second.stderr, explain(second)
+    runs = executions_per_run(output)
+    killed_run = str(claim.parent.relative_to(output / "runs") / claim.stem)
+    assert runs[killed_run] == 2 and {count for run, count in runs.items() if run != killed_run} == {1}, runs
+    check_complete_report(output)
