@@ -183,10 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
         return 2
     others = f", {len(result.held)} run by other workers" if result.held else ""
-    print(
-        f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier or by another "
-        f"worker){others}."
-    )
+    print(f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier){others}.")
     if result.report_dir is None:
         _print_left_to_others(result, arguments)
         return 1 if result.failed or result.blocked else 0

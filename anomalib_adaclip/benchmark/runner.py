@@ -26,7 +26,7 @@ renewed by a heartbeat thread); a worker passes over the runs others hold, so ev
 them. A claim whose worker died is taken over: on the same host as soon as its PID is gone, from another host when
 its heartbeat is older than ``heartbeat_timeout``. A run that failed is tried again once per round, not once per
 worker. The report is written by the worker that finds, after its last run, that no run of the grid is left or held
-by another worker (and only once for the same set of records: ``reports/.last_report.json``).
+by another worker (and only once for the same set of records: ``<output>/.last_report.json``).
 
 Example:
     >>> from anomalib_adaclip.benchmark.compare import run_benchmark
@@ -375,7 +375,7 @@ def write_reports(
         The report paths, the rows and the run records.
     """
     store = RunStore(config.output / "runs")
-    state = config.output / "reports" / LAST_REPORT_FILE
+    state = config.output / LAST_REPORT_FILE
     with _report_lock(config) as lock:
         del lock
         records = _latest_records(config, store)
