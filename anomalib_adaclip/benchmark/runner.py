@@ -376,8 +376,9 @@ def write_reports(
     """
     store = RunStore(config.output / "runs")
     state = config.output / LAST_REPORT_FILE
-    with _report_lock(config) as lock:
-        del lock
+    lock = _report_lock(config)
+    lock.acquire(wait=True, poll=0.2, on_wait=logger.warning)  # reports are short: wait for the other one
+    try:
         records = _latest_records(config, store)
         signature = _signature(records, store)
         if only_if_new and state.is_file():
@@ -403,6 +404,8 @@ def write_reports(
         temporary = state.with_name(f"{state.name}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps({"report": str(report_dir), "records": signature, "paper": paper}))
         os.replace(temporary, state)  # the one file that is replaced: a note of which report is the latest
+    finally:
+        lock.release()
     return BenchmarkResult(
         report_dir=report_dir,
         rows=rows,

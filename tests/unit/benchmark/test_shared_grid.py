@@ -24,9 +24,9 @@ from anomalib_adaclip.benchmark import store as store_module
 from anomalib_adaclip.benchmark.cli import main as benchmark_main
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
-from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark
+from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
-from anomalib_adaclip.locks import Owner
+from anomalib_adaclip.locks import OwnedLock, Owner
 from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
 
 
@@ -190,3 +190,16 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_code_2(
     error = capsys.readouterr().err
     assert "anomalib-adaclip benchmark: error: Cannot create the lock" in error and "Traceback" not in error
     assert error.count("error:") == 1 and not executions.exists()
+
+
+def test_a_report_waits_for_another_report_being_written_and_says_so(
+    config: BenchmarkConfig, executions: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_benchmark(config, show_progress=False)
+    other = OwnedLock(config.output / "reports.lock", what="another report")
+    other.try_acquire()  # another worker writes a report
+    threading.Timer(0.5, other.release).start()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.benchmark.runner"):
+        result = write_reports(config)
+    assert "Waiting: The benchmark report of" in caplog.text
+    assert result.report_dir is not None and len(reports(config)) == 2  # `benchmark report` always writes a new one
