@@ -293,8 +293,17 @@ class PredictionCSVWriter(BasePredictionWriter):
                 [str(dataloader_idx), "" if indices is None else str(indices[position]), *row]
                 for position, row in enumerate(rows)
             ]
-        self._writer.writerows(rows)
-        self._file.flush()
+        try:
+            self._writer.writerows(rows)
+            self._file.flush()
+        except OSError as error:  # a full disk, a share gone read-only: one line, and how to carry on
+            output = part_path(self.path, trainer.global_rank) if self._parts else self.path
+            msg = (
+                f"Cannot write to {output}: {error.strerror or error}. The rows written before are kept (a row cut "
+                "off is removed when resuming); free space (or make the folder writable) and run the same command "
+                "with --resume."
+            )
+            raise PredictionTableError(msg) from error
         self._written += len(rows)
         _release_batch_indices(trainer, batch_idx, dataloader_idx)
 
@@ -360,18 +369,24 @@ class PredictionCSVWriter(BasePredictionWriter):
         logger.info("AdaCLIP wrote the predictions table %s", self.path)
         return None
 
-    def _close(self, sync: bool = False) -> None:
+    def _close(self, sync: bool = False, failed: bool = False) -> None:
         if self._file is not None:
-            self._file.flush()
-            if sync:  # another process reads the part next
-                os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                if sync:  # another process reads the part next
+                    os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError:
+                if not failed:
+                    raise
+                # The run failed already (perhaps on this very write): the rows on disk are what resume reads.
+                logger.warning("%s: the last rows of the failed run could not be written.", self.path)
         self._file, self._writer = None, None
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Close the output of a run that failed and release the table; the rows written so far stay (``resume``)."""
         del trainer, pl_module, exception
-        self._close()
+        self._close(failed=True)
         self._release_lock()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import json
 import logging
 import signal
@@ -276,3 +277,40 @@ def test_a_benchmark_worker_killed_mid_run_leaves_a_claim_that_the_next_worker_t
     killed_run = str(claim.parent.relative_to(output / "runs") / claim.stem)
     assert runs[killed_run] == 2 and {count for run, count in runs.items() if run != killed_run} == {1}, runs
     check_complete_report(output)
+
+
+def test_a_full_disk_during_predict_is_one_line_keeps_the_rows_written_and_resume_carries_on(
+    micro_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anomalib_adaclip.components import prediction_writer
+
+    class FullAfterOneRow:
+        """The table's CSV writer on a disk that fills up after the header and one row."""
+
+        def __init__(self, handle: object) -> None:
+            self.inner = csv.writer(handle)
+
+        def writerow(self, row: list[str]) -> None:
+            self.inner.writerow(row)
+
+        def writerows(self, rows: list[list[str]]) -> None:
+            self.inner.writerow(rows[0])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FullDiskCsv:
+        writer = FullAfterOneRow
+
+    data, root = tmp_path / "images", tmp_path / "run"
+    truth = write_images(data, 5)
+    table = root / RUN_DIR / "predictions.csv"
+    arguments = predict_arguments(micro_weights, data, root)
+    with monkeypatch.context() as patch:
+        patch.setattr(prediction_writer, "csv", FullDiskCsv)
+        assert cli.main(arguments) == 1
+    error = capsys.readouterr().err
+    assert f"Cannot write to {table}: No space left on device. The rows written before are kept" in error
+    assert "--resume" in error and "Traceback" not in error
+    assert len(table_paths(table)) == 1  # the row that reached the disk
+    assert not table.with_name("predictions.csv.lock").exists()  # released on the error
+    assert cli.main([*arguments, "--resume"]) == 0
+    assert Counter(table_paths(table)) == Counter(truth)
