@@ -1,4 +1,8 @@
-"""One rule for every file AdaCLIP writes: an existing file is never replaced; the next free ``-vN`` name is used."""
+"""One rule for every file AdaCLIP writes: an existing file is never replaced; the next free ``-vN`` name is used.
+
+:func:`write_new_file` also makes a file appear complete or not at all (a reader never sees half of it, a full disk
+leaves nothing); :mod:`anomalib_adaclip.locks` makes one writer at a time where a file is appended to.
+"""
 
 from __future__ import annotations
 
@@ -114,9 +118,9 @@ def write_new_file(path: str | Path, content: str | bytes, *, next_free: bool = 
             handle.flush()
             os.fsync(handle.fileno())
         for candidate in candidate_paths(path):
-            if candidate.is_symlink():
-                continue
             try:
+                if candidate.is_symlink():  # a dangling link counts as taken: writing through it creates its target
+                    raise FileExistsError(candidate)
                 _link_or_copy(temporary, candidate, data)
             except FileExistsError:
                 if not next_free:
