@@ -58,6 +58,8 @@ __all__ = [
 LOCK_FORMAT = "anomalib-adaclip-lock/1"
 # Errors of os.link on file systems without hard links; creation then falls back to O_EXCL.
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+# A stale lock is removed under a guard file held for milliseconds; a guard older than this was left by a crash.
+_TAKEOVER_SECONDS = 30.0
 # How long a lock file may stay empty or unreadable (being written through the O_EXCL fallback) before it is garbage.
 _WRITE_GRACE_SECONDS = 2.0
 
@@ -313,7 +315,8 @@ class OwnedLock:
         if self._held:
             return None
         replaced: Owner | None = None
-        for _ in range(20):  # each round loses only to another run that won a race meanwhile
+        deadline = time.monotonic() + _TAKEOVER_SECONDS
+        while time.monotonic() < deadline:  # a round is lost only to another run that won a race meanwhile
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if _create_atomically(self.path, self.owner.to_json()):
@@ -337,27 +340,34 @@ class OwnedLock:
         raise LockError(msg, self.path)
 
     def _remove_stale(self, holder: Owner) -> bool:
-        """Remove the lock file of ``holder``, only if it is still that holder's (two runs may judge it at once)."""
-        # A rename is atomic: of two runs that found the same stale lock, one moves it away, the other finds nothing.
-        grave = self.path.with_name(f".{self.path.name}.stale-{self.owner.run_id}")
-        try:
-            os.rename(self.path, grave)
-        except FileNotFoundError:
+        """Remove the lock file of ``holder``, only if it is still that holder's (several runs may judge it at once).
+
+        One run at a time removes a stale lock: it first creates ``<lock>.takeover`` (atomically, with its owner
+        record), then reads the lock again and deletes it only if it still names ``holder``. Nobody else deletes a lock
+        meanwhile, so a live lock taken in between is never deleted. The others wait a moment and try again.
+        """
+        guard = self.path.with_name(f"{self.path.name}.takeover")
+        if not _create_atomically(guard, self.owner.to_json()):
+            try:
+                other, touched = _read_owner(guard)
+                # A run that died while taking over (within milliseconds) leaves its guard: it is removed.
+                if process_alive(other) is False or time.time() - touched > _TAKEOVER_SECONDS:
+                    guard.unlink(missing_ok=True)
+            except (FileNotFoundError, NotALockFileError):
+                pass
+            time.sleep(0.01)
             return False
         try:
-            moved, _ = _read_owner(grave)
-        except (FileNotFoundError, NotALockFileError):
-            moved = None
-        if moved is not None and moved.run_id != holder.run_id:
-            # Between reading and renaming, another run took the lock: it is live, put it back.
             try:
-                os.link(grave, self.path)
-            except FileExistsError:
-                logger.error("%s: a live lock was moved to %s and could not be put back.", self.path, grave)
+                current, _ = _read_owner(self.path)
+            except FileNotFoundError:
                 return False
-        with contextlib.suppress(OSError):
-            grave.unlink()
-        return moved is not None and moved.run_id == holder.run_id
+            if current.run_id != holder.run_id:
+                return False
+            self.path.unlink()
+            return True
+        finally:
+            guard.unlink(missing_ok=True)
 
     def acquire(
         self, wait: bool | float = False, poll: float = 1.0, on_wait: Callable[[str], Any] | None = None
