@@ -172,9 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Rewritten in sys.argv too: Lightning starts the other DDP processes with this process's sys.argv.
         arguments = ["predict", *predict_arguments(arguments[1:])]
 
+    from anomalib_adaclip.components.prediction_table import PredictionTableError  # noqa: PLC0415
+    from anomalib_adaclip.locks import LockError  # noqa: PLC0415
+
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
-    anomalib_cli_main()
+    try:
+        anomalib_cli_main()
+    except (LockError, PredictionTableError) as error:
+        # Another run holds the output, or the table cannot be resumed: one line, what to do, no traceback.
+        print(f"anomalib-adaclip {arguments[0] if arguments else ''}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -130,6 +130,8 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
         process.stderr.close()
     before = table_paths(table)
     assert 10 <= len(before) < len(truth)
+    # The killed run's lock stays behind it; the resume below takes it over (its process is gone).
+    assert json.loads(table.with_name("predictions.csv.lock").read_text())["pid"] == process.pid
     # A process killed inside a write leaves a row without its line end: here made sure of.
     with table.open("a", encoding="utf-8", newline="") as handle:
         handle.write(f"{data / 'part_00149.png'},obj")
