@@ -85,7 +85,7 @@ def resolve_config(value: str | Path, kind: ConfigKind = "anomalib") -> Path:
         raise UnknownConfigError(msg)
     listed = ", ".join(shipped) if shipped else f"none (no folder {CONFIG_DIR})"
     msg = (
-        f"--config {value}: no such file, and no configuration of that name ships with anomalib-adaclip. "
+        f"--config {value}: {path} does not exist, and no configuration of that name ships with anomalib-adaclip. "
         f"Shipped configurations (give the name, e.g. 'paper_full' or 'benchmark/paper_full.yaml'): {listed}."
     )
     raise UnknownConfigError(msg)

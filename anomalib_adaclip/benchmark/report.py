@@ -318,7 +318,7 @@ def _models_section(rows: Sequence[ResultRow], config: BenchmarkConfig) -> list[
     lines = ["", "## Models", "", "| Model | Class | Mode | Mutual scoring |", "| --- | --- | --- | --- |"]
     for model in config.models:
         modes = "/".join(dict.fromkeys(m for row in rows if row.model == model.name for m in row.mode.split("/") if m))
-        label = " / ".join(MODES.get(mode, mode) for mode in modes.split("/")) if modes else "not run"
+        label = " / ".join(MODES.get(mode, mode) for mode in modes.split("/")) if modes else "no result"
         settings = [
             ", ".join(f"{name} {value}" for name, value in mutual.items() if name != "mutual_scoring")
             for data in config.data

@@ -11,6 +11,7 @@ defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -154,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # a --config value may name a shipped configuration (anomalib_adaclip/configs/) instead of a file
         arguments = resolve_config_arguments(arguments, kind)
     except UnknownConfigError as error:
-        print(f"anomalib-adaclip: error: {error}", file=sys.stderr)
+        # Named as the command's own errors are ("anomalib-adaclip benchmark report: error: ..."): its words before
+        # the first option.
+        command = " ".join(["anomalib-adaclip", *itertools.takewhile(lambda word: not word.startswith("-"), arguments)])
+        print(f"{command}: error: {error}", file=sys.stderr)
         return 2
     if arguments and arguments[0] in COMMANDS:
         handler, _ = COMMANDS[arguments[0]]

@@ -261,7 +261,9 @@ def test_markdown_tables_in_percent_and_the_failed_run(grid: SimpleNamespace) ->
         else:
             line = f"| {category} | {model} | " + " | ".join(values) + " |"
         assert line in text, line
-    failures = [line for line in text.splitlines() if line.startswith("| AdaCLIP-missing-prompts | ")]
+    failed_section = text.split("## Failed runs", 1)[1]
+    failures = [line for line in failed_section.splitlines() if line.startswith("| AdaCLIP-missing-prompts | ")]
+    assert "| AdaCLIP-missing-prompts | AdaCLIP | no result | off |" in text  # the models table: it ran, no result
     assert [line.split(" | ")[1:3] for line in failures] == [["MVTecAD", "tire"], ["generated", "widget"]]
     assert all("FileNotFoundError" in line and MISSING_CHECKPOINT in line for line in failures)
 

@@ -65,7 +65,7 @@ def test_an_ambiguous_or_unknown_name_is_refused_with_the_choices(
     with pytest.raises(UnknownConfigError) as caught:
         resolve_config("paper_ful", "benchmark")
     message = str(caught.value)
-    assert "--config paper_ful: no such file" in message
+    assert "--config paper_ful: paper_ful does not exist" in message
     assert all(name in message for name in REPOSITORY_CONFIGS)
 
 
@@ -89,4 +89,5 @@ def test_the_command_refuses_an_unknown_config_before_running(
     monkeypatch.chdir(tmp_path)
     assert main(["benchmark", "--config", "nope", "--dry-run"]) == 2
     error = capsys.readouterr().err
-    assert "--config nope: no such file" in error and "benchmark/paper_full.yaml" in error
+    assert error.startswith("anomalib-adaclip benchmark: error: --config nope: nope does not exist")
+    assert "benchmark/paper_full.yaml" in error
