@@ -35,12 +35,12 @@ from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max
 from anomalib.models import AnomalibModule
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .compat import get_exportable_transform, ignore_in_ddp
+from .compat import ignore_in_ddp
 from .components import (
     AdaCLIPPostProcessor,
     AdaCLIPVisualizer,
@@ -55,13 +55,16 @@ from .components import (
     adaclip_transform,
     check_tiling,
     run_calibration,
-    run_class_name,
     tiled_predict,
 )
+from .components.attached import attached_datamodule, attached_trainer
 from .components.checkpoints import FrozenBackboneCheckpoints
+from .components.class_names import CHECKPOINT_CLASS_NAME_KEY, ClassNamedPrompts
 from .components.export import GuardedExports
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
-from .components.references import FewShotReferences, fill_memory
+from .components.post_processor import set_calibrated_thresholds
+from .components.references import FewShotReferences, ReferencePreparation
+from .components.tiling import TiledInference
 from .config import (
     DEFAULT_CLASS_NAME,
     AdaCLIPConfig,
@@ -73,47 +76,38 @@ from .config import (
 )
 from .model import AdaCLIPModel
 from .model.blocks import is_tracing
-from .model.class_choice import check_candidates
 from .model.inputs import check_images
-from .model.prompting import format_class_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AdaCLIP"]
+__all__ = ["CHECKPOINT_CLASS_NAME_KEY", "AdaCLIP"]  # the key: owned by components.class_names
 
 _DEFAULTS = AdaCLIPConfig()
 HYPERPARAMETERS = tuple(field.name for field in dataclasses.fields(AdaCLIPConfig))
 _FEW_SHOT_DEFAULTS = FewShotConfig()
 _MUTUAL_DEFAULTS = MutualGroupConfig()
 FEW_SHOT_SETTINGS = tuple(field.name for field in dataclasses.fields(FewShotConfig))
-# The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
-CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 
 
-def _attached_trainer(module: LightningModule) -> Trainer | None:
-    """The Trainer ``module`` is attached to, or ``None`` (Lightning's ``trainer`` property raises then)."""
-    try:
-        return module.trainer
-    except RuntimeError:
-        return None
-
-
-class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
+class AdaCLIP(
+    ClassNamedPrompts,
+    ReferencePreparation,
+    TiledInference,
+    FrozenBackboneCheckpoints,
+    GuardedExports,
+    AnomalibModule,
+):
     """AdaCLIP: zero-shot anomaly detection with hybrid learnable prompts (Cao et al., ECCV 2024).
 
-    The model's hyper-parameters (``backbone``, ``image_size``, ``feature_layers``, ``prompting_depth``,
-    ``prompting_length``, ``prompting_type``, ``prompting_branch``, ``use_hsf``, ``k_clusters``, ``blur_sigma``,
-    ``normal_states``, ``abnormal_states``, ``templates``) are those of :class:`~anomalib_adaclip.config.AdaCLIPConfig`,
-    which documents and checks them; ``None`` for the sentence lists means the paper's. The few-shot settings
-    (``k_shot``, ``few_shot_seed``, ``few_shot_map_weight``, ``few_shot_score_weight``, ``few_shot_augment``,
-    ``few_shot_coreset_ratio``, ``few_shot_top_percent``) are those of :class:`~anomalib_adaclip.config.FewShotConfig`.
-    ``mutual_scoring``, ``mutual_weight`` and ``mutual_group_size`` are those of
-    :class:`~anomalib_adaclip.config.MutualGroupConfig`: with ``mutual_scoring`` every image is also scored against the
-    other images of its class name (MuSc; :mod:`~anomalib_adaclip.components.mutual_groups`).
+    The arguments not under Args are documented and checked by the config dataclasses: the model's hyper-parameters
+    by :class:`~anomalib_adaclip.config.AdaCLIPConfig` (``None`` for a sentence list means the paper's), the few-shot
+    settings (``k_shot``, ``few_shot_*``) by :class:`~anomalib_adaclip.config.FewShotConfig`, and ``mutual_scoring``,
+    ``mutual_weight`` and ``mutual_group_size`` (every image also scored against the other images of its class name,
+    MuSc; :mod:`~anomalib_adaclip.components.mutual_groups`) by :class:`~anomalib_adaclip.config.MutualGroupConfig`.
 
-    With ``k_shot > 0`` the reference images are drawn and encoded when a run starts (validation, test or predict,
-    after the model is on its device), for every class name the memory lacks; no fit step is needed. A model whose
-    memory came from a checkpoint keeps it. :meth:`prepare_references` fills it outside a run (e.g. before an export).
+    With ``k_shot > 0`` the references are drawn and encoded when a run starts (after the model is on its device), for
+    every class name the memory lacks; no fit step is needed, and a memory from a checkpoint is kept.
+    :meth:`prepare_references` fills it outside a run (e.g. before an export).
 
     Args:
         backbone_weights: open_clip pretrained tag (``"openai"``), path to a weights file, or ``None`` for random
@@ -238,8 +232,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             )
         self.class_name = class_name
         self.export_class_names: tuple[str, ...] | None = None
-        if export_class_names is not None:
-            self.set_export_class_names(export_class_names)
+        self.set_export_class_names(export_class_names)  # checked (None: one class name)
         self.per_image_class_names = BatchClassNames(ClassNameRules(class_name_map or {}, class_name_from_parent))
         self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
         self.optimizer_settings = OptimizerSettings()
@@ -291,7 +284,7 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             callbacks.append(FewShotReferences())
         if self.mutual_groups is not None:  # before the writer: it plans the groups before a resume cuts the data
             callbacks.append(self.mutual_groups)
-        trainer_callbacks = trainer.callbacks if (trainer := _attached_trainer(self)) is not None else []
+        trainer_callbacks = trainer.callbacks if (trainer := attached_trainer(self)) is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
         # Returned callbacks replace the Trainer's of the same type and run after the Trainer's own: the writer must
@@ -326,55 +319,16 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """Zero-shot on the target data, or few-shot with ``k_shot`` normal references (``k_shot > 0``)."""
         return LearningType.FEW_SHOT if self.model.few_shot.k_shot > 0 else LearningType.ZERO_SHOT
 
-    def prepare_references(self, datamodule: AnomalibDataModule | None = None) -> None:
-        """Draw, read and encode the few-shot references of every class name the memory lacks (nothing if zero-shot).
-
-        The classes are those of a ``few_shot_source`` mapping, else the run's class name; the references come from
-        ``few_shot_source``, else the normal images of ``datamodule``'s training split (the run's data module by
-        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references. Runs
-        call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
-
-        Raises:
-            ~anomalib_adaclip.components.references.FewShotReferenceError: No source of references, too few images, an
-                empty or missing folder, or an unreadable image.
-        """
-        if datamodule is None:
-            datamodule = getattr(_attached_trainer(self), "datamodule", None)
-        transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
-        overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
-        fill_memory(
-            self.model,
-            self.few_shot_source,
-            datamodule,
-            transform or adaclip_transform(self.model.image_size, self.tiling),
-            tile_overlap=overlap if self.tiling else None,
-        )
-
     def setup(self, stage: str) -> None:
         """Choose the class name of the prompts for this run (it follows the data module of each call)."""
         del stage
-        self._apply_class_name()
-        datamodule = getattr(_attached_trainer(self), "datamodule", None)
+        datamodule = attached_datamodule(self)
+        self.apply_class_name(datamodule)
         if self.tiling and getattr(datamodule, "eval_batch_size", 1) > 1:
             logger.info(
                 "Tiling: images reach AdaCLIP at full resolution, so a batch needs images of one size; "
                 "set the data module's eval_batch_size to 1 for images of different sizes.",
             )
-
-    def _apply_class_name(self) -> None:
-        datamodule = getattr(_attached_trainer(self), "datamodule", None)
-        name, source = run_class_name(self.class_name, datamodule, self._checkpoint_class_name)
-        self.model.check_class_name(name)
-        self.model.class_name = name
-        self.per_image_class_names.new_run()
-        logger.info(
-            "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
-        )
-
-    def image_class_names(self, batch: Batch) -> list[str]:
-        """The class name of every image of a batch: its own where a rule gives one, else the run's."""
-        names = self.per_image_class_names.of(batch, self.model.class_name)
-        return list(names) if names is not None else [self.model.class_name] * len(batch)
 
     def calibrate(
         self,
@@ -396,31 +350,8 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
             self, data, percentile, pixel_percentile, batch_size=batch_size, num_workers=num_workers
         )
         if apply:
-            if not isinstance(self.post_processor, AdaCLIPPostProcessor):
-                msg = (
-                    "Calibrated thresholds need AdaCLIP's post-processor; this model has "
-                    f"{type(self.post_processor).__name__}. Call calibrate(..., apply=False) and use the returned "
-                    "values."
-                )
-                raise TypeError(msg)
-            self.post_processor.set_fixed_thresholds(result.image_threshold, result.pixel_threshold)
+            set_calibrated_thresholds(self.post_processor, result.image_threshold, result.pixel_threshold)
         return result
-
-    def set_tiling(self, tiling: bool, tile_overlap: int | None = None, tile_score: TileScore = "max") -> None:
-        """Switch tiled inference on or off without rebuilding the model (the default pre-processor follows).
-
-        Args:
-            tiling: Score full-resolution images in overlapping tiles of ``image_size``.
-            tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
-            tile_score: Image score with tiling: ``"max"`` or ``"whole"``. Defaults to ``"max"``.
-        """
-        check_tiling(self.model.image_size, tile_overlap, tile_score)
-        check_mutual_scoring(self.mutual_groups is not None, tiling)
-        self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
-        if self._default_pre_processor and self.pre_processor is not None:
-            transform = adaclip_transform(self.model.image_size, tiling)
-            self.pre_processor.transform = transform
-            self.pre_processor.export_transform = get_exportable_transform(transform)
 
     def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None, loader_index: int = 0) -> Batch:
         """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
@@ -482,21 +413,6 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""
         return []
 
-    def set_export_class_names(self, class_names: Sequence[str] | None) -> None:
-        """Carry several class names into exports, each image scored with the one CLIP picks; ``None`` for one.
-
-        Raises:
-            ValueError: No name, a name given twice, or a name the prompts cannot use.
-            TypeError: A single string, or a name that is not a string.
-        """
-        if class_names is None:
-            self.export_class_names = None
-            return
-        candidates = check_candidates(class_names)
-        for name in candidates:
-            self.model.check_class_name(name)
-        self.export_class_names = candidates
-
     def forward(self, batch: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """Pre-process, score and post-process raw images ``[B, 3, H, W]`` in [0, 1] (export and TorchInferencer).
 
@@ -505,33 +421,19 @@ class AdaCLIP(FrozenBackboneCheckpoints, GuardedExports, AnomalibModule):
         """
         if not is_tracing():
             check_images(batch, "batch", raw=True)
-        if self.mutual_groups is not None:  # the batch is the group (exports refuse mutual scoring)
-            batch = self.pre_processor(batch) if self.pre_processor else batch
-            batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
-            return self.post_processor(batch) if self.post_processor else batch
-        if self.export_class_names is None:
+        if self.mutual_groups is None and self.export_class_names is None:
             return super().forward(batch, *args, **kwargs)
-        # anomalib's forward (pre-processor, model, post-processor) with the candidates handed to the model
+        # anomalib's forward (pre-processor, model, post-processor) with the group or the candidates
         batch = self.pre_processor(batch) if self.pre_processor else batch
-        batch = self.model(batch, choose_from=self.export_class_names)
+        if self.mutual_groups is not None:  # the batch is the group (exports refuse mutual scoring)
+            batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
+        else:
+            batch = self.model(batch, choose_from=self.export_class_names)
         return self.post_processor(batch) if self.post_processor else batch
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""
-        if self.model.few_shot_memory is not None:
-            self.model.few_shot_memory.prepare_load(state_dict, "model.few_shot_memory.")
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the class name the prompts used with the trainable tensors (an export from it has no data module)."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the component configuration and the class name the checkpoint's prompts used."""
-        super().on_load_checkpoint(checkpoint)
-        self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
-        self._apply_class_name()
+        super().on_load_checkpoint(checkpoint)  # the class name: ClassNamedPrompts
         # a checkpoint may carry another pre-processor: the default one follows the model's tiling
         self.set_tiling(self.tiling, self.tile_overlap, self.tile_score)
 

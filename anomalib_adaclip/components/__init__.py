@@ -10,6 +10,11 @@
 - :mod:`.image_scoring`: raw images scored through the same steps as a predict run, without a Trainer;
 - :mod:`.references`: few-shot reference images (drawn, read, encoded; a callback);
 - :mod:`.export`: what can be exported, and where.
+- :mod:`.attached`: the Trainer a module is attached to, if any, and its data module.
+
+What the Lightning model offers besides set-up, steps and ``configure_*`` are mixins of the module that owns it:
+:class:`.class_names.ClassNamedPrompts`, :class:`.references.ReferencePreparation`, :class:`.tiling.TiledInference`,
+:class:`.checkpoints.FrozenBackboneCheckpoints` and :class:`.export.GuardedExports`.
 """
 
 from .calibration import CalibrationResult, ThresholdCalibration, calibration_loader, run_calibration

@@ -34,12 +34,25 @@ from pathlib import PurePath
 from typing import Any, Protocol, runtime_checkable
 
 from anomalib_adaclip.config import DEFAULT_CLASS_NAME
+from anomalib_adaclip.model.class_choice import check_candidates
+from anomalib_adaclip.model.prompting import format_class_name
+
+from .attached import attached_datamodule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchClassNames", "ClassNameRules", "ClassNamedModule", "run_class_name"]
+__all__ = [
+    "CHECKPOINT_CLASS_NAME_KEY",
+    "BatchClassNames",
+    "ClassNameRules",
+    "ClassNamedModule",
+    "ClassNamedPrompts",
+    "run_class_name",
+]
 
 GLOB_CHARACTERS = frozenset("*?[")
+# The class name the prompts used, kept in Lightning checkpoints: an export from a checkpoint has no data module.
+CHECKPOINT_CLASS_NAME_KEY = "adaclip_class_name"
 
 
 def _is_pattern(key: str) -> bool:
@@ -188,3 +201,53 @@ class BatchClassNames:
                 )
             names.append(name)
         return names
+
+
+class ClassNamedPrompts:
+    """Mixin of AdaCLIP's Lightning module: its prompts' class name per run, per image, in exports and checkpoints.
+
+    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``class_name`` (the argument),
+    ``per_image_class_names`` (a :class:`BatchClassNames`), ``export_class_names`` and ``_checkpoint_class_name`` (the
+    name a loaded checkpoint stored, ``None`` before). The run's class name is logged under the host's module.
+    """
+
+    def apply_class_name(self, datamodule: Any) -> None:
+        """Choose the class name of the prompts for a run with ``datamodule`` (:func:`run_class_name`) and log it."""
+        name, source = run_class_name(self.class_name, datamodule, self._checkpoint_class_name)
+        self.model.check_class_name(name)
+        self.model.class_name = name
+        self.per_image_class_names.new_run()
+        logging.getLogger(type(self).__module__).info(
+            "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
+        )
+
+    def image_class_names(self, batch: Any) -> list[str]:
+        """The class name of every image of a batch: its own where a rule gives one, else the run's."""
+        names = self.per_image_class_names.of(batch, self.model.class_name)
+        return list(names) if names is not None else [self.model.class_name] * len(batch)
+
+    def set_export_class_names(self, class_names: Sequence[str] | None) -> None:
+        """Carry several class names into exports, each image scored with the one CLIP picks; ``None`` for one.
+
+        Raises:
+            ValueError: No name, a name given twice, or a name the prompts cannot use.
+            TypeError: A single string, or a name that is not a string.
+        """
+        if class_names is None:
+            self.export_class_names = None
+            return
+        candidates = check_candidates(class_names)
+        for name in candidates:
+            self.model.check_class_name(name)
+        self.export_class_names = candidates
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the class name the prompts used with the trainable tensors (an export from it has no data module)."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the class name the checkpoint's prompts used, for this run and the next."""
+        super().on_load_checkpoint(checkpoint)
+        self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
+        self.apply_class_name(attached_datamodule(self))

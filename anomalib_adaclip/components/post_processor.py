@@ -24,7 +24,7 @@ from anomalib_adaclip.compat import PostProcessorHooks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["THRESHOLDING_MODES", "AdaCLIPPostProcessor", "ThresholdingMode"]
+__all__ = ["THRESHOLDING_MODES", "AdaCLIPPostProcessor", "ThresholdingMode", "set_calibrated_thresholds"]
 
 ThresholdingMode = Literal["auto", "fixed", "adaptive"]
 THRESHOLDING_MODES = ("auto", "fixed", "adaptive")
@@ -149,3 +149,18 @@ class AdaCLIPPostProcessor(PostProcessorHooks):
         """Threshold of the (normalised where learned) anomaly map."""
         adaptive = torch.tensor(1.0 - self.pixel_sensitivity, device=self.fixed_pixel_threshold.device)
         return torch.where(self._learned(self.pixel_min, self.pixel_max), adaptive, self.fixed_pixel_threshold)
+
+
+def set_calibrated_thresholds(post_processor: object, image_threshold: float, pixel_threshold: float | None) -> None:
+    """Set thresholds calibrated on known-good images as the fixed thresholds of AdaCLIP's post-processor.
+
+    Raises:
+        TypeError: Another post-processor (or none): it has no fixed thresholds to set.
+    """
+    if not isinstance(post_processor, AdaCLIPPostProcessor):
+        msg = (
+            "Calibrated thresholds need AdaCLIP's post-processor; this model has "
+            f"{type(post_processor).__name__}. Call calibrate(..., apply=False) and use the returned values."
+        )
+        raise TypeError(msg)
+    post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)

@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import read_image
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from anomalib_adaclip.model import AdaCLIPModel
 
+from .attached import attached_datamodule
+from .pre_processing import adaclip_transform
 from .tiling import cut_tiles
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ __all__ = [
     "FewShotReferenceError",
     "FewShotReferences",
     "FewShotSource",
+    "ReferencePreparation",
     "draw_references",
     "fill_memory",
     "folder_images",
@@ -266,3 +271,41 @@ class FewShotReferences(Callback):
         """Warn about references of class names no image had."""
         del trainer
         self._warn_unused(pl_module)
+
+
+class ReferencePreparation:
+    """Mixin of AdaCLIP's Lightning module: its few-shot memory filled with references, and sized by checkpoints.
+
+    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``few_shot_source``,
+    ``pre_processor``, ``tiling`` and ``tile_overlap``.
+    """
+
+    def prepare_references(self, datamodule: AnomalibDataModule | None = None) -> None:
+        """Draw, read and encode the few-shot references of every class name the memory lacks (nothing if zero-shot).
+
+        The classes are those of a ``few_shot_source`` mapping, else the run's class name; the references come from
+        ``few_shot_source``, else the normal images of ``datamodule``'s training split (the run's data module by
+        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references. Runs
+        call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
+
+        Raises:
+            ~anomalib_adaclip.components.references.FewShotReferenceError: No source of references, too few images, an
+                empty or missing folder, or an unreadable image.
+        """
+        if datamodule is None:
+            datamodule = attached_datamodule(self)
+        transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
+        overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
+        fill_memory(
+            self.model,
+            self.few_shot_source,
+            datamodule,
+            transform or adaclip_transform(self.model.image_size, self.tiling),
+            tile_overlap=overlap if self.tiling else None,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""
+        if self.model.few_shot_memory is not None:
+            self.model.few_shot_memory.prepare_load(state_dict, "model.few_shot_memory.")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -22,10 +22,23 @@ import torch
 from anomalib.data import InferenceBatch
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_adaclip.compat import get_exportable_transform
 from anomalib_adaclip.model import AdaCLIPModel
 from anomalib_adaclip.model.inputs import check_images, image_class_names
 
-__all__ = ["TILE_SCORES", "TileScore", "blend_weights", "check_tiling", "cut_tiles", "tile_starts", "tiled_predict"]
+from .mutual_groups import check_mutual_scoring
+from .pre_processing import adaclip_transform
+
+__all__ = [
+    "TILE_SCORES",
+    "TileScore",
+    "TiledInference",
+    "blend_weights",
+    "check_tiling",
+    "cut_tiles",
+    "tile_starts",
+    "tiled_predict",
+]
 
 TileScore = Literal["max", "whole"]
 TILE_SCORES: tuple[str, ...] = get_args(TileScore)
@@ -164,3 +177,28 @@ def tiled_predict(
         whole = F.interpolate(images, size=(tile, tile), mode="bicubic", align_corners=False, antialias=True)
         pred_score = model(whole, [model.class_name if name is None else name for name in names]).pred_score
     return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+
+
+class TiledInference:
+    """Mixin of AdaCLIP's Lightning module: tiled inference switched on or off after the model is built.
+
+    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``tiling``, ``tile_overlap``,
+    ``tile_score``, ``mutual_groups``, ``pre_processor`` and ``_default_pre_processor`` (whether the pre-processor is
+    the default one, whose transform follows the tiling).
+    """
+
+    def set_tiling(self, tiling: bool, tile_overlap: int | None = None, tile_score: TileScore = "max") -> None:
+        """Switch tiled inference on or off without rebuilding the model (the default pre-processor follows).
+
+        Args:
+            tiling: Score full-resolution images in overlapping tiles of ``image_size``.
+            tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
+            tile_score: Image score with tiling: ``"max"`` or ``"whole"``. Defaults to ``"max"``.
+        """
+        check_tiling(self.model.image_size, tile_overlap, tile_score)
+        check_mutual_scoring(self.mutual_groups is not None, tiling)
+        self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
+        if self._default_pre_processor and self.pre_processor is not None:
+            transform = adaclip_transform(self.model.image_size, tiling)
+            self.pre_processor.transform = transform
+            self.pre_processor.export_transform = get_exportable_transform(transform)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from anomalib.post_processing import PostProcessor
 
 from anomalib_adaclip.compat import PostProcessorHooks
 from anomalib_adaclip.components import AdaCLIPPostProcessor
+from anomalib_adaclip.components.post_processor import set_calibrated_thresholds
 
 NAN = torch.tensor(float("nan"))
 
@@ -34,3 +37,14 @@ def test_the_mode_travels_with_anomalibs_checkpoint_configuration() -> None:
     older = AdaCLIPPostProcessor(mode="adaptive")
     older.load_checkpoint_config({key: value for key, value in saved.items() if key != "mode"})
     assert older.mode == "adaptive"  # a checkpoint without a mode keeps the current one
+
+
+def test_calibrated_thresholds_go_to_adaclip_s_post_processor_and_nowhere_else() -> None:
+    post_processor = AdaCLIPPostProcessor(image_threshold=0.5, pixel_threshold=0.5)
+    set_calibrated_thresholds(post_processor, 0.75, None)  # no pixel threshold calibrated: the fixed one stays
+    assert float(post_processor.fixed_image_threshold) == 0.75
+    assert float(post_processor.fixed_pixel_threshold) == 0.5
+    with pytest.raises(TypeError, match=r"this model has PostProcessor\. Call calibrate\(\.\.\., apply=False\)"):
+        set_calibrated_thresholds(PostProcessor(), 0.75, 0.25)
+    with pytest.raises(TypeError, match="this model has NoneType"):
+        set_calibrated_thresholds(None, 0.75, 0.25)
