@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,40 +29,7 @@ from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def console_script(name: str) -> list[str]:
-    """The installed console script (``pip install -e .`` puts it next to the interpreter)."""
-    path = BIN / name
-    if not path.is_file():
-        pytest.fail(f"console script {name!r} is not installed next to {sys.executable}: run `pip install -e .`")
-    return [str(path)]
-
-
-def run(command: list[str], cwd: Path, **environment: str) -> subprocess.CompletedProcess:
-    """Run a command with this checkout first on the path, offline for the Hugging Face hub."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **environment}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    tail = f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
-    return f"exit code {result.returncode}\n{tail}"
-
-
-def tiny_flags(weights: Path) -> list[str]:
-    return [
-        "--model.backbone",
-        json.dumps(MICRO_BACKBONE),
-        "--model.backbone_weights",
-        str(weights),
-        "--model.image_size",
-        "112",
-    ]
-
+from tests.helpers import console_script, explain, run, tiny_flags
 
 # ----------------------------------------------------------------------------------------------------------------------
 # The real console entries on the tire sample

@@ -8,7 +8,6 @@ run around the model). The truth every test checks against is the set of image f
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from PIL import Image
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS, PART_COLUMNS, part_path
-from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
+from tests.helpers import explain, predict_arguments, subprocess_environment
 
 RUN_DIR = Path("AdaCLIP") / "latest"
 # Peak RSS of the child, printed by the child itself (ru_maxrss: kilobytes on Linux).
@@ -46,33 +45,6 @@ def write_images(folder: Path, count: int, seed: int = 0) -> set[str]:
     return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
 
 
-def predict_arguments(weights: Path, data: Path, root: Path) -> list[str]:
-    return [
-        "predict",
-        *("--model", "AdaCLIP"),
-        *("--model.backbone", json.dumps(MICRO_BACKBONE)),
-        *("--model.backbone_weights", str(weights)),
-        *("--model.image_size", "112"),
-        *("--model.prompting_type", "S"),
-        *("--model.use_hsf", "false"),
-        *("--data", str(data)),
-        *("--trainer.accelerator", "cpu"),
-        *("--trainer.enable_progress_bar", "false"),
-        *("--default_root_dir", str(root)),
-    ]
-
-
-def environment() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    stdout, stderr = result.stdout[-3000:], result.stderr[-5000:]
-    return f"exit code {result.returncode}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-
-
 def table_paths(table: Path) -> list[str]:
     """The absolute image paths of a table's complete rows (those with their line end), in order."""
     text = table.read_text(encoding="utf-8")
@@ -86,7 +58,14 @@ def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str
     data, root = tmp_path / f"images_{count}", tmp_path / f"run_{count}"
     truth = write_images(data, count)
     command = [sys.executable, "-c", MEASURED_PREDICT, *predict_arguments(weights, data, root)]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
     return int(line.split()[1]), truth, root / RUN_DIR
@@ -115,7 +94,13 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
     truth = write_images(data, 60)
     table = root / RUN_DIR / "predictions.csv"
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 900
         while not (table.is_file() and len(table.read_bytes().splitlines()) > 11):
@@ -157,7 +142,14 @@ def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, t
 
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
     command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--resume", str(table)]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
 
     with table.open(newline="", encoding="utf-8") as handle:
@@ -174,7 +166,14 @@ def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, t
     # One image left for two processes (Lightning's predict sampler needs one each): it is written once.
     lines = table.read_bytes().splitlines(keepends=True)
     table.write_bytes(b"".join(lines[:-1]))
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
     assert Counter(table_paths(table)) == Counter(truth)
     assert "AdaCLIP predicted 1 image(s)" in result.stdout and "10 skipped" in result.stdout

@@ -24,7 +24,7 @@ from anomalib_adaclip.training import CheckpointSettings, train, trainable_tenso
 from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.data.paper_layouts import write_dataset_tree
-from tests.unit.data.test_auxiliary import make_folder_dataset
+from tests.helpers import make_folder_dataset
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_model_summary": False, "enable_progress_bar": False}
 

@@ -19,7 +19,7 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from anomalib_adaclip import AdaCLIP
 from tests.conftest import MICRO_BACKBONE
-from tests.unit.model.test_text_encoder import full_context_text_embeddings
+from tests.helpers import full_context_text_embeddings
 
 CONTEXT = 77
 TOKENIZER = SimpleTokenizer()

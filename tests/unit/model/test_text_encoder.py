@@ -6,12 +6,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from open_clip.tokenizer import SimpleTokenizer
-from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import AdaCLIPModel
 from anomalib_adaclip.model.sentence_tree import build_sentence_tree
 from tests.conftest import random_images
+from tests.helpers import full_context_text_embeddings
 
 
 def test_dynamic_text_prompts_are_shared_by_the_sentences_of_an_image(make_model: Callable) -> None:
@@ -39,26 +38,6 @@ def test_class_name_dashes_become_spaces(make_model: Callable) -> None:
         underscored = model.text_features(["pcb_board"])
     torch.testing.assert_close(dashed, spaced)
     assert not torch.allclose(dashed, underscored)
-
-
-def full_context_text_embeddings(model: AdaCLIPModel, names: list[str], prompts: torch.Tensor | None) -> torch.Tensor:
-    """The reference's way: every sentence padded to 77 tokens through open_clip's own blocks, ``[G, S, embed]``."""
-    clip = model.clip
-    tokenizer = SimpleTokenizer()
-    embeddings = []
-    for group, name in enumerate(names):
-        normal, abnormal = model.ensemble.sentences(name)
-        tokens = tokenizer(normal + abnormal)
-        x = clip.token_embedding(tokens) + clip.positional_embedding
-        for index, block in enumerate(clip.transformer.resblocks):
-            if prompts is not None and 1 <= index < model.prompting_depth:
-                block_prompts = prompts[index, group if prompts.shape[1] > 1 else 0]
-                length = block_prompts.shape[0]
-                x = torch.cat([x[:, :1], block_prompts.expand(len(tokens), -1, -1), x[:, 1 + length :]], dim=1)
-            x = block(x, attn_mask=clip.attn_mask)
-        pooled = clip.ln_final(x[torch.arange(len(tokens)), tokens.argmax(-1)]) @ clip.text_projection
-        embeddings.append(F.normalize(pooled, dim=-1))
-    return torch.stack(embeddings)
 
 
 @pytest.mark.parametrize(
