@@ -31,6 +31,8 @@ __all__ = [
     "EXPORT_MAP_ATOL",
     "EXPORT_SCORE_ATOL",
     "IMAGE_SIZE",
+    "OWN_PROMPTS",
+    "OWN_SENTENCES",
     "adaclip_entry",
     "assert_onnx_matches_torch",
     "clip_normalised",
@@ -52,6 +54,10 @@ __all__ = [
 # The input size of MICRO_BACKBONE: every Engine run of the suite uses it.
 IMAGE_SIZE = 112
 BIN = Path(sys.executable).parent
+
+# Prompt settings other than the paper's, and the sentences they give for "metal-nut".
+OWN_PROMPTS = {"normal_states": ["{}", "good {}"], "abnormal_states": ["bad {}"], "templates": ["a photo of a {}."]}
+OWN_SENTENCES = (["a photo of a metal nut.", "a photo of a good metal nut."], ["a photo of a bad metal nut."])
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Models and the Engine

@@ -36,7 +36,7 @@ from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, Predictio
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE
-from tests.helpers import BIN, IMAGE_SIZE, make_adaclip, make_engine, run, tiny_flags
+from tests.helpers import BIN, IMAGE_SIZE, OWN_PROMPTS, OWN_SENTENCES, make_adaclip, make_engine, run, tiny_flags
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -394,8 +394,6 @@ def test_predict_over_many_categories_prompts_each_image_with_its_own_name(
 # ----------------------------------------------------------------------------------------------------------------------
 # 3. Own prompts from YAML and the command line; the warning with released checkpoints; the `prompts` command
 # ----------------------------------------------------------------------------------------------------------------------
-OWN_PROMPTS = {"normal_states": ["{}", "good {}"], "abnormal_states": ["bad {}"], "templates": ["a photo of a {}."]}
-OWN_SENTENCES = (["a photo of a metal nut.", "a photo of a good metal nut."], ["a photo of a bad metal nut."])
 RELEASED_WARNING = "stores no prompt settings"
 
 
@@ -424,39 +422,3 @@ def test_no_prompt_warning_where_the_checkpoint_fits(files: dict[str, Path], cap
         trained_adaclip(files, checkpoint=str(files["released"]))  # the paper's prompts
         trained_adaclip(files, **OWN_PROMPTS)  # our format stores its prompts (AdaCLIPModel compares them itself)
     assert RELEASED_WARNING not in caplog.text
-
-
-def test_prompts_command_prints_the_exact_sentences(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cli.dispatch.print_commands()
-    assert {"calibrate", "prompts"} <= set(cli.COMMANDS) and "calibrate" in capsys.readouterr().out
-    assert cli.main(["prompts", "--class-name", "metal-nut"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "# class name 'metal-nut' -> prompt text 'metal nut'; the paper's prompts"
-    assert lines[1:3] == ["normal (28 sentences):", "  a bad photo of a metal nut."]
-    assert lines[29] == "  a cropped photo of the metal nut without damage."
-    assert lines[30:32] == ["abnormal (20 sentences):", "  a bad photo of a damaged metal nut."]
-    assert lines[-1] == "  a cropped photo of the metal nut with damage."
-
-    config = tmp_path / "cfg.yaml"
-    init_args = {**OWN_PROMPTS, "class_name_map": {"nuts": "metal-nut"}, "checkpoint": "mvtec_colondb"}
-    config.write_text(yaml.safe_dump({"model": {"class_path": "AdaCLIP", "init_args": init_args}}))
-    assert cli.main(["prompts", "--config", str(config), "--image", "/data/nuts/1.png", "--image", "/x/2.png"]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.splitlines() == [
-        "/data/nuts/1.png -> class name 'metal-nut' (folder 'nuts' of class_name_map)",
-        "/x/2.png -> class name 'object' (no rule matches: the run's class name)",
-        "# class name 'metal-nut' -> prompt text 'metal nut'; own prompts (not the paper's)",
-        "normal (2 sentences):",
-        *(f"  {sentence}" for sentence in OWN_SENTENCES[0]),
-        "abnormal (1 sentences):",
-        *(f"  {sentence}" for sentence in OWN_SENTENCES[1]),
-        "# class name 'object' -> prompt text 'object'; own prompts (not the paper's)",
-        "normal (2 sentences):",
-        "  a photo of a object.",
-        "  a photo of a good object.",
-        "abnormal (1 sentences):",
-        "  a photo of a bad object.",
-    ]
-    assert "released checkpoints were trained with the paper's prompts" in captured.err
-    assert cli.main(["prompts", "--model.templates", '["no placeholder"]']) == 2
-    assert "needs exactly one '{}' placeholder" in capsys.readouterr().err
