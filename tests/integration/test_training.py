@@ -18,7 +18,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.cli import main as cli_main
 from anomalib_adaclip.cli.train import main
-from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.data import PAPER_DATASETS, AuxiliaryDataModule, DatasetSource
 from anomalib_adaclip.training import CheckpointSettings, train, trainable_tensors_of
 from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
@@ -213,25 +212,6 @@ def test_validation_metrics_select_the_best_checkpoint(micro_weights: Path, tmp_
     exported, _ = read_checkpoint(result.checkpoint)
     best = trainable_tensors_of(result.lightning_checkpoint, _model(micro_weights))
     assert all(torch.equal(value, best[key]) for key, value in exported.items())
-
-
-def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(micro_weights: Path) -> None:
-    model = _model(micro_weights)
-    optimizer = model.configure_optimizers()
-    assert isinstance(optimizer, torch.optim.AdamW)
-    group = optimizer.param_groups[0]
-    assert (group["lr"], tuple(group["betas"]), group["weight_decay"]) == (0.01, (0.5, 0.999), 0.01)
-    optimised = {id(parameter) for parameter in group["params"]}
-    trainable = {name for name, parameter in model.model.named_parameters() if id(parameter) in optimised}
-    assert trainable == set(model.model.trainable_state_dict())
-    model.optimizer_settings = OptimizerSettings(lr=0.001, betas=(0.9, 0.99), weight_decay=0.0)
-    assert model.configure_optimizers().param_groups[0]["lr"] == 0.001
-
-
-def test_training_step_needs_labels_and_masks(micro_weights: Path) -> None:
-    model = _model(micro_weights)
-    with pytest.raises(ValueError, match=r"needs `gt_label` and `gt_mask`.*AuxiliaryDataModule"):
-        model.training_step(ImageBatch(image=torch.rand(1, 3, 112, 112), gt_label=torch.tensor([True])), 0)
 
 
 @pytest.mark.parametrize(
