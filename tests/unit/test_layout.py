@@ -34,9 +34,7 @@ NOT_YET_MIRRORED = {
     "components/checkpoints.py",  # tests/integration/test_engine.py; tests/unit/test_lightning_model.py
     "components/image_scoring.py",  # the demo's path, equal to anomalib predict: tests/unit/demo/test_session.py
     "components/input_file_check.py",  # tests/unit/components/test_file_checks.py, tests/integration/test_inputs.py
-    "data/mvtec_tree.py",  # tests/unit/data/test_paper_datamodules.py
     "data/paper_datasets.py",  # tests/unit/data/test_paper_datamodules.py, test_preparation.py; tests/docs/
-    "data/synthetic.py",  # only used as test data (tests/integration/, tests/unit/components/test_file_checks.py)
     "model/prompting.py",  # tests/unit/model/test_reference_parity.py, test_text_encoder.py
     "model/sentence_tree.py",  # tests/unit/model/test_text_encoder.py
     "model/vision.py",  # tests/unit/model/test_reference_parity.py, test_determinism.py
