@@ -36,7 +36,6 @@ NOT_YET_MIRRORED = {
     "components/input_file_check.py",  # tests/unit/components/test_file_checks.py, tests/integration/test_inputs.py
     "data/paper_datasets.py",  # tests/unit/data/test_paper_datamodules.py, test_preparation.py; tests/docs/
     "model/prompting.py",  # tests/unit/model/test_reference_parity.py, test_text_encoder.py
-    "model/sentence_tree.py",  # tests/unit/model/test_text_encoder.py
     "model/vision.py",  # tests/unit/model/test_reference_parity.py, test_determinism.py
 }
 
