@@ -1,18 +1,27 @@
-"""One rule for every file AdaCLIP writes: an existing file is never replaced; the next free ``-vN`` name is used."""
+"""One rule for every file AdaCLIP writes: an existing file is never replaced; the next free ``-vN`` name is used.
+
+:func:`write_new_file` also makes a file appear complete or not at all (a reader never sees half of it, a full disk
+leaves nothing); :mod:`anomalib_adaclip.locks` makes one writer at a time where a file is appended to.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 from typing import IO
 
-__all__ = ["existing_versions", "free_path", "open_new_text_file"]
+__all__ = ["candidate_paths", "existing_versions", "free_path", "new_directory", "open_new_text_file", "write_new_file"]
 
 
-def _candidates(path: Path) -> Iterator[Path]:
-    """``path``, then ``<stem>-v1<suffix>``, ``-v2``, ... without end."""
+def candidate_paths(path: str | Path) -> Iterator[Path]:
+    """``path``, then ``<stem>-v1<suffix>``, ``-v2``, ... without end: the names the rule tries, in order."""
+    path = Path(path)
     yield path
     for version in count(1):
         yield path.with_name(f"{path.stem}-v{version}{path.suffix}")
@@ -43,7 +52,7 @@ def free_path(path: str | Path) -> Path:
     """
     # A dangling link counts as taken: writing through it would create its target.
     return next(
-        candidate for candidate in _candidates(Path(path)) if not candidate.exists() and not candidate.is_symlink()
+        candidate for candidate in candidate_paths(Path(path)) if not candidate.exists() and not candidate.is_symlink()
     )
 
 
@@ -55,10 +64,83 @@ def open_new_text_file(directory: str | Path, filename: str) -> tuple[Path, IO[s
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    candidates = _candidates(directory / filename)
+    candidates = candidate_paths(directory / filename)
     while True:
         path = next(candidates)
         try:
             return path, path.open("x", newline="", encoding="utf-8")
         except FileExistsError:
             pass
+
+
+def new_directory(path: str | Path) -> Path:
+    """Create the first free directory of ``path``'s name family (``path``, ``<name>-v1``, ...); wins races too."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for candidate in candidate_paths(path):
+        if candidate.is_symlink():
+            continue
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError  # candidate_paths has no end
+
+
+def write_new_file(path: str | Path, content: str | bytes, *, next_free: bool = True) -> Path:
+    """Write a new file that appears complete or not at all: never half-written, never replacing another.
+
+    The content goes to a temporary file in the same folder first (flushed to disk), which is then hard-linked to
+    the final name: the link fails when the name exists, so of two processes writing the same name one gets it and
+    the other the next free ``-vN`` name (or the error). A failed write (a full disk, a read-only folder) leaves
+    nothing behind.
+
+    Args:
+        path: The preferred name.
+        content: Text (UTF-8) or bytes.
+        next_free: Take the next free ``-vN`` name when ``path`` exists; ``False``: raise instead.
+
+    Returns:
+        The file written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``next_free`` is ``False``.
+        OSError: The folder cannot be written (no space, read-only, ...).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with temporary.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for candidate in candidate_paths(path):
+            try:
+                if candidate.is_symlink():  # a dangling link counts as taken: writing through it creates its target
+                    raise FileExistsError(candidate)
+                _link_or_copy(temporary, candidate, data)
+            except FileExistsError:
+                if not next_free:
+                    raise FileExistsError(f"{candidate} exists: it is never replaced.") from None
+                continue
+            return candidate
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    raise AssertionError  # candidate_paths has no end
+
+
+def _link_or_copy(source: Path, target: Path, data: bytes) -> None:
+    """Hard-link ``source`` to ``target``; where the file system has no hard links, write ``target`` exclusively."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}:
+            raise
+        with target.open("xb") as handle:
+            handle.write(data)

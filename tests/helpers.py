@@ -7,6 +7,7 @@ that needs them, so that importing this module costs no more than the test modul
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ __all__ = [
     "IMAGE_SIZE",
     "OWN_PROMPTS",
     "OWN_SENTENCES",
+    "RUN_DIR",
     "adaclip_entry",
     "assert_onnx_matches_torch",
     "clip_normalised",
@@ -47,7 +49,9 @@ __all__ = [
     "predict_arguments",
     "run",
     "subprocess_environment",
+    "table_paths",
     "tiny_flags",
+    "write_part_images",
     "write_png",
 ]
 
@@ -237,6 +241,20 @@ def predict_arguments(weights: Path, data: Path, root: Path) -> list[str]:
     ]
 
 
+# The results folder of an ``anomalib-adaclip predict`` run under its ``--default_root_dir``.
+RUN_DIR = Path("AdaCLIP") / "latest"
+
+
+def table_paths(table: Path) -> list[str]:
+    """The absolute image paths of a predictions table's complete rows (those with their line end), in order."""
+    from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
+
+    text = table.read_text(encoding="utf-8")
+    reader = csv.reader(text[: text.rfind("\n") + 1].splitlines())
+    assert tuple(next(reader)) == CSV_COLUMNS
+    return [os.path.abspath(row[0]) for row in reader]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Generated files
 # ----------------------------------------------------------------------------------------------------------------------
@@ -246,6 +264,16 @@ def write_png(path: Path, array: np.ndarray) -> None:
     """Save ``array`` (uint8, HxW or HxWx3) as a PNG, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
+
+
+def write_part_images(folder: Path, count: int, seed: int = 0) -> set[str]:
+    """``count`` random 32x32 RGB PNGs ``part_NNNNN.png``; returns their absolute paths (the tables' truth)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"part_{index:05d}.png")
+    return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
 
 
 def make_folder_dataset(root: Path, n_good: int = 3, n_bad: int = 3, size: int = 32, seed: int = 0) -> Path:

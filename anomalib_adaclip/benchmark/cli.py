@@ -5,7 +5,13 @@ It reads the configuration (:func:`~anomalib_adaclip.benchmark.config.load_confi
 categories and where the report is; ``--paper`` adds the paper's Tables 1 and 2 beside the run's numbers
 (:mod:`~anomalib_adaclip.benchmark.paper`). ``anomalib-adaclip benchmark report --config ... [--paper]`` writes a new
 report from the runs recorded so far, running nothing. Exit codes: 0 when every run finished (``report``: always, once
-written), 1 when some failed, 2 on a bad configuration.
+written), 1 when some failed (or could not be claimed), 2 on a bad configuration or an output folder that cannot be
+written.
+
+Any number of these commands may run on one output folder at once (one machine, several machines sharing the file
+system, a SLURM job array): each run is claimed before it starts and executed once between them; the worker that
+ends last writes the report (:mod:`~anomalib_adaclip.benchmark.runner`). ``--heartbeat-timeout`` sets after how many
+seconds without a heartbeat a claim of a worker on another host is taken over.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from anomalib_adaclip.locks import LockError
+
 from .config import BenchmarkConfig, BenchmarkConfigError, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .report import MEAN_CATEGORY
-from .runner import BenchmarkResult, RunGenerator, run_benchmark, write_reports
+from .runner import DEFAULT_HEARTBEAT_TIMEOUT, BenchmarkResult, RunGenerator, run_benchmark, write_reports
 from .store import RunStore
 
-__all__ = ["main"]
+__all__ = ["build_parser", "build_report_parser", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip benchmark`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip benchmark",
         description=(
@@ -42,6 +51,17 @@ def _parser() -> argparse.ArgumentParser:
         "--skip-failed", action="store_true", help="do not run again the runs whose earlier attempt failed"
     )
     parser.add_argument("--paper", action="store_true", help=_PAPER_HELP)
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=DEFAULT_HEARTBEAT_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "several workers may share one output folder; a run claimed by a worker on another host whose heartbeat "
+            "is older than this is taken over (one on this host: as soon as its process is gone). Default: "
+            f"{DEFAULT_HEARTBEAT_TIMEOUT:g}"
+        ),
+    )
     return parser
 
 
@@ -51,7 +71,8 @@ _PAPER_HELP = (
 )
 
 
-def _report_parser() -> argparse.ArgumentParser:
+def build_report_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip benchmark report`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip benchmark report",
         description=(
@@ -66,12 +87,12 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _report(argv: Sequence[str]) -> int:
-    arguments = _report_parser().parse_args(argv)
+    arguments = build_report_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
         RunGenerator(config, RunStore(config.output / "runs")).check_folder()
         result = write_reports(config, paper=arguments.paper)
-    except BenchmarkConfigError as error:
+    except (BenchmarkConfigError, LockError, OSError) as error:
         print(f"anomalib-adaclip benchmark report: error: {error}", file=sys.stderr)
         return 2
     _print_means(result)
@@ -79,8 +100,22 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _print_left_to_others(result: BenchmarkResult, arguments: argparse.Namespace) -> None:
+    """What a worker that writes no report says: who still runs what, what could not be run, how to get a report."""
+    if result.still_held:
+        print(
+            f"{len(result.still_held)} run(s) are still being run by other workers; the last of them writes the report "
+            f"(or, any time: anomalib-adaclip benchmark report --config {arguments.config})."
+        )
+    for key, reason in result.blocked.items():
+        print(f"Not run: {key.label}: {reason}", file=sys.stderr)
+    for record in result.failed:
+        print(f"Failed: {record.key.label}: {record.error}", file=sys.stderr)
+
+
 def _print_report(result: BenchmarkResult) -> None:
-    print(f"Report: {result.report_dir} (results.csv, runs.csv, results.md, plot_<dataset>.png)")
+    written = " (written by another worker, from the same runs)" if result.report_by_other else ""
+    print(f"Report: {result.report_dir}{written} (results.csv, runs.csv, results.md, plot_<dataset>.png)")
     if result.paper:
         print(f"Paper tables: {', '.join(str(path) for path in result.paper.values())}")
 
@@ -93,7 +128,9 @@ def _print_plan(config: BenchmarkConfig) -> None:
         record = store.latest(key)
         state = "pending" if record is None else record.status
         mutual = config.model(key.model).mutual_settings(key.dataset)
-        print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else ""))
+        holder = store.claimed_by(key) if state != "finished" else None
+        running = f" (claimed by {holder.describe()})" if holder is not None else ""
+        print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else "") + running)
 
 
 def _print_means(result: BenchmarkResult) -> None:
@@ -133,17 +170,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logger()
     if argv[:1] == ["report"]:
         return _report(argv[1:])
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
         if arguments.dry_run:
             _print_plan(config)
             return 0
-        result = run_benchmark(config, retry_failed=not arguments.skip_failed, paper=arguments.paper)
-    except BenchmarkConfigError as error:
+        result = run_benchmark(
+            config,
+            retry_failed=not arguments.skip_failed,
+            paper=arguments.paper,
+            heartbeat_timeout=arguments.heartbeat_timeout,
+        )
+    except (BenchmarkConfigError, LockError, OSError) as error:
         print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
         return 2
-    print(f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier).")
+    others = f", {len(result.held)} run by other workers" if result.held else ""
+    print(f"Runs: {len(result.executed)} executed, {len(result.skipped)} skipped (finished earlier){others}.")
+    if result.report_dir is None:
+        _print_left_to_others(result, arguments)
+        return 1 if result.failed or result.blocked else 0
     _print_means(result)
     _print_report(result)
     if result.failed:

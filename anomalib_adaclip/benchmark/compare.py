@@ -28,6 +28,8 @@ Outputs, under the configured ``output`` folder (nothing that exists is overwrit
 - ``runs/<model>/<dataset>/<category>/seed<k>.json``: one record per finished run (its metrics, timings, the model and
   data configuration, versions). A rerun on the same folder skips every run that has one (resume). A failed run is
   recorded as ``seed<k>.failed.json`` (``-v1``, ``-v2``, ... for later attempts) and tried again on the next rerun.
+  While a worker runs it, ``seed<k>.claim`` names the worker: any number of ``benchmark`` processes may share the
+  folder, each run is executed once between them (see the concurrency guide).
 - ``reports/v<N>/`` (``reports/latest`` links to the newest): ``results.csv`` (per category and model, mean and
   standard deviation over the seeds, plus the mean over the categories of each data set), ``runs.csv`` (every run,
   failed ones with their error), ``results.md`` (the tables in percent, and the failed runs), ``plot_<dataset>.png``

@@ -13,11 +13,20 @@ of anomalib's benchmark pipeline:
   (``LearningType.ONE_CLASS``) is fitted and then tested; a zero- or few-shot model is tested directly
   (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). A failure is recorded,
   not raised, and the grid goes on;
-- :func:`run_benchmark` (the pipeline): plan, execute, record each run in the
+- :func:`run_benchmark` (the pipeline): plan, claim, execute, record each run in the
   :class:`~anomalib_adaclip.benchmark.store.RunStore`, then write a new report
   (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
   :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`), with a progress bar over the grid;
   :func:`write_reports` writes a report from the store without running.
+
+Many workers, one grid: any number of ``run_benchmark`` calls (processes, machines sharing the file system, the tasks
+of a SLURM job array) may work on one output folder at once. Each run is claimed before it starts
+(:meth:`~anomalib_adaclip.benchmark.store.RunStore.claim`: an atomic claim file with the worker's host, PID and start,
+renewed by a heartbeat thread); a worker passes over the runs others hold, so every run is executed once between
+them. A claim whose worker died is taken over: on the same host as soon as its PID is gone, from another host when
+its heartbeat is older than ``heartbeat_timeout``. A run that failed is tried again once per round, not once per
+worker. The report is written by the worker that finds, after its last run, that no run of the grid is left or held
+by another worker (and only once for the same set of records: ``<output>/.last_report.json``).
 
 Example:
     >>> from anomalib_adaclip.benchmark.compare import run_benchmark
@@ -30,7 +39,9 @@ from __future__ import annotations
 
 import gc
 import importlib
+import json
 import logging
+import os
 import random
 import time
 import traceback
@@ -42,15 +53,18 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from anomalib_adaclip.locks import LockError, LockHeldError, NotALockFileError, OwnedLock, Owner
+
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
 from .paper import write_paper_report
-from .report import ResultRow, write_report
+from .report import ResultRow, summarise, write_report
 from .store import RunRecord, RunStore
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "EVALUATOR_ATTRIBUTE",
     "BenchmarkResult",
     "RunGenerator",
@@ -62,6 +76,11 @@ __all__ = [
 
 # Where the evaluator sits in a model when the Engine runs it before the model's post-processor.
 EVALUATOR_ATTRIBUTE = "benchmark_evaluator"
+# Seconds without a heartbeat after which another host's claim on a run is taken over; the heartbeat is renewed
+# five times as often.
+DEFAULT_HEARTBEAT_TIMEOUT = 300.0
+# The record of the last report: which run records it was made from (a second worker does not write it again).
+LAST_REPORT_FILE = ".last_report.json"
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,11 @@ class RunGenerator:
     config: BenchmarkConfig
     store: RunStore
     retry_failed: bool = True
+    failures_at_start: dict[RunKey, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Failed attempts recorded before this worker started: a newer one is another worker's attempt this round.
+        self.failures_at_start.update({key: len(self.store.failures(key)) for key in self.config.grid()})
 
     def mismatches(self) -> list[str]:
         """Finished runs in the folder whose model or data configuration differs from the current one."""
@@ -120,9 +144,17 @@ class RunGenerator:
         raise BenchmarkConfigError(msg)
 
     def is_done(self, key: RunKey) -> bool:
-        """Whether ``key`` is not left to do: it finished, or its last attempt failed and failures are not retried."""
+        """Whether ``key`` is not left to do: it finished, or it failed and is not retried (now) by this worker.
+
+        A failure is not retried when ``retry_failed`` is off, or when it was recorded after this generator was made
+        (another worker's attempt of this round).
+        """
         earlier = self.store.latest(key)
-        return earlier is not None and (earlier.status == "finished" or not self.retry_failed)
+        if earlier is None:
+            return False
+        if earlier.status == "finished" or not self.retry_failed:
+            return True
+        return len(self.store.failures(key)) > self.failures_at_start.get(key, 0)  # retried this round already
 
     def generate_jobs(self) -> Iterator[tuple[RunKey, RunJob | None]]:
         """Every run of the grid in order, with the job that executes it, or ``None`` when it is not left to do.
@@ -266,35 +298,58 @@ class BenchmarkResult:
     """What :func:`run_benchmark` produced.
 
     Attributes:
-        report_dir: ``<output>/reports/v<N>``.
-        rows: The rows of ``results.csv``.
+        report_dir: ``<output>/reports/v<N>``; ``None`` when this worker left the report to another one (runs of the
+            grid were still held by other workers when it ended).
+        rows: The rows of ``results.csv`` (empty without a report).
         records: The latest record of every run of the grid (finished, else the last failure); runs not yet run have
-            none.
+            none. Without a report: the records of the runs this worker executed.
         executed: Runs executed by this call.
-        skipped: Runs skipped because they had finished before (resume).
+        skipped: Runs skipped because they had finished before (resume) or another worker finished them.
         results_csv: ``results.csv``.
         runs_csv: ``runs.csv``.
         markdown: ``results.md``.
         plots: ``plot_<dataset>.png`` per data set.
         paper: The paper-table report's files by name (``paper_tables.md``, ...; see
             :mod:`~anomalib_adaclip.benchmark.paper`), empty unless asked for.
+        held: Runs other workers held when this worker passed them (and, at its end, still held: ``still_held``).
+        still_held: Runs other workers still held when this worker ended; the last of them writes the report.
+        blocked: Runs that could not be claimed, with the reason (a claim file that is not a claim, a folder that
+            cannot be written).
+        report_by_other: The report covering these records had been written by another worker already.
     """
 
-    report_dir: Path
+    report_dir: Path | None
     rows: list[ResultRow]
     records: list[RunRecord]
     executed: list[RunKey]
     skipped: list[RunKey]
-    results_csv: Path
-    runs_csv: Path
-    markdown: Path
-    plots: dict[str, Path]
+    results_csv: Path | None = None
+    runs_csv: Path | None = None
+    markdown: Path | None = None
+    plots: dict[str, Path] = field(default_factory=dict)
     paper: dict[str, Path] = field(default_factory=dict)
+    held: list[RunKey] = field(default_factory=list)
+    still_held: list[RunKey] = field(default_factory=list)
+    blocked: dict[RunKey, str] = field(default_factory=dict)
+    report_by_other: bool = False
 
     @property
     def failed(self) -> list[RunRecord]:
         """Runs whose latest attempt failed."""
         return [record for record in self.records if record.status == "failed"]
+
+
+def _latest_records(config: BenchmarkConfig, store: RunStore) -> list[RunRecord]:
+    return [record for key in config.grid() if (record := store.latest(key)) is not None]
+
+
+def _signature(records: list[RunRecord], store: RunStore) -> list[str]:
+    """Which record files a report is made from (records are never rewritten, so their names identify them)."""
+    return sorted(str(Path(record.path).relative_to(store.root)) for record in records if record.path is not None)
+
+
+def _report_lock(config: BenchmarkConfig) -> OwnedLock:
+    return OwnedLock(config.output / "reports.lock", what=f"The benchmark report of {config.output}")
 
 
 def write_reports(
@@ -303,20 +358,55 @@ def write_reports(
     paper: bool = False,
     executed: list[RunKey] | None = None,
     skipped: list[RunKey] | None = None,
+    only_if_new: bool = False,
 ) -> BenchmarkResult:
     """Write a new report folder from the run store, without running anything.
+
+    One report at a time per output folder (``<output>/reports.lock``; a second writer waits and says so).
 
     Args:
         config: The benchmark configuration.
         paper: Also write the paper-table report (:func:`~anomalib_adaclip.benchmark.paper.write_paper_report`).
         executed: Runs executed before the report (for the result).
         skipped: Runs skipped before the report (for the result).
+        only_if_new: Write nothing when the last report was made from the same run records (another worker that
+            finished at the same time wrote it); the result then names that report.
 
     Returns:
         The report paths, the rows and the run records.
     """
-    report_dir, records, rows, plots = write_report(config, RunStore(config.output / "runs"))
-    paper_files = write_paper_report(report_dir, config, rows) if paper else {}
+    store = RunStore(config.output / "runs")
+    state = config.output / LAST_REPORT_FILE
+    lock = _report_lock(config)
+    lock.acquire(wait=True, poll=0.2, on_wait=logger.warning)  # reports are short: wait for the other one
+    try:
+        records = _latest_records(config, store)
+        signature = _signature(records, store)
+        if only_if_new and state.is_file():
+            try:
+                last = json.loads(state.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                last = {}
+            report_dir = Path(last.get("report", ""))
+            if last.get("records") == signature and report_dir.is_dir() and last.get("paper", False) >= paper:
+                return BenchmarkResult(
+                    report_dir=report_dir,
+                    rows=summarise(records, config),
+                    records=records,
+                    executed=executed or [],
+                    skipped=skipped or [],
+                    results_csv=report_dir / "results.csv",
+                    runs_csv=report_dir / "runs.csv",
+                    markdown=report_dir / "results.md",
+                    report_by_other=True,
+                )
+        report_dir, records, rows, plots = write_report(config, store)
+        paper_files = write_paper_report(report_dir, config, rows) if paper else {}
+        temporary = state.with_name(f"{state.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"report": str(report_dir), "records": signature, "paper": paper}))
+        os.replace(temporary, state)  # the one file that is replaced: a note of which report is the latest
+    finally:
+        lock.release()
     return BenchmarkResult(
         report_dir=report_dir,
         rows=rows,
@@ -338,8 +428,12 @@ def run_benchmark(
     retry_failed: bool = True,
     show_progress: bool = True,
     paper: bool = False,
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> BenchmarkResult:
     """Run the grid (skipping runs that finished before in the same output folder) and write a new report.
+
+    Other workers may run the same grid on the same output folder at the same time: each run is claimed before it
+    starts and runs held by others are passed over; the worker that ends when no run is left or held writes the report.
 
     Args:
         config: A :class:`~anomalib_adaclip.benchmark.config.BenchmarkConfig`, a YAML file or its content as a mapping.
@@ -348,6 +442,8 @@ def run_benchmark(
         show_progress: Show a progress bar over the grid. Defaults to ``True``.
         paper: Also write the paper-table report (the AdaCLIP paper's Tables 1 and 2 beside this run's numbers; see
             :mod:`~anomalib_adaclip.benchmark.paper`). Defaults to ``False``.
+        heartbeat_timeout: Seconds without a heartbeat after which a claim of a worker on another host is taken over
+            (one on this host is taken over as soon as its process is gone). Defaults to 300.
 
     Returns:
         The report paths, the rows and the run records.
@@ -362,25 +458,147 @@ def run_benchmark(
         config = load_config(config, output=output)
     elif output is not None:
         config = replace(config, output=Path(output))
+    if heartbeat_timeout <= 0:
+        msg = f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout}."
+        raise BenchmarkConfigError(msg)
     store = RunStore(config.output / "runs")
     generator = RunGenerator(config, store, retry_failed=retry_failed)
     generator.check_folder()
+    worker = _Worker(generator, heartbeat_timeout)
     total = len(config.grid())
-    executed: list[RunKey] = []
-    skipped: list[RunKey] = []
-    logger.info("Benchmark %s: %d runs, output %s", config.source, total, config.output)
+    logger.info(
+        "Benchmark %s: %d runs, output %s, worker %s", config.source, total, config.output, worker.owner.describe()
+    )
     with tqdm(total=total, desc="benchmark", unit="run", disable=not show_progress, dynamic_ncols=True) as progress:
         for key, job in generator.generate_jobs():
             progress.set_postfix_str(key.label)
             if job is None:
-                skipped.append(key)
+                worker.skipped.append(key)
             else:
-                record = job.run()
-                store.save(record)
-                executed.append(key)
-                progress.write(f"{key.label}: {_outcome(record)}")
+                worker.attempt(key, job, progress)
             progress.update()
-    return write_reports(config, paper=paper, executed=executed, skipped=skipped)
+        worker.take_over_abandoned(progress)
+    still_held = [key for key in dict.fromkeys(worker.held) if worker.held_by_another(key)]
+    if still_held or worker.blocked:
+        return BenchmarkResult(
+            report_dir=None,
+            rows=[],
+            records=worker.records,
+            executed=worker.executed,
+            skipped=worker.skipped,
+            held=worker.held,
+            still_held=still_held,
+            blocked=worker.blocked,
+        )
+    result = write_reports(config, paper=paper, executed=worker.executed, skipped=worker.skipped, only_if_new=True)
+    result.held = worker.held
+    return result
+
+
+@dataclass
+class _Worker:
+    """One worker's share of a grid: what it ran, passed over (held by others) or could not claim."""
+
+    generator: RunGenerator
+    heartbeat_timeout: float
+    owner: Owner = field(default_factory=Owner.this_process)
+    executed: list[RunKey] = field(default_factory=list)
+    skipped: list[RunKey] = field(default_factory=list)
+    held: list[RunKey] = field(default_factory=list)
+    blocked: dict[RunKey, str] = field(default_factory=dict)
+    records: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def store(self) -> RunStore:
+        return self.generator.store
+
+    def attempt(self, key: RunKey, job: RunJob, progress: Any) -> None:
+        """Claim, run and record ``key``, or note why not (another worker holds it, the claim cannot be made)."""
+        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
+        outcome = _claim_and_run(key, job, claim, self.generator, self.heartbeat_timeout)
+        if isinstance(outcome, RunRecord):
+            self.executed.append(key)
+            self.records.append(outcome)
+            progress.write(f"{key.label}: {_outcome(outcome)}")
+        elif outcome is None:
+            self.skipped.append(key)
+        elif isinstance(outcome, LockHeldError):
+            self.held.append(key)
+            progress.write(f"{key.label}: run by another worker, {outcome.holder.describe()}")
+        elif isinstance(outcome, LockError) and not isinstance(outcome, NotALockFileError):
+            # The output folder cannot be written (read-only, full): no run can be claimed, so stop with one line.
+            raise BenchmarkConfigError(str(outcome))
+        else:
+            self.blocked[key] = str(outcome)
+            progress.write(f"{key.label}: not run: {outcome}")
+
+    def take_over_abandoned(self, progress: Any) -> None:
+        """Run the runs that another worker held when this one passed them and left unfinished (it died, or stopped)."""
+        while True:
+            free = [
+                key
+                for key in dict.fromkeys(self.held)
+                if not self.generator.is_done(key) and not self.held_by_another(key)
+            ]
+            if not free:
+                return
+            self.held = [key for key in self.held if key not in free]
+            for key in free:
+                self.attempt(key, RunJob(key, self.generator.config), progress)
+
+    def held_by_another(self, key: RunKey) -> bool:
+        """Whether another worker holds ``key`` now (a claim whose worker lives, or whose heartbeat is recent)."""
+        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
+        try:
+            holder = claim.holder()
+            touched = claim.path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        except LockError:
+            return True
+        return holder is not None and claim.stale_reason(holder, touched) is None
+
+
+def _claim_and_run(
+    key: RunKey,
+    job: RunJob,
+    claim: OwnedLock,
+    generator: RunGenerator,
+    heartbeat_timeout: float,
+) -> RunRecord | LockError | str | None:
+    """Claim a run, execute and record it, release the claim.
+
+    Returns:
+        The run's record; ``None`` when another worker finished it meanwhile; the :class:`LockHeldError` of the worker
+        that holds it; another :class:`LockError` (a claim file that is not a claim, a folder that cannot be
+        written); or why the finished run's record could not be written.
+    """
+    try:
+        claim.try_acquire()
+    except LockError as error:
+        return error
+    try:
+        if generator.is_done(key):  # finished (or tried) by another worker between the plan and the claim
+            return None
+        claim.keep_alive(max(1.0, heartbeat_timeout / 5))
+        record = job.run()
+        try:
+            generator.store.save(record)
+        except FileExistsError:
+            # A worker thought dead (its heartbeat stopped, e.g. suspended) finished after another took the run over.
+            logger.warning("%s was finished by another worker meanwhile; this result is not kept.", key.label)
+            return None
+        except OSError as error:  # a full disk, a folder made read-only: the run is run again next time
+            return (
+                f"its record could not be written ({error.strerror or error}) under {generator.store.root}; free "
+                "space (or make the folder writable) and run the command again: this run is run again, the runs "
+                "recorded so far are kept"
+            )
+        if claim.lost:
+            logger.warning("%s: another worker took this run over meanwhile; this worker's record was kept.", key.label)
+        return record
+    finally:
+        claim.release()
 
 
 def _outcome(record: RunRecord) -> str:

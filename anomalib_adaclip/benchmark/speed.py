@@ -72,6 +72,7 @@ __all__ = [
     "SECTIONS",
     "PeakMemory",
     "build_model",
+    "build_parser",
     "format_report",
     "main",
     "measure",
@@ -856,8 +857,8 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m anomalib_adaclip.benchmark.speed``."""
     parser = argparse.ArgumentParser(
         prog="python -m anomalib_adaclip.benchmark.speed",
         description="Speed of AdaCLIP on random weights: images/s, s/image, peak memory, time split.",
@@ -915,7 +916,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
     parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None, print_fn: Callable[[str], Any] = print) -> int:

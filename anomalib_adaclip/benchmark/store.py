@@ -1,8 +1,13 @@
 """The run store: one JSON record per run of the grid under ``<output>/runs/``, which makes a benchmark resumable.
 
 Layout: ``runs/<model>/<dataset>/<category>/seed<k>.json`` for a finished run (written once, never replaced) and
-``seed<k>.failed.json``, ``seed<k>.failed-v1.json``, ... for failed attempts (a new file each, named by
-:func:`anomalib_adaclip.files.free_path`). A rerun skips every run that has a finished record.
+``seed<k>.failed.json``, ``seed<k>.failed-v1.json``, ... for failed attempts (a new file each, the next free name of
+:func:`anomalib_adaclip.files.write_new_file`). A rerun skips every run that has a finished record. Records appear
+complete or not at all (written to a temporary file, then linked to their name), so a report never reads half a run.
+
+While a worker executes a run it holds the run's claim, ``seed<k>.claim`` beside the records (an
+:class:`~anomalib_adaclip.locks.OwnedLock` with a heartbeat): any number of workers on one output folder, on one
+machine or on several sharing the file system, run each run once between them (:func:`RunStore.claim`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from anomalib_adaclip.files import free_path
+from anomalib_adaclip.files import write_new_file
+from anomalib_adaclip.locks import NotALockFileError, OwnedLock, Owner
 
 from .config import BenchmarkConfigError, RunKey
 
@@ -132,16 +138,47 @@ class RunStore:
         return RunRecord.read(failures[-1]) if failures else None
 
     def save(self, record: RunRecord) -> Path:
-        """Write a record; a finished record never replaces another one, failed attempts get a new file each."""
+        """Write a record, complete or not at all: a finished one never replaces another, failed ones get a file each.
+
+        Raises:
+            FileExistsError: The run has a finished record already (another worker finished it first).
+            OSError: The folder cannot be written (full, read-only); nothing is left behind.
+        """
         key = record.key
         if record.status == "finished":
-            path = self.finished_path(key)
-            if path.exists():
-                msg = f"{path} exists: a finished run is never written twice."
-                raise FileExistsError(msg)
+            try:
+                path = write_new_file(self.finished_path(key), record.to_json(), next_free=False)
+            except FileExistsError:
+                msg = f"{self.finished_path(key)} exists: a finished run is never written twice."
+                raise FileExistsError(msg) from None
         else:
-            path = free_path(self.root / key.folder / f"seed{key.seed}.failed.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(record.to_json())
+            path = write_new_file(self.root / key.folder / f"seed{key.seed}.failed.json", record.to_json())
         record.path = path
         return path
+
+    def claim_path(self, key: RunKey) -> Path:
+        """The claim file of a run: ``seed<k>.claim`` beside its records."""
+        return self.root / key.folder / f"seed{key.seed}.claim"
+
+    def claim(self, key: RunKey, owner: Owner, stale_after: float | None) -> OwnedLock:
+        """The claim of a run for the worker ``owner`` (not taken yet).
+
+        Args:
+            key: The run.
+            owner: The worker.
+            stale_after: Seconds without a heartbeat after which a claim of another host is taken over (a claim of
+                this host is taken over as soon as its process is gone).
+        """
+        return OwnedLock(
+            self.claim_path(key),
+            what=f"The benchmark run {key.label}",
+            stale_after=stale_after,
+            owner=owner,
+        )
+
+    def claimed_by(self, key: RunKey) -> Owner | None:
+        """The worker whose claim of ``key`` is on disk (live or not), ``None`` without one or with a broken one."""
+        try:
+            return OwnedLock(self.claim_path(key), what=key.label).holder()
+        except NotALockFileError:
+            return None

@@ -1,7 +1,8 @@
 """``anomalib-adaclip calibrate``: AdaCLIP's decision thresholds from known-good images.
 
 ``anomalib-adaclip calibrate --data <known-good folder> --percentile 99 [anomalib model arguments]`` scores the
-images and prints a config snippet with the calibrated thresholds (``--output`` also writes it to a new file). The
+images and prints a config snippet with the calibrated thresholds (``--output`` also writes it to a new file, never
+replacing one: written by another calibration meanwhile, the next free ``-vN`` name is taken and named). The
 model comes from the same arguments as ``anomalib predict`` (``--model``, ``--model.X``, ``--config``).
 """
 
@@ -11,12 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+from anomalib_adaclip.files import write_new_file
+
+__all__ = ["build_parser", "main"]
 
 DEVICES = {"auto": None, "cpu": "cpu", "gpu": "cuda"}
 
 
-def _calibrate_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip calibrate`` parser (its own options; the rest goes to anomalib's parser)."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip calibrate",
         description=(
@@ -46,7 +50,7 @@ def _calibrate_parser() -> argparse.ArgumentParser:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip calibrate``; returns the exit code."""
-    options, rest = _calibrate_parser().parse_known_args(arguments)
+    options, rest = build_parser().parse_known_args(arguments)
     if options.output is not None and options.output.exists():
         print(f"error: {options.output} already exists; choose a new file for --output.", file=sys.stderr)
         return 2
@@ -83,14 +87,24 @@ def main(arguments: list[str]) -> int:
         return 2
     snippet = result.to_yaml()
     print(result.summary(), file=sys.stderr)
+    code = 0
     if options.output is not None:
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        with options.output.open("x", encoding="utf-8") as handle:
-            handle.write(snippet)
-        print(f"Wrote {options.output}; use it with: anomalib predict --config {options.output} ...", file=sys.stderr)
+        try:
+            # Complete or absent, never replacing: another calibration may have taken the name meanwhile.
+            written = write_new_file(options.output, snippet)
+        except OSError as error:
+            print(
+                f"error: cannot write {options.output}: {error.strerror or error}; the snippet is printed below.",
+                file=sys.stderr,
+            )
+            code = 1
+        else:
+            if written != options.output:
+                print(f"{options.output} was written by another run meanwhile; this one is {written}.", file=sys.stderr)
+            print(f"Wrote {written}; use it with: anomalib predict --config {written} ...", file=sys.stderr)
     flags = f"--model.image_threshold {result.image_threshold!r}"
     if result.pixel_threshold is not None:
         flags += f" --model.pixel_threshold {result.pixel_threshold!r}"
     print(f"Or on the command line: {flags} --model.thresholding fixed", file=sys.stderr)
     print(snippet, end="")
-    return 0
+    return code

@@ -16,10 +16,11 @@ from pathlib import Path
 from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.weights import OFFLINE_ENV, downloads_disabled
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip demo`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip demo",
         description=(
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip demo``; returns the exit code (2 when gradio is missing)."""
-    options = _parser().parse_args(arguments)
+    options = build_parser().parse_args(arguments)
     if importlib.util.find_spec("gradio") is None:
         print(
             'The demo needs gradio, an optional dependency: pip install -e ".[demo]" (or pip install gradio).',

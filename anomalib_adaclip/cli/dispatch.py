@@ -10,12 +10,13 @@ defaults for large archives (:mod:`.predict`: predictions not kept in memory, ``
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
 from anomalib_adaclip.config_files import UnknownConfigError, resolve_config_arguments
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "PREDICT_HELP", "command_parsers", "main"]
 
 # name -> (handler taking the remaining arguments and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
@@ -102,14 +103,41 @@ COMMANDS["prepare-data"] = (
 )
 
 
+PREDICT_HELP = (
+    "anomalib's predict; predictions are not kept in memory (--return_predictions true keeps them), "
+    "--resume [TABLE] carries on an interrupted run"
+)
+
+
+def command_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
+    """The argument parser of each own command line, built on demand (for the CLI reference of the documentation).
+
+    Returns:
+        Command line (``"train"``, ``"benchmark report"``) -> a function that builds its parser. Every key starts with
+        a name of :data:`COMMANDS`, and every name of :data:`COMMANDS` has at least one key.
+    """
+    # Imported here: the modules import Lightning, anomalib and the model, which a plain dispatch does not need.
+    from anomalib_adaclip.benchmark import cli as benchmark_cli  # noqa: PLC0415
+
+    from . import calibrate, demo, prepare_data, prompts, quickstart, train  # noqa: PLC0415
+
+    return {
+        "quickstart": quickstart.build_parser,
+        "demo": demo.build_parser,
+        "train": train.build_parser,
+        "calibrate": calibrate.build_parser,
+        "prompts": prompts.build_parser,
+        "benchmark": benchmark_cli.build_parser,
+        "benchmark report": benchmark_cli.build_report_parser,
+        "prepare-data": prepare_data.build_parser,
+    }
+
+
 def print_commands() -> None:
     print("AdaCLIP subcommands (everything else goes to anomalib's CLI, with AdaCLIP registered):")
     for name, (_, help_text) in sorted(COMMANDS.items()):
         print(f"  {name:<12} {help_text}")
-    print(
-        f"  {'predict':<12} anomalib's predict; predictions are not kept in memory (--return_predictions true keeps "
-        "them), --resume [TABLE] carries on an interrupted run"
-    )
+    print(f"  {'predict':<12} {PREDICT_HELP}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,9 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Rewritten in sys.argv too: Lightning starts the other DDP processes with this process's sys.argv.
         arguments = ["predict", *predict_arguments(arguments[1:])]
 
+    from anomalib_adaclip.components.prediction_table import PredictionTableError  # noqa: PLC0415
+    from anomalib_adaclip.locks import LockError  # noqa: PLC0415
+
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
-    anomalib_cli_main()
+    try:
+        anomalib_cli_main()
+    except (LockError, PredictionTableError) as error:
+        # Another run holds the output, or the table cannot be resumed: one line, what to do, no traceback.
+        print(f"anomalib-adaclip {arguments[0] if arguments else ''}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

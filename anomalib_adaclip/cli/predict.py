@@ -7,7 +7,10 @@ Two things differ from ``anomalib predict`` (the arguments are rewritten before 
   the run ends. ``--return_predictions true`` (or a config file that sets it) still returns them;
 - ``--resume [TABLE]`` carries on an interrupted run: it appends to the run's predictions table (the one in the
   results folder, or ``TABLE``) and leaves out the images that already have a row
-  (:class:`~anomalib_adaclip.components.PredictionCSVWriter` with ``resume``).
+  (:class:`~anomalib_adaclip.components.PredictionCSVWriter` with ``resume``). One run writes a table at a time: a
+  ``--resume`` of a table that another run is writing stops before it scores anything, with one line naming that run
+  (host, PID, since when) and exit code 1; a table whose run was killed is taken over (``<table>.lock``, see
+  :mod:`anomalib_adaclip.locks` and the concurrency guide).
 
 Several processes, GPUs or nodes are Lightning's own: ``--trainer.strategy ddp --trainer.devices N
 --trainer.num_nodes M`` (under ``srun`` or ``torchrun`` too); Lightning starts the other local processes with the

@@ -10,10 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip prepare-data`` parser."""
     from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS  # noqa: PLC0415
 
     lines = [
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip prepare-data``; returns the exit code (2 on any error, with the reason on stderr)."""
-    options = _parser().parse_args(arguments)
+    options = build_parser().parse_args(arguments)
 
     from anomalib_adaclip.data.paper_datasets import paper_dataset  # noqa: PLC0415
     from anomalib_adaclip.data.preparation import prepare_dataset  # noqa: PLC0415

@@ -18,12 +18,13 @@ from anomalib_adaclip.components.class_names import ClassNameRules
 from anomalib_adaclip.config import DEFAULT_CLASS_NAME, AdaCLIPConfig
 from anomalib_adaclip.model.prompting import PromptEnsemble, sentences_text
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 PROMPT_KEYS = ("normal_states", "abnormal_states", "templates")
 
 
-def _prompts_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip prompts`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip prompts",
         description="Print the sentences AdaCLIP's prompts use for a class name (nothing is built or downloaded).",
@@ -55,7 +56,7 @@ def _model_arguments(config_path: Path | None) -> dict[str, Any]:
 
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip prompts``; returns the exit code."""
-    options = _prompts_parser().parse_args(arguments)
+    options = build_parser().parse_args(arguments)
     try:
         settings = _model_arguments(options.config)
         for key in (*PROMPT_KEYS, "class_name", "class_name_map", "class_name_from_parent", "checkpoint"):

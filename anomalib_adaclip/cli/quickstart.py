@@ -49,6 +49,7 @@ __all__ = [
     "SMOKE_NOTE",
     "MissingInputsError",
     "QuickstartInputs",
+    "build_parser",
     "main",
     "resolve_inputs",
 ]
@@ -286,7 +287,8 @@ def _run(
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anomalib-adaclip quickstart`` parser."""
     parser = argparse.ArgumentParser(
         prog="anomalib-adaclip quickstart",
         description=(
@@ -326,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from anomalib.loggers import configure_logger  # noqa: PLC0415
 
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     configure_logger()
     output = arguments.output or Path("results") / ("quickstart-smoke" if arguments.smoke else "quickstart")
     try:

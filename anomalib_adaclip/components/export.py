@@ -8,20 +8,35 @@ and the log names the class name baked into the prompts. anomalib's contract is 
 every model into one project folder). AdaCLIP keeps that contract without losing anything: an earlier export of the same
 name is first moved, whole, into ``<export_root>/weights/<kind>/earlier/`` (``earlier-v1``, ... when that exists) and
 the log says where.
+
+Two exports of the same name into one project folder at once would move each other's half-written files: an export
+holds ``weights/<kind>/<name>.export.lock`` (:func:`export_lock`) from the move to its last file, and a second one
+waits for it, saying so in one line, then moves the finished export aside in turn.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from anomalib_adaclip.files import free_path
+from anomalib_adaclip.files import new_directory
+from anomalib_adaclip.locks import OwnedLock
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORT_SUFFIXES", "ONNX_OPSET", "GuardedExports", "check_exportable", "keep_earlier_export"]
+__all__ = [
+    "EXPORT_SUFFIXES",
+    "ONNX_OPSET",
+    "GuardedExports",
+    "check_exportable",
+    "export_lock",
+    "exporting",
+    "keep_earlier_export",
+]
 
 # anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
 ONNX_OPSET = 18
@@ -49,8 +64,7 @@ def keep_earlier_export(export_root: Path | str, kind: ExportType, model_file_na
     existing = [path for path in existing if path.exists()]
     if not existing:
         return None
-    target = free_path(folder / "earlier")
-    target.mkdir(parents=True)
+    target = new_directory(folder / "earlier")  # exports of other names may move theirs at the same time
     for path in existing:
         shutil.move(str(path), str(target / path.name))
     logger.warning(
@@ -60,6 +74,23 @@ def keep_earlier_export(export_root: Path | str, kind: ExportType, model_file_na
         target,
     )
     return target
+
+
+def export_lock(export_root: Path | str, kind: ExportType, model_file_name: str) -> OwnedLock:
+    """The lock of one export of ``model_file_name`` into ``<export_root>/weights/<kind>/`` (not taken yet)."""
+    folder = Path(export_root) / "weights" / kind
+    return OwnedLock(folder / f"{model_file_name}.export.lock", what=f"The {kind} export {folder / model_file_name}")
+
+
+@contextmanager
+def exporting(export_root: Path | str, kind: ExportType, model_file_name: str) -> Iterator[None]:
+    """Hold the export's lock for the block, after waiting (with one logged line) for another export of it to end."""
+    lock = export_lock(export_root, kind, model_file_name)
+    lock.acquire(wait=True, on_wait=logger.warning)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_exportable(tiling: bool, mutual_scoring: bool = False) -> None:
@@ -102,9 +133,10 @@ class GuardedExports:
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
         check_exportable(self.tiling, self.mutual_groups is not None)
-        keep_earlier_export(export_root, "torch", model_file_name)
-        self._log_class_names()
-        return super().to_torch(export_root, model_file_name)
+        with exporting(export_root, "torch", model_file_name):
+            keep_earlier_export(export_root, "torch", model_file_name)
+            self._log_class_names()
+            return super().to_torch(export_root, model_file_name)
 
     def to_onnx(
         self,
@@ -118,13 +150,15 @@ class GuardedExports:
         The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are in the graph.
         """
         check_exportable(self.tiling, self.mutual_groups is not None)
-        keep_earlier_export(export_root, "onnx", model_file_name)
         kwargs.setdefault("opset_version", ONNX_OPSET)
-        self._log_class_names()
-        return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
+        with exporting(export_root, "onnx", model_file_name):
+            keep_earlier_export(export_root, "onnx", model_file_name)
+            self._log_class_names()
+            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
 
     def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
         """Export to OpenVINO IR (through ONNX, opset 18); an earlier export is kept, as for the other formats."""
         check_exportable(self.tiling, self.mutual_groups is not None)
-        keep_earlier_export(export_root, "openvino", model_file_name)
-        return super().to_openvino(export_root, model_file_name, *args, **kwargs)
+        with exporting(export_root, "openvino", model_file_name):
+            keep_earlier_export(export_root, "openvino", model_file_name)
+            return super().to_openvino(export_root, model_file_name, *args, **kwargs)

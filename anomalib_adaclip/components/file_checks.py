@@ -487,7 +487,8 @@ def validate_files(pairs: Iterable[tuple[str, str | None]], description: str = "
         n_files = len({path for pair in pairs for path in pair if path})
         msg = (
             f"AdaCLIP cannot use {len({problem.path for problem in fatal})} of the {n_files} image and mask files of "
-            f"{description}:\n{_listed(fatal)}\nNothing was run. Fix or remove these files (README: Input handling)."
+            f"{description}:\n{_listed(fatal)}\nNothing was run. Fix or remove these files "
+            "(documentation: Guides, Input handling)."
         )
         raise InputFilesError(msg)
     return notes

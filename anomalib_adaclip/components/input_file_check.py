@@ -2,7 +2,7 @@
 
 Broken, truncated, 16-bit, CMYK or mismatched files would otherwise fail (or silently mislead) in the middle of a
 long run. :class:`InputFileCheck` checks them with :mod:`.file_checks` at the start of training, validation, test
-and predict (README: Input handling); :class:`~anomalib_adaclip.AdaCLIP` installs it by default.
+and predict (documentation: docs/source/guides/inputs.md); :class:`~anomalib_adaclip.AdaCLIP` installs it by default.
 """
 
 from __future__ import annotations

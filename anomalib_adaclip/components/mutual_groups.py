@@ -385,7 +385,8 @@ def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
     n_blocks = len(model.clip.visual.transformer.resblocks)
-    settings.setdefault("feature_layers", [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)])
+    # A tower of fewer than 4 blocks has fewer distinct quarters: each block is kept once.
+    settings.setdefault("feature_layers", sorted({max(n_blocks * quarter // 4 - 1, 0) for quarter in (1, 2, 3, 4)}))
     scoring = MutualScoringConfig(**settings)
     scoring.check_backbone(n_blocks)
     return scoring
@@ -401,9 +402,11 @@ def mutual_stage(arguments: dict[str, Any], model: AdaCLIPModel) -> MutualGroupS
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
     config = MutualGroupConfig(**{name: arguments[name] for name in MUTUAL_GROUP_SETTINGS})
+    if not config.mutual_scoring:
+        return None
     given = {name: arguments.get(f"mutual_{name}") for name in MUTUAL_SCORING_SETTINGS}
     settings = mutual_settings(model, **{name: value for name, value in given.items() if value is not None})
-    return MutualGroupStage(config, settings) if config.mutual_scoring else None
+    return MutualGroupStage(config, settings)
 
 
 def _class_name_of(pl_module: Any, path: str) -> str:

@@ -7,6 +7,9 @@ This module owns everything about that file that is not a Lightning hook:
 - which table a resumed run appends to (:func:`resume_target`): the one table of the folder, or the one named;
 - reading a table back (:func:`read_finished`): the images that already have a row. A last row cut off by a killed
   process (no line end) is removed from the file, so that its image is scored again;
+- one writer per table (:func:`table_lock`, :func:`start_table`): a run holds ``<table>.lock`` (an
+  :class:`~anomalib_adaclip.locks.OwnedLock`) while it writes, so a second run that would append to the same table
+  stops before it scores anything, naming the first; a new table is locked before it is created;
 - the parts of a run on several processes (:func:`part_path`, :func:`existing_parts`, :func:`merge_parts`): each
   process appends its rows, with the data-loader and data-set index of each image, to its own part file next to the
   table; at the end the global-rank-zero process merges them into the table in data-set order, each image once (a
@@ -29,7 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anomalib_adaclip.files import existing_versions
+from anomalib_adaclip.files import candidate_paths, existing_versions
+from anomalib_adaclip.locks import LockHeldError, OwnedLock, Owner
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ __all__ = [
     "read_finished",
     "repair",
     "resume_target",
+    "start_table",
+    "table_lock",
 ]
 
 CSV_COLUMNS = ("path", "class_name", "score", "decision", "anomalous_area_fraction")
@@ -200,6 +206,70 @@ def read_finished(path: str | Path) -> FinishedImages:
             finished.keys.add(path_key(row[0]))
             finished.rows += 1
     return finished
+
+
+def table_lock(table: str | Path, run_id: str | None = None) -> OwnedLock:
+    """The lock of one writer of ``table``: ``<table name>.lock`` beside it (not taken yet).
+
+    A lock of another host is trusted until it is deleted (predict runs have no heartbeat): the message says so.
+    """
+    table = Path(table)
+    return OwnedLock(
+        table.with_name(f"{table.name}.lock"),
+        what=f"The predictions table {table}",
+        remedy="Nothing was scored. Wait for that run and resume afterwards, or write to another results folder.",
+        owner=Owner.this_process(run_id),
+    )
+
+
+def start_table(directory: str | Path, filename: str, *, resuming: bool = False) -> tuple[Path, OwnedLock]:
+    """Create a new table (the first free name of ``filename``'s family, header written), locked by this run.
+
+    The lock of a name is taken before the file is created, so a resumed run never picks up a table that another
+    run has just started.
+
+    Args:
+        directory: The table's folder.
+        filename: The preferred name.
+        resuming: The run was asked to resume and found no table. Then only ``filename`` itself is tried, and another
+            run starting it is an error naming that run (both would score every image); otherwise a name whose lock
+            another run holds is passed over for the next free one.
+
+    Returns:
+        The table and its lock, held.
+
+    Raises:
+        LockHeldError: ``resuming``, and another run is starting the table.
+        LockError: A lock file beside a free name is not a lock, or the folder cannot be written.
+        PredictionTableError: ``resuming``, and the table appeared meanwhile (run the command again to resume it).
+        OSError: The table cannot be created.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for table in candidate_paths(directory / filename):
+        if not resuming and (table.exists() or table.is_symlink()):
+            continue
+        lock = table_lock(table)
+        try:
+            lock.try_acquire()
+        except LockHeldError:
+            if resuming:
+                raise
+            continue
+        try:
+            with table.open("x", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerow(CSV_COLUMNS)
+        except FileExistsError:
+            lock.release()
+            if resuming:
+                msg = f"{table} was written by another run while this one started; run the command again to resume it."
+                raise PredictionTableError(msg) from None
+            continue
+        except BaseException:
+            lock.release()
+            raise
+        return table, lock
+    raise AssertionError  # candidate_paths has no end
 
 
 def part_path(table: str | Path, rank: int) -> Path:

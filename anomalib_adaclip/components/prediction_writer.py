@@ -11,6 +11,11 @@ a batch is kept. With ``resume`` the run appends to an earlier table instead and
 has before the first batch (they are neither read nor scored). On several processes (DDP on CPUs, GPUs or nodes)
 each process writes its own part file and the global-rank-zero process merges them into the one table at the end
 (:mod:`.prediction_table`). The run's count, wall time and images per second are printed once at the end.
+
+One writer per table: the global-rank-zero process holds the table's lock (``<table>.lock``,
+:func:`~.prediction_table.table_lock`) from before the table is chosen until the run ends, also when it fails; the
+other processes of the same run write only their parts and learn rank zero's answer by broadcast, so the run is one
+writer. Another run that would append to a locked table stops before it scores anything, naming the holder.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from anomalib_adaclip.compat import release_predict_batch_indices, setup_predict_data
-from anomalib_adaclip.files import open_new_text_file
+from anomalib_adaclip.locks import LockError, OwnedLock
 
 from .class_names import ClassNamedModule
 from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
@@ -44,6 +49,8 @@ from .prediction_table import (
     path_key,
     read_finished,
     resume_target,
+    start_table,
+    table_lock,
 )
 
 if TYPE_CHECKING:
@@ -130,6 +137,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         self._skipped = 0  # rows of finished images not written again (each process its own)
         self._left_out = 0  # finished images cut out of the data (every process cuts the same whole data set)
         self._start = 0.0
+        self._lock: OwnedLock | None = None  # the table's lock, held by the global-rank-zero process
 
     # ------------------------------------------------------------------------------------------------------------------
     # Start: choose (or resume) the table, leave out finished images, open this process's output
@@ -172,9 +180,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         try:
             table = resume_target(directory, self.filename, self.resume) if self.resume else None
             if table is None:
-                table, handle = open_new_text_file(directory, self.filename)
-                with handle:
-                    csv.writer(handle).writerow(CSV_COLUMNS)
+                table, self._lock = start_table(directory, self.filename, resuming=bool(self.resume))
                 if self.resume:
                     logger.info("Nothing to resume in %s: the run starts the table %s.", directory, table)
                 stale = existing_parts(table)
@@ -185,6 +191,8 @@ class PredictionCSVWriter(BasePredictionWriter):
                     )
                     raise PredictionTableError(msg)
                 return str(table), None
+            self._lock = table_lock(table)
+            self._lock.try_acquire()  # before the table is read: from here on no other run appends to it
             finished = read_finished(table)
             self._finished = finished.keys
             parts = existing_parts(table)
@@ -192,8 +200,17 @@ class PredictionCSVWriter(BasePredictionWriter):
                 merged = merge_parts(table, parts, finished.keys)
                 logger.info("Merged %d row(s) of an interrupted run's %d part(s) into %s.", merged, len(parts), table)
             return str(table), None
+        except LockError as error:
+            self._release_lock()
+            return None, str(error)
         except (PredictionTableError, OSError) as error:
+            self._release_lock()
             return None, f"{type(error).__name__}: {error}"
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+        self._lock = None
 
     def _leave_out_finished(self, trainer: Trainer) -> None:
         """Cut the images the table has out of the run's data sets (or mark them, for data sets of other kinds)."""
@@ -277,8 +294,17 @@ class PredictionCSVWriter(BasePredictionWriter):
                 [str(dataloader_idx), "" if indices is None else str(indices[position]), *row]
                 for position, row in enumerate(rows)
             ]
-        self._writer.writerows(rows)
-        self._file.flush()
+        try:
+            self._writer.writerows(rows)
+            self._file.flush()
+        except OSError as error:  # a full disk, a share gone read-only: one line, and how to carry on
+            output = part_path(self.path, trainer.global_rank) if self._parts else self.path
+            msg = (
+                f"Cannot write to {output}: {error.strerror or error}. The rows written before are kept (a row cut "
+                "off is removed when resuming); free space (or make the folder writable) and run the same command "
+                "with --resume."
+            )
+            raise PredictionTableError(msg) from error
         self._written += len(rows)
         _release_batch_indices(trainer, batch_idx, dataloader_idx)
 
@@ -307,11 +333,14 @@ class PredictionCSVWriter(BasePredictionWriter):
             )
             written, skipped = (int(value) for value in totals.tolist())
         skipped += self._left_out
-        if self._parts:
-            error = self._merge(trainer) if trainer.is_global_zero else None
-            error = trainer.strategy.broadcast(error, src=0)
-            if error:
-                raise PredictionTableError(error)
+        try:
+            if self._parts:
+                error = self._merge(trainer) if trainer.is_global_zero else None
+                error = trainer.strategy.broadcast(error, src=0)
+                if error:
+                    raise PredictionTableError(error)
+        finally:
+            self._release_lock()
         if trainer.is_global_zero:
             seconds = time.perf_counter() - self._start
             rate = written / seconds if seconds > 0 else float("nan")
@@ -341,18 +370,25 @@ class PredictionCSVWriter(BasePredictionWriter):
         logger.info("AdaCLIP wrote the predictions table %s", self.path)
         return None
 
-    def _close(self, sync: bool = False) -> None:
+    def _close(self, sync: bool = False, failed: bool = False) -> None:
         if self._file is not None:
-            self._file.flush()
-            if sync:  # another process reads the part next
-                os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                if sync:  # another process reads the part next
+                    os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError:
+                if not failed:
+                    raise
+                # The run failed already (perhaps on this very write): the rows on disk are what resume reads.
+                logger.warning("%s: the last rows of the failed run could not be written.", self.path)
         self._file, self._writer = None, None
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Close the output of a run that failed; the rows written so far stay (``resume`` carries on)."""
+        """Close the output of a run that failed and release the table; the rows written so far stay (``resume``)."""
         del trainer, pl_module, exception
-        self._close()
+        self._close(failed=True)
+        self._release_lock()
 
 
 def _release_batch_indices(trainer: Trainer, batch_idx: int, dataloader_idx: int) -> None:

@@ -6,9 +6,9 @@ paper's order: 7 industrial, then 7 medical). Four are read by anomalib's own mo
 :mod:`anomalib_adaclip.data.paper_datamodules`, which read the MVTec-style tree of the authors' processed copies.
 
 The facts (sources, licences, sizes, the paper's test counts from its Supplementary Table 1) are collected here once;
-the data modules' "data set missing" messages, ``anomalib-adaclip prepare-data`` and the README table read them from
-here. Licences marked "not verified" could not be checked from a copy of the source; check the source page before
-redistributing.
+the data modules' "data set missing" messages, ``anomalib-adaclip prepare-data`` and the documentation's data set table
+read them from here. Licences marked "not verified" could not be checked from a copy of the source; check the source
+page before redistributing.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 TABLE_HEADERS = ("file", "class name", "score", "decision", "anomalous area %", "message")
 # Width of the overlay picture; its height follows the image's aspect ratio.
 OVERLAY_WIDTH = 448
-KEEP_RUNS = 20  # run folders (CSV, overlays, zip) kept on disk; older ones are deleted
+KEEP_RUNS = 20  # run folders (CSV, overlays, zip) of a session kept on disk; its older ones are deleted
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -331,6 +331,10 @@ class DemoSession:
         # What the few-shot memory of a kept model holds: (class name, tiling, digest of the reference files).
         self._filled: dict[ModelSpec, tuple[str, bool, str]] = {}
         self._lock = threading.Lock()
+        # This session's run folders, oldest first: only these are ever deleted (another demo process may share the
+        # output folder, and its pages still offer their files).
+        self._run_dirs: list[Path] = []
+        self._run_dirs_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------------------------------
     # The model
@@ -708,12 +712,15 @@ class DemoSession:
     # Files
     # ------------------------------------------------------------------------------------------------------------------
     def _new_run_dir(self) -> Path:
+        """A new run folder (a unique name, created exclusively); this session's oldest beyond ``KEEP_RUNS`` go."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        runs = sorted(self.output_dir.glob("run-*"), key=lambda path: path.stat().st_mtime)
-        for old in runs[: max(0, len(runs) - KEEP_RUNS + 1)]:
-            shutil.rmtree(old, ignore_errors=True)
         folder = self.output_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
+        with self._run_dirs_lock:
+            self._run_dirs.append(folder)
+            old, self._run_dirs = self._run_dirs[:-KEEP_RUNS], self._run_dirs[-KEEP_RUNS:]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
         return folder
 
     def _write_files(self, run: RunResult) -> None:
@@ -721,14 +728,32 @@ class DemoSession:
         scored = [result for result in run.results if result.scored]
         if not scored:
             return
+        try:
+            self._write_run_folder(run, scored)
+        except OSError as error:  # a full disk, a read-only folder: the results on the page are complete
+            run.csv_path = run.zip_path = None
+            run.messages.append(
+                f"The CSV and zip could not be written to {self.output_dir}: {error.strerror or error}. The results "
+                "shown here are complete; free space (or choose another --output folder) and run again for the files."
+            )
+
+    def _write_run_folder(self, run: RunResult, scored: list[ImageResult]) -> None:
+        """The run's files in a new folder of its own (created exclusively: two runs never share one)."""
         folder = self._new_run_dir()
+        try:
+            self._write_run_files(run, scored, folder)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)  # no half-written zip is ever offered
+            raise
+
+    def _write_run_files(self, run: RunResult, scored: list[ImageResult], folder: Path) -> None:
         run.csv_path = folder / "predictions.csv"
-        with run.csv_path.open("w", newline="", encoding="utf-8") as handle:
+        with run.csv_path.open("x", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
             writer.writerows(result.csv_row() for result in scored)
         run.zip_path = folder / "overlays.zip"
-        with zipfile.ZipFile(run.zip_path, "w") as archive:
+        with zipfile.ZipFile(run.zip_path, "x") as archive:
             for index, result in enumerate(scored, start=1):
                 if result.overlay is None:
                     continue

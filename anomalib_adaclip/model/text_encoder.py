@@ -4,7 +4,7 @@ A class name becomes 28 normal and 20 abnormal sentences (:class:`~.prompting.Pr
 (end-of-text token, ``ln_final``, projection) are normalised, averaged per state and normalised again: two text
 features per class name, ``[embed, 2]``.
 
-Encoding is exact and fast (README, "Performance"): the text tower is causal, so every distinct token prefix of a
+Encoding is exact and fast (documentation: "Performance"): the text tower is causal, so every distinct token prefix of a
 class's sentences is encoded once as a node of a prefix tree (:mod:`.sentence_tree`); block 0 is never prompted, so
 its output is cached per class name; the last block computes the end-of-text tokens only. Text features that do not
 depend on the image (no text prompts) are cached per class name too.

@@ -18,7 +18,7 @@ github.com/caoyunkang/AdaCLIP) and returns anomalib's :class:`~anomalib.data.Inf
    CLIP's zero-shot classification of its un-prompted embedding against the candidates, and it is scored with that
    class's prompts, exactly as if the name had been passed.
 
-Unlike the reference, any batch size works, with exact shortcuts (README, "Performance"): the sentences of all images
+Unlike the reference, any batch size works, with exact shortcuts (docs: "Performance"): the sentences of all images
 are encoded in one batch as a prefix tree of their tokens (:mod:`.text_encoder`: the text tower is causal, so each
 distinct prefix is encoded once; block 0 is cached per class name), the text features are computed once per class
 name whenever they do not depend on the image, attention runs through ``scaled_dot_product_attention``, and the

@@ -252,7 +252,7 @@ def test_refused_images_stop_predict_before_any_batch_and_every_file_is_listed(
     assert f"cannot use {len(refused)} of the {len(refused) + 1} image and mask files of the prediction data" in message
     for path, expected in refused.values():
         assert f"{path} (image): " in message and expected in message
-    assert "fine.png" not in message and "README: Input handling" in message
+    assert "fine.png" not in message and "documentation: Guides, Input handling" in message
 
 
 def _folder_dataset(root: Path, mask: np.ndarray | None = None) -> Folder:

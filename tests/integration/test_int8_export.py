@@ -8,9 +8,9 @@ makes the export take minutes; the map does not depend on it, the score column i
 class name ``bottle`` for all four fixture images. The quantiser is calibrated on other images (the MVTec 3D-AD tire
 sample) through a Folder data module, the way anomalib's export takes it. The truth is the torch model in fp32 on
 the same raw images. OpenVINO is told to compute the unquantised operations in fp32 (``INFERENCE_PRECISION_HINT``):
-on CPUs with native bf16 it would otherwise use bf16 (README, "Precision"), which this test measures too.
+on CPUs with native bf16 it would otherwise use bf16 (documentation: Precision), which this test measures too.
 
-The figures printed here are the README's OpenVINO rows of the precision table.
+The figures printed here are the OpenVINO rows of the precision table (docs/source/explanations/precision.md).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ ov = pytest.importorskip("openvino")
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 FP32 = {"INFERENCE_PRECISION_HINT": "f32"}
-# Stated in the README (measured on the fixture: weight-only INT8 0.015 on the map and 0.022 on the score; INT8_PTQ
+# Stated in the docs (measured on the fixture: weight-only INT8 0.015 on the map and 0.022 on the score; INT8_PTQ
 # 0.41 and 0.14), with room for other hosts' kernels. INT8_PTQ's bound only says that it runs and stays finite and
-# within probabilities' reach; the README says not to use it for AdaCLIP.
+# within probabilities' reach; the documentation says not to use it for AdaCLIP.
 TOLERANCES = {"INT8": {"max_map": 0.05, "max_score": 0.05}, "INT8_PTQ": {"max_map": 0.6, "max_score": 0.3}}
 
 

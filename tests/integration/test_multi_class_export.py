@@ -95,7 +95,7 @@ def test_one_export_serves_several_classes_in_both_inferencers(tmp_path: Path, m
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer makes an ./openvino_cache folder
     with torch.no_grad():
         from_torch = TorchInferencer(torch_path, device="cpu").predict(images)
-    # fp32: on CPUs with native bf16 OpenVINO would otherwise compute in bf16 (README, "Precision").
+    # fp32: on CPUs with native bf16 OpenVINO would otherwise compute in bf16 (docs/source/explanations/precision.md).
     from_openvino = OpenVINOInferencer(openvino_path, device="CPU", config=OPENVINO_FP32).predict(images)
 
     deviations = {}

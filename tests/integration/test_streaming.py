@@ -8,7 +8,7 @@ run around the model). The truth every test checks against is the set of image f
 from __future__ import annotations
 
 import csv
-import os
+import json
 import signal
 import subprocess
 import sys
@@ -16,15 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS, PART_COLUMNS, part_path
-from tests.helpers import explain, predict_arguments, subprocess_environment
+from tests.helpers import RUN_DIR, explain, predict_arguments, subprocess_environment, table_paths, write_part_images
 
-RUN_DIR = Path("AdaCLIP") / "latest"
 # Peak RSS of the child, printed by the child itself (ru_maxrss: kilobytes on Linux).
 MEASURED_PREDICT = (
     "import resource, sys\n"
@@ -35,28 +32,10 @@ MEASURED_PREDICT = (
 )
 
 
-def write_images(folder: Path, count: int, seed: int = 0) -> set[str]:
-    """``count`` random 32x32 RGB PNGs; returns their absolute paths (the truth the tables are checked against)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"part_{index:05d}.png")
-    return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
-
-
-def table_paths(table: Path) -> list[str]:
-    """The absolute image paths of a table's complete rows (those with their line end), in order."""
-    text = table.read_text(encoding="utf-8")
-    reader = csv.reader(text[: text.rfind("\n") + 1].splitlines())
-    assert tuple(next(reader)) == CSV_COLUMNS
-    return [os.path.abspath(row[0]) for row in reader]
-
-
 def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str], Path]:
     """Peak resident memory of a fresh ``anomalib-adaclip predict`` over ``count`` new images."""
     data, root = tmp_path / f"images_{count}", tmp_path / f"run_{count}"
-    truth = write_images(data, count)
+    truth = write_part_images(data, count)
     command = [sys.executable, "-c", MEASURED_PREDICT, *predict_arguments(weights, data, root)]
     result = subprocess.run(
         command,
@@ -91,7 +70,7 @@ def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
 
 def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, tmp_path: Path) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = write_images(data, 60)
+    truth = write_part_images(data, 60)
     table = root / RUN_DIR / "predictions.csv"
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
     process = subprocess.Popen(
@@ -115,6 +94,8 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
         process.stderr.close()
     before = table_paths(table)
     assert 10 <= len(before) < len(truth)
+    # The killed run's lock stays behind it; the resume below takes it over (its process is gone).
+    assert json.loads(table.with_name("predictions.csv.lock").read_text())["pid"] == process.pid
     # A process killed inside a write leaves a row without its line end: here made sure of.
     with table.open("a", encoding="utf-8", newline="") as handle:
         handle.write(f"{data / 'part_00149.png'},obj")
@@ -130,7 +111,7 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
 def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, tmp_path: Path) -> None:
     """DDP (gloo) on 2 processes: 9 of 11 images left in a table and a killed run's part; then 1 image left."""
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = sorted(write_images(data, 11))
+    truth = sorted(write_part_images(data, 11))
     table = root / RUN_DIR / "predictions.csv"
     table.parent.mkdir(parents=True)
     earlier = [[truth[0], "object", "0.100000", "OK", "0.000000"]]  # finished by the earlier run

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from anomalib.models import Padim
 
 from anomalib_adaclip import AdaCLIP
-from anomalib_adaclip.components.export import keep_earlier_export
+from anomalib_adaclip.components.export import exporting, keep_earlier_export
 from tests.conftest import MICRO_BACKBONE
 from tests.helpers import make_engine
 
@@ -62,3 +64,34 @@ def test_the_files_of_one_export_move_together_under_their_names(
         assert not (folder / f"model{suffix}").exists()
     assert (folder / "other.onnx").read_text() == "another name stays"
     assert keep_earlier_export(tmp_path, kind, "model") is None  # nothing there any more: nothing to keep
+
+
+def test_two_exports_of_one_name_at_once_neither_mix_nor_lose_a_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ONNX export writes two files; the second export waits until the first has both, then moves them aside."""
+    folder = tmp_path / "weights" / "onnx"
+    barrier = threading.Barrier(2)
+
+    def export(name: str) -> None:
+        barrier.wait()
+        with exporting(tmp_path, "onnx", "model"):
+            keep_earlier_export(tmp_path, "onnx", "model")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "model.onnx").write_text(f"graph of {name}")
+            time.sleep(0.3)  # the weights file comes later, as the exporter writes it
+            (folder / "model.onnx.data").write_text(f"weights of {name}")
+
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.components.export"):
+        threads = [threading.Thread(target=export, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    pairs = {
+        (path / "model.onnx").read_text().removeprefix("graph of "): (path / "model.onnx.data").read_text()
+        for path in (folder, folder / "earlier")
+    }
+    assert pairs == {"a": "weights of a", "b": "weights of b"}  # each export whole, one of them moved aside
+    assert "Waiting: The onnx export" in caplog.text and "is in use by another run" in caplog.text
+    assert sorted(path.name for path in folder.iterdir()) == ["earlier", "model.onnx", "model.onnx.data"]

@@ -123,3 +123,17 @@ def test_groups_compose_with_few_shot_and_class_names(
     assert not list(tmp_path.iterdir())
     with pytest.raises(MutualScoringError, match="class 'screw' has a single image in this batch"):
         stage.score_tensors(model, images[:3], ["nut", "nut", "screw"])
+
+
+def test_mutual_settings_default_to_each_quarter_of_the_tower_and_are_read_only_when_mutual_scoring_is_on() -> None:
+    """MuSc's default layers per depth (24 -> [5, 11, 17, 23], 12 -> [2, 5, 8, 11]); a tower too short for four
+    quarters keeps each block once; and a model without mutual scoring never derives them (any depth builds)."""
+    from anomalib_adaclip.components.mutual_groups import mutual_settings
+
+    for blocks, expected in ((24, [5, 11, 17, 23]), (12, [2, 5, 8, 11]), (4, [0, 1, 2, 3]), (2, [0, 1]), (1, [0])):
+        model = SimpleNamespace(
+            clip=SimpleNamespace(visual=SimpleNamespace(transformer=SimpleNamespace(resblocks=[None] * blocks)))
+        )
+        assert list(mutual_settings(model).feature_layers) == expected, blocks
+    two_blocks = {**MICRO_BACKBONE, "vision_cfg": {**MICRO_BACKBONE["vision_cfg"], "layers": 2}}
+    assert AdaCLIP(backbone=two_blocks, backbone_weights=None, image_size=112, prompting_depth=1).mutual_groups is None

@@ -27,8 +27,11 @@ from anomalib_adaclip.components.prediction_table import (
     read_finished,
     repair,
     resume_target,
+    start_table,
+    table_lock,
 )
 from anomalib_adaclip.components.prediction_writer import drop_finished_images
+from anomalib_adaclip.locks import LockHeldError
 
 HEADER = ",".join(CSV_COLUMNS) + "\r\n"
 
@@ -209,3 +212,24 @@ def test_resume_becomes_a_resuming_writer(arguments: list[str], resume: str | bo
     assert predict_arguments(rewritten) == rewritten
     with pytest.raises(SystemExit, match="given twice"):
         predict_arguments([*arguments, "--resume"])
+
+
+def test_a_new_table_is_locked_before_it_exists_and_a_name_another_run_is_starting_is_passed_over(
+    tmp_path: Path,
+) -> None:
+    starting = table_lock(tmp_path / "predictions.csv")  # another run, about to create predictions.csv
+    starting.try_acquire()
+    table, lock = start_table(tmp_path, "predictions.csv")
+    assert table == tmp_path / "predictions-v1.csv" and table.read_bytes().decode() == HEADER
+    assert lock.held and lock.path == tmp_path / "predictions-v1.csv.lock"
+    # A resumed run that found no table does not start a second one beside the run that starts it: it stops.
+    with pytest.raises(LockHeldError, match=rf"predictions.csv is in use by another run: PID {os.getpid()}"):
+        start_table(tmp_path, "predictions.csv", resuming=True)
+    assert not (tmp_path / "predictions-v2.csv").exists()
+    starting.release()
+    lock.release()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions-v1.csv"]
+    (tmp_path / "predictions.csv").write_text(HEADER)  # written meanwhile by a run that has ended
+    with pytest.raises(PredictionTableError, match="run the command again to resume it"):
+        start_table(tmp_path, "predictions.csv", resuming=True)
+    assert not (tmp_path / "predictions.csv.lock").exists()

@@ -448,3 +448,39 @@ def test_importing_the_package_and_the_session_does_not_import_gradio() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_sessions_sharing_an_output_folder_delete_only_their_own_old_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anomalib_adaclip.demo import session as session_module
+
+    monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
+    image = example_images()[:1]
+    first = DemoSession(smoke=True, device="cpu", output_dir=tmp_path)
+    other = DemoSession(smoke=True, device="cpu", output_dir=tmp_path)  # another demo process on the same folder
+    kept = first.predict(image, "tire")
+    runs = [other.predict(image, "tire") for _ in range(3)]
+    assert kept.zip_path.is_file() and kept.csv_path.is_file()  # the other session never deletes it
+    assert not runs[0].zip_path.parent.exists()  # its own oldest beyond KEEP_RUNS is deleted
+    assert all(run.zip_path.is_file() for run in runs[1:])
+    assert len({run.zip_path.parent for run in [kept, *runs]}) == 4  # a folder of its own per run
+
+
+def test_a_full_disk_while_writing_the_files_is_a_message_and_leaves_no_half_written_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from anomalib_adaclip.demo import session as session_module
+
+    class FullDisk(zipfile.ZipFile):
+        def write(self, *args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(session_module.zipfile, "ZipFile", FullDisk)
+    run = DemoSession(smoke=True, device="cpu", output_dir=tmp_path).predict(example_images()[:1], "tire")
+    assert run.results[0].scored and run.csv_path is None and run.zip_path is None
+    (message,) = [message for message in run.messages if "No space left on device" in message]
+    assert "The results shown here are complete" in message
+    assert list(tmp_path.glob("run-*")) == []

@@ -1,5 +1,5 @@
 """Determinism on the CPU: the same image gives bitwise the same map and score across runs, batch sizes, rebuilt models
-and processes with the same thread count; across thread counts only within a tolerance (README: Determinism).
+and processes with the same thread count; across thread counts only within a tolerance (documentation: Determinism).
 
 A matrix product with one row (one image) runs through another kernel than one with several rows, so AdaCLIP computes
 its per-image rows (embedding projections, prompt generators, the CLS-only last block) one image at a time on the

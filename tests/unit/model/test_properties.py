@@ -57,7 +57,7 @@ def test_outputs_are_finite_probabilities_of_the_right_shape(
         assert_valid(output.pred_score, output.anomaly_map, batch, size, size)
         alone = network(images[-1:], names[batch - 1 : batch])
     # The batch does not change an image's outputs: bitwise on the CPU from 4x4 patches on; below, the token
-    # products are too small for the CPU kernels to be batch-invariant (README: Determinism).
+    # products are too small for the CPU kernels to be batch-invariant (docs/source/guides/inputs.md, Determinism).
     tolerance = 0.0 if grid >= MIN_BITWISE_GRID else 1e-5
     torch.testing.assert_close(alone.pred_score, output.pred_score[-1:], rtol=0, atol=tolerance)
     torch.testing.assert_close(alone.anomaly_map, output.anomaly_map[-1:], rtol=0, atol=tolerance)

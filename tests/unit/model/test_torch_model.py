@@ -114,7 +114,7 @@ def test_default_class_name_and_broadcast_name(make_model: Callable) -> None:
     torch.testing.assert_close(by_string.anomaly_map, by_list.anomaly_map)
 
 
-# Documented in the README ("Precision"): bf16 autocast on the CPU vs the reference's fp32 outputs.
+# Documented in docs/source/explanations/precision.md: bf16 autocast on the CPU vs the reference's fp32 outputs.
 BF16_MAP_TOLERANCE = 0.03
 BF16_SCORE_TOLERANCE = 0.05
 

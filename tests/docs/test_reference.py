@@ -1,0 +1,86 @@
+"""The generated parts of the reference: the ``AdaCLIP`` parameter table and the table of the paper's 14 data sets.
+
+``docs/source/_ext/adaclip_docgen.py`` writes them while the site builds, and the reference pages include them, so
+they cannot drift from the code. These tests check what the generator produces against the code it documents (the
+constructor's signature and the registry), and that the pages include it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+import pytest
+
+from tests.docs.pages import SITE, docgen
+
+
+@pytest.fixture(scope="module")
+def parameter_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in docgen().parameter_table().splitlines()[2:]:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_parameter_table_lists_every_argument_with_its_actual_default(parameter_rows: dict[str, list[str]]) -> None:
+    from anomalib_adaclip import AdaCLIP
+
+    parameters = {name: p for name, p in inspect.signature(AdaCLIP.__init__).parameters.items() if name != "self"}
+    assert list(parameter_rows) == list(parameters), "the parameter table's arguments differ from AdaCLIP's"
+    for name, parameter in parameters.items():
+        assert parameter_rows[name][2] == docgen().render_default(parameter.default), name
+        assert parameter_rows[name][3], f"no description of {name}: document it in AdaCLIP's or a config's docstring"
+
+
+def test_parameter_table_renders_defaults_as_yaml_writes_them() -> None:
+    render = docgen().render_default
+    assert [render(None), render(True), render("SD"), render(4.0), render([1, 2])] == [
+        "`null`",
+        "`true`",
+        '`"SD"`',
+        "`4.0`",
+        "`[1, 2]`",
+    ]
+
+
+def test_every_argument_is_documented_once() -> None:
+    """In exactly one place: the ``Attributes:`` of the config that owns it, or ``AdaCLIP``'s ``Args:``."""
+    from anomalib_adaclip import AdaCLIP, AdaCLIPConfig
+    from anomalib_adaclip.config import FewShotConfig
+
+    arguments = docgen().docstring_arguments
+    configs = docgen().argument_configs()
+    assert {AdaCLIPConfig, FewShotConfig} <= set(configs)
+    documented = [set(arguments(AdaCLIP))]
+    for config in configs:
+        attributes = set(arguments(config, "Attributes:"))
+        assert attributes == {field.name for field in dataclasses.fields(config)}, f"{config.__name__}'s Attributes:"
+        documented.append(attributes)
+    parameters = set(inspect.signature(AdaCLIP.__init__).parameters) - {"self"}
+    assert sum(len(names) for names in documented) == len(set().union(*documented)), "an argument is documented twice"
+    assert set().union(*documented) == parameters
+
+
+def test_dataset_table_has_a_row_per_registered_data_set() -> None:
+    from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
+
+    rows = docgen().dataset_table().splitlines()[2:]
+    assert len(rows) == len(PAPER_DATASETS) == 14
+    for row, (key, entry) in zip(rows, PAPER_DATASETS.items(), strict=True):
+        assert row.startswith(f"| {entry.name} | `{entry.datamodule}` (`{entry.default_root}`) |"), row
+        assert (f"prepare-data {key} " in row) == entry.preparable, row
+
+
+@pytest.mark.parametrize(
+    ("page", "part"),
+    [
+        ("reference/parameters.md", "parameters.md"),
+        ("reference/datasets.md", "datasets.md"),
+        ("reference/cli.md", "cli.md"),
+    ],
+)
+def test_reference_pages_include_their_generated_part(page: str, part: str) -> None:
+    assert f"```{{include}} _generated/{part}\n```" in (SITE / page).read_text()

@@ -1,0 +1,205 @@
+"""Many workers, one grid: each run claimed and executed once, claims of dead workers taken over, one report.
+
+The workers are :func:`run_benchmark` calls in threads of this process (each its own run id, so its own worker);
+``RunJob.run`` is replaced, for this test only, by a stand-in that writes a line per execution into a marker file
+and returns a finished record, so nothing is trained or tested. The truth is the marker file: how often each run
+was executed. Real processes on real runs: ``tests/integration/test_concurrency.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anomalib_adaclip.benchmark import store as store_module
+from anomalib_adaclip.benchmark.cli import main as benchmark_main
+from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
+from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
+from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark, write_reports
+from anomalib_adaclip.benchmark.store import RunRecord, RunStore
+from anomalib_adaclip.locks import OwnedLock, Owner
+from tests.helpers import adaclip_entry, folder_entry
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> BenchmarkConfig:
+    """2 categories x 3 seeds: 6 runs."""
+    grid = {"models": [adaclip_entry()], "data": [folder_entry()], "seeds": [0, 1, 2]}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return load_config(path, output=tmp_path / "benchmark")
+
+
+@pytest.fixture
+def executions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The marker file: one line per executed run (appended, so concurrent executions all show)."""
+    marker = tmp_path / "executions.txt"
+
+    def run(self: RunJob) -> RunRecord:
+        with marker.open("a") as handle:
+            handle.write(f"{self.key.label}\n")
+        time.sleep(0.05)  # long enough for the other workers to find the claim
+        key, config = self.key, self.config
+        return RunRecord(
+            key.model, key.dataset, key.category, key.seed, "finished",
+            metrics=dict.fromkeys(BENCHMARK_METRICS, 0.5),
+            model_config=config.model(key.model).configuration_for(key.dataset),
+            data_config=config.dataset(key.dataset).configuration_for(key.category),
+            score_normalization=config.score_normalization,
+        )  # fmt: skip
+
+    monkeypatch.setattr(RunJob, "run", run)
+    return marker
+
+
+def executed(marker: Path) -> Counter:
+    return Counter(marker.read_text().splitlines()) if marker.is_file() else Counter()
+
+
+def reports(config: BenchmarkConfig) -> list[Path]:
+    return sorted(path for path in (config.output / "reports").glob("v*") if path.is_dir())
+
+
+def workers_at_once(config: BenchmarkConfig, count: int, **options: object) -> list[BenchmarkResult]:
+    barrier, results, errors = threading.Barrier(count), [None] * count, []
+
+    def work(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = run_benchmark(config, show_progress=False, **options)
+        except Exception as error:  # collected: a worker must not fail
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def test_three_workers_at_once_execute_every_run_once_and_one_report_covers_them_all(
+    config: BenchmarkConfig, executions: Path
+) -> None:
+    results = workers_at_once(config, 3)
+    labels = [key.label for key in config.grid()]
+    assert executed(executions) == Counter(labels)  # every run exactly once between them
+    mine = [set(result.executed) for result in results]
+    assert sum(len(keys) for keys in mine) == len(labels) and set().union(*mine) == set(config.grid())
+    (report,) = reports(config)  # one report, written by the worker that ended last
+    assert {result.report_dir for result in results if result.report_dir is not None} == {report}
+    assert sum(result.report_dir is not None and not result.report_by_other for result in results) == 1
+    runs_csv = (report / "runs.csv").read_text().splitlines()
+    assert len(runs_csv) == 1 + len(labels) and all(",finished," in line for line in runs_csv[1:])
+    assert not list(config.output.rglob("*.claim")) and not (config.output / "reports.lock").exists()
+    assert not list(config.output.rglob("*.tmp"))
+    # A rerun finds everything finished: nothing executed, no new report for the same records.
+    rerun = run_benchmark(config, show_progress=False)
+    assert rerun.executed == [] and rerun.report_by_other and reports(config) == [report]
+
+
+def test_a_claim_left_by_a_killed_worker_is_taken_over_and_the_grid_completes(
+    config: BenchmarkConfig, executions: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RunStore(config.output / "runs")
+    key = config.grid()[2]
+    killed = store.claim(key, dataclasses.replace(Owner.this_process(), pid=2**22 + 17), None)  # a PID not in use
+    killed.try_acquire()  # what kill -9 leaves behind: the claim, no record
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.locks"):
+        result = run_benchmark(config, show_progress=False)
+    assert "is gone" in caplog.text and f"The benchmark run {key.label}" in caplog.text
+    assert executed(executions) == Counter(k.label for k in config.grid())
+    assert result.report_dir is not None and not store.claim_path(key).exists()
+
+
+def test_another_hosts_claim_is_left_alone_until_its_heartbeat_times_out(
+    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = RunStore(config.output / "runs")
+    key = config.grid()[0]
+    remote = dataclasses.replace(Owner.this_process(), host="node-elsewhere", pid=4242)
+    store.claim(key, remote, None).try_acquire()
+    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
+    assert result.report_dir is None and result.still_held == [key] and key not in executed(executions)
+    assert reports(config) == []  # the grid is not complete: no report from a half-done grid
+    assert benchmark_main(["--config", str(config.source), "--output", str(config.output), "--dry-run"]) == 0
+    assert f"pending   {key.label} (claimed by PID 4242 on host node-elsewhere" in capsys.readouterr().out
+    old = time.time() - 61
+    os.utime(store.claim_path(key), (old, old))  # that worker's heartbeat stopped a minute ago
+    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
+    assert result.executed == [key] and result.report_dir is not None
+    assert executed(executions) == Counter(k.label for k in config.grid())
+
+
+def test_a_claim_file_that_is_not_a_claim_blocks_only_its_run_with_the_way_out(
+    config: BenchmarkConfig, executions: Path
+) -> None:
+    store = RunStore(config.output / "runs")
+    key = config.grid()[1]
+    store.claim_path(key).parent.mkdir(parents=True)
+    store.claim_path(key).write_text("garbage")
+    result = run_benchmark(config, show_progress=False)
+    assert list(result.blocked) == [key] and f"rm {store.claim_path(key)}" in result.blocked[key]
+    assert result.report_dir is None and len(executed(executions)) == len(config.grid()) - 1
+    store.claim_path(key).unlink()
+    assert run_benchmark(config, show_progress=False).executed == [key]
+
+
+def test_a_full_disk_while_recording_keeps_every_earlier_record_and_says_what_to_do(
+    config: BenchmarkConfig, executions: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = config.grid()[0]
+    real_write = store_module.write_new_file
+
+    def full_after_first(path: Path, content: str, **options: object) -> Path:
+        if Path(path) != RunStore(config.output / "runs").finished_path(first):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, content, **options)
+
+    monkeypatch.setattr(store_module, "write_new_file", full_after_first)
+    result = run_benchmark(config, show_progress=False)
+    assert result.executed == [first] and set(result.blocked) == set(config.grid()[1:])
+    reason = result.blocked[config.grid()[1]]
+    assert "No space left on device" in reason and "run the command again" in reason
+    assert result.report_dir is None and RunStore(config.output / "runs").finished(first) is not None
+    assert not list(config.output.rglob("*.tmp")) and not list(config.output.rglob("*.claim"))
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_code_2(
+    config: BenchmarkConfig, executions: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anomalib_adaclip import locks
+
+    def read_only(path: Path, text: str) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(locks, "_write_file", read_only)
+    with pytest.raises(BenchmarkConfigError, match=r"Read-only file system\. The folder .* must be writable"):
+        run_benchmark(config, show_progress=False)
+    assert benchmark_main(["--config", str(config.source), "--output", str(config.output)]) == 2
+    error = capsys.readouterr().err
+    assert "anomalib-adaclip benchmark: error: Cannot create the lock" in error and "Traceback" not in error
+    assert error.count("error:") == 1 and not executions.exists()
+
+
+def test_a_report_waits_for_another_report_being_written_and_says_so(
+    config: BenchmarkConfig, executions: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_benchmark(config, show_progress=False)
+    other = OwnedLock(config.output / "reports.lock", what="another report")
+    other.try_acquire()  # another worker writes a report
+    threading.Timer(0.5, other.release).start()
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.benchmark.runner"):
+        result = write_reports(config)
+    assert "Waiting: The benchmark report of" in caplog.text
+    assert result.report_dir is not None and len(reports(config)) == 2  # `benchmark report` always writes a new one
