@@ -1,8 +1,8 @@
 """The predictions table's rows (``components/prediction_writer.py``): one per image, values worked out by hand.
 
 What a run does with the rows (files, resume, several processes) is tested through real runs in
-``tests/integration/test_streaming.py`` and ``test_production.py``; cutting finished images out of a data set
-(``drop_finished_images``) with the table format in ``tests/unit/components/test_prediction_table.py``.
+``tests/integration/test_streaming.py`` and ``test_production.py``; the table format in
+``tests/unit/components/test_prediction_table.py``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from anomalib.data import ImageBatch
+from anomalib.data import ImageBatch, PredictDataset
+from anomalib.data.datasets.image.folder import FolderDataset
+from PIL import Image
 
-from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter
+from anomalib_adaclip.components.prediction_table import path_key
+from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter, drop_finished_images
 from tests.helpers import write_png
 
 
@@ -65,3 +68,26 @@ def test_a_writer_that_was_not_set_up_writes_nothing(tmp_path: Path) -> None:
     batch = ImageBatch(image=torch.zeros(1, 3, 4, 4), pred_score=torch.tensor([0.5]))
     writer.write_on_batch_end(None, module(0.5), batch, [0], batch, 0, 0)
     assert list(tmp_path.iterdir()) == [] and writer.path is None
+
+
+def test_finished_images_are_left_out_of_anomalib_data_sets(tmp_path: Path) -> None:
+    for name in "abc":
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    dataset = PredictDataset(tmp_path)
+    assert drop_finished_images(dataset, {path_key(tmp_path / "b.png")}) == 1
+    assert [Path(name).name for name in dataset.image_filenames] == ["a.png", "c.png"]
+    assert len(dataset) == 2
+    assert drop_finished_images(object(), {"x"}) is None  # a data set of another kind is left alone
+
+    # Fewer left than processes: finished images fill up to one per process (Lightning's predict sampler needs it).
+    refilled = PredictDataset(tmp_path)
+    finished = {path_key(tmp_path / "a.png"), path_key(tmp_path / "b.png")}
+    assert drop_finished_images(refilled, finished, minimum=2) == 1
+    assert [Path(name).name for name in refilled.image_filenames] == ["a.png", "c.png"]
+    nothing_left = PredictDataset(tmp_path)
+    assert drop_finished_images(nothing_left, {path_key(tmp_path / f"{n}.png") for n in "abc"}, minimum=2) == 3
+
+    folder = FolderDataset(name="parts", normal_dir=tmp_path)
+    assert drop_finished_images(folder, {path_key(tmp_path / "a.png"), path_key("/elsewhere/c.png")}) == 1
+    assert sorted(Path(name).name for name in folder.samples["image_path"]) == ["b.png", "c.png"]
+    assert drop_finished_images(folder, set()) == 0
