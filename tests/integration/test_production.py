@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, cli
-from anomalib_adaclip.components.class_names import ClassNameRules
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import save_checkpoint
@@ -336,25 +335,6 @@ def test_calibrate_command_prints_a_config_that_predict_uses(
 # ----------------------------------------------------------------------------------------------------------------------
 # 3. Class names per image
 # ----------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("/data/line1/screws/001.png", ("screw", "folder 'screws' of class_name_map")),
-        ("/data/line1/screws_old/001.png", ("screws_old", "the parent folder")),  # whole folder names only
-        ("/data/nuts/top/002.png", ("metal-nut", "pattern '*/nuts/*' of class_name_map")),
-        ("/data/line2/bolt_7.png", ("bolt", "pattern 'bolt_*.png' of class_name_map")),  # matches the path's end
-        ("relative/washers/a.png", ("washers", "the parent folder")),
-        ("/data/line2/screws/bolt_1.png", ("screw", "folder 'screws' of class_name_map")),  # first entry wins
-    ],
-)
-def test_class_name_rules(path: str, expected: tuple[str, str]) -> None:
-    rules = ClassNameRules({"screws": "screw", "*/nuts/*": "metal-nut", "bolt_*.png": "bolt"}, from_parent=True)
-    assert rules.match(path) == expected
-    assert ClassNameRules({"screws": "screw"}).match("/data/washers/a.png") is None
-    with pytest.raises(ValueError, match="must be a non-empty class name"):
-        ClassNameRules({"screws": ""})
-    with pytest.raises(ValueError, match="keys must be glob patterns or folder names"):
-        ClassNameRules({"/": "x"})
 
 
 @pytest.fixture(scope="module")
