@@ -40,6 +40,12 @@ MICRO_BACKBONE: dict[str, Any] = {
     "vision_cfg": {"image_size": 112, "layers": 4, "width": 64, "head_width": 32, "patch_size": 14},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 4},
 }
+# Two blocks per tower: the ONNX exports of the default suite (a small graph, a short export).
+NANO_BACKBONE: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
 
 
 def random_images(count: int, size: int, seed: int = 0) -> torch.Tensor:

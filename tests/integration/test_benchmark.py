@@ -42,8 +42,7 @@ from anomalib_adaclip import AdaCLIP, cli
 from anomalib_adaclip.benchmark.compare import BENCHMARK_METRICS, RunRecord
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
-from tests.integration.test_engine import clip_normalised
-from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
+from tests.helpers import adaclip_entry, clip_normalised, folder_entry
 
 # A stand-in for WinCLIP's ViT-B-16-plus-240: the same input size, a 240 / 30 = 8 x 8 patch grid (WinCLIP's 2 x 2 and
 # 3 x 3 windows fit), two blocks per tower.

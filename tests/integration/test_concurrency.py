@@ -30,13 +30,13 @@ from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.locks import Owner
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
-from tests.integration.test_streaming import (
+from tests.helpers import (
     RUN_DIR,
-    environment,
     explain,
     predict_arguments,
+    subprocess_environment,
     table_paths,
-    write_images,
+    write_part_images,
 )
 
 
@@ -55,7 +55,7 @@ def test_a_resume_stops_before_scoring_while_another_run_holds_the_table_and_tak
     micro_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = sorted(write_images(data, 6))
+    truth = sorted(write_part_images(data, 6))
     table = root / RUN_DIR / "predictions.csv"
     lock = table.with_name("predictions.csv.lock")
     before = write_table(table, truth[:2])
@@ -94,7 +94,9 @@ def test_a_resume_stops_before_scoring_while_another_run_holds_the_table_and_tak
 def start_predict(arguments: list[str], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "anomalib_adaclip", *arguments]
     with log.open("w") as handle:
-        return subprocess.Popen(command, env=environment(), stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=subprocess_environment(OMP_NUM_THREADS="1"), stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 def wait_for_rows(table: Path, process: subprocess.Popen, rows: int, log: Path) -> None:
@@ -111,7 +113,7 @@ def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_le
 ) -> None:
     """Process A starts a table (no --resume); B resumes the same output meanwhile; A is killed; C finishes."""
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = write_images(data, 400)  # A must still run when B has started: it is killed long before its end
+    truth = write_part_images(data, 400)  # A must still run when B has started: it is killed long before its end
     table = root / RUN_DIR / "predictions.csv"
     lock = table.with_name("predictions.csv.lock")
     arguments = predict_arguments(micro_weights, data, root)
@@ -120,7 +122,7 @@ def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_le
         wait_for_rows(table, first, 3, tmp_path / "a.log")
         second = subprocess.run(
             [sys.executable, "-m", "anomalib_adaclip", *arguments, "--resume"],
-            capture_output=True, text=True, env=environment(), timeout=900, check=False,
+            capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=900, check=False,
         )  # fmt: skip
         assert first.poll() is None, "the first run ended before the second one checked: use more images"
         assert second.returncode == 1, explain(second)
@@ -136,7 +138,7 @@ def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_le
     assert 3 <= len(written) < len(truth) and len(set(written)) == len(written)
     third = subprocess.run(
         [sys.executable, "-m", "anomalib_adaclip", *arguments, "--resume"],
-        capture_output=True, text=True, env=environment(), timeout=1800, check=False,
+        capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=1800, check=False,
     )  # fmt: skip
     assert third.returncode == 0, explain(third)
     assert f"from PID {first.pid}" in third.stderr and "is gone" in third.stderr, explain(third)
@@ -149,7 +151,7 @@ def test_two_resumes_started_at_once_score_each_image_once_and_the_second_names_
     micro_weights: Path, tmp_path: Path
 ) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = sorted(write_images(data, 300))
+    truth = sorted(write_part_images(data, 300))
     table = root / RUN_DIR / "predictions.csv"
     write_table(table, truth[:5])  # an interrupted earlier run
     arguments = [*predict_arguments(micro_weights, data, root), "--resume"]
@@ -215,7 +217,9 @@ def executions_per_run(output: Path) -> Counter:
 def start_worker(config: Path, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "anomalib_adaclip", "benchmark", "--config", str(config)]
     with log.open("w") as handle:
-        return subprocess.Popen(command, env=environment(), stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, env=subprocess_environment(OMP_NUM_THREADS="1"), stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 def check_complete_report(output: Path) -> None:
@@ -269,7 +273,7 @@ def test_a_benchmark_worker_killed_mid_run_leaves_a_claim_that_the_next_worker_t
     assert claim.exists()  # left by kill -9
     second = subprocess.run(
         [sys.executable, "-m", "anomalib_adaclip", "benchmark", "--config", str(config)],
-        capture_output=True, text=True, env=environment(), timeout=1800, check=False,
+        capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=1800, check=False,
     )  # fmt: skip
     assert second.returncode == 0, explain(second)
     assert f"from PID {first.pid}" in second.stderr and "is gone" in second.stderr, explain(second)
@@ -301,7 +305,7 @@ def test_a_full_disk_during_predict_is_one_line_keeps_the_rows_written_and_resum
         writer = FullAfterOneRow
 
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = write_images(data, 5)
+    truth = write_part_images(data, 5)
     table = root / RUN_DIR / "predictions.csv"
     arguments = predict_arguments(micro_weights, data, root)
     with monkeypatch.context() as patch:

@@ -16,43 +16,21 @@ import torch
 from anomalib.data import Folder, MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.deploy import TorchInferencer
-from anomalib.engine import Engine
-from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
-from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
-from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.post_processor import AdaCLIPPostProcessor
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.lightning_model import CHECKPOINT_CLASS_NAME_KEY
-from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
+from tests.conftest import TIRE_ROOT
+from tests.helpers import IMAGE_SIZE, clip_normalised, make_adaclip, make_engine
 
-IMAGE_SIZE = 112
 METRICS = {"image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max", "pixel_AUPRO"}
-
-
-def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:
-    torch.manual_seed(0)  # the prompts and projections
-    arguments = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": IMAGE_SIZE}
-    arguments.update(overrides)
-    return AdaCLIP(**arguments)
-
-
-def make_engine(root: Path) -> Engine:
-    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated data set in MVTec layout (4 train, 4 good and 4 defective test images with masks)."""
     return generate_defect_dataset(tmp_path_factory.mktemp("generated"), "widget", size=96)
-
-
-def clip_normalised(path: Path) -> torch.Tensor:
-    """The pre-processing the issue specifies, written out: bicubic resize (no aspect ratio), CLIP mean/std."""
-    image = read_image(path, as_tensor=True)
-    image = TF.resize(image, [IMAGE_SIZE, IMAGE_SIZE], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    return TF.normalize(image, mean=list(OPENAI_MEAN), std=list(OPENAI_STD)).unsqueeze(0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -17,65 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data.utils import read_image
-from anomalib.engine import Engine
 from open_clip.model import CLIP
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.weights import save_checkpoint
-from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
-from tests.integration.test_cli import console_script, explain, run
+from tests.conftest import MICRO_BACKBONE, NANO_BACKBONE
+from tests.helpers import assert_onnx_matches_torch, console_script, explain, make_engine, run
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-SCORE_ATOL = 1e-5
-MAP_ATOL = 1e-4
-# Two blocks per tower keep the exported graph, and the export time, small.
-NANO_BACKBONE = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 112, "layers": 2, "width": 64, "head_width": 32, "patch_size": 14},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-}
-
-
-def _inputs() -> list[torch.Tensor]:
-    """A real, non-square image (when the tire sample is there), and a batch of three of another size."""
-    generator = torch.Generator().manual_seed(0)
-    inputs = [torch.rand(3, 3, 150, 130, generator=generator)]
-    image_path = TIRE_ROOT / "tire" / "test" / "cut" / "000.png"
-    if image_path.is_file():
-        inputs.insert(0, read_image(image_path, as_tensor=True).unsqueeze(0))
-    return inputs
-
-
-def assert_onnx_matches_torch(onnx_path: Path, model: AdaCLIP) -> dict[str, float]:
-    """Run both on the same raw images; return the largest score and map deviations."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    assert [value.name for value in session.get_inputs()] == ["input"]
-    names = [value.name for value in session.get_outputs()]
-    assert names == ["pred_score", "pred_label", "anomaly_map", "pred_mask"]
-    post = model.post_processor
-    deviations = {"pred_score": 0.0, "anomaly_map": 0.0}
-    model.eval()
-    for images in _inputs():
-        with torch.no_grad():
-            expected = model(images)
-        outputs = dict(zip(names, session.run(None, {"input": images.numpy()}), strict=True))
-        assert outputs["pred_score"].shape == (images.shape[0],)
-        assert outputs["anomaly_map"].shape == (images.shape[0], model.model.image_size, model.model.image_size)
-        for name, atol in (("pred_score", SCORE_ATOL), ("anomaly_map", MAP_ATOL)):
-            got = torch.from_numpy(outputs[name])
-            torch.testing.assert_close(got, getattr(expected, name), rtol=0, atol=atol)
-            deviations[name] = max(deviations[name], float((got - getattr(expected, name)).abs().max()))
-        for decision, value, threshold, atol in (
-            ("pred_label", expected.pred_score, post.normalized_image_threshold, SCORE_ATOL),
-            ("pred_mask", expected.anomaly_map, post.normalized_pixel_threshold, MAP_ATOL),
-        ):
-            clear = (value - threshold).abs() > atol
-            got = torch.from_numpy(outputs[decision])
-            assert torch.equal(got[clear], getattr(expected, decision)[clear]), decision
-    return deviations
 
 
 def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
@@ -94,7 +44,7 @@ def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
     post.learned_threshold("pixel").fill_(0.5)
     for name, value in {"image_min": 0.45, "image_max": 0.56, "pixel_min": 0.3, "pixel_max": 0.7}.items():
         getattr(post, name).fill_(value)
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path)
     path = engine.export(model, export_type="onnx", export_root=tmp_path)
     assert path == tmp_path / "weights" / "onnx" / "model.onnx"
     graph = onnx.load(str(path), load_external_data=False)
@@ -109,7 +59,7 @@ def test_openvino_export(tmp_path: Path) -> None:
     """OpenVINO is in the test extra (``pip install -e ".[test]"``), so this runs, never skips."""
     torch.manual_seed(0)
     model = AdaCLIP(backbone=NANO_BACKBONE, backbone_weights=None, image_size=112, prompting_depth=2, use_hsf=False)
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path)
     path = engine.export(model, export_type="openvino", export_root=tmp_path)
     assert path.suffix == ".xml" and path.is_file()
     assert path.with_suffix(".bin").is_file()

@@ -16,13 +16,12 @@ from anomalib import LearningType
 from anomalib.cli import AnomalibCLI
 from anomalib.data import MVTecAD
 from anomalib.data.utils import read_image
-from anomalib.engine import Engine
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.references import FewShotReferenceError
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from tests.integration.test_cli import tiny_flags
-from tests.integration.test_engine import clip_normalised, make_adaclip, make_engine
+from tests.conftest import NANO_BACKBONE
+from tests.helpers import assert_onnx_matches_torch, clip_normalised, make_adaclip, make_engine, tiny_flags
 
 CATEGORY = "widget"
 
@@ -160,7 +159,6 @@ def test_prepare_references_needs_a_set_up_data_module(micro_weights: Path, gene
 
 def test_onnx_export_bakes_the_memory_in(generated: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from tests.integration.test_export import NANO_BACKBONE, assert_onnx_matches_torch
 
     torch.manual_seed(0)
     model = AdaCLIP(
@@ -175,9 +173,7 @@ def test_onnx_export_bakes_the_memory_in(generated: Path, tmp_path: Path) -> Non
     )
     model.prepare_references()
     assert len(model.model.few_shot_memory) == 2 * 64
-    path = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False).export(
-        model, export_type="onnx", export_root=tmp_path
-    )
+    path = make_engine(tmp_path).export(model, export_type="onnx", export_root=tmp_path)
     deviations = assert_onnx_matches_torch(path, model)
     assert deviations["pred_score"] <= 1e-5 and deviations["anomaly_map"] <= 1e-5
     print(f"few-shot ONNX vs torch, max |deviation|: {deviations}")

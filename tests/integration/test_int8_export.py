@@ -23,10 +23,10 @@ import pytest
 import torch
 from anomalib.data import Folder
 from anomalib.deploy import CompressionType, ExportType
-from anomalib.engine import Engine
 
 from anomalib_adaclip import AdaCLIP
 from tests.conftest import TIRE_ROOT, load_reference, reference_model
+from tests.helpers import make_engine
 
 ov = pytest.importorskip("openvino")
 
@@ -75,7 +75,7 @@ def test_int8_export_stays_close_to_fp32_on_the_reference_fixture(tmp_path: Path
     with torch.no_grad():
         expected = model(images)
 
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path)
     paths = {"fp32": engine.export(model, export_type=ExportType.OPENVINO, export_root=tmp_path / "fp32")}
     for compression in (CompressionType.INT8, CompressionType.INT8_PTQ):
         paths[compression.name] = engine.export(

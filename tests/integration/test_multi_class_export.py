@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from anomalib.deploy import OpenVINOInferencer, TorchInferencer
-from anomalib.engine import Engine
 from open_clip.tokenizer import SimpleTokenizer
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP
-from tests.integration.test_export import NANO_BACKBONE
+from tests.conftest import NANO_BACKBONE
+from tests.helpers import make_engine
 
 pytest.importorskip("openvino")
 
@@ -88,7 +88,7 @@ def test_one_export_serves_several_classes_in_both_inferencers(tmp_path: Path, m
     print(f"largest map change per image when scored as a tire instead: {moved.tolist()}")
     assert moved.min() > 10 * OPENVINO_MAP_ATOL
 
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path)
     torch_path = engine.export(model, export_type="torch", export_root=tmp_path)
     openvino_path = engine.export(model, export_type="openvino", export_root=tmp_path)
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")

@@ -22,7 +22,6 @@ import pytest
 import torch
 from anomalib.data import MVTecAD, PredictDataset
 from anomalib.data.utils import read_image
-from anomalib.engine import Engine
 from torch.utils.data import DataLoader
 from torchmetrics.classification import BinaryAUROC
 
@@ -30,32 +29,24 @@ from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring, cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
 from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
-from tests.integration.test_streaming import environment, explain, predict_arguments
+from tests.helpers import IMAGE_SIZE, explain, make_adaclip, make_engine, predict_arguments, subprocess_environment
 
-IMAGE_SIZE = 112
 GROUP_SIZE = 8  # 15 images: groups of 8 and 7
 TEST_IMAGES = TIRE_ROOT / "tire" / "test"
 
 
-def make_adaclip(weights: Path, **overrides: object) -> AdaCLIP:
-    torch.manual_seed(0)  # the prompts and projections
-    arguments = {
-        "backbone": MICRO_BACKBONE,
-        "backbone_weights": str(weights),
-        "image_size": IMAGE_SIZE,
-        "thresholding": "fixed",
-        "mutual_group_size": GROUP_SIZE,
-    }
-    arguments.update(overrides)
-    return AdaCLIP(**arguments)
+# Every model of this module: fixed thresholds (no validation pass), groups of GROUP_SIZE.
+MUTUAL_DEFAULTS = {"thresholding": "fixed", "mutual_group_size": GROUP_SIZE}
 
 
 def predict(weights: Path, root: Path, batch_size: int, **overrides: object) -> SimpleNamespace:
     """``Engine.predict`` on the tire test images (a loader alone: no validation pass first), in data-set order."""
-    engine = Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    engine = make_engine(root)
     dataset = PredictDataset(TEST_IMAGES)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn)
-    batches = engine.predict(make_adaclip(weights, **overrides), dataloaders=loader, return_predictions=True)
+    batches = engine.predict(
+        make_adaclip(weights, **{**MUTUAL_DEFAULTS, **overrides}), dataloaders=loader, return_predictions=True
+    )
     paths = [str(path) for batch in batches for path in batch.image_path]
     return SimpleNamespace(
         paths=paths,
@@ -112,9 +103,11 @@ def test_weight_one_gives_musc_on_each_group(runs: SimpleNamespace, micro_weight
 
 def test_engine_test_metrics_get_the_final_values(micro_weights: Path, tmp_path: Path) -> None:
     """Engine.test (validation, then test) with one group of all 15 images: its image AUROC is MuSc's."""
-    engine = Engine(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    engine = make_engine(tmp_path)
     datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=5)
-    model = make_adaclip(micro_weights, mutual_scoring=True, mutual_weight=1.0, mutual_group_size=15)
+    model = make_adaclip(
+        micro_weights, **{**MUTUAL_DEFAULTS, "mutual_scoring": True, "mutual_weight": 1.0, "mutual_group_size": 15}
+    )
     (metrics,) = engine.test(model, datamodule=datamodule)
     paths = sorted(str(path) for path in TEST_IMAGES.rglob("*.png"))  # one group: the order does not matter
     with torch.no_grad():
@@ -157,7 +150,13 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
 
     killed = tmp_path / "killed" / table
     command = [sys.executable, "-m", "anomalib_adaclip", *arguments(tmp_path / "killed")]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not (killed.is_file() and len(killed.read_bytes().splitlines()) > 6):  # into the second group
@@ -191,14 +190,14 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
     result = subprocess.run(
         [sys.executable, "-m", "anomalib_adaclip", *arguments(tmp_path / "two"), "--trainer.strategy", "ddp",
          "--trainer.devices", "2"],
-        capture_output=True, text=True, env=environment(), timeout=900, check=False,
+        capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, explain(result)
     assert table_rows(tmp_path / "two" / table) == sorted(after, key=lambda row: order.index(row[0]))
 
 
 def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights: Path, tmp_path: Path) -> None:
-    model = make_adaclip(micro_weights, mutual_scoring=True).eval()
+    model = make_adaclip(micro_weights, **MUTUAL_DEFAULTS, mutual_scoring=True).eval()
     for export in (model.to_torch, model.to_onnx, model.to_openvino):
         with pytest.raises(NotImplementedError, match="mutual_scoring cannot be exported"):
             export(tmp_path)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from anomalib.engine import Engine
 
 from anomalib_adaclip import AdaCLIP
 from tests.conftest import MICRO_BACKBONE
 from tests.data.paper_layouts import write_dataset_tree
+from tests.helpers import make_engine
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,7 @@ def test_engine_test_on_a_zero_shot_copy(
         path.unlink()  # the copies the benchmark uses are zero-shot: train/ is empty
     torch.manual_seed(0)
     model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112)
-    engine = Engine(
-        default_root_dir=tmp_path / "run", accelerator="cpu", devices=1, logger=False, enable_progress_bar=False
-    )
+    engine = make_engine(tmp_path / "run")
     results = engine.test(model, datamodule=tree.datamodule(category, eval_batch_size=8))
     assert expected <= set(results[0])
     assert model.model.class_name

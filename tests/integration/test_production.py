@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import yaml
 from anomalib.cli import AnomalibCLI
 from anomalib.data import MVTecAD
 from anomalib.data.utils import read_image
-from anomalib.engine import Engine
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
 from open_clip.model import CLIP
@@ -34,15 +31,11 @@ from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, cli
-from anomalib_adaclip.components.calibration import PixelPercentiles
-from anomalib_adaclip.components.class_names import ClassNameRules
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, PredictionCSVWriter
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import save_checkpoint
-from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
-
-IMAGE_SIZE = 112
-BIN = Path(sys.executable).parent
+from tests.conftest import MICRO_BACKBONE
+from tests.helpers import BIN, IMAGE_SIZE, OWN_PROMPTS, OWN_SENTENCES, make_adaclip, make_engine, run, tiny_flags
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -66,30 +59,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def make_adaclip(files: dict[str, Path], **overrides: object) -> AdaCLIP:
-    arguments = {
-        "backbone": MICRO_BACKBONE,
-        "backbone_weights": str(files["weights"]),
-        "checkpoint": str(files["checkpoint"]),
-        "image_size": IMAGE_SIZE,
-    }
-    arguments.update(overrides)
-    return AdaCLIP(**arguments)
+def trained_adaclip(files: dict[str, Path], **overrides: object) -> AdaCLIP:
+    """The micro CLIP with the module's prompts file (every trainable tensor from it: no seed needed)."""
+    return make_adaclip(files["weights"], seed=None, **{"checkpoint": str(files["checkpoint"]), **overrides})
 
 
-def tiny_flags(files: dict[str, Path]) -> list[str]:
-    return [
-        *("--model.backbone", json.dumps(MICRO_BACKBONE)),
-        *("--model.backbone_weights", str(files["weights"])),
-        *("--model.checkpoint", str(files["checkpoint"])),
-        *("--model.image_size", str(IMAGE_SIZE)),
-    ]
-
-
-def make_engine(root: Path, **kwargs: object) -> Engine:
-    return Engine(
-        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
-    )
+def trained_flags(files: dict[str, Path]) -> list[str]:
+    """The CLI flags of :func:`trained_adaclip`."""
+    return [*tiny_flags(files["weights"]), *("--model.checkpoint", str(files["checkpoint"]))]
 
 
 @pytest.fixture(scope="module")
@@ -145,19 +122,13 @@ def label_colour(path: Path) -> tuple[int, int, int]:
     return tuple(int(value) for value in array[height - 26 : height - 16, 5:7].reshape(-1, 3).mean(0))
 
 
-def run_console(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # 1 + 2. Predict on unlabelled images: visualisations, decisions, CSV; fixed thresholds without labels
 # ----------------------------------------------------------------------------------------------------------------------
 def test_predict_on_an_unlabelled_folder_writes_images_decisions_and_one_csv(
     files: dict[str, Path], inspect_folder: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     batches = make_engine(tmp_path).predict(model, data_path=inspect_folder)
     run_dir = tmp_path / "AdaCLIP" / "latest"
     rows = read_csv(run_dir / "predictions.csv")
@@ -192,7 +163,7 @@ def test_every_run_gets_its_own_csv_and_a_trainer_writer_is_honoured(
 ) -> None:
     image = str(inspect_folder / "a.png")
     monkeypatch.setattr(sys, "argv", ["anomalib-adaclip"])  # cli.main sets sys.argv for anomalib's parser
-    command = ["predict", "--model", "AdaCLIP", *tiny_flags(files), "--data", image]
+    command = ["predict", "--model", "AdaCLIP", *trained_flags(files), "--data", image]
     command += ["--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path)]
     run_dir = tmp_path / "AdaCLIP" / "latest"
     assert cli.main(command) == 0
@@ -202,7 +173,7 @@ def test_every_run_gets_its_own_csv_and_a_trainer_writer_is_honoured(
     assert read_csv(run_dir / "predictions-v1.csv") == read_csv(run_dir / "predictions.csv")
     # A writer given to the Trainer replaces the default, and still runs after the thresholding.
     writer = PredictionCSVWriter(output_dir=tmp_path / "tables", filename="shift_a.csv")
-    make_engine(tmp_path / "other", callbacks=[writer]).predict(make_adaclip(files), data_path=image)
+    make_engine(tmp_path / "other", callbacks=[writer]).predict(trained_adaclip(files), data_path=image)
     (row,) = read_csv(tmp_path / "tables" / "shift_a.csv")
     assert row["decision"] in {"OK", "NG"} and row["anomalous_area_fraction"]
     assert not (tmp_path / "other" / "AdaCLIP" / "latest" / "predictions.csv").exists()
@@ -216,19 +187,19 @@ def test_every_run_gets_its_own_csv_and_a_trainer_writer_is_honoured(
 def test_anomalib_predict_with_own_thresholds(
     files: dict[str, Path], inspect_folder: Path, tmp_path: Path, entry: str
 ) -> None:
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     paths = sorted(inspect_folder.glob("*.png"))
     outputs = [raw_outputs(model, path) for path in paths]
     scores = sorted(score for score, _ in outputs)
     image_threshold = (scores[0] + scores[1]) / 2  # between the two lowest scores: one OK, two NG
     pixel_threshold = 0.6
-    arguments = ["predict", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(files)]
+    arguments = ["predict", "--model", "anomalib_adaclip.AdaCLIP", *trained_flags(files)]
     arguments += ["--model.image_threshold", repr(image_threshold), "--model.pixel_threshold", str(pixel_threshold)]
     arguments += ["--data", str(inspect_folder), "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path)]
     if entry == "AnomalibCLI":
         AnomalibCLI(arguments)
     else:
-        result = run_console([str(BIN / "anomalib"), *arguments], tmp_path)
+        result = run([str(BIN / "anomalib"), *arguments], tmp_path)
         assert result.returncode == 0, result.stderr[-4000:]
     rows = read_csv(tmp_path / "AdaCLIP" / "latest" / "predictions.csv")
     assert [row["decision"] for row in rows].count("OK") == 1
@@ -246,7 +217,7 @@ def test_anomalib_predict_with_own_thresholds(
 def test_engine_test_with_labels_adaptive_thresholds_and_class_names_per_image(
     files: dict[str, Path], generated: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(files, thresholding="adaptive", class_name_map={"widget": "gizmo"})
+    model = trained_adaclip(files, thresholding="adaptive", class_name_map={"widget": "gizmo"})
     seen: list[str] = []
     forward = model.model.forward
 
@@ -266,22 +237,12 @@ def test_engine_test_with_labels_adaptive_thresholds_and_class_names_per_image(
 # ----------------------------------------------------------------------------------------------------------------------
 # 2. Calibration on known-good images
 # ----------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("q", [0, 1, 37.5, 50, 99, 99.9, 100])
-def test_pixel_percentiles_match_numpy(q: float) -> None:
-    rng = np.random.default_rng(0)
-    values = np.concatenate([rng.uniform(size=50_000), rng.beta(20, 2, size=30_000), np.full(5, 0.123456789)])
-    counter = PixelPercentiles()
-    for chunk in np.array_split(values.astype(np.float32), 7):
-        counter.update(torch.from_numpy(chunk))
-    assert counter.count == values.size
-    expected = np.percentile(values.astype(np.float32).astype(np.float64), q)
-    assert counter.percentile(q) == pytest.approx(expected, abs=5e-7)
 
 
 def test_calibrate_sets_thresholds_at_percentiles_of_known_good_scores(
     files: dict[str, Path], inspect_folder: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     result = model.calibrate(inspect_folder, percentile=50, pixel_percentile=99)
     paths = sorted(inspect_folder.glob("*.png"))
     outputs = [raw_outputs(model, path) for path in paths]
@@ -310,7 +271,7 @@ def test_calibrate_sets_thresholds_at_percentiles_of_known_good_scores(
 def test_calibrate_uses_normal_images_only(
     files: dict[str, Path], generated: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     datamodule = MVTecAD(root=generated.parent, category="widget", num_workers=0, eval_batch_size=4)
     result = model.calibrate(datamodule, percentile=100, apply=False)
     assert sorted(Path(path).parent.name for path in result.paths) == ["good", "good"]  # the training split
@@ -324,7 +285,7 @@ def test_calibrate_uses_normal_images_only(
 
 
 def test_calibrate_rejects_bad_input(files: dict[str, Path], inspect_folder: Path, tmp_path: Path) -> None:
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     with pytest.raises(ValueError, match=r"percentile must be a number in \[0, 100\].*got 150"):
         model.calibrate(inspect_folder, percentile=150)
     with pytest.raises(ValueError, match="pixel_percentile must be a number"):
@@ -344,12 +305,12 @@ def test_calibrate_command_prints_a_config_that_predict_uses(
 ) -> None:
     snippet_file = tmp_path / "thresholds.yaml"
     command = ["calibrate", "--data", str(inspect_folder), "--percentile", "50", "--pixel-percentile", "99"]
-    command += [*tiny_flags(files), "--output", str(snippet_file)]
+    command += [*trained_flags(files), "--output", str(snippet_file)]
     assert cli.main(command) == 0
     printed = capsys.readouterr()
     snippet = yaml.safe_load(printed.out)
     assert snippet == yaml.safe_load(snippet_file.read_text())
-    model = make_adaclip(files)
+    model = trained_adaclip(files)
     outputs = [raw_outputs(model, path) for path in sorted(inspect_folder.glob("*.png"))]
     scores = [score for score, _ in outputs]
     pixels = torch.cat([anomaly_map.flatten() for _, anomaly_map in outputs]).double().numpy()
@@ -365,7 +326,7 @@ def test_calibrate_command_prints_a_config_that_predict_uses(
     assert "already exists" in capsys.readouterr().err and snippet_file.read_text() == before
     # The snippet is a config for anomalib's predict: only the image above the median is NG.
     monkeypatch.setattr(sys, "argv", ["anomalib-adaclip"])
-    predict = ["predict", "--config", str(snippet_file), *tiny_flags(files), "--data", str(inspect_folder)]
+    predict = ["predict", "--config", str(snippet_file), *trained_flags(files), "--data", str(inspect_folder)]
     assert cli.main([*predict, "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path / "run")]) == 0
     rows = read_csv(tmp_path / "run" / "AdaCLIP" / "latest" / "predictions.csv")
     assert [row["decision"] for row in rows] == ["NG" if score == max(scores) else "OK" for score in scores]
@@ -374,25 +335,6 @@ def test_calibrate_command_prints_a_config_that_predict_uses(
 # ----------------------------------------------------------------------------------------------------------------------
 # 3. Class names per image
 # ----------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("/data/line1/screws/001.png", ("screw", "folder 'screws' of class_name_map")),
-        ("/data/line1/screws_old/001.png", ("screws_old", "the parent folder")),  # whole folder names only
-        ("/data/nuts/top/002.png", ("metal-nut", "pattern '*/nuts/*' of class_name_map")),
-        ("/data/line2/bolt_7.png", ("bolt", "pattern 'bolt_*.png' of class_name_map")),  # matches the path's end
-        ("relative/washers/a.png", ("washers", "the parent folder")),
-        ("/data/line2/screws/bolt_1.png", ("screw", "folder 'screws' of class_name_map")),  # first entry wins
-    ],
-)
-def test_class_name_rules(path: str, expected: tuple[str, str]) -> None:
-    rules = ClassNameRules({"screws": "screw", "*/nuts/*": "metal-nut", "bolt_*.png": "bolt"}, from_parent=True)
-    assert rules.match(path) == expected
-    assert ClassNameRules({"screws": "screw"}).match("/data/washers/a.png") is None
-    with pytest.raises(ValueError, match="must be a non-empty class name"):
-        ClassNameRules({"screws": ""})
-    with pytest.raises(ValueError, match="keys must be glob patterns or folder names"):
-        ClassNameRules({"/": "x"})
 
 
 @pytest.fixture(scope="module")
@@ -413,7 +355,7 @@ def test_predict_over_many_categories_prompts_each_image_with_its_own_name(
     files: dict[str, Path], mixed_tree: Path, tmp_path: Path, from_parent: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     class_name_map = {"screws": "screw", "*/nuts/*.png": "metal-nut"}
-    model = make_adaclip(files, class_name_map=class_name_map, class_name_from_parent=from_parent)
+    model = trained_adaclip(files, class_name_map=class_name_map, class_name_from_parent=from_parent)
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip"):
         make_engine(tmp_path).predict(model, data_path=mixed_tree)
     rows = {
@@ -432,8 +374,6 @@ def test_predict_over_many_categories_prompts_each_image_with_its_own_name(
 # ----------------------------------------------------------------------------------------------------------------------
 # 3. Own prompts from YAML and the command line; the warning with released checkpoints; the `prompts` command
 # ----------------------------------------------------------------------------------------------------------------------
-OWN_PROMPTS = {"normal_states": ["{}", "good {}"], "abnormal_states": ["bad {}"], "templates": ["a photo of a {}."]}
-OWN_SENTENCES = (["a photo of a metal nut.", "a photo of a good metal nut."], ["a photo of a bad metal nut."])
 RELEASED_WARNING = "stores no prompt settings"
 
 
@@ -441,7 +381,7 @@ RELEASED_WARNING = "stores no prompt settings"
 def test_own_prompts_from_the_cli_warn_with_a_released_checkpoint(
     files: dict[str, Path], inspect_folder: Path, tmp_path: Path, source: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flags = [*tiny_flags(files), "--model.checkpoint", str(files["released"])]
+    flags = [*trained_flags(files), "--model.checkpoint", str(files["released"])]
     if source == "flags":
         arguments = ["--model", "anomalib_adaclip.AdaCLIP", *flags]
         arguments += [item for key, value in OWN_PROMPTS.items() for item in (f"--model.{key}", json.dumps(value))]
@@ -459,42 +399,6 @@ def test_own_prompts_from_the_cli_warn_with_a_released_checkpoint(
 
 def test_no_prompt_warning_where_the_checkpoint_fits(files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
-        make_adaclip(files, checkpoint=str(files["released"]))  # the paper's prompts
-        make_adaclip(files, **OWN_PROMPTS)  # our format stores its prompts (AdaCLIPModel compares them itself)
+        trained_adaclip(files, checkpoint=str(files["released"]))  # the paper's prompts
+        trained_adaclip(files, **OWN_PROMPTS)  # our format stores its prompts (AdaCLIPModel compares them itself)
     assert RELEASED_WARNING not in caplog.text
-
-
-def test_prompts_command_prints_the_exact_sentences(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cli.dispatch.print_commands()
-    assert {"calibrate", "prompts"} <= set(cli.COMMANDS) and "calibrate" in capsys.readouterr().out
-    assert cli.main(["prompts", "--class-name", "metal-nut"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "# class name 'metal-nut' -> prompt text 'metal nut'; the paper's prompts"
-    assert lines[1:3] == ["normal (28 sentences):", "  a bad photo of a metal nut."]
-    assert lines[29] == "  a cropped photo of the metal nut without damage."
-    assert lines[30:32] == ["abnormal (20 sentences):", "  a bad photo of a damaged metal nut."]
-    assert lines[-1] == "  a cropped photo of the metal nut with damage."
-
-    config = tmp_path / "cfg.yaml"
-    init_args = {**OWN_PROMPTS, "class_name_map": {"nuts": "metal-nut"}, "checkpoint": "mvtec_colondb"}
-    config.write_text(yaml.safe_dump({"model": {"class_path": "AdaCLIP", "init_args": init_args}}))
-    assert cli.main(["prompts", "--config", str(config), "--image", "/data/nuts/1.png", "--image", "/x/2.png"]) == 0
-    captured = capsys.readouterr()
-    assert captured.out.splitlines() == [
-        "/data/nuts/1.png -> class name 'metal-nut' (folder 'nuts' of class_name_map)",
-        "/x/2.png -> class name 'object' (no rule matches: the run's class name)",
-        "# class name 'metal-nut' -> prompt text 'metal nut'; own prompts (not the paper's)",
-        "normal (2 sentences):",
-        *(f"  {sentence}" for sentence in OWN_SENTENCES[0]),
-        "abnormal (1 sentences):",
-        *(f"  {sentence}" for sentence in OWN_SENTENCES[1]),
-        "# class name 'object' -> prompt text 'object'; own prompts (not the paper's)",
-        "normal (2 sentences):",
-        "  a photo of a object.",
-        "  a photo of a good object.",
-        "abnormal (1 sentences):",
-        "  a photo of a bad object.",
-    ]
-    assert "released checkpoints were trained with the paper's prompts" in captured.err
-    assert cli.main(["prompts", "--model.templates", '["no placeholder"]']) == 2
-    assert "needs exactly one '{}' placeholder" in capsys.readouterr().err

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,15 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS, PART_COLUMNS, part_path
-from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
+from tests.helpers import RUN_DIR, explain, predict_arguments, subprocess_environment, table_paths, write_part_images
 
-RUN_DIR = Path("AdaCLIP") / "latest"
 # Peak RSS of the child, printed by the child itself (ru_maxrss: kilobytes on Linux).
 MEASURED_PREDICT = (
     "import resource, sys\n"
@@ -36,57 +32,19 @@ MEASURED_PREDICT = (
 )
 
 
-def write_images(folder: Path, count: int, seed: int = 0) -> set[str]:
-    """``count`` random 32x32 RGB PNGs; returns their absolute paths (the truth the tables are checked against)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"part_{index:05d}.png")
-    return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
-
-
-def predict_arguments(weights: Path, data: Path, root: Path) -> list[str]:
-    return [
-        "predict",
-        *("--model", "AdaCLIP"),
-        *("--model.backbone", json.dumps(MICRO_BACKBONE)),
-        *("--model.backbone_weights", str(weights)),
-        *("--model.image_size", "112"),
-        *("--model.prompting_type", "S"),
-        *("--model.use_hsf", "false"),
-        *("--data", str(data)),
-        *("--trainer.accelerator", "cpu"),
-        *("--trainer.enable_progress_bar", "false"),
-        *("--default_root_dir", str(root)),
-    ]
-
-
-def environment() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-    return env
-
-
-def explain(result: subprocess.CompletedProcess) -> str:
-    stdout, stderr = result.stdout[-3000:], result.stderr[-5000:]
-    return f"exit code {result.returncode}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-
-
-def table_paths(table: Path) -> list[str]:
-    """The absolute image paths of a table's complete rows (those with their line end), in order."""
-    text = table.read_text(encoding="utf-8")
-    reader = csv.reader(text[: text.rfind("\n") + 1].splitlines())
-    assert tuple(next(reader)) == CSV_COLUMNS
-    return [os.path.abspath(row[0]) for row in reader]
-
-
 def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str], Path]:
     """Peak resident memory of a fresh ``anomalib-adaclip predict`` over ``count`` new images."""
     data, root = tmp_path / f"images_{count}", tmp_path / f"run_{count}"
-    truth = write_images(data, count)
+    truth = write_part_images(data, count)
     command = [sys.executable, "-c", MEASURED_PREDICT, *predict_arguments(weights, data, root)]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("PEAK_RSS_KB")]
     return int(line.split()[1]), truth, root / RUN_DIR
@@ -112,10 +70,16 @@ def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
 
 def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, tmp_path: Path) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = write_images(data, 60)
+    truth = write_part_images(data, 60)
     table = root / RUN_DIR / "predictions.csv"
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
-    process = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 900
         while not (table.is_file() and len(table.read_bytes().splitlines()) > 11):
@@ -147,7 +111,7 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
 def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, tmp_path: Path) -> None:
     """DDP (gloo) on 2 processes: 9 of 11 images left in a table and a killed run's part; then 1 image left."""
     data, root = tmp_path / "images", tmp_path / "run"
-    truth = sorted(write_images(data, 11))
+    truth = sorted(write_part_images(data, 11))
     table = root / RUN_DIR / "predictions.csv"
     table.parent.mkdir(parents=True)
     earlier = [[truth[0], "object", "0.100000", "OK", "0.000000"]]  # finished by the earlier run
@@ -159,7 +123,14 @@ def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, t
 
     command = [sys.executable, "-m", "anomalib_adaclip", *predict_arguments(micro_weights, data, root)]
     command += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--resume", str(table)]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
 
     with table.open(newline="", encoding="utf-8") as handle:
@@ -176,7 +147,14 @@ def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, t
     # One image left for two processes (Lightning's predict sampler needs one each): it is written once.
     lines = table.read_bytes().splitlines(keepends=True)
     table.write_bytes(b"".join(lines[:-1]))
-    result = subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=1800, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=subprocess_environment(OMP_NUM_THREADS="1"),
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, explain(result)
     assert Counter(table_paths(table)) == Counter(truth)
     assert "AdaCLIP predicted 1 image(s)" in result.stdout and "10 skipped" in result.stdout

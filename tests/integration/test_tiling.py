@@ -18,7 +18,6 @@ import torch
 from anomalib.cli import AnomalibCLI
 from anomalib.data import InferenceBatch, MVTecAD
 from anomalib.data.utils import read_image
-from anomalib.engine import Engine
 from lightning.pytorch import Callback
 from open_clip.constants import OPENAI_DATASET_MEAN as OPENAI_MEAN
 from open_clip.constants import OPENAI_DATASET_STD as OPENAI_STD
@@ -31,9 +30,10 @@ from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.tiling import tile_starts
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
+from tests.helpers import make_engine
 
 # A still smaller CLIP for the 4000x3000 image: 28 px patches, 2 blocks, so a 448 px tile has 256 tokens.
-NANO_BACKBONE = {
+TILE_BACKBONE = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 32, "patch_size": 28},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 1, "layers": 2},
@@ -51,12 +51,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("weights")
     return {
         "micro": save_clip(MICRO_BACKBONE, folder / "micro.pt"),
-        "nano": save_clip(NANO_BACKBONE, folder / "nano.pt"),
+        "nano": save_clip(TILE_BACKBONE, folder / "nano.pt"),
     }
-
-
-def make_engine(root: Path) -> Engine:
-    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
 
 
 def normalised(path: Path) -> torch.Tensor:
@@ -178,7 +174,7 @@ def test_tiled_predict_through_the_cli_on_a_4000x3000_image(
 ) -> None:
     tile, overlap = 448, 64
     arguments = {
-        "backbone": json.dumps(NANO_BACKBONE),
+        "backbone": json.dumps(TILE_BACKBONE),
         "backbone_weights": str(weights["nano"]),
         "image_size": str(tile),
         "prompting_depth": "1",
@@ -241,14 +237,7 @@ def test_tiled_test_on_a_data_module_computes_metrics_at_full_resolution(
         tiling=True,
     )
     shapes = _KeepShapes()
-    engine = Engine(
-        default_root_dir=tmp_path / "results",
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[shapes],
-    )
+    engine = make_engine(tmp_path / "results", callbacks=[shapes])
     datamodule = MVTecAD(root=root.parent, category="widget", num_workers=0, eval_batch_size=4)
     (metrics,) = engine.test(model, datamodule=datamodule)
     assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"} <= set(metrics)

@@ -18,13 +18,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.cli import main as cli_main
 from anomalib_adaclip.cli.train import main
-from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.data import PAPER_DATASETS, AuxiliaryDataModule, DatasetSource
 from anomalib_adaclip.training import CheckpointSettings, train, trainable_tensors_of
 from anomalib_adaclip.weights import RELEASED_PREFIX, read_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.data.paper_layouts import write_dataset_tree
-from tests.unit.data.test_auxiliary import make_folder_dataset
+from tests.helpers import make_folder_dataset
 
 CPU = {"accelerator": "cpu", "devices": 1, "enable_model_summary": False, "enable_progress_bar": False}
 
@@ -215,25 +214,6 @@ def test_validation_metrics_select_the_best_checkpoint(micro_weights: Path, tmp_
     assert all(torch.equal(value, best[key]) for key, value in exported.items())
 
 
-def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(micro_weights: Path) -> None:
-    model = _model(micro_weights)
-    optimizer = model.configure_optimizers()
-    assert isinstance(optimizer, torch.optim.AdamW)
-    group = optimizer.param_groups[0]
-    assert (group["lr"], tuple(group["betas"]), group["weight_decay"]) == (0.01, (0.5, 0.999), 0.01)
-    optimised = {id(parameter) for parameter in group["params"]}
-    trainable = {name for name, parameter in model.model.named_parameters() if id(parameter) in optimised}
-    assert trainable == set(model.model.trainable_state_dict())
-    model.optimizer_settings = OptimizerSettings(lr=0.001, betas=(0.9, 0.99), weight_decay=0.0)
-    assert model.configure_optimizers().param_groups[0]["lr"] == 0.001
-
-
-def test_training_step_needs_labels_and_masks(micro_weights: Path) -> None:
-    model = _model(micro_weights)
-    with pytest.raises(ValueError, match=r"needs `gt_label` and `gt_mask`.*AuxiliaryDataModule"):
-        model.training_step(ImageBatch(image=torch.rand(1, 3, 112, 112), gt_label=torch.tensor([True])), 0)
-
-
 @pytest.mark.parametrize(
     ("settings", "metrics", "trainer_arguments", "validation", "message"),
     [
@@ -413,17 +393,3 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(
         # The all-reduce sums the two halves' gradients in another order than one batch of four; AdamW divides by
         # sqrt(v), which magnifies last-bit differences of small gradients (1e-5 measured on an AMD EPYC host).
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-4, msg=lambda text, key=key: f"{key}: {text}")
-
-
-@pytest.mark.parametrize("name", ["mvtec_colondb.yaml", "visa_clinicdb.yaml"])
-def test_the_authors_checkpoint_selection_is_one_option(name: str) -> None:
-    """The authors' train.py keeps the best pixel max-F1 on the testing data: the option the configs' headers give."""
-    from anomalib_adaclip.cli.train import build_parser
-
-    header = (CONFIG_DIR / name).read_text().split("\nname:", 1)[0]
-    assert f"--config configs/train/{name} --checkpointing.monitor pixel_F1Max" in header
-    parser = build_parser()
-    config = parser.parse_args(["--config", str(CONFIG_DIR / name), "--checkpointing.monitor", "pixel_F1Max"])
-    assert config.checkpointing.monitor == "pixel_F1Max" and config.checkpointing.mode == "max"
-    assert "pixel_F1Max" in config.val_metrics
-    assert parser.parse_args(["--config", str(CONFIG_DIR / name)]).checkpointing.monitor is None

@@ -20,22 +20,7 @@ from anomalib_adaclip.benchmark.config import BenchmarkConfigError, load_config,
 from anomalib_adaclip.benchmark.published import PAPER_GROUPS, load_published
 from anomalib_adaclip.weights.hub import RELEASED_CHECKPOINTS
 from tests.conftest import PROJECT_ROOT
-
-
-def folder_entry(**overrides: Any) -> dict[str, Any]:
-    entry = {
-        "class_path": "anomalib.data.Folder",
-        "init_args": {"name": "parts", "root": "data/{category}", "normal_dir": "good", "abnormal_dir": "bad"},
-        "categories": ["gear", "bracket"],
-    }
-    entry.update(overrides)
-    return entry
-
-
-def adaclip_entry(**overrides: Any) -> dict[str, Any]:
-    entry = {"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": {"backbone_weights": None}}
-    entry.update(overrides)
-    return entry
+from tests.helpers import adaclip_entry, folder_entry
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,7 @@ from anomalib_adaclip.benchmark.paper import AVERAGE, paper_cells, published_cou
 from anomalib_adaclip.benchmark.report import summarise, write_report
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from tests.conftest import PROJECT_ROOT
-from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
-from tests.unit.benchmark.test_paper import paper_dataset
+from tests.helpers import adaclip_entry, folder_entry, paper_dataset
 
 MUTUAL_CONFIG = PROJECT_ROOT / "configs" / "benchmark" / "mutual_scoring.yaml"
 

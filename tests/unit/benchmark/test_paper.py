@@ -20,19 +20,10 @@ from anomalib_adaclip.benchmark.published import PAPER_METHODS
 from anomalib_adaclip.benchmark.report import summarise
 from anomalib_adaclip.benchmark.runner import write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
-from tests.unit.benchmark.test_config import adaclip_entry
+from tests.helpers import adaclip_entry, paper_dataset
 
 NO_MASKS = "the test set has no masks (image-level data set)"
 NO_NORMAL = "the test set has no normal images (pixel-level data set)"
-
-
-def paper_dataset(name: str, categories: list[str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "class_path": "anomalib.data.Folder",
-        "init_args": {"name": name, "root": f"data/{name}/{{category}}", "normal_dir": "good", "abnormal_dir": "bad"},
-        "categories": categories,
-    }
 
 
 def config(output: Path) -> Any:

@@ -12,7 +12,7 @@ from anomalib_adaclip.benchmark.config import load_config
 from anomalib_adaclip.benchmark.metrics import PIXEL_METRICS
 from anomalib_adaclip.benchmark.report import summarise, write_report
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
-from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
+from tests.helpers import adaclip_entry, folder_entry
 
 
 def record(model: str, category: str, seed: int, auroc: float | None) -> RunRecord:

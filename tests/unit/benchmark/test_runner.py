@@ -12,7 +12,7 @@ import pytest
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.runner import RunGenerator, RunJob
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
-from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
+from tests.helpers import adaclip_entry, folder_entry
 
 
 def stored(store: RunStore, config: BenchmarkConfig, index: int, status: str) -> None:

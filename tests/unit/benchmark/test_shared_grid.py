@@ -27,7 +27,7 @@ from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
 from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from anomalib_adaclip.locks import OwnedLock, Owner
-from tests.unit.benchmark.test_config import adaclip_entry, folder_entry
+from tests.helpers import adaclip_entry, folder_entry
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
 
 from anomalib_adaclip import AdaCLIP
+from anomalib_adaclip.components.class_names import ClassNameRules
 from tests.conftest import MICRO_BACKBONE
-from tests.unit.model.test_text_encoder import full_context_text_embeddings
+from tests.helpers import full_context_text_embeddings
 
 CONTEXT = 77
 TOKENIZER = SimpleTokenizer()
@@ -107,3 +108,24 @@ def test_lightning_empty_argument_means_not_given_and_blank_is_refused_at_setup(
     assert empty.model.class_name == "bottle"
     with pytest.raises(ValueError, match="A class name must be a non-empty string, got '  '"):
         model("  ").setup("test")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/data/line1/screws/001.png", ("screw", "folder 'screws' of class_name_map")),
+        ("/data/line1/screws_old/001.png", ("screws_old", "the parent folder")),  # whole folder names only
+        ("/data/nuts/top/002.png", ("metal-nut", "pattern '*/nuts/*' of class_name_map")),
+        ("/data/line2/bolt_7.png", ("bolt", "pattern 'bolt_*.png' of class_name_map")),  # matches the path's end
+        ("relative/washers/a.png", ("washers", "the parent folder")),
+        ("/data/line2/screws/bolt_1.png", ("screw", "folder 'screws' of class_name_map")),  # first entry wins
+    ],
+)
+def test_class_name_rules(path: str, expected: tuple[str, str]) -> None:
+    rules = ClassNameRules({"screws": "screw", "*/nuts/*": "metal-nut", "bolt_*.png": "bolt"}, from_parent=True)
+    assert rules.match(path) == expected
+    assert ClassNameRules({"screws": "screw"}).match("/data/washers/a.png") is None
+    with pytest.raises(ValueError, match="must be a non-empty class name"):
+        ClassNameRules({"screws": ""})
+    with pytest.raises(ValueError, match="keys must be glob patterns or folder names"):
+        ClassNameRules({"/": "x"})

@@ -9,16 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from anomalib.engine import Engine
 from anomalib.models import Padim
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components.export import exporting, keep_earlier_export
 from tests.conftest import MICRO_BACKBONE
-
-
-def make_engine(root: Path) -> Engine:
-    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+from tests.helpers import make_engine
 
 
 def test_an_earlier_export_is_moved_aside_and_the_new_one_takes_its_place(

@@ -13,22 +13,10 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 from anomalib.data import Folder
-from anomalib.engine import Engine
 
-from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from tests.conftest import MICRO_BACKBONE
-
-
-def make_adaclip(weights: Path) -> AdaCLIP:
-    torch.manual_seed(0)
-    return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=112, class_name="widget")
-
-
-def make_engine(root: Path) -> Engine:
-    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+from tests.helpers import make_adaclip, make_engine
 
 
 def test_a_second_test_run_keeps_the_first_checkpoint_and_warns_before_replacing_images(
@@ -47,12 +35,14 @@ def test_a_second_test_run_keeps_the_first_checkpoint_and_warns_before_replacing
             num_workers=0,
         )
 
-    make_engine(tmp_path / "results").test(make_adaclip(micro_weights), datamodule=datamodule())
+    make_engine(tmp_path / "results").test(make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule())
     run_dir = tmp_path / "results" / "AdaCLIP" / "widget" / "latest"
     images = sorted((run_dir / "images").rglob("*.png"))
     assert len(images) == 2 and "earlier run" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
-        make_engine(tmp_path / "results").test(make_adaclip(micro_weights), datamodule=datamodule())
+        make_engine(tmp_path / "results").test(
+            make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule()
+        )
     assert f"{run_dir / 'images'} holds visualisations of an earlier run" in caplog.text
     # anomalib's checkpoint of the forced validation: Lightning gives the second one a new name.
     assert sorted(path.name for path in (run_dir / "weights" / "lightning").glob("*.ckpt")) == [

@@ -9,13 +9,8 @@ import csv
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from anomalib.data import PredictDataset
-from anomalib.data.datasets.image.folder import FolderDataset
-from PIL import Image
 
-from anomalib_adaclip.cli.predict import WRITER_CLASS, predict_arguments
 from anomalib_adaclip.components.prediction_table import (
     CSV_COLUMNS,
     PART_COLUMNS,
@@ -30,7 +25,6 @@ from anomalib_adaclip.components.prediction_table import (
     start_table,
     table_lock,
 )
-from anomalib_adaclip.components.prediction_writer import drop_finished_images
 from anomalib_adaclip.locks import LockHeldError
 
 HEADER = ",".join(CSV_COLUMNS) + "\r\n"
@@ -153,65 +147,10 @@ def test_rows_without_a_data_set_index_are_all_kept(tmp_path: Path) -> None:
     assert merge_parts(table, existing_parts(table)) == 2
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Leaving finished images out of a data set
-# ----------------------------------------------------------------------------------------------------------------------
-def test_finished_images_are_left_out_of_anomalib_data_sets(tmp_path: Path) -> None:
-    for name in "abc":
-        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
-    dataset = PredictDataset(tmp_path)
-    assert drop_finished_images(dataset, {path_key(tmp_path / "b.png")}) == 1
-    assert [Path(name).name for name in dataset.image_filenames] == ["a.png", "c.png"]
-    assert len(dataset) == 2
-    assert drop_finished_images(object(), {"x"}) is None  # a data set of another kind is left alone
-
-    # Fewer left than processes: finished images fill up to one per process (Lightning's predict sampler needs it).
-    refilled = PredictDataset(tmp_path)
-    finished = {path_key(tmp_path / "a.png"), path_key(tmp_path / "b.png")}
-    assert drop_finished_images(refilled, finished, minimum=2) == 1
-    assert [Path(name).name for name in refilled.image_filenames] == ["a.png", "c.png"]
-    nothing_left = PredictDataset(tmp_path)
-    assert drop_finished_images(nothing_left, {path_key(tmp_path / f"{n}.png") for n in "abc"}, minimum=2) == 3
-
-    folder = FolderDataset(name="parts", normal_dir=tmp_path)
-    assert drop_finished_images(folder, {path_key(tmp_path / "a.png"), path_key("/elsewhere/c.png")}) == 1
-    assert sorted(Path(name).name for name in folder.samples["image_path"]) == ["b.png", "c.png"]
-    assert drop_finished_images(folder, set()) == 0
-
-
 def test_path_keys_are_absolute_without_resolving_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert path_key("images/a.png") == os.path.join(str(tmp_path), "images", "a.png")
     assert path_key("") == ""
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The predict command's arguments
-# ----------------------------------------------------------------------------------------------------------------------
-def test_predict_does_not_return_predictions_unless_asked() -> None:
-    assert predict_arguments(["--data", "x"]) == ["--return_predictions", "false", "--data", "x"]
-    assert predict_arguments(["--return_predictions", "true"]) == ["--return_predictions", "true"]
-    assert predict_arguments(["--return_predictions=true"]) == ["--return_predictions=true"]
-
-
-@pytest.mark.parametrize(
-    ("arguments", "resume"),
-    [
-        (["--data", "x", "--resume"], True),
-        (["--resume", "--data", "x"], True),
-        (["--resume", "run/predictions-v1.csv", "--data", "x"], "run/predictions-v1.csv"),
-        (["--data", "x", "--resume=t.csv"], "t.csv"),
-    ],
-)
-def test_resume_becomes_a_resuming_writer(arguments: list[str], resume: str | bool) -> None:
-    rewritten = predict_arguments(arguments)
-    assert rewritten[:4] == ["--return_predictions", "false", "--data", "x"]
-    expected = f'--trainer.callbacks+={{"class_path": "{WRITER_CLASS}", "init_args": {{"resume": '
-    assert rewritten[4:] == [expected + ("true" if resume is True else f'"{resume}"') + "}}"]
-    # Idempotent: Lightning starts the other DDP processes with the rewritten arguments.
-    assert predict_arguments(rewritten) == rewritten
-    with pytest.raises(SystemExit, match="given twice"):
-        predict_arguments([*arguments, "--resume"])
 
 
 def test_a_new_table_is_locked_before_it_exists_and_a_name_another_run_is_starting_is_passed_over(

@@ -8,50 +8,27 @@ import numpy as np
 import pytest
 import torch
 from anomalib.data.datasets import MVTecADDataset
-from PIL import Image as PILImage
 from torchvision.transforms.v2 import InterpolationMode, Resize
 
 from anomalib_adaclip.data import AuxiliaryBatch, AuxiliaryDataModule, AuxiliaryDataset, DatasetSource
 from tests.conftest import TIRE_ROOT
+from tests.helpers import make_folder_dataset, write_png
 
 RESIZE = Resize((112, 112), interpolation=InterpolationMode.BICUBIC, antialias=True)
-
-
-def _write(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(array).save(path)
-
-
-def make_folder_dataset(root: Path, n_good: int = 3, n_bad: int = 3, size: int = 32, seed: int = 0) -> Path:
-    """A Folder data set: ``good/`` normal images, ``bad/`` images with a bright square, ``masks/<stem>_mask.png``.
-
-    Every image is a constant colour (image i of a folder has grey value 10 + 20 * i, bad images 130 + 20 * i), so
-    mosaic tiles can be recognised; the square of bad image i is at a different place for each image.
-    """
-    rng = np.random.default_rng(seed)
-    for index in range(n_good):
-        _write(root / "good" / f"{index:03d}.png", np.full((size, size, 3), 10 + 20 * index, dtype=np.uint8))
-    for index in range(n_bad):
-        image = np.full((size, size, 3), 130 + 20 * index, dtype=np.uint8)
-        mask = np.zeros((size, size), dtype=np.uint8)
-        top, left = rng.integers(0, size // 2, size=2)
-        mask[top : top + size // 4, left : left + size // 4] = 255
-        image[mask > 0] = 255
-        _write(root / "bad" / f"{index:03d}.png", image)
-        _write(root / "masks" / f"{index:03d}_mask.png", mask)
-    return root
 
 
 def make_mvtec_category(root: Path, category: str, n_good: int = 2, n_bad: int = 2, size: int = 32) -> Path:
     """A category in MVTec AD layout: test/good, test/defect and ground_truth/defect/<stem>_mask.png."""
     for index in range(n_good):
-        _write(root / category / "train" / "good" / f"{index:03d}.png", np.zeros((size, size, 3), dtype=np.uint8))
-        _write(root / category / "test" / "good" / f"{index:03d}.png", np.full((size, size, 3), 40, dtype=np.uint8))
+        write_png(root / category / "train" / "good" / f"{index:03d}.png", np.zeros((size, size, 3), dtype=np.uint8))
+        write_png(root / category / "test" / "good" / f"{index:03d}.png", np.full((size, size, 3), 40, dtype=np.uint8))
     for index in range(n_bad):
         mask = np.zeros((size, size), dtype=np.uint8)
         mask[: size // 2, : size // 2] = 255
-        _write(root / category / "test" / "defect" / f"{index:03d}.png", np.full((size, size, 3), 200, dtype=np.uint8))
-        _write(root / category / "ground_truth" / "defect" / f"{index:03d}_mask.png", mask)
+        write_png(
+            root / category / "test" / "defect" / f"{index:03d}.png", np.full((size, size, 3), 200, dtype=np.uint8)
+        )
+        write_png(root / category / "ground_truth" / "defect" / f"{index:03d}_mask.png", mask)
     return root
 
 

@@ -12,7 +12,6 @@ from anomalib.data.utils import TestSplitMode as SplitMode  # not collected as a
 from PIL import Image
 
 from anomalib_adaclip.data import DAGM, KSDD, PAPER_DATASETS, ColonDB, HeadCT, PaperDataModule
-from anomalib_adaclip.data.mvtec_tree import pair_masks
 from anomalib_adaclip.data.paper_datasets import require_dataset
 from tests.data.paper_layouts import SIZE, DatasetTree, write_all_dataset_trees, write_dataset_tree
 
@@ -132,41 +131,6 @@ def test_missing_data_set_says_where_to_get_and_put_it(tmp_path: Path, module: t
 def test_unknown_category_names_the_categories() -> None:
     with pytest.raises(ValueError, match=r"'class1' is not one of DAGM 2007's categories: Class1, Class2"):
         DAGM(category="class1")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Masks paired by name
-# ----------------------------------------------------------------------------------------------------------------------
-def _touch(folder: Path, *names: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in names:
-        (folder / name).touch()
-        paths.append(folder / name)
-    return paths
-
-
-def test_pairing_by_stem_with_suffixes_and_any_case(tmp_path: Path) -> None:
-    images = _touch(tmp_path / "img", "1.png", "10.png", "9.jpg", "ISIC_0001.jpg")
-    masks = _touch(tmp_path / "gt", "1_mask.png", "10.png", "9_Label.PNG", "ISIC_0001_Segmentation.png")
-    pairs = pair_masks(images, masks)
-    # Sorted order would pair 10.png with 1_mask.png; names pair each with its own.
-    assert {image.name: mask.name for image, mask in pairs.items()} == {
-        "1.png": "1_mask.png",
-        "10.png": "10.png",
-        "9.jpg": "9_Label.PNG",
-        "ISIC_0001.jpg": "ISIC_0001_Segmentation.png",
-    }
-
-
-def test_pairing_errors_name_the_files(tmp_path: Path) -> None:
-    images = _touch(tmp_path / "img", "a.png", "b.png")
-    with pytest.raises(ValueError, match=r"1 anomalous image\(s\) in .*img have no mask in .*gt: b.png"):
-        pair_masks(images, _touch(tmp_path / "gt", "a_mask.png"))
-    with pytest.raises(ValueError, match=r"1 mask\(s\) in .*gt2 belong to no image: c_mask.png"):
-        pair_masks(images, _touch(tmp_path / "gt2", "a.png", "b.png", "c_mask.png"))
-    with pytest.raises(ValueError, match=r"a.png matches several masks \(a.png, a_mask.png\)"):
-        pair_masks(images, _touch(tmp_path / "gt3", "a.png", "a_mask.png", "b.png"))
 
 
 def test_setup_fails_on_a_renamed_mask_and_on_missing_masks(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalib_adaclip.cli.dispatch import main as cli_main
 from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
 from anomalib_adaclip.data.preparation import SourceLayoutError, prepare_dataset, seeded_order
 from tests.data.paper_layouts import KSDD_HEIGHT, PREPARABLE, SIZE, DatasetTree, write_raw_release
@@ -174,30 +173,6 @@ def test_data_sets_without_preparation_say_so(tmp_path: Path, key: str) -> None:
 
 def test_preparable_registry_entries_are_the_converted_ones(tmp_path: Path) -> None:
     assert {key for key, entry in PAPER_DATASETS.items() if entry.preparable} == set(PREPARABLE)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The command
-# ----------------------------------------------------------------------------------------------------------------------
-def test_command_prepares_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    release = write_raw_release("BrainMRI", tmp_path / "release")
-    code = cli_main(["prepare-data", "BrainMRI", "--source", str(release.source), "--dest", str(tmp_path / "d")])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "test images (normal, anomalous): (2, 3); the paper's: (98, 155)" in out
-    assert f"--data anomalib_adaclip.data.BrainMRI --data.root {tmp_path / 'd'} --data.category brain_mri" in out
-    assert sorted(path.name for path in (tmp_path / "d" / "brain_mri" / "test" / "tumor").iterdir()) == [
-        "Y1.jpg",
-        "Y2.JPG",
-        "Y3.jpeg",
-    ]
-
-
-def test_command_errors_are_messages_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["prepare-data", "Nope", "--source", str(tmp_path), "--dest", str(tmp_path / "d")]) == 2
-    assert "unknown data set 'Nope'; the paper's data sets are: MVTecAD" in capsys.readouterr().err
-    assert cli_main(["prepare-data", "Br35H", "--source", str(tmp_path / "missing"), "--dest", str(tmp_path)]) == 2
-    assert "is not a folder; expected the unpacked Br35H release" in capsys.readouterr().err
 
 
 def test_headct_source_may_be_the_folder_above_the_release(tmp_path: Path) -> None:

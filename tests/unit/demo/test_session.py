@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring
@@ -33,6 +32,7 @@ from anomalib_adaclip.weights import (
     save_checkpoint,
 )
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+from tests.helpers import make_engine
 
 TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tire" / "test" / "good" / "001.png"]
 
@@ -92,7 +92,7 @@ def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
         thresholding="fixed",
         tiling=tiling,
     )
-    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path / "engine")
     predictions = engine.predict(model, data_path=images)
     expected = {Path(item.image_path).name: item for batch in predictions for item in batch}
     for result in run.results:
@@ -208,7 +208,7 @@ def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
         k_shot=2,
         few_shot_source=str(tmp_path / "references"),
     )
-    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path / "engine")
     expected = {Path(item.image_path).name: item for batch in engine.predict(model, data_path=images) for item in batch}
     zero_shot = session.predict(files, "tire")
     assert zero_shot.k_shot == 0 and "Zero-shot: no known-good references" in zero_shot.message
@@ -246,7 +246,7 @@ def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memor
         few_shot_source=str(tmp_path / "references"),
         tiling=True,
     )
-    engine = Engine(default_root_dir=tmp_path / "engine", accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path / "engine")
     (item,) = [item for batch in engine.predict(model, data_path=tmp_path / "images") for item in batch]
     assert run.results[0].score == pytest.approx(float(item.pred_score), abs=1e-6)
     untiled = session.predict(query, "tire", references=references)

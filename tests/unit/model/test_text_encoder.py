@@ -6,12 +6,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from open_clip.tokenizer import SimpleTokenizer
-from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import AdaCLIPModel
-from anomalib_adaclip.model.sentence_tree import build_sentence_tree
 from tests.conftest import random_images
+from tests.helpers import full_context_text_embeddings
 
 
 def test_dynamic_text_prompts_are_shared_by_the_sentences_of_an_image(make_model: Callable) -> None:
@@ -39,26 +37,6 @@ def test_class_name_dashes_become_spaces(make_model: Callable) -> None:
         underscored = model.text_features(["pcb_board"])
     torch.testing.assert_close(dashed, spaced)
     assert not torch.allclose(dashed, underscored)
-
-
-def full_context_text_embeddings(model: AdaCLIPModel, names: list[str], prompts: torch.Tensor | None) -> torch.Tensor:
-    """The reference's way: every sentence padded to 77 tokens through open_clip's own blocks, ``[G, S, embed]``."""
-    clip = model.clip
-    tokenizer = SimpleTokenizer()
-    embeddings = []
-    for group, name in enumerate(names):
-        normal, abnormal = model.ensemble.sentences(name)
-        tokens = tokenizer(normal + abnormal)
-        x = clip.token_embedding(tokens) + clip.positional_embedding
-        for index, block in enumerate(clip.transformer.resblocks):
-            if prompts is not None and 1 <= index < model.prompting_depth:
-                block_prompts = prompts[index, group if prompts.shape[1] > 1 else 0]
-                length = block_prompts.shape[0]
-                x = torch.cat([x[:, :1], block_prompts.expand(len(tokens), -1, -1), x[:, 1 + length :]], dim=1)
-            x = block(x, attn_mask=clip.attn_mask)
-        pooled = clip.ln_final(x[torch.arange(len(tokens)), tokens.argmax(-1)]) @ clip.text_projection
-        embeddings.append(F.normalize(pooled, dim=-1))
-    return torch.stack(embeddings)
 
 
 @pytest.mark.parametrize(
@@ -110,30 +88,6 @@ def test_prefix_tree_text_tower_on_a_real_size_backbone() -> None:
         expected = full_context_text_embeddings(model, names, prompts)
         packed = model.text_encoder.encode(names, prompts)
     torch.testing.assert_close(packed, expected, atol=1e-5, rtol=0)
-
-
-def test_sentence_tree_by_hand() -> None:
-    """Two sentences sharing "a b": 3 + 2 distinct prefixes; with one prompted position the prompt and the start
-    token are single nodes that everything sees."""
-    sot, eot = 49406, 49407
-    tokens = torch.tensor([[sot, 5, 7, eot, 0], [sot, 5, 8, 9, eot]])
-    tree = build_sentence_tree(tokens)
-    # nodes: 0 sot, 1 "5", 2 "7", 3 eot(1), 4 "8", 5 "9", 6 eot(2)
-    assert tree.tokens.tolist() == [sot, 5, 7, eot, 8, 9, eot]
-    assert tree.positions.tolist() == [0, 1, 2, 3, 2, 3, 4]
-    assert tree.ends.tolist() == [3, 6]
-    assert tree.mask[6].nonzero().flatten().tolist() == [0, 1, 4, 5, 6]
-    assert tree.mask[3].nonzero().flatten().tolist() == [0, 1, 2, 3]
-    assert torch.equal(tree.later_mask, tree.mask)
-    prompted = build_sentence_tree(tokens, shared=1)
-    # later nodes: 0 sot, 1 prompt, then "7", eot(1), "8", "9", eot(2) fed by block-0 nodes 2, 3, 4, 5, 6
-    assert prompted.sources.tolist() == [0, 0, 2, 3, 4, 5, 6]
-    assert prompted.ends.tolist() == [3, 6]
-    assert prompted.later_mask[6].nonzero().flatten().tolist() == [0, 1, 4, 5, 6]
-    assert prompted.later_mask[2].nonzero().flatten().tolist() == [0, 1, 2]
-    assert prompted.later_mask[1].nonzero().flatten().tolist() == [0, 1]
-    short = build_sentence_tree(tokens, shared=3)  # the first sentence ends inside the prompt
-    assert short.ends.tolist() == [3, 4] and len(short.sources) == 5  # 4 shared nodes + eot(2)
 
 
 @pytest.mark.parametrize("setting", [{}, {"prompting_branch": "V"}, {"prompting_type": "S"}], ids=str)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from anomalib.engine import Engine
 from open_clip.model import CLIP
 from PIL import Image
 
@@ -22,6 +21,7 @@ from anomalib_adaclip import AdaCLIP, AdaCLIPModel
 from anomalib_adaclip.model.backbone import create_clip
 from anomalib_adaclip.weights import CheckpointError, read_checkpoint, save_checkpoint
 from tests.conftest import MICRO_BACKBONE, TINY_BACKBONE
+from tests.helpers import make_engine
 
 
 class CreatesFile:
@@ -78,7 +78,7 @@ def test_pickled_code_in_a_lightning_checkpoint_is_refused_and_never_runs(marker
         AdaCLIP.load_from_checkpoint(evil)  # anomalib loads with weights_only=True
     image = tmp_path / "image.png"
     Image.new("RGB", (32, 32)).save(image)
-    engine = Engine(default_root_dir=tmp_path / "run", accelerator="cpu", devices=1, logger=False)
+    engine = make_engine(tmp_path / "run")
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         engine.predict(model, data_path=image, ckpt_path=evil)
     assert not marker.exists()

@@ -1,0 +1,329 @@
+"""Helpers that several test modules share: model and Engine factories, subprocess runs, generated data, entries.
+
+A test module imports shared helpers from here or from ``tests/conftest.py`` (fixtures, backbones, reference files),
+never from another test module: a test module is a leaf. Heavy optional imports (onnxruntime) stay inside the helper
+that needs them, so that importing this module costs no more than the test modules already pay.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
+
+if TYPE_CHECKING:
+    from anomalib.engine import Engine
+
+    from anomalib_adaclip import AdaCLIP, AdaCLIPModel
+
+__all__ = [
+    "BIN",
+    "EXPORT_MAP_ATOL",
+    "EXPORT_SCORE_ATOL",
+    "IMAGE_SIZE",
+    "OWN_PROMPTS",
+    "OWN_SENTENCES",
+    "RUN_DIR",
+    "adaclip_entry",
+    "assert_onnx_matches_torch",
+    "clip_normalised",
+    "console_script",
+    "explain",
+    "folder_entry",
+    "full_context_text_embeddings",
+    "make_adaclip",
+    "make_engine",
+    "make_folder_dataset",
+    "paper_dataset",
+    "predict_arguments",
+    "run",
+    "subprocess_environment",
+    "table_paths",
+    "tiny_flags",
+    "write_part_images",
+    "write_png",
+]
+
+# The input size of MICRO_BACKBONE: every Engine run of the suite uses it.
+IMAGE_SIZE = 112
+BIN = Path(sys.executable).parent
+
+# Prompt settings other than the paper's, and the sentences they give for "metal-nut".
+OWN_PROMPTS = {"normal_states": ["{}", "good {}"], "abnormal_states": ["bad {}"], "templates": ["a photo of a {}."]}
+OWN_SENTENCES = (["a photo of a metal nut.", "a photo of a good metal nut."], ["a photo of a bad metal nut."])
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models and the Engine
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def make_adaclip(weights: Path | str, *, seed: int | None = 0, **overrides: Any) -> AdaCLIP:
+    """The Lightning model on the micro CLIP at ``weights`` (112 px), ``overrides`` win.
+
+    Args:
+        weights: The micro CLIP's weights file (the ``micro_weights`` fixture, or another file of that backbone).
+        seed: Seeds torch before the build (the prompts and projections); ``None`` leaves the generator alone (for
+            models whose trainable tensors all come from a checkpoint).
+        **overrides: Any other ``AdaCLIP`` argument (``class_name``, ``checkpoint``, ``thresholding``, ...).
+    """
+    from anomalib_adaclip import AdaCLIP
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    arguments: dict[str, Any] = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": IMAGE_SIZE}
+    arguments.update(overrides)
+    return AdaCLIP(**arguments)
+
+
+def make_engine(root: Path, **kwargs: Any) -> Engine:
+    """anomalib's Engine for the suite: CPU, one device, no logger, no progress bar, outputs under ``root``.
+
+    Args:
+        root: The Engine's ``default_root_dir``.
+        **kwargs: Further Engine (Trainer) arguments, such as ``callbacks``.
+    """
+    from anomalib.engine import Engine
+
+    return Engine(
+        default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, **kwargs
+    )
+
+
+def clip_normalised(path: Path, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """The pre-processing the issue specifies, written out: bicubic resize (no aspect ratio), CLIP mean/std."""
+    from anomalib.data.utils import read_image
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from torchvision.transforms.v2 import functional as TF  # noqa: N812
+
+    image = read_image(path, as_tensor=True)
+    image = TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return TF.normalize(image, mean=list(OPENAI_DATASET_MEAN), std=list(OPENAI_DATASET_STD)).unsqueeze(0)
+
+
+def full_context_text_embeddings(model: AdaCLIPModel, names: list[str], prompts: torch.Tensor | None) -> torch.Tensor:
+    """The reference's way: every sentence padded to 77 tokens through open_clip's own blocks, ``[G, S, embed]``."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from torch.nn import functional as F  # noqa: N812
+
+    clip = model.clip
+    tokenizer = SimpleTokenizer()
+    embeddings = []
+    for group, name in enumerate(names):
+        normal, abnormal = model.ensemble.sentences(name)
+        tokens = tokenizer(normal + abnormal)
+        x = clip.token_embedding(tokens) + clip.positional_embedding
+        for index, block in enumerate(clip.transformer.resblocks):
+            if prompts is not None and 1 <= index < model.prompting_depth:
+                block_prompts = prompts[index, group if prompts.shape[1] > 1 else 0]
+                length = block_prompts.shape[0]
+                x = torch.cat([x[:, :1], block_prompts.expand(len(tokens), -1, -1), x[:, 1 + length :]], dim=1)
+            x = block(x, attn_mask=clip.attn_mask)
+        pooled = clip.ln_final(x[torch.arange(len(tokens)), tokens.argmax(-1)]) @ clip.text_projection
+        embeddings.append(F.normalize(pooled, dim=-1))
+    return torch.stack(embeddings)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Exports
+# ----------------------------------------------------------------------------------------------------------------------
+
+# onnxruntime and torch agree on the probabilities within these (image score, anomaly map).
+EXPORT_SCORE_ATOL = 1e-5
+EXPORT_MAP_ATOL = 1e-4
+
+
+def _export_inputs() -> list[torch.Tensor]:
+    """A real, non-square image (when the tire sample is there), and a batch of three of another size."""
+    from anomalib.data.utils import read_image
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(3, 3, 150, 130, generator=generator)]
+    image_path = TIRE_ROOT / "tire" / "test" / "cut" / "000.png"
+    if image_path.is_file():
+        inputs.insert(0, read_image(image_path, as_tensor=True).unsqueeze(0))
+    return inputs
+
+
+def assert_onnx_matches_torch(onnx_path: Path, model: AdaCLIP) -> dict[str, float]:
+    """Run the ONNX export and the torch model on the same raw images; return the largest score and map deviations."""
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [value.name for value in session.get_inputs()] == ["input"]
+    names = [value.name for value in session.get_outputs()]
+    assert names == ["pred_score", "pred_label", "anomaly_map", "pred_mask"]
+    post = model.post_processor
+    deviations = {"pred_score": 0.0, "anomaly_map": 0.0}
+    model.eval()
+    for images in _export_inputs():
+        with torch.no_grad():
+            expected = model(images)
+        outputs = dict(zip(names, session.run(None, {"input": images.numpy()}), strict=True))
+        assert outputs["pred_score"].shape == (images.shape[0],)
+        assert outputs["anomaly_map"].shape == (images.shape[0], model.model.image_size, model.model.image_size)
+        for name, atol in (("pred_score", EXPORT_SCORE_ATOL), ("anomaly_map", EXPORT_MAP_ATOL)):
+            got = torch.from_numpy(outputs[name])
+            torch.testing.assert_close(got, getattr(expected, name), rtol=0, atol=atol)
+            deviations[name] = max(deviations[name], float((got - getattr(expected, name)).abs().max()))
+        for decision, value, threshold, atol in (
+            ("pred_label", expected.pred_score, post.normalized_image_threshold, EXPORT_SCORE_ATOL),
+            ("pred_mask", expected.anomaly_map, post.normalized_pixel_threshold, EXPORT_MAP_ATOL),
+        ):
+            clear = (value - threshold).abs() > atol
+            got = torch.from_numpy(outputs[decision])
+            assert torch.equal(got[clear], getattr(expected, decision)[clear]), decision
+    return deviations
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Commands in subprocesses
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def subprocess_environment(**extra: str) -> dict[str, str]:
+    """This process's environment with this checkout first on the path and the Hugging Face hub offline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def console_script(name: str) -> list[str]:
+    """The installed console script (``pip install -e .`` puts it next to the interpreter)."""
+    path = BIN / name
+    if not path.is_file():
+        pytest.fail(f"console script {name!r} is not installed next to {sys.executable}: run `pip install -e .`")
+    return [str(path)]
+
+
+def run(command: list[str], cwd: Path, **environment: str) -> subprocess.CompletedProcess:
+    """Run a command with this checkout first on the path, offline for the Hugging Face hub."""
+    env = subprocess_environment(**environment)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def explain(result: subprocess.CompletedProcess) -> str:
+    """A failed command's exit code and the tails of its output, for an assertion message."""
+    tail = f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-5000:]}"
+    return f"exit code {result.returncode}\n{tail}"
+
+
+def tiny_flags(weights: Path) -> list[str]:
+    """The CLI flags of the micro CLIP at ``weights`` (112 px)."""
+    return [
+        *("--model.backbone", json.dumps(MICRO_BACKBONE)),
+        *("--model.backbone_weights", str(weights)),
+        *("--model.image_size", str(IMAGE_SIZE)),
+    ]
+
+
+def predict_arguments(weights: Path, data: Path, root: Path) -> list[str]:
+    """``predict`` with the cheapest model (micro CLIP, static prompts, no HSF) on CPU, outputs under ``root``."""
+    return [
+        "predict",
+        *("--model", "AdaCLIP"),
+        *tiny_flags(weights),
+        *("--model.prompting_type", "S"),
+        *("--model.use_hsf", "false"),
+        *("--data", str(data)),
+        *("--trainer.accelerator", "cpu"),
+        *("--trainer.enable_progress_bar", "false"),
+        *("--default_root_dir", str(root)),
+    ]
+
+
+# The results folder of an ``anomalib-adaclip predict`` run under its ``--default_root_dir``.
+RUN_DIR = Path("AdaCLIP") / "latest"
+
+
+def table_paths(table: Path) -> list[str]:
+    """The absolute image paths of a predictions table's complete rows (those with their line end), in order."""
+    from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
+
+    text = table.read_text(encoding="utf-8")
+    reader = csv.reader(text[: text.rfind("\n") + 1].splitlines())
+    assert tuple(next(reader)) == CSV_COLUMNS
+    return [os.path.abspath(row[0]) for row in reader]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generated files
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Save ``array`` (uint8, HxW or HxWx3) as a PNG, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def write_part_images(folder: Path, count: int, seed: int = 0) -> set[str]:
+    """``count`` random 32x32 RGB PNGs ``part_NNNNN.png``; returns their absolute paths (the tables' truth)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"part_{index:05d}.png")
+    return {os.path.abspath(folder / f"part_{index:05d}.png") for index in range(count)}
+
+
+def make_folder_dataset(root: Path, n_good: int = 3, n_bad: int = 3, size: int = 32, seed: int = 0) -> Path:
+    """A Folder data set: ``good/`` normal images, ``bad/`` images with a bright square, ``masks/<stem>_mask.png``.
+
+    Every image is a constant colour (image i of a folder has grey value 10 + 20 * i, bad images 130 + 20 * i), so
+    mosaic tiles can be recognised; the square of bad image i is at a different place for each image.
+    """
+    rng = np.random.default_rng(seed)
+    for index in range(n_good):
+        write_png(root / "good" / f"{index:03d}.png", np.full((size, size, 3), 10 + 20 * index, dtype=np.uint8))
+    for index in range(n_bad):
+        image = np.full((size, size, 3), 130 + 20 * index, dtype=np.uint8)
+        mask = np.zeros((size, size), dtype=np.uint8)
+        top, left = rng.integers(0, size // 2, size=2)
+        mask[top : top + size // 4, left : left + size // 4] = 255
+        image[mask > 0] = 255
+        write_png(root / "bad" / f"{index:03d}.png", image)
+        write_png(root / "masks" / f"{index:03d}_mask.png", mask)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Benchmark configuration entries
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def folder_entry(**overrides: Any) -> dict[str, Any]:
+    """A benchmark data set entry: anomalib's Folder over ``data/{category}``, two categories."""
+    entry = {
+        "class_path": "anomalib.data.Folder",
+        "init_args": {"name": "parts", "root": "data/{category}", "normal_dir": "good", "abnormal_dir": "bad"},
+        "categories": ["gear", "bracket"],
+    }
+    entry.update(overrides)
+    return entry
+
+
+def adaclip_entry(**overrides: Any) -> dict[str, Any]:
+    """A benchmark model entry: AdaCLIP without weights."""
+    entry = {"name": "AdaCLIP", "class_path": "anomalib_adaclip.AdaCLIP", "init_args": {"backbone_weights": None}}
+    entry.update(overrides)
+    return entry
+
+
+def paper_dataset(name: str, categories: list[str]) -> dict[str, Any]:
+    """A benchmark data set entry named like one of the paper's, a Folder over ``data/<name>/{category}``."""
+    return {
+        "name": name,
+        "class_path": "anomalib.data.Folder",
+        "init_args": {"name": name, "root": f"data/{name}/{{category}}", "normal_dir": "good", "abnormal_dir": "bad"},
+        "categories": categories,
+    }
