@@ -187,7 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Another run holds the output, or the table cannot be resumed: one line, what to do, no traceback.
         print(f"anomalib-adaclip {arguments[0] if arguments else ''}: error: {error}", file=sys.stderr)
         return 1
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """End a distributed run's process group before the interpreter exits.
+
+    Lightning leaves it open after a run; a gloo group torn down only by the interpreter's exit can abort the process
+    ("terminate called without an active exception", exit code -6) after all its work is done.
+    """
+    import torch.distributed  # noqa: PLC0415  (only when anomalib's CLI ran, which imported torch already)
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

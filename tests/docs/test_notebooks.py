@@ -19,7 +19,12 @@ from tests.conftest import PROJECT_ROOT
 NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 IDS = [path.stem for path in NOTEBOOKS]
 CELL_TIMEOUT_S = 600
-EXECUTED = [pytest.param(path, id=path.stem) for path in NOTEBOOKS]
+# The quick start runs in the default suite; training and the benchmark (about 40 s together on 2 cores) with -m slow,
+# where the code they show is also run by tests/integration/test_training.py and test_benchmark.py.
+EXECUTED = [
+    pytest.param(path, id=path.stem, marks=() if path.stem.startswith("01_") else pytest.mark.slow)
+    for path in NOTEBOOKS
+]
 
 
 def test_there_are_the_three_notebooks() -> None:

@@ -59,6 +59,7 @@ def images_like(model: AdaCLIP, prototypes: torch.Tensor, target: int, generator
     return torch.sigmoid(logits).detach()
 
 
+@pytest.mark.slow  # ONNX and OpenVINO exports of several classes, about 35 s; the class choice itself is unit-tested
 def test_one_export_serves_several_classes_in_both_inferencers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model = AdaCLIP(

@@ -122,6 +122,7 @@ def test_report_command_writes_a_new_folder_with_the_paper_tables(paper_run: Sim
     assert "Paper tables:" in paper_run.report_out
 
 
+@pytest.mark.slow  # 66 runs, about 85 s on 2 cores; the default suite runs a 3-data-set cut of the same config
 def test_the_whole_paper_config_over_all_14_generated_copies(tmp_path: Path, micro_weights: Path) -> None:
     """``paper_full.yaml`` but for the roots and the tiny CLIP: 66 runs, each with the metrics its data has."""
     trees = write_all_dataset_trees(tmp_path / "data")

@@ -52,7 +52,8 @@ def peak_rss_kb(weights: Path, count: int, tmp_path: Path) -> tuple[int, set[str
 
 @pytest.mark.parametrize(
     ("small", "large"),
-    [(20, 200), pytest.param(200, 2000, marks=pytest.mark.slow)],
+    # Both behind -m slow: 20 vs 200 images costs about 40 s of the default suite's 10 minutes.
+    [pytest.param(20, 200, marks=pytest.mark.slow), pytest.param(200, 2000, marks=pytest.mark.slow)],
 )
 def test_peak_memory_of_predict_does_not_grow_with_the_image_count(
     micro_weights: Path, tmp_path: Path, small: int, large: int

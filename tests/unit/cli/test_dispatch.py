@@ -72,5 +72,6 @@ def test_an_unknown_config_stops_every_command_with_exit_code_2(
 ) -> None:
     assert dispatch.main([command, "--config", "no_such_config_anywhere"]) == 2
     message = capsys.readouterr().err
-    assert message.startswith("anomalib-adaclip: error: ") and "no_such_config_anywhere" in message
+    assert message.startswith(f"anomalib-adaclip {command}: error: --config no_such_config_anywhere: ")
+    assert "no_such_config_anywhere does not exist" in message
     assert anomalib_argv == []
