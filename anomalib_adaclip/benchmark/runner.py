@@ -389,17 +389,7 @@ def write_reports(
                 last = {}
             report_dir = Path(last.get("report", ""))
             if last.get("records") == signature and report_dir.is_dir() and last.get("paper", False) >= paper:
-                return BenchmarkResult(
-                    report_dir=report_dir,
-                    rows=summarise(records, config),
-                    records=records,
-                    executed=executed or [],
-                    skipped=skipped or [],
-                    results_csv=report_dir / "results.csv",
-                    runs_csv=report_dir / "runs.csv",
-                    markdown=report_dir / "results.md",
-                    report_by_other=True,
-                )
+                return _result(report_dir, summarise(records, config), records, executed, skipped, report_by_other=True)
         report_dir, records, rows, plots = write_report(config, store)
         paper_files = write_paper_report(report_dir, config, rows) if paper else {}
         temporary = state.with_name(f"{state.name}.{os.getpid()}.tmp")
@@ -407,6 +397,18 @@ def write_reports(
         os.replace(temporary, state)  # the one file that is replaced: a note of which report is the latest
     finally:
         lock.release()
+    return _result(report_dir, rows, records, executed, skipped, plots=plots, paper=paper_files)
+
+
+def _result(
+    report_dir: Path,
+    rows: list[ResultRow],
+    records: list[RunRecord],
+    executed: list[RunKey] | None,
+    skipped: list[RunKey] | None,
+    **extra: Any,
+) -> BenchmarkResult:
+    """The result naming a report folder's files (``extra``: plots, paper tables, whether another worker wrote it)."""
     return BenchmarkResult(
         report_dir=report_dir,
         rows=rows,
@@ -416,8 +418,7 @@ def write_reports(
         results_csv=report_dir / "results.csv",
         runs_csv=report_dir / "runs.csv",
         markdown=report_dir / "results.md",
-        plots=plots,
-        paper=paper_files,
+        **extra,
     )
 
 
