@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -28,19 +26,9 @@ import torch
 from anomalib_adaclip.model import mutual_patch_scores
 
 from .musc_oracle import musc_msm_loop
+from .speed.measure import environment
 
 __all__ = ["main", "measure"]
-
-
-def _host() -> dict[str, Any]:
-    name = platform.processor() or platform.machine()
-    try:
-        match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        name = match.group(1).strip() if match else name
-    except OSError:
-        pass
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return {"host": name, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load}
 
 
 def measure(
@@ -57,7 +45,8 @@ def measure(
     """
     generator = torch.Generator().manual_seed(seed)
     z = torch.nn.functional.normalize(torch.randn(images, patches, channels, generator=generator), dim=-1)
-    report: dict[str, Any] = {"images": images, "patches": patches, "channels": channels, **_host()}
+    report: dict[str, Any] = {"images": images, "patches": patches, "channels": channels}
+    report.update(environment(torch.device("cpu")))
     times: dict[str, list[float]] = {"musc_loop": [], "mutual_patch_scores": []}
     results: dict[str, torch.Tensor] = {}
     for _ in range(repeats):
@@ -81,7 +70,7 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"MSM, N={report['images']} L={report['patches']} C={report['channels']}, CPU fp32, "
-            f"{report['torch_threads']} threads on {report['host']} ({report['cpu_count']} CPUs)",
+            f"{report['torch_threads']} threads on {report['device_name']} ({report['cpu_count']} CPUs)",
             f"load average before {report['load_average']}, after {report['load_average_after']}",
             f"MuSc's loop:          best {report['musc_loop_best_s']:.2f} s, median "
             f"{report['musc_loop_median_s']:.2f} s  {[round(t, 2) for t in report['musc_loop_s']]}",

@@ -20,6 +20,6 @@ def test_report_on_a_small_tensor(tmp_path: Path, capsys: pytest.CaptureFixture[
     report = json.loads(target.read_text())
     assert len(report["musc_loop_s"]) == len(report["mutual_patch_scores_s"]) == 2
     assert report["max_abs_difference"] < 1e-6  # the same scores as MuSc's loop
-    assert report["host"]
+    assert report["device_name"]
     with pytest.raises(SystemExit):  # an existing file is never overwritten
         mutual_speed.main(arguments)
