@@ -58,9 +58,9 @@ from .components import (
     tiled_predict,
 )
 from .components.attached import attached_datamodule, attached_trainer
-from .components.checkpoints import FrozenBackboneCheckpoints
 from .components.class_names import CHECKPOINT_CLASS_NAME_KEY, ClassNamedPrompts
 from .components.export import GuardedExports
+from .components.lightning_checkpoints import FrozenBackboneCheckpoints
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.post_processor import set_calibrated_thresholds
 from .components.references import FewShotReferences, ReferencePreparation

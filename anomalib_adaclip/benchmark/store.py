@@ -1,9 +1,10 @@
 """The run store: one JSON record per run of the grid under ``<output>/runs/``, which makes a benchmark resumable.
 
 Layout: ``runs/<model>/<dataset>/<category>/seed<k>.json`` for a finished run (written once, never replaced) and
-``seed<k>.failed.json``, ``seed<k>.failed-v1.json``, ... for failed attempts (a new file each, the next free name of
-:func:`anomalib_adaclip.files.write_new_file`). A rerun skips every run that has a finished record. Records appear
-complete or not at all (written to a temporary file, then linked to their name), so a report never reads half a run.
+``seed<k>.failed.json``, ``seed<k>.failed-v1.json``, ... for failed attempts (a new file each, the next free
+name of :func:`anomalib_adaclip.output_files.write_new_file`). A rerun skips every run that has a finished record.
+Records appear complete or not at all (written to a temporary file, then linked to their name), so a report never
+reads half a run.
 
 While a worker executes a run it holds the run's claim, ``seed<k>.claim`` beside the records (an
 :class:`~anomalib_adaclip.locks.OwnedLock` with a heartbeat): any number of workers on one output folder, on one
@@ -17,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from anomalib_adaclip.files import write_new_file
 from anomalib_adaclip.locks import NotALockFileError, OwnedLock, Owner
+from anomalib_adaclip.output_files import write_new_file
 
 from .config import BenchmarkConfigError, RunKey
 

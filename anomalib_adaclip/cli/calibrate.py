@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from anomalib_adaclip.files import write_new_file
+from anomalib_adaclip.output_files import write_new_file
 
 __all__ = ["build_parser", "main"]
 

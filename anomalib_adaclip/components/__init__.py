@@ -4,7 +4,7 @@
 - :mod:`.class_names`: the run's class name and class names per image;
 - :mod:`.tiling`: full-resolution images scored in overlapping tiles;
 - :mod:`.calibration`: thresholds from known-good images (a callback of a predict run);
-- :mod:`.file_checks` and :mod:`.input_file_check`: image and mask files checked before a run (a callback);
+- :mod:`.input_files`: image and mask files checked before a run (and the callback that runs the checks);
 - :mod:`.decisions`, :mod:`.visualizer` and :mod:`.prediction_writer`: what a run leaves behind;
   :mod:`.prediction_table`: the predictions CSV on disk (which table a resume appends to, per-process parts);
 - :mod:`.image_scoring`: raw images scored through the same steps as a predict run, without a Trainer;
@@ -19,8 +19,7 @@ What the Lightning model offers besides set-up, steps and ``configure_*`` are mi
 
 from .calibration import CalibrationResult, ThresholdCalibration, calibration_loader, run_calibration
 from .class_names import BatchClassNames, ClassNamedModule, ClassNameRules, run_class_name
-from .file_checks import InputFilesError
-from .input_file_check import InputFileCheck
+from .input_files import InputFileCheck, InputFilesError
 from .post_processor import AdaCLIPPostProcessor, ThresholdingMode
 from .pre_processing import adaclip_transform, input_resize
 from .prediction_writer import PredictionCSVWriter

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from anomalib_adaclip.files import new_directory
 from anomalib_adaclip.locks import OwnedLock
+from anomalib_adaclip.output_files import new_directory
 
 logger = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
 from anomalib_adaclip.model.mutual_scoring import PlainTokens
 from anomalib_adaclip.model.mutual_scoring import score_group as musc_scores
 
-from .file_checks import loader_list
+from .input_files import loader_list
 from .prediction_table import path_key
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The predictions table on disk: its columns, which file a run writes or resumes, and the per-process parts.
 
-One predict run writes one CSV (``predictions.csv``, or the next free ``-vN`` name: :mod:`anomalib_adaclip.files`).
-This module owns everything about that file that is not a Lightning hook:
+One predict run writes one CSV (``predictions.csv``, or the next free ``-vN`` name:
+:mod:`anomalib_adaclip.output_files`). This module owns everything about that file that is not a Lightning hook:
 
 - the columns and the formatting of a row (:data:`CSV_COLUMNS`, :func:`csv_row`);
 - which table a resumed run appends to (:func:`resume_target`): the one table of the folder, or the one named;
@@ -32,8 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anomalib_adaclip.files import candidate_paths, existing_versions
 from anomalib_adaclip.locks import LockHeldError, OwnedLock, Owner
+from anomalib_adaclip.output_files import candidate_paths, existing_versions
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from anomalib_adaclip.locks import LockError, OwnedLock
 
 from .class_names import ClassNamedModule
 from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
-from .file_checks import iter_loader_datasets, loader_list
+from .input_files import iter_loader_datasets, loader_list
 from .prediction_table import (
     CSV_COLUMNS,
     DEFAULT_CSV_NAME,

@@ -53,8 +53,8 @@ from anomalib_adaclip.components.decisions import (
     decision,
     image_file_size,
 )
-from anomalib_adaclip.components.file_checks import check_image_file
 from anomalib_adaclip.components.image_scoring import score_images
+from anomalib_adaclip.components.input_files import check_image_file
 from anomalib_adaclip.components.mutual_groups import mutual_settings, score_fused_group
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, csv_row
 from anomalib_adaclip.components.references import FewShotReferenceError

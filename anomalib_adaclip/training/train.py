@@ -55,8 +55,8 @@ from lightning.pytorch.loggers import CSVLogger
 from anomalib_adaclip.compat import anomalib_checkpoint_io, anomalib_safe_globals, create_versioned_dir
 from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.data import AuxiliaryDataModule
-from anomalib_adaclip.files import free_path
 from anomalib_adaclip.lightning_model import AdaCLIP
+from anomalib_adaclip.output_files import free_path
 from anomalib_adaclip.weights import save_checkpoint
 
 logger = logging.getLogger(__name__)

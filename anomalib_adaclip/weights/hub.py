@@ -54,11 +54,10 @@ __all__ = [
 
 HF_REPO_ID = "cubert-gmbh/adaclip"
 
-# The revision of HF_REPO_ID every released checkpoint is downloaded from: the one place that pins it. It is the
-# branch name until the commit that published the sha256 values below is recorded here (look it up online with
-# `huggingface_hub.HfApi().model_info("cubert-gmbh/adaclip").sha` and check the three hashes against it); the bytes are
-# verified either way, since each file's sha256 is checked before it is used.
-RELEASED_REVISION = "main"
+# The commit of HF_REPO_ID every released checkpoint is downloaded from: the one place that pins it. It is the commit
+# the mirror's publishers pin for these three files in their own AdaCLIP plugin (cubert-hyperspectral/cuvis-ai-adaclip,
+# with the same three sha256 values as RELEASED_SHA256 below); to move it, check the three hashes at the new commit.
+RELEASED_REVISION = "16153b4ba74c2fe54a99679fc2e1b1e29993dc3f"
 
 
 WEIGHTS_DIR_ENV = "ADACLIP_WEIGHTS_DIR"

@@ -299,3 +299,36 @@ def test_torch_export_runs_in_torch_inferencer(
     torch.testing.assert_close(prediction.anomaly_map, expected.anomaly_map, rtol=0, atol=1e-6)
     assert prediction.anomaly_map.shape == (1, IMAGE_SIZE, IMAGE_SIZE)
     assert torch.equal(prediction.pred_label, expected.pred_label)
+
+
+# Results never silently replace earlier ones: anomalib's results folder of a second ``test`` run.
+def test_a_second_test_run_keeps_the_first_checkpoint_and_warns_before_replacing_images(
+    micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = generate_defect_dataset(tmp_path / "data", "widget", n_train=1, n_good=1, n_defect=1, size=48)
+
+    def datamodule() -> Folder:
+        return Folder(
+            name="widget",
+            root=root,
+            normal_dir="train/good",
+            normal_test_dir="test/good",
+            abnormal_dir="test/defect",
+            val_split_mode="same_as_test",
+            num_workers=0,
+        )
+
+    make_engine(tmp_path / "results").test(make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule())
+    run_dir = tmp_path / "results" / "AdaCLIP" / "widget" / "latest"
+    images = sorted((run_dir / "images").rglob("*.png"))
+    assert len(images) == 2 and "earlier run" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
+        make_engine(tmp_path / "results").test(
+            make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule()
+        )
+    assert f"{run_dir / 'images'} holds visualisations of an earlier run" in caplog.text
+    # anomalib's checkpoint of the forced validation: Lightning gives the second one a new name.
+    assert sorted(path.name for path in (run_dir / "weights" / "lightning").glob("*.ckpt")) == [
+        "model-v1.ckpt",
+        "model.ckpt",
+    ]

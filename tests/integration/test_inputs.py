@@ -19,7 +19,7 @@ from anomalib.data import Folder
 from PIL import Image, ImageFile
 
 from anomalib_adaclip import AdaCLIP
-from anomalib_adaclip.components.file_checks import InputFilesError, check_image_file, check_mask_file
+from anomalib_adaclip.components.input_files import InputFilesError, check_image_file, check_mask_file
 from tests.helpers import make_adaclip, make_engine
 
 IMAGE_SIZE = 112
@@ -313,7 +313,7 @@ def test_warnings_for_files_that_work_differently_than_expected(
     folder.mkdir()
     rotated = accepted["exif_rotated"][0]
     (folder / rotated.name).write_bytes(rotated.read_bytes())
-    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.components.file_checks"):
+    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.components.input_files"):
         make_engine(tmp_path / "run").predict(make_adaclip(micro_weights, class_name="part"), data_path=folder)
     assert "1 file(s) of the prediction data work with AdaCLIP" in caplog.text
     assert "EXIF orientation is 6" in caplog.text and "exif_transpose" in caplog.text

@@ -17,7 +17,7 @@ from lightning.pytorch import Trainer
 
 from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.components import PredictionCSVWriter, ThresholdCalibration
-from anomalib_adaclip.components.input_file_check import InputFileCheck
+from anomalib_adaclip.components.input_files import InputFileCheck
 from anomalib_adaclip.components.references import FewShotReferences
 from anomalib_adaclip.config import OptimizerSettings
 from tests.helpers import make_adaclip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_hub_download_is_pinned_and_verified(
     monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub_download)
     monkeypatch.setattr("anomalib_adaclip.weights.hub.host_reachable", lambda *_: True)
-    assert isinstance(RELEASED_REVISION, str) and RELEASED_REVISION
+    assert re.fullmatch("[0-9a-f]{40}", RELEASED_REVISION), "the download is pinned to a commit, not a branch"
     with pytest.raises(WeightsIntegrityError, match="--force-download") as caught:  # a damaged cached download
         download_released_checkpoint("visa_clinicdb")
     assert hashlib.sha256(tiny_released_file.read_bytes()).hexdigest() in str(caught.value)

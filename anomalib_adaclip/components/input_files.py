@@ -1,4 +1,4 @@
-"""Checks of the image and mask files that anomalib's data modules will feed to AdaCLIP, before anything runs.
+"""The input files of a run: the image and mask files anomalib's data modules will feed to AdaCLIP, checked first.
 
 anomalib reads every image with ``PIL.Image.open(path).convert("RGB")`` and every mask with ``.convert("L") > 0``
 (``anomalib.data.utils.image.read_image`` / ``read_mask``), inside data-loader workers. Some files then fail late with
@@ -11,12 +11,12 @@ marker are decoded at 1/8 scale; other formats and masks are decoded), and
 - logs one warning that lists the files that work but may not give what the user expects (EXIF orientation, masks
   of another resolution, grey-level or empty masks).
 
-:class:`~anomalib_adaclip.components.input_file_check.InputFileCheck` runs it on the data loaders at the start of every
-validation,
-test, prediction and training run. A file is checked once per process (until it changes).
+:class:`InputFileCheck`, a callback that :class:`~anomalib_adaclip.AdaCLIP` installs by default, runs it on the data
+loaders at the start of every validation, test, prediction and training run (documentation:
+docs/source/guides/inputs.md). A file is checked once per process (until it changes).
 
 Example:
-    >>> from anomalib_adaclip.components.file_checks import check_image_file
+    >>> from anomalib_adaclip.components.input_files import check_image_file
     >>> check_image_file("does/not/exist.png")[0].problem
     'the file does not exist'
 """
@@ -29,15 +29,20 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from lightning.pytorch import Callback
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningModule, Trainer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "FileProblem",
+    "InputFileCheck",
     "InputFilesError",
     "check_image_file",
     "check_mask_file",
@@ -526,3 +531,41 @@ def iter_loader_datasets(loaders: Any) -> Iterator[Any]:
         dataset = getattr(loader, "dataset", None)
         if dataset is not None:
             yield dataset
+
+
+class InputFileCheck(Callback):
+    """Check the files of a run's data loaders before the first batch.
+
+    Raises:
+        InputFilesError: Files AdaCLIP cannot use; the message lists each with what to do.
+    """
+
+    @staticmethod
+    def check(trainer: Trainer, loaders: Any, split: str) -> None:
+        """Check the files of the data sets behind ``loaders``, naming ``split`` and the data module in messages."""
+        datamodule = getattr(trainer, "datamodule", None)
+        name = getattr(datamodule, "name", None) or (type(datamodule).__name__ if datamodule is not None else "")
+        category = getattr(datamodule, "category", None)
+        origin = f" of {name}" + (f" {category!r}" if category else "") if name else ""
+        for dataset in iter_loader_datasets(loaders):
+            validate_dataset(dataset, f"the {split} data{origin}")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the training files."""
+        del pl_module
+        self.check(trainer, trainer.train_dataloader, "training")
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the validation files."""
+        del pl_module
+        self.check(trainer, trainer.val_dataloaders, "validation")
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the test files."""
+        del pl_module
+        self.check(trainer, trainer.test_dataloaders, "test")
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check the files to predict on."""
+        del pl_module
+        self.check(trainer, trainer.predict_dataloaders, "prediction")

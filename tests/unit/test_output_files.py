@@ -1,10 +1,10 @@
-"""files.py: nothing the package writes replaces an existing file."""
+"""output_files.py: nothing the package writes replaces an existing file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from anomalib_adaclip.files import existing_versions, free_path, open_new_text_file
+from anomalib_adaclip.output_files import existing_versions, free_path, open_new_text_file
 
 
 def test_free_path_takes_the_next_free_version(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""The callback that checks a run's files before its first batch (``components/input_file_check.py``): which
-loaders each stage checks, and messages that name the split, the data module and the file.
+"""The input files of a run (``components/input_files.py``): which loaders the callback checks at each stage, and
+messages that name the split, the data module and the file.
 
-The checks of single files are tested in ``tests/unit/components/test_file_checks.py``.
+The checks of single files, case by case, are tested end to end in ``tests/integration/test_inputs.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pytest
 from anomalib.data import PredictDataset
 from torch.utils.data import DataLoader
 
-from anomalib_adaclip.components.file_checks import InputFilesError
-from anomalib_adaclip.components.input_file_check import InputFileCheck
+from anomalib_adaclip.components.input_files import InputFileCheck, InputFilesError
 from tests.helpers import write_png
 
 
