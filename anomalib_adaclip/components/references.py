@@ -46,6 +46,7 @@ __all__ = [
     "FewShotSource",
     "ReferencePreparation",
     "draw_references",
+    "encode_references",
     "fill_memory",
     "folder_images",
     "read_references",
@@ -193,21 +194,35 @@ def fill_memory(
         return
     settings = model.few_shot
     paths = reference_paths(settings.k_shot, settings.few_shot_seed, source, datamodule, model.class_name)
-    device = next(model.parameters()).device
     for name, files in paths.items():
-        if name in memory:
-            continue
-        images = [image.to(device) for image in read_references(files, transform)]
-        if tile_overlap is not None:
-            tiles = [cut_tiles(image[None], model.image_size, tile_overlap)[0] for image in images]
-            groups = [index for index, image_tiles in enumerate(tiles) for _ in range(image_tiles.shape[0])]
-            model.add_references(torch.cat(tiles), name, groups)
-        else:
-            model.add_references(torch.stack(images), name)
-        logger.info(
-            "AdaCLIP few-shot memory of %r: %d references, scale %.4g; memory %.1f MB in all.",
-            name, len(files), memory.scale(name), memory.nbytes() / 1e6,
-        )  # fmt: skip
+        if name not in memory:
+            encode_references(model, name, read_references(files, transform), tile_overlap)
+
+
+def encode_references(
+    model: AdaCLIPModel, class_name: str, images: Sequence[torch.Tensor], tile_overlap: int | None = None
+) -> None:
+    """Encode read reference images into ``model``'s few-shot memory as ``class_name``'s (replacing earlier ones).
+
+    Args:
+        model: A few-shot model.
+        class_name: The class name of the references.
+        images: The references after the model's transform (:func:`read_references`).
+        tile_overlap: With tiled inference, the tile overlap: references are cut into tiles like the queries.
+    """
+    device = next(model.parameters()).device
+    images = [image.to(device) for image in images]
+    if tile_overlap is not None:
+        tiles = [cut_tiles(image[None], model.image_size, tile_overlap)[0] for image in images]
+        groups = [index for index, image_tiles in enumerate(tiles) for _ in range(image_tiles.shape[0])]
+        model.add_references(torch.cat(tiles), class_name, groups)
+    else:
+        model.add_references(torch.stack(images), class_name)
+    memory = model.few_shot_memory
+    logger.info(
+        "AdaCLIP few-shot memory of %r: %d references, scale %.4g; memory %.1f MB in all.",
+        class_name, len(images), memory.scale(class_name), memory.nbytes() / 1e6,
+    )  # fmt: skip
 
 
 class FewShotReferences(Callback):
@@ -294,15 +309,43 @@ class ReferencePreparation:
         """
         if datamodule is None:
             datamodule = attached_datamodule(self)
+        fill_memory(self.model, self.few_shot_source, datamodule, *self._reference_reading())
+
+    def set_references(self, references: Mapping[str, Sequence[str | Path]]) -> None:
+        """Make the few-shot memory hold exactly these known-good images: ``{class name: image files}``.
+
+        Every file given is used (nothing is drawn; ``k_shot`` is only the number :meth:`prepare_references` draws),
+        read as :meth:`prepare_references` reads the drawn ones. Earlier references of every class name are forgotten,
+        but only once every file has been read, so a bad file leaves the memory as it was. A run then uses them: it
+        fills only the class names the memory lacks.
+
+        Raises:
+            RuntimeError: The model is zero-shot (``k_shot=0``).
+            ~anomalib_adaclip.components.references.FewShotReferenceError: A class name without images, or a file
+                that cannot be read as an image.
+            ValueError: An empty or too long class name.
+        """
+        memory = self.model.few_shot_memory
+        if memory is None:
+            msg = "This AdaCLIP model is zero-shot (k_shot=0): it keeps no reference images."
+            raise RuntimeError(msg)
+        transform, tile_overlap = self._reference_reading()
+        read = {}
+        for name, files in references.items():
+            self.model.check_class_name(name)
+            if not files:
+                msg = f"No known-good reference image was given for the class name {name!r}."
+                raise FewShotReferenceError(msg)
+            read[name] = read_references([Path(file) for file in files], transform)
+        memory.clear()
+        for name, images in read.items():
+            encode_references(self.model, name, images, tile_overlap)
+
+    def _reference_reading(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
+        """How references are read: the model's transform, and the tile overlap with tiling (else ``None``)."""
         transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
         overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
-        fill_memory(
-            self.model,
-            self.few_shot_source,
-            datamodule,
-            transform or adaclip_transform(self.model.image_size, self.tiling),
-            tile_overlap=overlap if self.tiling else None,
-        )
+        return transform or adaclip_transform(self.model.image_size, self.tiling), overlap if self.tiling else None
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""

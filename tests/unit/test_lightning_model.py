@@ -6,6 +6,8 @@ Models are built on the micro CLIP and never run through a Trainer here; runs th
 
 from __future__ import annotations
 
+import ast
+import inspect
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from anomalib.data import ImageBatch
 from anomalib.visualization import Visualizer
 from lightning.pytorch import Trainer
 
-from anomalib_adaclip import AdaCLIP
+from anomalib_adaclip import AdaCLIP, lightning_model
 from anomalib_adaclip.components import PredictionCSVWriter, ThresholdCalibration
 from anomalib_adaclip.components.input_files import InputFileCheck
 from anomalib_adaclip.components.references import FewShotReferences
@@ -101,3 +103,10 @@ def test_bad_settings_are_refused_when_the_model_is_built(micro_weights: Path) -
         make_adaclip(micro_weights, mutual_scoring=True, tiling=True)
     with pytest.raises(TypeError):
         AdaCLIP.set_export_class_names(make_adaclip(micro_weights), "bottle")
+
+
+def test_the_adaclip_class_stays_a_thin_adapter() -> None:
+    """At most 350 lines (issue 21; anomalib's WinCLIP has 272): new behaviour goes into components/ and its mixins."""
+    tree = ast.parse(inspect.getsource(lightning_model))
+    (adaclip,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "AdaCLIP"]
+    assert adaclip.end_lineno - adaclip.lineno + 1 <= 350

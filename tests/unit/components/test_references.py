@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from anomalib_adaclip.components.references import (
     read_references,
     reference_paths,
 )
+from tests.helpers import make_adaclip
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 30)) -> list[Path]:
@@ -89,3 +91,54 @@ def test_reference_paths_from_a_folder_a_mapping_and_a_data_module(
         reference_paths(1, 0, None, None, "widget")
     with pytest.raises(FewShotReferenceError, match="has none"):
         reference_paths(1, 0, None, SimpleNamespace(), "widget")
+
+
+def _memory(model: Any) -> dict[str, Any]:
+    memory = model.model.few_shot_memory
+    return {"names": memory.class_names, "patches": memory.patches.clone(), "scales": memory.scales.clone()}
+
+
+def test_set_references_holds_what_the_drawn_path_of_a_run_holds(micro_weights: Path, tmp_path: Path) -> None:
+    """Given references and drawn ones meet in the same memory, read the same way (with and without tiling)."""
+    files = write_images(tmp_path / "good", 3, size=(60, 44))
+    for tiling in (False, True):
+        drawn = make_adaclip(micro_weights, k_shot=3, few_shot_source=str(tmp_path / "good"), class_name="tire")
+        given = make_adaclip(micro_weights, k_shot=3, class_name="tire")
+        for model in (drawn, given):
+            model.set_tiling(tiling)
+        drawn.model.class_name = "tire"  # what a run's set-up does before the references are drawn
+        drawn.prepare_references()
+        given.set_references({"tire": list(reversed(files))})  # every file is used, in any order
+        expected, got = _memory(drawn), _memory(given)
+        assert got["names"] == expected["names"] == ["tire"]
+        assert torch.equal(got["scales"], expected["scales"])
+        # the same patches: the order of the images may differ, so compare as sorted rows
+        assert torch.equal(got["patches"].flatten(1).sort(0).values, expected["patches"].flatten(1).sort(0).values)
+
+
+def test_set_references_replaces_every_earlier_class_and_a_bad_file_changes_nothing(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    first = write_images(tmp_path / "first", 2)
+    second = write_images(tmp_path / "second", 3, size=(20, 20))
+    model = make_adaclip(micro_weights, k_shot=2)
+    model.set_references({"tire": first, "bottle": second})
+    assert model.model.few_shot_memory.class_names == ["tire", "bottle"]
+    model.set_references({"nut": first})
+    assert model.model.few_shot_memory.class_names == ["nut"]
+    before = _memory(model)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(FewShotReferenceError, match=r"broken\.png cannot be read"):
+        model.set_references({"tire": [*second, broken]})
+    with pytest.raises(FewShotReferenceError, match="No known-good reference image was given for the class name 'x'"):
+        model.set_references({"tire": second, "x": []})
+    with pytest.raises(ValueError, match="class name"):
+        model.set_references({" ": second})
+    after = _memory(model)
+    assert after["names"] == ["nut"] and torch.equal(after["patches"], before["patches"])
+
+
+def test_set_references_refuses_a_zero_shot_model(micro_weights: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="zero-shot"):
+        make_adaclip(micro_weights).set_references({"tire": write_images(tmp_path, 1)})
