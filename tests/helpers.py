@@ -35,6 +35,7 @@ __all__ = [
     "OWN_PROMPTS",
     "OWN_SENTENCES",
     "RUN_DIR",
+    "SPEED_RESULT_FIELDS",
     "adaclip_entry",
     "assert_onnx_matches_torch",
     "clip_normalised",
@@ -58,6 +59,23 @@ __all__ = [
 # The input size of MICRO_BACKBONE: every Engine run of the suite uses it.
 IMAGE_SIZE = 112
 BIN = Path(sys.executable).parent
+
+# The keys of one measurement of the speed benchmark (``benchmark.speed.measure.measure``'s documented return value).
+SPEED_RESULT_FIELDS = frozenset(
+    {
+        "batch_size",
+        "batches",
+        "images",
+        "seconds",
+        "images_per_second",
+        "seconds_per_image",
+        "median_seconds_per_image",
+        "cpu_seconds_per_image",
+        "peak_memory_bytes",
+        "peak_memory_per_image_bytes",
+        "memory_kind",
+    }
+)
 
 # Prompt settings other than the paper's, and the sentences they give for "metal-nut".
 OWN_PROMPTS = {"normal_states": ["{}", "good {}"], "abnormal_states": ["bad {}"], "templates": ["a photo of a {}."]}

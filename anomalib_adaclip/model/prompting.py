@@ -14,7 +14,7 @@ Example:
     >>> from anomalib_adaclip.model.prompting import PromptEnsemble
     >>> ensemble = PromptEnsemble()
     >>> normal, abnormal = ensemble.sentences("metal-nut")
-    >>> normal[1]
+    >>> normal[4]
     'a bad photo of a flawless metal nut.'
     >>> len(normal), len(abnormal)
     (28, 20)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from anomalib_adaclip import cli
 from anomalib_adaclip.benchmark.config import BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.paper import AVERAGE, paper_cells, published_counterpart
 from anomalib_adaclip.benchmark.report import summarise, write_report
@@ -82,14 +81,6 @@ def test_modes_and_counterparts_of_the_shipped_mutual_config() -> None:
         assert published_counterpart(adaclip, data.name) == "AdaCLIP"
     # The largest test set among them (BTAD 03: 441 images) is one group, as MuSc scores it.
     assert musc.init_args["mutual_group_size"] >= 441
-
-
-def test_dry_run_marks_the_mutual_runs(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["benchmark", "--config", str(MUTUAL_CONFIG), "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "90 runs" in out  # 3 models x (15 + 12 + 3) categories
-    assert "pending   AdaCLIP-MuSc · BTech/03 · seed 0 (mutual scoring)" in out
-    assert "pending   AdaCLIP · BTech/03 · seed 0\n" in out
 
 
 def finished(model: str, category: str, mode: str, **metrics: float) -> RunRecord:

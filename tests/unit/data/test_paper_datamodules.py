@@ -12,41 +12,14 @@ from anomalib.data.utils import TestSplitMode as SplitMode  # not collected as a
 from PIL import Image
 
 from anomalib_adaclip.data import DAGM, KSDD, PAPER_DATASETS, ColonDB, HeadCT, PaperDataModule
-from anomalib_adaclip.data.paper_datasets import require_dataset
 from tests.data.paper_layouts import SIZE, DatasetTree, write_all_dataset_trees, write_dataset_tree
 
-# The paper's Supplementary Table 1 (normal, anomalous) and its task column, written out independently of the registry.
-PAPER_TEST_COUNTS = {
-    "MVTecAD": ((467, 1258), "both"),
-    "Visa": ((962, 1200), "both"),
-    "MPDD": ((176, 282), "both"),
-    "BTech": ((451, 290), "both"),
-    "KSDD": ((181, 74), "both"),
-    "DAGM": ((6996, 1054), "both"),
-    "DTDSynthetic": ((357, 947), "both"),
-    "HeadCT": ((100, 100), "image"),
-    "BrainMRI": ((98, 155), "image"),
-    "Br35H": ((1500, 1500), "image"),
-    "ISIC": ((0, 379), "pixel"),
-    "ColonDB": ((0, 380), "pixel"),
-    "ClinicDB": ((0, 612), "pixel"),
-    "TN3K": ((0, 614), "pixel"),
-}
 OWN = ("KSDD", "DAGM", "DTDSynthetic", "HeadCT", "BrainMRI", "Br35H", "ISIC", "ColonDB", "ClinicDB", "TN3K")
 
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DatasetTree]:
     return write_all_dataset_trees(tmp_path_factory.mktemp("paper"))
-
-
-def test_registry_holds_the_papers_14_data_sets() -> None:
-    assert list(PAPER_DATASETS) == list(PAPER_TEST_COUNTS)
-    assert sum(len(entry.categories) for entry in PAPER_DATASETS.values()) == 66
-    for key, entry in PAPER_DATASETS.items():
-        assert (entry.test_counts, entry.task) == PAPER_TEST_COUNTS[key]
-        assert entry.default_category in entry.categories
-        assert entry.source and entry.licence and entry.size and entry.default_root
 
 
 @pytest.mark.parametrize("key", OWN)
@@ -77,7 +50,7 @@ def _check_split(batches: list, counts: tuple[int, int], has_masks: bool, own: b
             assert [Path(path).is_file() for path in batch.mask_path] == [bool(label) for label in batch.gt_label]
 
 
-@pytest.mark.parametrize("key", list(PAPER_TEST_COUNTS))
+@pytest.mark.parametrize("key", list(PAPER_DATASETS))
 def test_every_category_loads_as_written(trees: dict[str, DatasetTree], key: str) -> None:
     tree = trees[key]
     assert tree.categories == PAPER_DATASETS[key].categories
@@ -151,19 +124,6 @@ def test_empty_test_folder_is_an_error(tmp_path: Path) -> None:
         KSDD(root=tmp_path).setup()
 
 
-def test_require_dataset_before_anomalib_modules_would_download(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as error:
-        require_dataset("Visa", tmp_path, "pcb1")
-    message = str(error.value)
-    assert f"neither {tmp_path / 'visa_pytorch' / 'pcb1'} nor {tmp_path / 'pcb1'} is a folder" in message
-    assert "VisA_20220922.tar" in message and "split_csv/1cls.csv" in message
-    assert list(tmp_path.iterdir()) == []
-    (tmp_path / "pcb1").mkdir()  # the raw download: anomalib's Visa splits it offline
-    require_dataset("visa", tmp_path, "pcb1")
-    with pytest.raises(FileNotFoundError, match=r"mvtec-ad.*\n.*anomalib\.data\.MVTecAD reads"):
-        require_dataset("MVTecAD", tmp_path, "bottle")
-
-
 def test_defect_folder_in_train_is_an_error(tmp_path: Path) -> None:
     tree = write_dataset_tree("KSDD", tmp_path)
     (tree.root / "SDD" / "test" / "defect").rename(tree.root / "SDD" / "train" / "defect")
@@ -174,23 +134,3 @@ def test_defect_folder_in_train_is_an_error(tmp_path: Path) -> None:
 def test_the_base_names_no_data_set() -> None:
     with pytest.raises(TypeError, match="use one of its data modules"):
         PaperDataModule()
-
-
-def test_a_missing_anomalib_data_set_that_cannot_be_downloaded_says_where_to_get_it(tmp_path: Path) -> None:
-    from anomalib.data import MPDD
-
-    from anomalib_adaclip.data.paper_datasets import prepare_or_explain
-
-    datamodule = MPDD(root=tmp_path / "MPDD", category="tubes", num_workers=0)
-    with pytest.raises(FileNotFoundError, match=r"(?s)MPDD data set not found.*Get it from .*github.com/stepanje/MPDD"):
-        prepare_or_explain(datamodule)  # anomalib cannot download MPDD
-    write_dataset_tree("MPDD", tmp_path, ["tubes"])
-    prepare_or_explain(datamodule)  # present: anomalib's own preparation, nothing to say
-
-
-def test_this_packages_data_modules_explain_a_missing_data_set_once(tmp_path: Path) -> None:
-    from anomalib_adaclip.data.paper_datasets import prepare_or_explain
-
-    with pytest.raises(FileNotFoundError) as raised:
-        prepare_or_explain(ColonDB(root=tmp_path / "nowhere", num_workers=0))
-    assert str(raised.value).count("data set not found") == 1, str(raised.value)

@@ -2,7 +2,8 @@
 
 The other cases of this group live next to the code they test: missing files, truncated downloads, wrong formats,
 checkpoints of another setting and released names offline without cache in ``test_checkpoint.py``; backbone weights
-of another backbone, missing keys and pretrained tags offline without cache in ``test_backbone.py``.
+of another backbone, missing keys and pretrained tags offline without cache in ``test_backbone.py``; a Lightning
+state dict that does not fit in ``tests/unit/components/test_lightning_checkpoints.py``.
 """
 
 from __future__ import annotations
@@ -82,23 +83,6 @@ def test_pickled_code_in_a_lightning_checkpoint_is_refused_and_never_runs(marker
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         engine.predict(model, data_path=image, ckpt_path=evil)
     assert not marker.exists()
-
-
-def test_checkpoint_of_another_backbone_leaves_the_lightning_model_unchanged(tmp_path: Path) -> None:
-    """torch's load_state_dict copies every fitting tensor before it raises; AdaCLIP checks first."""
-    torch.manual_seed(0)
-    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112)
-    wider = {**MICRO_BACKBONE, "vision_cfg": {**MICRO_BACKBONE["vision_cfg"], "width": 128}}
-    torch.manual_seed(1)
-    other = AdaCLIP(backbone=wider, backbone_weights=None, image_size=112)
-    before = {key: value.clone() for key, value in model.state_dict().items()}
-    foreign = {key: value for key, value in other.state_dict().items() if not key.startswith("model.clip.")}
-    with pytest.raises(RuntimeError, match=r"(?s)nothing was loaded.*shape mismatches.*visual_prompter"):
-        model.load_state_dict(foreign)
-    with pytest.raises(RuntimeError, match="nothing was loaded"):
-        model.load_state_dict(foreign, strict=False)  # shapes are checked also without strict
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]) or (value.isnan().all() and before[key].isnan().all()), key
 
 
 def test_failed_adaclip_checkpoint_load_leaves_the_model_unchanged(make_model: Callable, tmp_path: Path) -> None:
