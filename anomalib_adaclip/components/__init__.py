@@ -14,7 +14,7 @@
 
 What the Lightning model offers besides set-up, steps and ``configure_*`` are mixins of the module that owns it:
 :class:`.class_names.ClassNamedPrompts`, :class:`.references.ReferencePreparation`, :class:`.tiling.TiledInference`,
-:class:`.checkpoints.FrozenBackboneCheckpoints` and :class:`.export.GuardedExports`.
+:class:`.lightning_checkpoints.FrozenBackboneCheckpoints` and :class:`.export.GuardedExports`.
 """
 
 from .calibration import CalibrationResult, ThresholdCalibration, calibration_loader, run_calibration
