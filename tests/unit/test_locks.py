@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from anomalib_adaclip import files, locks
+from anomalib_adaclip import locks, output_files
 from anomalib_adaclip.locks import LockError, LockHeldError, NotALockFileError, OwnedLock, Owner, process_alive
 
 
@@ -215,11 +215,11 @@ def test_waiting_for_a_lock_says_so_once_and_gets_it_when_it_is_released(tmp_pat
 def test_write_new_file_never_replaces_and_leaves_nothing_when_the_disk_is_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    names = race(lambda: files.write_new_file(tmp_path / "result.yaml", "x: 1\n"), 6)
+    names = race(lambda: output_files.write_new_file(tmp_path / "result.yaml", "x: 1\n"), 6)
     assert sorted(path.name for path in names) == ["result-v1.yaml", "result-v2.yaml", "result-v3.yaml",
                                                    "result-v4.yaml", "result-v5.yaml", "result.yaml"]  # fmt: skip
     with pytest.raises(FileExistsError, match="never replaced"):
-        files.write_new_file(tmp_path / "result.yaml", "x: 2\n", next_free=False)
+        output_files.write_new_file(tmp_path / "result.yaml", "x: 2\n", next_free=False)
     assert (tmp_path / "result.yaml").read_text() == "x: 1\n"
 
     def full(descriptor: int) -> None:
@@ -228,5 +228,5 @@ def test_write_new_file_never_replaces_and_leaves_nothing_when_the_disk_is_full(
     monkeypatch.setattr(os, "fsync", full)
     before = sorted(tmp_path.iterdir())
     with pytest.raises(OSError, match="No space left"):
-        files.write_new_file(tmp_path / "other.yaml", "y: 1\n")
+        output_files.write_new_file(tmp_path / "other.yaml", "y: 1\n")
     assert sorted(tmp_path.iterdir()) == before
