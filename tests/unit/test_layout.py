@@ -32,7 +32,6 @@ NOT_YET_MIRRORED = {
     "benchmark/cli.py",  # through the command: tests/integration/test_benchmark.py
     "benchmark/specs.py",  # through the grid: tests/unit/benchmark/test_runner.py, test_config.py, test_mutual_axis.py
     "components/lightning_checkpoints.py",  # tests/integration/test_engine.py; tests/unit/test_lightning_model.py
-    "components/image_scoring.py",  # the demo's path, equal to anomalib predict: tests/unit/demo/test_session.py
     "data/paper_datasets.py",  # tests/unit/data/test_paper_datamodules.py, test_preparation.py; tests/docs/
     "model/prompting.py",  # tests/unit/model/test_reference_parity.py, test_text_encoder.py
     "model/vision.py",  # tests/unit/model/test_reference_parity.py, test_determinism.py
