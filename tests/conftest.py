@@ -7,6 +7,7 @@ dicts, and the Hugging Face hub is switched to offline mode for the whole sessio
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,30 @@ def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
     torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def prompt_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two checkpoint files of random prompts for the micro CLIP (seeds 1 and 2): models that differ in prompts."""
+    from anomalib_adaclip import AdaCLIPModel
+    from anomalib_adaclip.weights import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("prompts")
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112)
+        paths.append(folder / f"prompts_{seed}.pt")
+        save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def demo_settings(micro_weights: Path, prompt_checkpoints: list[Path]) -> Any:
+    """The demo's model settings of the micro CLIP with the first prompts checkpoint, at 112 px (zero-shot)."""
+    from anomalib_adaclip.demo import DemoModelSettings
+
+    return DemoModelSettings(json.dumps(MICRO_BACKBONE), str(micro_weights), str(prompt_checkpoints[0]), 112)
 
 
 @pytest.fixture(scope="session")

@@ -67,21 +67,22 @@ def main(arguments: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    from anomalib_adaclip.demo import DemoModelSettings, DemoSession  # noqa: PLC0415
     from anomalib_adaclip.demo.app import launch  # noqa: PLC0415  (imports gradio)
-    from anomalib_adaclip.demo.session import DemoSession, ModelSpec  # noqa: PLC0415
 
     offline = options.offline or downloads_disabled()
-    spec = None
+    settings = None
     if not options.smoke:
-        spec = ModelSpec(options.backbone, options.backbone_weights, options.checkpoint, options.image_size)
+        settings = DemoModelSettings(options.backbone, options.backbone_weights, options.checkpoint, options.image_size)
     session = DemoSession(
-        spec,
+        settings,
         device=options.device,
         smoke=options.smoke,
         offline=offline,
         max_megapixels=options.max_megapixels,
         output_dir=options.output,
     )
-    print(f"AdaCLIP demo: {session.default_spec.describe()} on {session.device}; the model is built on the first run.")
+    model = session.default_settings.describe()
+    print(f"AdaCLIP demo: {model} on {session.device}; the model is built on the first run.")
     launch(session, host=options.host, port=options.port, share=options.share, class_name=options.class_name)
     return 0

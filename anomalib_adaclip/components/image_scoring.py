@@ -2,7 +2,10 @@
 
 :func:`score_images` runs the module's pre-processor, :meth:`AdaCLIP.score_batch <anomalib_adaclip.AdaCLIP.score_batch>`
 (tiled with ``tiling``) with the given class names, and the post-processor's normalisation and thresholds: the
-numbers of ``Engine.predict`` on the same image files, without a second inference path.
+numbers of ``Engine.predict`` on the same image files, without a second inference path. With ``mutual`` the images of
+each class name are scored against each other as one group (mutual scoring, MuSc), also by a model built without
+``mutual_scoring``: :class:`~anomalib_adaclip.components.mutual_groups.MutualGroupStage`'s own path, with MuSc's
+default settings for the backbone and the default ``mutual_weight``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from typing import Any
 import torch
 from anomalib.data import ImageBatch
 
+from anomalib_adaclip.config import MutualGroupConfig
 from anomalib_adaclip.model.inputs import check_images, image_class_names
+
+from .mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_settings
 
 __all__ = ["score_images"]
 
@@ -21,33 +27,90 @@ __all__ = ["score_images"]
 @torch.no_grad()
 def score_images(
     module: Any,
-    images: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
     class_names: str | Sequence[str],
     image_paths: Sequence[str] | None = None,
+    *,
+    mutual: bool = False,
 ) -> ImageBatch:
     """Score raw images as a ``predict`` run does: pre-processor, model (tiled with ``tiling``), post-processor.
 
     Args:
         module: An :class:`~anomalib_adaclip.AdaCLIP` in eval mode on the images' device.
-        images: Raw RGB images ``[B, 3, H, W]`` in [0, 1] (as anomalib's ``read_image`` gives them).
+        images: Raw RGB images ``[B, 3, H, W]`` in [0, 1] (as anomalib's ``read_image`` gives them), or a sequence of
+            raw images ``[3, H, W]`` of any sizes, each pre-processed on its own (the pre-processor resizes each to
+            the input size; with tiling they must have one size).
         class_names: One class name for every image, or one per image.
         image_paths: The images' files, kept in the batch (the visualiser reads the original image from them).
+        mutual: Score the images of each class name against each other as one group (mutual scoring, fused with
+            AdaCLIP's outputs), as a model built with ``mutual_scoring=True`` does outside a run: with the model's own
+            settings when it has them, else MuSc's defaults for the backbone and the default ``mutual_weight``. Needs
+            at least two images of each class name and no tiling. Defaults to ``False`` (a model built with
+            ``mutual_scoring`` scores its groups anyway).
 
     Returns:
         The post-processed batch: ``pred_score``, ``pred_label``, ``anomaly_map``, ``pred_mask``.
 
     Raises:
-        TypeError: ``images`` is not a floating-point tensor.
-        ValueError: Bad shape or values, or an empty or too long class name.
+        TypeError: ``images`` is not a floating-point tensor (or a sequence of them).
+        ValueError: Bad shape or values, images of several sizes after pre-processing, an empty or too long class
+            name, or ``mutual`` with tiling or with a class name of a single image
+            (:class:`~anomalib_adaclip.components.mutual_groups.MutualScoringError`).
     """
-    check_images(images, "images", raw=True)
-    names = image_class_names(class_names, len(images))  # each name is checked by the model when it scores
-    names = [names] * len(images) if isinstance(names, str) else names
-    batch = ImageBatch(image=images, image_path=list(image_paths) if image_paths is not None else None)
-    # The components' predict hooks read neither the Trainer nor the batch index.
-    if module.pre_processor is not None:
-        module.pre_processor.on_predict_batch_start(None, module, batch, 0)
-    batch = module.score_batch(batch, names)
+    if mutual:
+        check_mutual_scoring(mutual, module.tiling)
+    batch = _pre_processed(module, images, image_paths)
+    names = image_class_names(class_names, len(batch.image))  # each name is checked by the model when it scores
+    names = [names] * len(batch.image) if isinstance(names, str) else names
+    if mutual:
+        batch.update(**_mutual_stage(module).score_tensors(module.model, batch.image, names)._asdict())
+    else:
+        batch = module.score_batch(batch, names)
     if module.post_processor is not None:
         module.post_processor.on_predict_batch_end(None, module, batch, batch, 0)
     return batch
+
+
+def _pre_processed(
+    module: Any, images: torch.Tensor | Sequence[torch.Tensor], image_paths: Sequence[str] | None
+) -> ImageBatch:
+    """The images in a batch after the module's pre-processor (whose predict hook reads neither Trainer nor index)."""
+    paths = list(image_paths) if image_paths is not None else None
+    if isinstance(images, torch.Tensor):
+        check_images(images, "images", raw=True)
+        batch = ImageBatch(image=images, image_path=paths)
+        if module.pre_processor is not None:
+            module.pre_processor.on_predict_batch_start(None, module, batch, 0)
+        return batch
+    if not isinstance(images, Sequence) or isinstance(images, str):
+        msg = f"`images` must be a tensor [B, 3, H, W] or a sequence of tensors [3, H, W], got {type(images).__name__}."
+        raise TypeError(msg)
+    if not images:
+        msg = "`images` is an empty sequence: give at least one image."
+        raise ValueError(msg)
+    single = []
+    for index, image in enumerate(images):
+        if not isinstance(image, torch.Tensor) or image.ndim != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            msg = f"`images[{index}]` must be one raw image [3, H, W], got {shape}."
+            raise ValueError(msg)
+        check_images(image[None], f"images[{index}]", raw=True)
+        item = ImageBatch(image=image[None])
+        if module.pre_processor is not None:
+            module.pre_processor.on_predict_batch_start(None, module, item, 0)
+        single.append(item.image)
+    sizes = sorted({tuple(image.shape[-2:]) for image in single})
+    if len(sizes) > 1:
+        msg = (
+            f"The images have several sizes after pre-processing ({', '.join(f'{h}x{w}' for h, w in sizes)}): the "
+            "pre-processor resizes them only without tiling. Score images of different sizes one at a time."
+        )
+        raise ValueError(msg)
+    return ImageBatch(image=torch.cat(single), image_path=paths)
+
+
+def _mutual_stage(module: Any) -> MutualGroupStage:
+    """The module's own group stage, or one with MuSc's defaults for its backbone and the default ``mutual_weight``."""
+    if module.mutual_groups is not None:
+        return module.mutual_groups
+    return MutualGroupStage(MutualGroupConfig(mutual_scoring=True), mutual_settings(module.model))

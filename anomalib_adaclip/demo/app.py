@@ -21,7 +21,9 @@ from anomalib_adaclip.config import SMOKE_NOTE, AdaCLIPConfig
 from anomalib_adaclip.model.prompting import sentences_text
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS
 
-from .session import EXAMPLES_DIR, TABLE_HEADERS, DemoSession, ModelSpec, example_images
+from .models import DemoModelSettings
+from .results import TABLE_HEADERS
+from .session import EXAMPLES_DIR, DemoSession, example_images
 
 __all__ = ["CHECKPOINT_FILE_CHOICE", "build_app", "launch"]
 
@@ -38,11 +40,11 @@ def _prompts(session: DemoSession, class_name: str) -> str:
     return sentences_text(config, class_name)
 
 
-def _spec(
+def _settings(
     session: DemoSession, checkpoint: str, checkpoint_file: str | None, backbone: str, backbone_weights: str
-) -> ModelSpec | str:
+) -> DemoModelSettings | str:
     """The model the page asks for, or a message when it asks for something that was not given."""
-    default = session.default_spec
+    default = session.default_settings
     if session.smoke:
         return default
     if checkpoint == CHECKPOINT_FILE_CHOICE:
@@ -52,7 +54,7 @@ def _spec(
     backbone, backbone_weights = (backbone or "").strip(), (backbone_weights or "").strip()
     if not backbone or not backbone_weights:
         return "Name the backbone and its weights (an open_clip pretrained tag such as openai, or a file)."
-    return ModelSpec(backbone, backbone_weights, checkpoint, default.image_size)
+    return DemoModelSettings(backbone, backbone_weights, checkpoint, default.image_size)
 
 
 def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
@@ -66,7 +68,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
         The Blocks app (not launched; :func:`launch` queues and serves it).
     """
     released = list(RELEASED_CHECKPOINTS)
-    default_checkpoint = session.default_spec.checkpoint
+    default_checkpoint = session.default_settings.checkpoint
     with gr.Blocks(
         title="AdaCLIP zero-shot anomaly detection",
         analytics_enabled=False,
@@ -122,11 +124,12 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 with gr.Accordion(
                     "Backbone (for checkpoints trained on another CLIP)", open=False, visible=not session.smoke
                 ):
-                    backbone = gr.Textbox(label="open_clip backbone", value=session.default_spec.backbone)
+                    backbone = gr.Textbox(label="open_clip backbone", value=session.default_settings.backbone)
                     backbone_weights = gr.Textbox(
-                        label="Backbone weights (pretrained tag or file)", value=session.default_spec.backbone_weights
+                        label="Backbone weights (pretrained tag or file)",
+                        value=session.default_settings.backbone_weights,
                     )
-                gr.Markdown(f"Model: {session.default_spec.describe()}; device {session.device}.")
+                gr.Markdown(f"Model: {session.default_settings.describe()}; device {session.device}.")
                 image_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Image threshold (NG above)")
                 pixel_threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Pixel threshold (mask above)")
                 tiling = gr.Checkbox(
@@ -174,9 +177,9 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             together: bool = False,
             progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
         ) -> tuple[Any, ...]:
-            spec = _spec(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
-            if isinstance(spec, str):
-                return spec, [], [], None, None
+            settings = _settings(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
+            if isinstance(settings, str):
+                return settings, [], [], None, None
 
             def report(done: int, total: int, what: str) -> None:
                 progress((done, total), desc=what, unit="images")
@@ -184,7 +187,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
             result = session.predict(
                 files or [],
                 class_name,
-                spec=spec,
+                settings=settings,
                 image_threshold=image_level,
                 pixel_threshold=pixel_level,
                 tiling=tiled,

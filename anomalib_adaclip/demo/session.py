@@ -1,12 +1,14 @@
-"""The demo's model and inference, without any web page: what :mod:`.app` shows comes from here.
+"""The demo's requests, without any web page: what :mod:`.app` shows comes from here.
 
-:class:`DemoSession` owns one :class:`~anomalib_adaclip.AdaCLIP`, built on first use and kept; it is rebuilt only
-when its :class:`ModelSpec` (backbone, weights, checkpoint, input size) changes, and says so. Images are scored by
-the package's own path, the same as ``anomalib predict`` on image files: anomalib's ``read_image``, then
-:func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's pre-processor, its scoring, tiled
-or not, and its post-processor with the chosen thresholds), then the decision and the anomalous-area fraction of
-:mod:`~anomalib_adaclip.components.decisions` and the picture of
-:class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a time use the model.
+:class:`DemoSession` answers a request (images, a class name, thresholds, tiling, references, mutual scoring): it
+checks the inputs, makes the model ready (:class:`~.models.KeptModels`: built on first use and kept, rebuilt only
+when its :class:`~.models.DemoModelSettings` change, and says so), scores the images and has the run's files written
+(:mod:`.run_files`). Images are scored by the package's own path, the same as ``anomalib predict`` on image files:
+anomalib's ``read_image``, then :func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's
+pre-processor, its scoring, tiled or not, or the images as one mutual-scoring group, and its post-processor with the
+chosen thresholds), then the decision and the anomalous-area fraction of :mod:`~anomalib_adaclip.components.decisions`
+and the picture of :class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a
+time use the model.
 
 Every problem with a request (no images, an empty class name, a file that is not an image or is damaged, 16-bit
 grayscale, an image above the size limit, weights that are not on disk) comes back as text in the result, never as
@@ -14,38 +16,26 @@ an exception, so the page answers it and keeps serving.
 
 Known-good reference images (normal images of the product) make a run few-shot: with ``n`` references the run uses
 an AdaCLIP with ``k_shot=n`` whose few-shot memory holds those ``n`` images for the run's class name, filled by the
-package's own path (the references are copied into a folder of the session, which becomes ``few_shot_source``, and
-:meth:`AdaCLIP.prepare_references <anomalib_adaclip.AdaCLIP.prepare_references>` reads them with the model's
-pre-processing, resizing them to the input size like the queries). The session keeps one zero-shot and one few-shot
-model of the same settings, so switching between them rebuilds nothing; the few-shot model's memory is refilled only
-when the references (their contents), the class name or tiling change, and the model is rebuilt, with a message, only
-when the number of references (``k_shot``) changes. References are checked like the query images; a bad one is
-answered and nothing is scored.
+package's own path (:meth:`AdaCLIP.set_references <anomalib_adaclip.AdaCLIP.set_references>` reads them with the
+model's pre-processing, resizing them to the input size like the queries). The session keeps one zero-shot and one
+few-shot model of the same settings, so switching between them rebuilds nothing; the few-shot model's memory is
+refilled only when the references (their contents), the class name or tiling change, and the model is rebuilt, with a
+message, only when the number of references (``k_shot``) changes. References are checked like the query images; a bad
+one is answered and nothing is scored.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import json
 import logging
-import math
-import shutil
 import tempfile
 import threading
-import time
-import uuid
-import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from anomalib_adaclip.components.decisions import (
     anomalous_area_fraction,
@@ -55,43 +45,26 @@ from anomalib_adaclip.components.decisions import (
 )
 from anomalib_adaclip.components.image_scoring import score_images
 from anomalib_adaclip.components.input_files import check_image_file
-from anomalib_adaclip.components.mutual_groups import mutual_settings, score_fused_group
-from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS, csv_row
 from anomalib_adaclip.components.references import FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
-from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE, AdaCLIPConfig, MutualGroupConfig
-from anomalib_adaclip.weights import (
-    RELEASED_CHECKPOINTS,
-    CheckpointError,
-    WeightsNotFoundError,
-    hub_cache_only,
-    locate_weights,
-)
+from anomalib_adaclip.config import SMOKE_NOTE
+from anomalib_adaclip.weights import CheckpointError, WeightsNotFoundError
+
+from .models import DemoModelSettings, KeptModels, MissingWeightsError, smoke_settings
+from .results import ImageResult, RunResult
+from .run_files import RunFiles
 
 if TYPE_CHECKING:
     from anomalib_adaclip import AdaCLIP
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_MAX_MEGAPIXELS",
-    "EXAMPLES_DIR",
-    "TABLE_HEADERS",
-    "DemoSession",
-    "ImageResult",
-    "MissingWeightsError",
-    "ModelSpec",
-    "RunResult",
-    "example_images",
-    "smoke_spec",
-]
+__all__ = ["DEFAULT_MAX_MEGAPIXELS", "EXAMPLES_DIR", "DemoSession", "ProgressCallback", "example_images"]
 
 DEFAULT_MAX_MEGAPIXELS = 50.0
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-TABLE_HEADERS = ("file", "class name", "score", "decision", "anomalous area %", "message")
 # Width of the overlay picture; its height follows the image's aspect ratio.
 OVERLAY_WIDTH = 448
-KEEP_RUNS = 20  # run folders (CSV, overlays, zip) of a session kept on disk; its older ones are deleted
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -99,140 +72,6 @@ ProgressCallback = Callable[[int, int, str], None]
 def example_images() -> list[Path]:
     """The example images shipped with the demo (MVTec 3D-AD tire, CC BY-NC-SA 4.0; see ``examples/README.md``)."""
     return sorted(EXAMPLES_DIR.glob("*.png"))
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the model is built from: a change of any of these builds a new model.
-
-    Attributes:
-        backbone: open_clip model name, or the JSON of an open_clip config dict.
-        backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (smoke test).
-        checkpoint: A released checkpoint name, a checkpoint file, or ``None`` (untrained prompts: smoke test).
-        image_size: The model's input side in pixels.
-        k_shot: Known-good references per class (few-shot); 0 for zero-shot.
-    """
-
-    backbone: str = AdaCLIPConfig.backbone
-    backbone_weights: str | None = "openai"
-    checkpoint: str | None = "mvtec_colondb"
-    image_size: int = AdaCLIPConfig.image_size
-    k_shot: int = 0
-
-    def describe(self) -> str:
-        """One line for the page: checkpoint, backbone, weights and input size."""
-        backbone = "tiny random CLIP" if self.backbone.startswith("{") else self.backbone
-        checkpoint = self.checkpoint if self.checkpoint in RELEASED_CHECKPOINTS else None
-        if checkpoint is None:
-            checkpoint = Path(self.checkpoint).name if self.checkpoint else "none (untrained prompts)"
-        weights = self.backbone_weights if self.backbone_weights else "random"
-        if weights != "random" and "/" in weights:
-            weights = Path(weights).name
-        shots = f", few-shot k_shot={self.k_shot}" if self.k_shot else ""
-        return f"checkpoint {checkpoint}, backbone {backbone} ({weights} weights), {self.image_size} px{shots}"
-
-    def zero_shot(self) -> ModelSpec:
-        """The same settings without references (``k_shot=0``)."""
-        return dataclasses.replace(self, k_shot=0)
-
-    def changes_from(self, other: ModelSpec) -> list[str]:
-        """The settings that differ from ``other``, as ``name: old -> new``."""
-        return [
-            f"{name}: {getattr(other, name)} -> {getattr(self, name)}"
-            for name in ("checkpoint", "backbone", "backbone_weights", "image_size", "k_shot")
-            if getattr(other, name) != getattr(self, name)
-        ]
-
-
-def smoke_spec() -> ModelSpec:
-    """The quick start's smoke-test model: a tiny random CLIP, untrained prompts (meaningless outputs)."""
-    return ModelSpec(json.dumps(SMOKE_BACKBONE, sort_keys=True), None, None, SMOKE_IMAGE_SIZE)
-
-
-@dataclass
-class ImageResult:
-    """What one image gave: the numbers, the picture, or why it was not scored.
-
-    Attributes:
-        name: The file name as uploaded.
-        path: The file that was read.
-        class_name: The class name of the prompts.
-        score: The image score (the abnormal probability); ``None`` when the image was not scored.
-        decision: ``"NG"``, ``"OK"``, or ``""`` when the image was not scored.
-        anomalous_area_fraction: Share of the image's pixels above the pixel threshold (at the image's size).
-        overlay: The image with the anomaly map and the predicted-mask contour, the decision written on it.
-        error: Why the image was not scored (empty when it was).
-        notes: Warnings about an image that was scored (e.g. an EXIF orientation that is ignored).
-    """
-
-    name: str
-    path: str
-    class_name: str
-    score: float | None = None
-    decision: str = ""
-    anomalous_area_fraction: float | None = None
-    overlay: Image.Image | None = None
-    error: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def scored(self) -> bool:
-        """Whether the image was scored."""
-        return self.score is not None
-
-    def csv_row(self) -> list[str]:
-        """The row of the predictions CSV (``CSV_COLUMNS``, formatted as ``anomalib predict`` writes them)."""
-        return csv_row(self.name, self.class_name, self.score, self.decision, self.anomalous_area_fraction)
-
-    def table_row(self) -> list[Any]:
-        """The row of the page's table (``TABLE_HEADERS``)."""
-        fraction = self.anomalous_area_fraction
-        return [
-            self.name,
-            self.class_name,
-            "" if self.score is None else round(self.score, 4),
-            self.decision or "not scored",
-            "" if fraction is None or math.isnan(fraction) else round(100 * fraction, 2),
-            self.error or " ".join(self.notes),
-        ]
-
-
-@dataclass
-class RunResult:
-    """The answer to one request.
-
-    Attributes:
-        results: One entry per image, in the order given.
-        messages: What the page says above the results: the model (built, rebuilt or kept), problems, the summary.
-        csv_path: The predictions CSV (one row per scored image), or ``None`` when nothing was scored.
-        zip_path: The overlays as PNG files in a zip, or ``None`` when nothing was scored.
-        smoke: Whether the outputs come from the smoke-test model (meaningless).
-        k_shot: Known-good references the run used (few-shot), 0 for a zero-shot run.
-    """
-
-    results: list[ImageResult] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-    csv_path: Path | None = None
-    zip_path: Path | None = None
-    smoke: bool = False
-    k_shot: int = 0
-
-    @property
-    def message(self) -> str:
-        """The messages, one paragraph each."""
-        return "\n\n".join(self.messages)
-
-    def table(self) -> list[list[Any]]:
-        """The rows of the page's table, one per image."""
-        return [result.table_row() for result in self.results]
-
-    def gallery(self) -> list[tuple[Image.Image, str]]:
-        """The overlays with a caption each (``name: NG 0.734``)."""
-        return [
-            (result.overlay, f"{result.name}: {result.decision} {result.score:.3f}")
-            for result in self.results
-            if result.overlay is not None and result.score is not None
-        ]
 
 
 def _on_cpu(batch: Any) -> Any:
@@ -282,35 +121,26 @@ def _distinct_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     return distinct, repeats
 
 
-class MissingWeightsError(WeightsNotFoundError):
-    """Every weight file a model needs that is neither on disk nor downloadable; ``errors`` holds each one's."""
-
-    def __init__(self, errors: Sequence[WeightsNotFoundError]) -> None:
-        super().__init__("\n\n".join(str(error) for error in errors))
-        self.errors = list(errors)
-
-
-def _missing_weights(spec: ModelSpec, offline: bool) -> list[WeightsNotFoundError]:
-    """The weight files of ``spec`` (a pretrained tag's CLIP weights, a released checkpoint) that cannot be found."""
-    return list(locate_weights(spec.backbone, spec.backbone_weights, spec.checkpoint, local_only=offline)[1].values())
-
-
 class DemoSession:
     """One AdaCLIP model, built when first needed and kept, and the scoring of uploaded images with it.
 
     Args:
-        spec: The model of a request that names none. Defaults to the released ``mvtec_colondb`` checkpoint on
+        settings: The model of a request that names none. Defaults to the released ``mvtec_colondb`` checkpoint on
             ViT-L-14-336 (``openai`` weights) at 518 px.
         device: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... Defaults to ``"auto"``.
         smoke: The model is the quick start's smoke-test model: every result says that it means nothing.
         offline: Look for weights on disk only (``ADACLIP_WEIGHTS_DIR``, the Hugging Face cache), never download.
         max_megapixels: Larger images are refused with a message. Defaults to 50.
         output_dir: Where the CSV, overlays and zip files of the runs go. Defaults to a new temporary folder.
+
+    Attributes:
+        models: The kept models (one zero-shot, one few-shot).
+        files: The run folders and the writing of a run's files.
     """
 
     def __init__(
         self,
-        spec: ModelSpec | None = None,
+        settings: DemoModelSettings | None = None,
         *,
         device: str = "auto",
         smoke: bool = False,
@@ -318,84 +148,28 @@ class DemoSession:
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         output_dir: str | Path | None = None,
     ) -> None:
-        self.default_spec = spec or (smoke_spec() if smoke else ModelSpec())
+        self.default_settings = settings or (smoke_settings() if smoke else DemoModelSettings())
         self.device = _resolve_device(device)
         self.smoke = smoke
         self.offline = offline
         self.max_megapixels = max_megapixels
         self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="adaclip_demo_"))
-        self.model: AdaCLIP | None = None
-        self.spec: ModelSpec | None = None
-        # The kept models: at most one zero-shot and one few-shot model, of the same settings otherwise.
-        self._models: dict[ModelSpec, AdaCLIP] = {}
-        # What the few-shot memory of a kept model holds: (class name, tiling, digest of the reference files).
-        self._filled: dict[ModelSpec, tuple[str, bool, str]] = {}
+        self.models = KeptModels(self.device, offline)
+        self.files = RunFiles(self.output_dir, smoke)
         self._lock = threading.Lock()
-        # This session's run folders, oldest first: only these are ever deleted (another demo process may share the
-        # output folder, and its pages still offer their files).
-        self._run_dirs: list[Path] = []
-        self._run_dirs_lock = threading.Lock()
 
-    # ------------------------------------------------------------------------------------------------------------------
-    # The model
-    # ------------------------------------------------------------------------------------------------------------------
-    def _build(self, spec: ModelSpec) -> AdaCLIP:
-        from anomalib_adaclip import AdaCLIP  # noqa: PLC0415  (torch, anomalib and open_clip load when needed)
+    @property
+    def model(self) -> AdaCLIP | None:
+        """The current model (that of the last request), or ``None`` before the first one is built."""
+        return self.models.model
 
-        backbone: str | dict[str, Any] = json.loads(spec.backbone) if spec.backbone.startswith("{") else spec.backbone
-        if spec.backbone_weights is None:
-            torch.manual_seed(0)  # random weights (smoke test): the same model every time
-        visualizer = AdaCLIPVisualizer(fields=["image"], overlay_fields=[("image", ["anomaly_map", "pred_mask"])])
-        with hub_cache_only(self.offline):
-            model = AdaCLIP(
-                backbone=backbone,
-                backbone_weights=spec.backbone_weights,
-                checkpoint=spec.checkpoint,
-                image_size=spec.image_size,
-                k_shot=spec.k_shot,
-                thresholding="fixed",
-                evaluator=False,
-                visualizer=visualizer,
-            )
-        return model.eval().to(self.device)
+    @property
+    def settings(self) -> DemoModelSettings | None:
+        """The current model's settings, or ``None``."""
+        return self.models.settings
 
-    def _load(self, spec: ModelSpec) -> str:
-        """Make the model of ``spec`` the current one, building it unless it is kept; returns what happened."""
-        if spec in self._models:
-            self.model, self.spec = self._models[spec], spec
-            return ""
-        start = time.perf_counter()
-        few_shot = spec.k_shot > 0
-        # The model this one replaces: the kept one of the same kind (zero- or few-shot), else the current one.
-        previous = next((kept for kept in self._models if (kept.k_shot > 0) == few_shot), None)
-        other_kind = next((kept for kept in self._models if (kept.k_shot > 0) != few_shot), None)
-        # Kept: the other kind's model of the same settings; everything else goes (and a failed build leaves no
-        # half-built model behind).
-        keep = other_kind if other_kind is not None and other_kind.zero_shot() == spec.zero_shot() else None
-        previous = previous or (other_kind if keep is None else None)
-        self._models = {keep: self._models[keep]} if keep is not None else {}
-        self._filled = {kept: filled for kept, filled in self._filled.items() if kept in self._models}
-        self.model, self.spec = None, None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if missing := _missing_weights(spec, self.offline):  # every missing file at once, before anything is built
-            raise MissingWeightsError(missing)
-        model = self._build(spec)
-        self._models[spec] = model
-        self.model, self.spec = model, spec
-        took = time.perf_counter() - start
-        if previous is None:
-            kind = "few-shot model" if few_shot else "model"
-            also = f" (the {'zero' if few_shot else 'few'}-shot model is kept too)" if keep is not None else ""
-            return (
-                f"Built the {kind} ({spec.describe()}) on {self.device} in {took:.1f} s; it is kept for later "
-                f"runs{also}."
-            )
-        changes = "; ".join(spec.changes_from(previous))
-        return f"Rebuilt the model because its settings changed ({changes}): {spec.describe()}, {took:.1f} s."
-
-    def load(self, spec: ModelSpec | None = None) -> str:
-        """Build the model of ``spec`` (default: the session's) now, unless it is built already.
+    def load(self, settings: DemoModelSettings | None = None) -> str:
+        """Build the model of ``settings`` (default: the session's) now, unless it is built already.
 
         Returns:
             What happened (empty when the model was kept).
@@ -405,10 +179,10 @@ class DemoSession:
             CheckpointError: A checkpoint or weights file does not fit.
         """
         with self._lock:
-            return self._load(spec or self.default_spec)
+            return self.models.load(settings or self.default_settings)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # Scoring
+    # Checks of the inputs
     # ------------------------------------------------------------------------------------------------------------------
     def _refusal(self, path: Path) -> tuple[str, list[str]]:
         """Why the image cannot be scored ('' when it can), and notes about one that can."""
@@ -437,45 +211,9 @@ class DemoSession:
                 problems.append(f"- {path.name}: {refusal.removeprefix('Not scored: ')}")
         return problems
 
-    def _fill_references(self, model: AdaCLIP, paths: Sequence[Path], class_name: str, tiling: bool) -> str:
-        """Fill the few-shot memory of ``model`` with ``paths`` for ``class_name`` unless it holds them already.
-
-        The files are copied into a folder of the session, which becomes the model's ``few_shot_source``, and
-        :meth:`AdaCLIP.prepare_references` reads them with the model's pre-processing (the same path as a run of
-        ``anomalib predict`` with ``--model.few_shot_source``). The memory holds one class name at a time here.
-
-        Returns:
-            What happened, for the page.
-
-        Raises:
-            ~anomalib_adaclip.components.references.FewShotReferenceError: A reference cannot be read.
-        """
-        digest = hashlib.sha256()
-        for content in sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in paths):
-            digest.update(content.encode())
-        key = (class_name, tiling, digest.hexdigest())
-        assert self.spec is not None
-        if self._filled.get(self.spec) == key:
-            return "kept from the previous run"
-        memory = model.model.few_shot_memory
-        assert memory is not None  # a few-shot model
-        self._filled.pop(self.spec, None)
-        start = time.perf_counter()
-        folder = self.output_dir / "references" / uuid.uuid4().hex[:12]
-        folder.mkdir(parents=True)
-        try:
-            for index, path in enumerate(paths):
-                suffix = "" if path.suffix.lower() in IMG_EXTENSIONS else ".png"  # PIL reads by content
-                shutil.copy(path, folder / f"{index:03d}_{path.name}{suffix}")
-            memory.clear()
-            model.few_shot_source = str(folder)
-            model.model.class_name = class_name
-            model.prepare_references()
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        self._filled[self.spec] = key
-        return f"read in {time.perf_counter() - start:.1f} s"
-
+    # ------------------------------------------------------------------------------------------------------------------
+    # Scoring
+    # ------------------------------------------------------------------------------------------------------------------
     def _read(self, path: Path, name: str, class_name: str) -> tuple[ImageResult, torch.Tensor | None]:
         """The image as anomalib's predict reads it, or ``None`` with the reason in the result."""
         from anomalib.data.utils import read_image  # noqa: PLC0415  (anomalib's reader, as predict uses)
@@ -498,18 +236,23 @@ class DemoSession:
         for result in results:
             result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
 
-    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
-        result, image = self._read(path, name, class_name)
-        if image is None:
-            return result
+    def _score_read(self, read: Sequence[tuple[ImageResult, torch.Tensor]], class_name: str, mutual: bool) -> None:
+        """Score read images (each alone, or with ``mutual`` all as one group) and fill in their results."""
         model = self.model
         assert model is not None  # loaded by the caller
-        try:
-            batch = score_images(model, image[None].to(self.device), class_name, [str(path)])
+        try:  # moving the images to the device fails like the model does when its memory is full
+            images = [image.to(self.device) for _, image in read]
+            batch = score_images(model, images, class_name, [result.path for result, _ in read], mutual=mutual)
         except RuntimeError as error:
-            self._failed([result], error)
-            return result
-        self._fill(result, next(iter(_on_cpu(batch))), image)
+            self._failed([result for result, _ in read], error)
+            return
+        for (result, image), item in zip(read, _on_cpu(batch), strict=True):
+            self._fill(result, item, image)
+
+    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
+        result, image = self._read(path, name, class_name)
+        if image is not None:
+            self._score_read([(result, image)], class_name, mutual=False)
         return result
 
     def _score_together(self, paths: Sequence[Path], class_name: str) -> list[ImageResult] | None:
@@ -521,26 +264,7 @@ class DemoSession:
         usable = [(result, image) for result, image in read if image is not None]
         if len(usable) < 2:
             return None
-        from anomalib.data import ImageBatch  # noqa: PLC0415  (anomalib loads when a run starts, as read_image)
-
-        model = self.model
-        assert model is not None  # loaded by the caller
-        transform = model.pre_processor.transform
-        try:
-            with torch.no_grad():
-                images = torch.cat([transform(image[None].to(self.device)) for _, image in usable])
-                settings = mutual_settings(model.model)
-                weight = MutualGroupConfig().mutual_weight
-                names = [result.name for result, _ in usable]
-                predictions = score_fused_group(model.model, images, class_name, settings, weight, names)
-                batch = ImageBatch(image=images, image_path=[result.path for result, _ in usable])
-                batch.update(**predictions._asdict())
-                model.post_processor.on_predict_batch_end(None, model, batch, batch, 0)
-        except RuntimeError as error:
-            self._failed([result for result, _ in usable], error)
-            return [result for result, _ in read]
-        for (result, image), item in zip(usable, _on_cpu(batch), strict=True):
-            self._fill(result, item, image)
+        self._score_read(usable, class_name, mutual=True)
         return [result for result, _ in read]
 
     def _fill(self, result: ImageResult, item: Any, image: torch.Tensor) -> None:
@@ -558,15 +282,15 @@ class DemoSession:
             result.overlay = visualizer.render(item, applied_threshold(model, "image"))
 
     def _ready_model(
-        self, run: RunResult, spec: ModelSpec, class_name: str, tiling: bool, references: Sequence[Path]
+        self, run: RunResult, settings: DemoModelSettings, class_name: str, tiling: bool, references: Sequence[Path]
     ) -> AdaCLIP | None:
-        """The model of ``spec``, built or kept, with its tiling and its few-shot memory set for this request.
+        """The model of ``settings``, built or kept, with its tiling and its few-shot memory set for this request.
 
         What happened (built, rebuilt, zero- or few-shot) goes into ``run``'s messages; ``None`` when the request
         cannot be scored (the reason is in the messages).
         """
         try:
-            built = self._load(spec)
+            built = self.models.load(settings)
         except WeightsNotFoundError as error:
             count = len(error.errors) if isinstance(error, MissingWeightsError) else 1
             run.messages.append(
@@ -590,7 +314,7 @@ class DemoSession:
             run.messages.append("Zero-shot: no known-good references (the prompts only).")
             return model
         try:
-            filled = self._fill_references(model, references, class_name, tiling)
+            filled = self.models.set_references(references, class_name, tiling)
         except (FewShotReferenceError, OSError, RuntimeError) as error:
             run.messages.append(f"No image was scored: the known-good references cannot be used. {error}")
             return None
@@ -606,7 +330,7 @@ class DemoSession:
         images: Sequence[str | Path],
         class_name: str,
         *,
-        spec: ModelSpec | None = None,
+        settings: DemoModelSettings | None = None,
         image_threshold: float = 0.5,
         pixel_threshold: float = 0.5,
         tiling: bool = False,
@@ -622,7 +346,7 @@ class DemoSession:
             references: Known-good (normal) images of the same object: with ``n`` of them the run is few-shot with
                 ``k_shot=n``, without any it is zero-shot. They are resized to the model's input size like the
                 queries. Defaults to none.
-            spec: The model to use; rebuilt when it differs from the current one. Defaults to the session's.
+            settings: The model to use; rebuilt when it differs from the current one. Defaults to the session's.
             image_threshold: An image is NG when its score is above it. Defaults to 0.5.
             pixel_threshold: A pixel is anomalous when its probability is above it. Defaults to 0.5.
             tiling: Score each image at full resolution in tiles of the model's input size. Defaults to ``False``.
@@ -657,12 +381,12 @@ class DemoSession:
             run.messages.append("\n".join([heading, *problems]))
             return run
         reference_paths, duplicates = _distinct_files(reference_paths)
-        spec = dataclasses.replace(spec or self.default_spec, k_shot=len(reference_paths))
+        settings = dataclasses.replace(settings or self.default_settings, k_shot=len(reference_paths))
         report = progress or (lambda done, total, what: None)
         with self._lock:
-            if spec not in self._models:
+            if settings not in self.models:
                 report(0, len(paths), "building the model")
-            model = self._ready_model(run, spec, class_name, tiling, reference_paths)
+            model = self._ready_model(run, settings, class_name, tiling, reference_paths)
             if model is None:
                 return run
             if duplicates:
@@ -688,7 +412,7 @@ class DemoSession:
                 report(index, len(paths), path.name)
                 run.results.append(self._score(path, path.name, class_name))
             report(len(paths), len(paths), "writing the files")
-        self._write_files(run)
+        self.files.write(run)
         scored = [result for result in run.results if result.scored]
         failed = len(run.results) - len(scored)
         defective = sum(result.decision == "NG" for result in scored)
@@ -696,7 +420,7 @@ class DemoSession:
             f"Scored {len(scored)} of {len(run.results)} image(s) with the class name {class_name!r}: "
             f"{defective} NG, {len(scored) - defective} OK (image threshold {image_threshold:g}, "
             f"pixel threshold {pixel_threshold:g}"
-            f"{', tiled' if tiling else ''}; {self.spec.describe() if self.spec else ''})."
+            f"{', tiled' if tiling else ''}; {self.settings.describe() if self.settings else ''})."
         )
         run.messages.append(summary)
         if failed:
@@ -707,64 +431,3 @@ class DemoSession:
                 )
             )
         return run
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # Files
-    # ------------------------------------------------------------------------------------------------------------------
-    def _new_run_dir(self) -> Path:
-        """A new run folder (a unique name, created exclusively); this session's oldest beyond ``KEEP_RUNS`` go."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        folder = self.output_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        folder.mkdir()
-        with self._run_dirs_lock:
-            self._run_dirs.append(folder)
-            old, self._run_dirs = self._run_dirs[:-KEEP_RUNS], self._run_dirs[-KEEP_RUNS:]
-        for path in old:
-            shutil.rmtree(path, ignore_errors=True)
-        return folder
-
-    def _write_files(self, run: RunResult) -> None:
-        """The predictions CSV (scored images) and a zip of the overlays, in a new run folder."""
-        scored = [result for result in run.results if result.scored]
-        if not scored:
-            return
-        try:
-            self._write_run_folder(run, scored)
-        except OSError as error:  # a full disk, a read-only folder: the results on the page are complete
-            run.csv_path = run.zip_path = None
-            run.messages.append(
-                f"The CSV and zip could not be written to {self.output_dir}: {error.strerror or error}. The results "
-                "shown here are complete; free space (or choose another --output folder) and run again for the files."
-            )
-
-    def _write_run_folder(self, run: RunResult, scored: list[ImageResult]) -> None:
-        """The run's files in a new folder of its own (created exclusively: two runs never share one)."""
-        folder = self._new_run_dir()
-        try:
-            self._write_run_files(run, scored, folder)
-        except OSError:
-            shutil.rmtree(folder, ignore_errors=True)  # no half-written zip is ever offered
-            raise
-
-    def _write_run_files(self, run: RunResult, scored: list[ImageResult], folder: Path) -> None:
-        run.csv_path = folder / "predictions.csv"
-        with run.csv_path.open("x", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(result.csv_row() for result in scored)
-        run.zip_path = folder / "overlays.zip"
-        with zipfile.ZipFile(run.zip_path, "x") as archive:
-            for index, result in enumerate(scored, start=1):
-                if result.overlay is None:
-                    continue
-                info = PngInfo()
-                info.add_text("Decision", result.decision)
-                info.add_text("Score", repr(result.score))
-                if self.smoke:
-                    info.add_text("Warning", SMOKE_NOTE)
-                png = folder / f"{index:03d}_{Path(result.name).stem}.png"
-                result.overlay.save(png, pnginfo=info)
-                archive.write(png, png.name)
-            archive.write(run.csv_path, run.csv_path.name)
-            if self.smoke:
-                archive.writestr("WARNING.txt", SMOKE_NOTE + "\n")

@@ -20,17 +20,20 @@ from anomalib_adaclip.config import AdaCLIPConfig
 def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Record the session's arguments and the launch's instead of building a model and serving a page."""
     pytest.importorskip("gradio")
-    from anomalib_adaclip.demo import app, session
+    import anomalib_adaclip.demo as demo_package
+    from anomalib_adaclip.demo import app
 
     record: dict[str, Any] = {}
 
     class RecordingSession:
-        def __init__(self, spec: Any, **kwargs: Any) -> None:
-            record["spec"], record["session"] = spec, kwargs
-            self.default_spec = spec or session.ModelSpec(backbone="{tiny}", backbone_weights=None, checkpoint=None)
+        def __init__(self, settings: Any, **kwargs: Any) -> None:
+            record["settings"], record["session"] = settings, kwargs
+            self.default_settings = settings or demo_package.DemoModelSettings(
+                backbone="{tiny}", backbone_weights=None, checkpoint=None
+            )
             self.device = "cpu"
 
-    monkeypatch.setattr(session, "DemoSession", RecordingSession)
+    monkeypatch.setattr(demo_package, "DemoSession", RecordingSession)
     monkeypatch.setattr(app, "launch", lambda served_session, **kwargs: record.update(launch=kwargs))
     monkeypatch.delenv("ADACLIP_OFFLINE", raising=False)
     return record
@@ -47,9 +50,13 @@ def test_without_gradio_the_command_says_how_to_install_it(
 
 def test_the_defaults_serve_the_released_model_locally(served: dict[str, Any], capsys: pytest.CaptureFixture) -> None:
     assert demo.main([]) == 0
-    spec = served["spec"]
-    assert (spec.backbone, spec.backbone_weights, spec.checkpoint) == ("ViT-L-14-336", "openai", "mvtec_colondb")
-    assert spec.image_size == AdaCLIPConfig.image_size
+    settings = served["settings"]
+    assert (settings.backbone, settings.backbone_weights, settings.checkpoint) == (
+        "ViT-L-14-336",
+        "openai",
+        "mvtec_colondb",
+    )
+    assert settings.image_size == AdaCLIPConfig.image_size
     assert served["session"] == {
         "device": "auto",
         "smoke": False,
@@ -64,7 +71,7 @@ def test_the_defaults_serve_the_released_model_locally(served: dict[str, Any], c
 def test_options_reach_the_session_and_the_page(served: dict[str, Any], tmp_path: Path) -> None:
     arguments = ["--smoke", "--device", "cpu", "--port", "8000", "--host", "0.0.0.0", "--class-name", "tire"]
     assert demo.main([*arguments, "--max-megapixels", "2.5", "--output", str(tmp_path)]) == 0
-    assert served["spec"] is None  # the smoke run's tiny model is the session's own
+    assert served["settings"] is None  # the smoke run's tiny model is the session's own
     assert served["session"]["smoke"] is True and served["session"]["device"] == "cpu"
     assert served["session"]["max_megapixels"] == 2.5 and served["session"]["output_dir"] == tmp_path
     assert served["launch"] == {"host": "0.0.0.0", "port": 8000, "share": False, "class_name": "tire"}
@@ -80,4 +87,4 @@ def test_offline_comes_from_the_flag_or_the_environment(
         monkeypatch.setenv("ADACLIP_OFFLINE", environment)
     assert demo.main(["--checkpoint", "visa_clinicdb", "--image-size", "336", *flag]) == 0
     assert served["session"]["offline"] is offline
-    assert served["spec"].checkpoint == "visa_clinicdb" and served["spec"].image_size == 336
+    assert served["settings"].checkpoint == "visa_clinicdb" and served["settings"].image_size == 336

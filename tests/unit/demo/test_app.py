@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
-from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
+from anomalib_adaclip.demo import DemoModelSettings, DemoSession, example_images
 
 gr = pytest.importorskip("gradio")  # before the page's module, which imports gradio: skipped, not an error
 
@@ -99,7 +99,7 @@ def test_missing_weights_and_missing_checkpoint_file_come_back_as_text(
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
-    session = DemoSession(ModelSpec("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
+    session = DemoSession(DemoModelSettings("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
     predict = handler(session)
     image = [str(example_images()[0])]
     status = predict(image, "tire", "mvtec_colondb", None, "ViT-B-32", "openai", 0.5, 0.5, False)[0]

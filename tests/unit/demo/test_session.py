@@ -1,18 +1,18 @@
-"""The demo's session without a browser: the same numbers as ``anomalib predict``, its files, and bad input answered.
+"""The demo's session without a browser: the same numbers as ``anomalib predict``, its messages, and bad input answered.
 
-The model is the micro CLIP of ``tests/conftest.py`` with prompts saved as a checkpoint file, so the session and
-anomalib's ``Engine.predict`` build exactly the same model.
+The model is the micro CLIP of ``tests/conftest.py`` with prompts saved as a checkpoint file (``demo_settings``), so
+the session and anomalib's ``Engine.predict`` build exactly the same model. The kept models are tested in
+``test_models.py``, the run folders in ``test_run_files.py``, and ``score_images`` against ``Engine.predict`` in
+``tests/unit/components/test_image_scoring.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +20,20 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalib_adaclip import AdaCLIP, AdaCLIPModel, MutualScoring
-from anomalib_adaclip.components.prediction_writer import CSV_COLUMNS
+from anomalib_adaclip import AdaCLIP, MutualScoring
+from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
 from anomalib_adaclip.config import AdaCLIPConfig
-from anomalib_adaclip.demo import DemoSession, ModelSpec, example_images
+from anomalib_adaclip.demo import DemoModelSettings, DemoSession, example_images
 from anomalib_adaclip.model.prompting import sentences_text
-from anomalib_adaclip.weights import (
-    WeightsNotFoundError,
-    download_clip_weights,
-    download_released_checkpoint,
-    save_checkpoint,
-)
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 from tests.helpers import make_engine
 
 TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tire" / "test" / "good" / "001.png"]
 
 
-def _prompts_checkpoint(folder: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112)
-    path = folder / f"prompts_{seed}.pt"
-    save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("prompts")
-    return [_prompts_checkpoint(folder, seed) for seed in (1, 2)]
-
-
-@pytest.fixture(scope="module")
-def spec(micro_weights: Path, checkpoints: list[Path]) -> ModelSpec:
-    return ModelSpec(json.dumps(MICRO_BACKBONE), str(micro_weights), str(checkpoints[0]), 112)
-
-
-@pytest.fixture(scope="module")
-def session(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> DemoSession:
-    return DemoSession(spec, device="cpu", output_dir=tmp_path_factory.mktemp("demo_runs"))
+def session(demo_settings: DemoModelSettings, tmp_path_factory: pytest.TempPathFactory) -> DemoSession:
+    return DemoSession(demo_settings, device="cpu", output_dir=tmp_path_factory.mktemp("demo_runs"))
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,29 +43,26 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-@pytest.mark.parametrize("tiling", [False, True])
 def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
-    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path, tiling: bool
+    session: DemoSession, demo_settings: DemoModelSettings, micro_weights: Path, tmp_path: Path
 ) -> None:
     images = tmp_path / "images"
     images.mkdir()
-    # tiled: the 150x200 example images (6 tiles each at 112 px; the 600x800 tire images would take 63 each)
-    for source in example_images()[:2] if tiling else TIRE_IMAGES:
+    for source in TIRE_IMAGES:
         shutil.copy(source, images / f"{source.parent.name}_{source.name}")
     files = sorted(images.iterdir())
 
-    run = session.predict(files, "tire", image_threshold=0.5, pixel_threshold=0.5, tiling=tiling)
+    run = session.predict(files, "tire", image_threshold=0.5, pixel_threshold=0.5)
     assert [result.name for result in run.results] == [path.name for path in files]
     assert all(result.scored and not result.error for result in run.results), run.message
 
     model = AdaCLIP(
         backbone=MICRO_BACKBONE,
         backbone_weights=str(micro_weights),
-        checkpoint=spec.checkpoint,
+        checkpoint=demo_settings.checkpoint,
         image_size=112,
         class_name="tire",
         thresholding="fixed",
-        tiling=tiling,
     )
     engine = make_engine(tmp_path / "engine")
     predictions = engine.predict(model, data_path=images)
@@ -136,7 +108,7 @@ def test_mutual_scoring_scores_the_uploaded_images_against_each_other(
     assert not tiled.results and "cannot be combined" in tiled.message
 
 
-def test_overlays_gallery_table_and_zip(session: DemoSession) -> None:
+def test_overlays_gallery_and_table(session: DemoSession) -> None:
     run = session.predict(TIRE_IMAGES, "tire", image_threshold=0.0, pixel_threshold=1.0)
     assert [result.decision for result in run.results] == ["NG", "NG"]  # every score is above 0
     assert [row[4] for row in run.table()] == [0.0, 0.0]  # no pixel is above 1
@@ -149,17 +121,13 @@ def test_overlays_gallery_table_and_zip(session: DemoSession) -> None:
         assert np.abs(overlay[:, width // 2 :] - original).mean() > 5  # the heatmap changed the right panel
     assert len(run.gallery()) == 2
     assert run.gallery()[0][1].startswith("000.png: NG ")
-    with zipfile.ZipFile(run.zip_path) as archive:
-        names = archive.namelist()
-        assert names == ["001_000.png", "002_001.png", "predictions.csv"]
-        with Image.open(archive.open(names[0])) as png:
-            assert png.text["Decision"] == "NG"
+    assert run.zip_path.is_file() and run.csv_path.is_file()  # their contents: test_run_files.py
 
 
 def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_changes(
-    spec: ModelSpec, checkpoints: list[Path], tmp_path: Path
+    demo_settings: DemoModelSettings, prompt_checkpoints: list[Path], tmp_path: Path
 ) -> None:
-    session = DemoSession(spec, device="cpu", output_dir=tmp_path)
+    session = DemoSession(demo_settings, device="cpu", output_dir=tmp_path)
     first = session.predict(example_images()[:1], "tire")
     assert first.messages[0].startswith("Built the model (checkpoint prompts_1.pt")
     model = session.model
@@ -167,8 +135,8 @@ def test_model_is_built_once_and_rebuilt_with_a_message_when_the_checkpoint_chan
     assert session.model is model
     assert not any("Built" in message or "Rebuilt" in message for message in second.messages)
     assert second.results[0].score != first.results[0].score  # tiles at full resolution: another view
-    other = ModelSpec(spec.backbone, spec.backbone_weights, str(checkpoints[1]), spec.image_size)
-    third = session.predict(example_images()[:1], "tire", spec=other)
+    other = dataclasses.replace(demo_settings, checkpoint=str(prompt_checkpoints[1]))
+    third = session.predict(example_images()[:1], "tire", settings=other)
     assert session.model is not model
     assert third.messages[0].startswith("Rebuilt the model because its settings changed (checkpoint: ")
     assert "prompts_2.pt" in third.messages[0]
@@ -183,7 +151,7 @@ def _copies(paths: list[Path], folder: Path) -> list[Path]:
 
 
 def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
-    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path
+    session: DemoSession, demo_settings: DemoModelSettings, micro_weights: Path, tmp_path: Path
 ) -> None:
     references = _copies(TRAIN_GOOD[:2], tmp_path / "references")
     images = tmp_path / "images"
@@ -201,7 +169,7 @@ def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
     model = AdaCLIP(
         backbone=MICRO_BACKBONE,
         backbone_weights=str(micro_weights),
-        checkpoint=spec.checkpoint,
+        checkpoint=demo_settings.checkpoint,
         image_size=112,
         class_name="tire",
         thresholding="fixed",
@@ -218,17 +186,9 @@ def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
         assert result.decision == ("NG" if bool(item.pred_label) else "OK")
         assert result.score != pytest.approx(plain.score, abs=1e-6)  # the references changed the outputs
 
-    # The query that is a reference: the few-shot map is ~0 everywhere (its patches are in the memory).
-    from anomalib.data.utils.image import read_image
-
-    few_shot = session._models[dataclasses.replace(spec, k_shot=2)]
-    image = few_shot.pre_processor.transform(read_image(references[0], as_tensor=True))[None]
-    with torch.no_grad():
-        assert float(few_shot.model.features(image, "tire").few_shot_map.max()) < 1e-5
-
 
 def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memory(
-    session: DemoSession, spec: ModelSpec, micro_weights: Path, tmp_path: Path
+    session: DemoSession, demo_settings: DemoModelSettings, micro_weights: Path, tmp_path: Path
 ) -> None:
     # the 150x200 example images: references and query cut into 6 tiles each at 112 px
     references = _copies(example_images()[:2], tmp_path / "references")
@@ -238,7 +198,7 @@ def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memor
     model = AdaCLIP(
         backbone=MICRO_BACKBONE,
         backbone_weights=str(micro_weights),
-        checkpoint=spec.checkpoint,
+        checkpoint=demo_settings.checkpoint,
         image_size=112,
         class_name="tire",
         thresholding="fixed",
@@ -253,34 +213,28 @@ def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memor
     assert "(read in " in untiled.message  # whole images now: the memory is refilled
 
 
-def test_references_refill_the_memory_and_only_their_number_rebuilds_the_model(spec: ModelSpec, tmp_path: Path) -> None:
-    session = DemoSession(spec, device="cpu", output_dir=tmp_path / "runs")
+def test_references_make_a_run_few_shot_and_say_whether_they_were_read_or_kept(
+    demo_settings: DemoModelSettings, tmp_path: Path
+) -> None:
+    session = DemoSession(demo_settings, device="cpu", output_dir=tmp_path / "runs")
     query = example_images()[:1]  # 150x200 queries, 600x800 references: both resized to the input size
     first = _copies(TRAIN_GOOD[:2], tmp_path / "first")
-    second = _copies(TRAIN_GOOD[2:4], tmp_path / "second")
 
     zero = session.predict(query, "tire")
-    assert zero.messages[0].startswith("Built the model (")
+    assert zero.messages[0].startswith("Built the model (") and zero.k_shot == 0
     few = session.predict(query, "tire", references=first)
     assert few.messages[0].startswith("Built the few-shot model (")
-    assert "few-shot k_shot=2" in few.messages[0] and "the zero-shot model is kept too" in few.messages[0]
+    assert few.messages[1].startswith("Few-shot: 2 known-good reference(s) of 'tire' (read in ")
+    assert few.messages[1].endswith("s); each image is compared with them as well as with the prompts.")
     model = session.model
-    assert few.results[0].scored and few.k_shot == 2
+    assert few.results[0].scored and few.k_shot == 2 and few.results[0].score != zero.results[0].score
 
-    again = session.predict(query, "tire", references=first)
-    assert session.model is model and "(kept from the previous run)" in again.messages[0]
-    assert again.results[0].score == few.results[0].score
     repeated = shutil.copy(first[0], tmp_path / "same_again.png")  # the same contents twice count once
     twice = session.predict(query, "tire", references=[*first, repeated])
-    assert session.model is model and twice.k_shot == 2 and "(kept from the previous run)" in twice.messages[0]
+    assert session.model is model and twice.k_shot == 2
+    assert "Few-shot: 2 known-good reference(s) of 'tire' (kept from the previous run)" in twice.messages[0]
     assert "same contents as an earlier one are used once: same_again.png" in twice.message
-    other = session.predict(query, "tire", references=second)  # other files: the memory is refilled
-    assert session.model is model and "(read in " in other.messages[0]
-    assert not any("Built" in message or "Rebuilt" in message for message in again.messages + other.messages)
-    assert other.results[0].score != few.results[0].score
-    renamed = session.predict(query, "tyre", references=second)  # another class name: refilled for it
-    assert "(read in " in renamed.messages[0]
-    assert model.model.few_shot_memory.class_names == ["tyre"]
+    assert twice.results[0].score == few.results[0].score
 
     back = session.predict(query, "tire")  # the kept zero-shot model
     assert back.messages[0].startswith("Zero-shot") and back.results[0].score == zero.results[0].score
@@ -365,8 +319,12 @@ def test_cmyk_jpeg_is_scored(session: DemoSession, tmp_path: Path) -> None:
     assert run.results[0].scored, run.message
 
 
-def test_images_above_the_size_limit_are_refused_with_the_way_out(spec: ModelSpec, tmp_path: Path) -> None:
-    session = DemoSession(spec, device="cpu", max_megapixels=0.4, output_dir=tmp_path)  # the tire images are 0.48
+def test_images_above_the_size_limit_are_refused_with_the_way_out(
+    demo_settings: DemoModelSettings, tmp_path: Path
+) -> None:
+    session = DemoSession(
+        demo_settings, device="cpu", max_megapixels=0.4, output_dir=tmp_path
+    )  # the tire images are 0.48
     run = session.predict(TIRE_IMAGES[:1], "tire")
     assert "600x800 pixels (0 megapixels) is above this demo's limit of 0.4 megapixels" in run.results[0].error
     assert "--model.tiling true" in run.results[0].error
@@ -389,33 +347,25 @@ def test_requests_without_images_or_class_name_are_answered(
     assert run.results == [] and run.csv_path is None
 
 
-def test_missing_weights_offline_give_the_clis_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session: DemoSession
-) -> None:
+def test_missing_weights_offline_are_answered_as_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.delenv("ADACLIP_WEIGHTS_DIR", raising=False)
-    with pytest.raises(WeightsNotFoundError) as clip_error:
-        download_clip_weights("ViT-B-32", "openai")
-    with pytest.raises(WeightsNotFoundError) as checkpoint_error:
-        download_released_checkpoint("mvtec_colondb")
-    offline = DemoSession(ModelSpec("ViT-B-32", "openai", "mvtec_colondb", 224), device="cpu", offline=True)
+    released = DemoModelSettings("ViT-B-32", "openai", "mvtec_colondb", 224)
+    offline = DemoSession(released, device="cpu", offline=True, output_dir=tmp_path / "runs")
     run = offline.predict(TIRE_IMAGES[:1], "tire")
-    assert "The model cannot be built: 2 weight file(s) are missing." in run.message
-    assert str(clip_error.value) in run.message  # the command line's messages, word for word
-    assert str(checkpoint_error.value) in run.message
-    assert "ADACLIP_WEIGHTS_DIR" in run.message
-    assert offline.model is None and run.results == []
+    assert run.messages[0].startswith("The model cannot be built: 2 weight file(s) are missing.\n\n```text\n")
+    assert "ADACLIP_WEIGHTS_DIR" in run.message and "ViT-B-32" in run.message and "mvtec_colondb" in run.message
+    assert offline.model is None and run.results == [] and run.csv_path is None
 
 
 def test_smoke_session_says_its_outputs_mean_nothing(tmp_path: Path) -> None:
     from anomalib_adaclip.config import SMOKE_NOTE
 
     run = DemoSession(smoke=True, device="cpu", output_dir=tmp_path).predict(example_images()[:1], "tire")
-    assert run.messages[0] == f"**{SMOKE_NOTE}**"
-    with zipfile.ZipFile(run.zip_path) as archive:
-        assert archive.read("WARNING.txt").decode().strip() == SMOKE_NOTE
+    assert run.messages[0] == f"**{SMOKE_NOTE}**" and run.smoke
+    assert run.results[0].scored and run.zip_path.is_file()  # the zip's warning: test_run_files.py
 
 
 def test_example_images_ship_with_their_licence() -> None:
@@ -448,39 +398,3 @@ def test_importing_the_package_and_the_session_does_not_import_gradio() -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_sessions_sharing_an_output_folder_delete_only_their_own_old_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from anomalib_adaclip.demo import session as session_module
-
-    monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
-    image = example_images()[:1]
-    first = DemoSession(smoke=True, device="cpu", output_dir=tmp_path)
-    other = DemoSession(smoke=True, device="cpu", output_dir=tmp_path)  # another demo process on the same folder
-    kept = first.predict(image, "tire")
-    runs = [other.predict(image, "tire") for _ in range(3)]
-    assert kept.zip_path.is_file() and kept.csv_path.is_file()  # the other session never deletes it
-    assert not runs[0].zip_path.parent.exists()  # its own oldest beyond KEEP_RUNS is deleted
-    assert all(run.zip_path.is_file() for run in runs[1:])
-    assert len({run.zip_path.parent for run in [kept, *runs]}) == 4  # a folder of its own per run
-
-
-def test_a_full_disk_while_writing_the_files_is_a_message_and_leaves_no_half_written_zip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import errno
-
-    from anomalib_adaclip.demo import session as session_module
-
-    class FullDisk(zipfile.ZipFile):
-        def write(self, *args: object, **kwargs: object) -> None:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(session_module.zipfile, "ZipFile", FullDisk)
-    run = DemoSession(smoke=True, device="cpu", output_dir=tmp_path).predict(example_images()[:1], "tire")
-    assert run.results[0].scored and run.csv_path is None and run.zip_path is None
-    (message,) = [message for message in run.messages if "No space left on device" in message]
-    assert "The results shown here are complete" in message
-    assert list(tmp_path.glob("run-*")) == []
