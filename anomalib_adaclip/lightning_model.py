@@ -107,7 +107,7 @@ class AdaCLIP(
 
     With ``k_shot > 0`` the references are drawn and encoded when a run starts (after the model is on its device), for
     every class name the memory lacks; no fit step is needed, and a memory from a checkpoint is kept.
-    :meth:`prepare_references` fills it outside a run (before an export, say); :meth:`set_references`, with given images.
+    :meth:`prepare_references` fills it outside a run (e.g. for an export); :meth:`set_references`, with given images.
 
     Args:
         backbone_weights: open_clip pretrained tag (``"openai"``), path to a weights file, or ``None`` for random
