@@ -325,10 +325,7 @@ class ReferencePreparation:
                 that cannot be read as an image.
             ValueError: An empty or too long class name.
         """
-        memory = self.model.few_shot_memory
-        if memory is None:
-            msg = "This AdaCLIP model is zero-shot (k_shot=0): it keeps no reference images."
-            raise RuntimeError(msg)
+        memory = self.model.reference_memory()
         transform, tile_overlap = self._reference_reading()
         read = {}
         for name, files in references.items():

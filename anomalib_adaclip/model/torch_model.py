@@ -506,6 +506,17 @@ class AdaCLIPModel(nn.Module):
             chunks.append(self._project_patch_tokens(tokens))
         return torch.cat(chunks)
 
+    def reference_memory(self) -> FewShotMemory:
+        """The few-shot memory, for code that changes it.
+
+        Raises:
+            RuntimeError: The model has no few-shot memory (``k_shot=0``).
+        """
+        if self.few_shot_memory is None:
+            msg = "This AdaCLIP model is zero-shot (k_shot=0): it keeps no reference images."
+            raise RuntimeError(msg)
+        return self.few_shot_memory
+
     @torch.no_grad()
     def add_references(
         self, images: torch.Tensor, class_name: str, groups: Sequence[int] | torch.Tensor | None = None
@@ -522,9 +533,7 @@ class AdaCLIPModel(nn.Module):
         Raises:
             RuntimeError: The model has no few-shot memory (``k_shot=0``).
         """
-        if self.few_shot_memory is None:
-            msg = "This AdaCLIP model is zero-shot (k_shot=0): it keeps no reference images."
-            raise RuntimeError(msg)
+        memory = self.reference_memory()
         self.check_class_name(class_name)
         groups = torch.arange(images.shape[0]) if groups is None else torch.as_tensor(groups, dtype=torch.long)
         if self.few_shot.few_shot_augment:
@@ -534,7 +543,7 @@ class AdaCLIPModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            self.few_shot_memory.add(class_name, self.reference_tokens(images), groups)
+            memory.add(class_name, self.reference_tokens(images), groups)
         finally:
             self.train(was_training)
 
