@@ -33,12 +33,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from anomalib.data import PredictDataset
+from anomalib.data.utils import read_image
+from anomalib.engine import Engine
+from open_clip.model import CLIP
+from torch.utils.data import DataLoader
+from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the tests' fixtures and tiny CLIPs
 
-from tests.conftest import MICRO_BACKBONE, REFERENCE_FILE, TIRE_ROOT, VARIANT_FILES, load_reference  # noqa: E402
-from tests.conftest import reference_model  # noqa: E402
+from anomalib_adaclip import AdaCLIP  # noqa: E402
+from anomalib_adaclip.components.image_scoring import score_images  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    MICRO_BACKBONE,
+    REFERENCE_FILE,
+    TIRE_ROOT,
+    VARIANT_FILES,
+    load_reference,
+    reference_model,
+)
 
 IMAGE_SIZE = 112
 TEST_IMAGES = TIRE_ROOT / "tire" / "test"
@@ -54,6 +68,7 @@ LINES: list[str] = []  # the record; written at the end, apart from what the run
 
 
 def emit(case: str, name: str, tensor: torch.Tensor | None) -> None:
+    """Record one tensor: its case, name, shape, dtype and digest."""
     if tensor is None:
         LINES.append(f"{case}  {name}  None")
         return
@@ -66,13 +81,12 @@ def adaclip(weights: Path, settings: dict[str, Any]) -> Any:
     ``settings`` use the names of main before issue 27: ``use_hsf``, ``k_shot``, ``tiling``, ``mutual_scoring``,
     ``mutual_weight``, ``mutual_group_size``, ``thresholding``, ``class_name``.
     """
-    from anomalib_adaclip import AdaCLIP
-
     torch.manual_seed(0)
     return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, **settings)
 
 
 def fixtures() -> None:
+    """The reference fixtures through ``AdaCLIPModel``: batch, each image, without HSF, train mode."""
     for name in (REFERENCE_FILE, *VARIANT_FILES):
         data = load_reference(name)
         model = reference_model(data)
@@ -98,15 +112,13 @@ def fixtures() -> None:
 
 def raw_images(count: int, size: int) -> torch.Tensor:
     """The first ``count`` tire test images, in [0, 1], resized to ``size`` (a batch needs one size)."""
-    from anomalib.data.utils import read_image
-    from torchvision.transforms.v2 import functional as TF  # noqa: N812
-
     paths = sorted(TEST_IMAGES.glob("*/*.png"))[:count]
     images = [TF.resize(read_image(path, as_tensor=True), [size, size], antialias=True) for path in paths]
     return torch.stack(images)
 
 
 def eager(weights: Path) -> None:
+    """``AdaCLIP.forward`` on raw images (pre-processor, model, post-processor)."""
     images = raw_images(6, 160)
     cases: dict[str, dict[str, Any]] = {
         "zero_shot": {},
@@ -126,8 +138,6 @@ def eager(weights: Path) -> None:
 
 def demo_path(weights: Path) -> None:
     """The demo's one scoring path (``score_images``): tiling (``forward`` does not tile) and a mutual group."""
-    from anomalib_adaclip.components.image_scoring import score_images
-
     images = raw_images(6, 160)
     cases: dict[str, tuple[dict[str, Any], bool]] = {
         "zero_shot": ({}, False),
@@ -142,10 +152,7 @@ def demo_path(weights: Path) -> None:
 
 
 def engine_mutual(weights: Path, root: Path) -> None:
-    from anomalib.data import PredictDataset
-    from anomalib.engine import Engine
-    from torch.utils.data import DataLoader
-
+    """Mutual scoring through ``Engine.predict`` on the tire test images, batch size 5."""
     for group_size in (4, 15):
         engine = Engine(
             default_root_dir=root / f"g{group_size}",
@@ -165,8 +172,7 @@ def engine_mutual(weights: Path, root: Path) -> None:
 
 
 def main() -> None:
-    from open_clip.model import CLIP
-
+    """Record every case into the file named by the first argument."""
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)  # thread count changes float sums on some kernels: pin it for a bitwise comparison
