@@ -19,7 +19,10 @@ pieces of anomalib's pipelines (:mod:`anomalib.pipelines.components`):
   :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`) once no run of the grid is left;
 - anomalib's :class:`~anomalib.pipelines.components.runners.SerialRunner` runs the jobs one after the other, or
   its :class:`~anomalib.pipelines.components.runners.ParallelRunner` one process per GPU of the machine
-  (:func:`run_benchmark`); :func:`write_reports` writes a report from the store without running.
+  (:func:`run_benchmark`); :func:`write_reports` writes a report from the store without running. anomalib's
+  ``Pipeline`` base class is not used: it reads its own YAML, sends every log line to ``runs/pipeline.log`` in the
+  working folder and turns a runner's error into a printed line, where the benchmark checks its configuration first
+  and ends with an exit code.
 
 Many workers, one grid:
 
@@ -468,7 +471,7 @@ class BenchmarkJob(Job):
             # Not one run could be claimed: the output folder cannot be written, which is one error, not a run's.
             unwritable=results[0].reason if all(outcome.claim_failed for outcome in results) else None,
             config=results[0].config,
-            paper=results[0].paper,
+            with_paper=results[0].paper,
         )
 
     @staticmethod
@@ -481,13 +484,17 @@ class BenchmarkJob(Job):
             return
         config = results.config
         store = RunStore(config.output / "runs")
-        unfinished = [
-            key for key in config.grid() if (record := store.latest(key)) is None or record.status != "finished"
+        results.still_held = [
+            key for key in dict.fromkeys(results.held) if store.finished(key) is None and _holder(store, key)
         ]
-        results.still_held = [key for key in unfinished if _holder(store, key) is not None]
-        if results.still_held or any(store.latest(key) is None for key in unfinished):
+        if results.still_held:
             return
-        report = write_reports(config, paper=results.paper, only_if_new=True)
+        unfinished = [key for key in config.grid() if store.finished(key) is None]
+        if any(store.latest(key) is None for key in unfinished):  # left to other shards or workers
+            return
+        if any(_holder(store, key) for key in unfinished):  # a failed run being tried again by another worker
+            return
+        report = write_reports(config, paper=results.with_paper, only_if_new=True)
         for name in ("report_dir", "rows", "records", "results_csv", "runs_csv", "markdown", "plots", "paper"):
             setattr(results, name, getattr(report, name))
         results.report_by_other = report.report_by_other

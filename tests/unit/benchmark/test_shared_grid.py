@@ -23,7 +23,7 @@ from anomalib_adaclip.benchmark import store as store_module
 from anomalib_adaclip.benchmark.cli import main as benchmark_main
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
-from anomalib_adaclip.benchmark.runner import BenchmarkJob, BenchmarkResult, run_benchmark, write_reports
+from anomalib_adaclip.benchmark.runner import BenchmarkJob, BenchmarkResult, Shard, run_benchmark, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from anomalib_adaclip.locks import OwnedLock, Owner
 from tests.helpers import adaclip_entry, folder_entry
@@ -105,6 +105,24 @@ def test_three_workers_at_once_execute_every_run_once_and_one_report_covers_them
     # A rerun finds everything finished: nothing executed, no new report for the same records.
     rerun = run_benchmark(config, show_progress=False)
     assert rerun.executed == [] and rerun.report_by_other and reports(config) == [report]
+
+
+def test_shards_run_disjoint_parts_and_the_last_one_writes_the_report(
+    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = config.grid()
+    first = run_benchmark(config, show_progress=False, shard=Shard(1, 2))
+    assert first.executed == grid[0::2] and executed(executions) == Counter(key.label for key in grid[0::2])
+    assert first.report_dir is None and reports(config) == []  # the other shard's runs are left: no report yet
+    arguments = ["--config", str(config.source), "--output", str(config.output), "--shard", "2/2"]
+    assert benchmark_main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "Runs: 3 executed, 0 skipped" in out and "Report: " in out
+    assert executed(executions) == Counter(key.label for key in grid)  # each run once, by one of the two shards
+    (report,) = reports(config)
+    assert len((report / "runs.csv").read_text().splitlines()) == 1 + len(grid)
+    again = run_benchmark(config, show_progress=False, shard=Shard(1, 2))  # a resubmitted shard: nothing left
+    assert again.executed == [] and again.skipped == grid[0::2] and again.report_by_other
 
 
 def test_a_claim_left_by_a_killed_worker_is_taken_over_and_the_grid_completes(
