@@ -14,7 +14,7 @@ machine or on several sharing the file system, run each run once between them (:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,21 +161,16 @@ class RunStore:
         """The claim file of a run: ``seed<k>.claim`` beside its records."""
         return self.root / key.folder / f"seed{key.seed}.claim"
 
-    def claim(self, key: RunKey, owner: Owner, stale_after: float | None) -> OwnedLock:
-        """The claim of a run for the worker ``owner`` (not taken yet).
+    def claim(self, key: RunKey, owner: Owner | None = None, stale_after: float | None = None) -> OwnedLock:
+        """The claim of a run (not taken yet): a non-blocking lock, taken with ``with``.
 
         Args:
             key: The run.
-            owner: The worker.
-            stale_after: Seconds without a heartbeat after which a claim of another host is taken over (a claim of
-                this host is taken over as soon as its process is gone).
+            owner: The worker. Defaults to the calling process.
+            stale_after: Seconds without a heartbeat after which a claim of another host is taken over.
         """
-        return OwnedLock(
-            self.claim_path(key),
-            what=f"The benchmark run {key.label}",
-            stale_after=stale_after,
-            owner=owner,
-        )
+        lock = OwnedLock(self.claim_path(key), what=f"The benchmark run {key.label}", stale_after=stale_after)
+        return lock if owner is None else replace(lock, owner=owner)
 
     def claimed_by(self, key: RunKey) -> Owner | None:
         """The worker whose claim of ``key`` is on disk (live or not), ``None`` without one or with a broken one."""

@@ -1,8 +1,8 @@
 """Many workers, one grid: each run claimed and executed once, claims of dead workers taken over, one report.
 
 The workers are :func:`run_benchmark` calls in threads of this process (each its own run id, so its own worker);
-``RunJob.run`` is replaced, for this test only, by a stand-in that writes a line per execution into a marker file
-and returns a finished record, so nothing is trained or tested. The truth is the marker file: how often each run
+``BenchmarkJob.execute`` is replaced, for this test only, by a stand-in that writes a line per execution into a marker
+file and returns a finished record, so nothing is trained or tested. The truth is the marker file: how often each run
 was executed. Real processes on real runs: ``tests/integration/test_concurrency.py``.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -24,7 +23,7 @@ from anomalib_adaclip.benchmark import store as store_module
 from anomalib_adaclip.benchmark.cli import main as benchmark_main
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
-from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark, write_reports
+from anomalib_adaclip.benchmark.runner import BenchmarkJob, BenchmarkResult, Shard, run_benchmark, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from anomalib_adaclip.locks import OwnedLock, Owner
 from tests.helpers import adaclip_entry, folder_entry
@@ -44,7 +43,7 @@ def executions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The marker file: one line per executed run (appended, so concurrent executions all show)."""
     marker = tmp_path / "executions.txt"
 
-    def run(self: RunJob) -> RunRecord:
+    def run(self: BenchmarkJob) -> RunRecord:
         with marker.open("a") as handle:
             handle.write(f"{self.key.label}\n")
         time.sleep(0.05)  # long enough for the other workers to find the claim
@@ -57,7 +56,7 @@ def executions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             score_normalization=config.score_normalization,
         )  # fmt: skip
 
-    monkeypatch.setattr(RunJob, "run", run)
+    monkeypatch.setattr(BenchmarkJob, "execute", run)
     return marker
 
 
@@ -108,6 +107,24 @@ def test_three_workers_at_once_execute_every_run_once_and_one_report_covers_them
     assert rerun.executed == [] and rerun.report_by_other and reports(config) == [report]
 
 
+def test_shards_run_disjoint_parts_and_the_last_one_writes_the_report(
+    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = config.grid()
+    first = run_benchmark(config, show_progress=False, shard=Shard(1, 2))
+    assert first.executed == grid[0::2] and executed(executions) == Counter(key.label for key in grid[0::2])
+    assert first.report_dir is None and reports(config) == []  # the other shard's runs are left: no report yet
+    arguments = ["--config", str(config.source), "--output", str(config.output), "--shard", "2/2"]
+    assert benchmark_main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "Runs: 3 executed, 0 skipped" in out and "Report: " in out
+    assert executed(executions) == Counter(key.label for key in grid)  # each run once, by one of the two shards
+    (report,) = reports(config)
+    assert len((report / "runs.csv").read_text().splitlines()) == 1 + len(grid)
+    again = run_benchmark(config, show_progress=False, shard=Shard(1, 2))  # a resubmitted shard: nothing left
+    assert again.executed == [] and again.skipped == grid[0::2] and again.report_by_other
+
+
 def test_a_claim_left_by_a_killed_worker_is_taken_over_and_the_grid_completes(
     config: BenchmarkConfig, executions: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -122,21 +139,20 @@ def test_a_claim_left_by_a_killed_worker_is_taken_over_and_the_grid_completes(
     assert result.report_dir is not None and not store.claim_path(key).exists()
 
 
-def test_another_hosts_claim_is_left_alone_until_its_heartbeat_times_out(
+def test_a_run_another_worker_holds_is_left_to_it_and_taken_when_it_is_free(
     config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = RunStore(config.output / "runs")
     key = config.grid()[0]
-    remote = dataclasses.replace(Owner.this_process(), host="node-elsewhere", pid=4242)
-    store.claim(key, remote, None).try_acquire()
-    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
+    other = store.claim(key)
+    other.__enter__()  # another worker runs it now
+    result = run_benchmark(config, show_progress=False)
     assert result.report_dir is None and result.still_held == [key] and key not in executed(executions)
-    assert reports(config) == []  # the grid is not complete: no report from a half-done grid
+    assert result.held == [key] and reports(config) == []  # the grid is not complete: no report from a half-done grid
     assert benchmark_main(["--config", str(config.source), "--output", str(config.output), "--dry-run"]) == 0
-    assert f"pending   {key.label} (claimed by PID 4242 on host node-elsewhere" in capsys.readouterr().out
-    old = time.time() - 61
-    os.utime(store.claim_path(key), (old, old))  # that worker's heartbeat stopped a minute ago
-    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
+    assert f"pending   {key.label} (claimed by" in capsys.readouterr().out
+    other.__exit__(None, None, None)  # that worker stopped without a record
+    result = run_benchmark(config, show_progress=False)
     assert result.executed == [key] and result.report_dir is not None
     assert executed(executions) == Counter(k.label for k in config.grid())
 
