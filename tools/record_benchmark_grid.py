@@ -7,7 +7,7 @@ whether they stay the same.
 
 Usage (from the repository root)::
 
-    python scripts/record_benchmark_grid.py [--output DIR] [--table FILE]
+    python tools/record_benchmark_grid.py [--output DIR] [--table FILE]
 
 It runs ``anomalib-adaclip benchmark`` on a fresh output folder and writes one table: the report's ``results.md``,
 then every metric of every run record at full precision (``repr`` of the float), which is what two runs are compared
