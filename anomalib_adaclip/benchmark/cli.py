@@ -10,8 +10,7 @@ written.
 
 Any number of these commands may run on one output folder at once (one machine, several machines sharing the file
 system, a SLURM job array): each run is claimed before it starts and executed once between them; the worker that
-ends last writes the report (:mod:`~anomalib_adaclip.benchmark.runner`). ``--heartbeat-timeout`` sets after how many
-seconds without a heartbeat a claim of a worker on another host is taken over.
+ends last writes the report (:mod:`~anomalib_adaclip.benchmark.runner`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from anomalib_adaclip.locks import LockError
 from .config import BenchmarkConfig, BenchmarkConfigError, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .report import MEAN_CATEGORY
-from .runner import DEFAULT_HEARTBEAT_TIMEOUT, BenchmarkResult, RunGenerator, run_benchmark, write_reports
+from .runner import BenchmarkResult, RunGenerator, run_benchmark, write_reports
 from .store import RunStore
 
 __all__ = ["build_parser", "build_report_parser", "main"]
@@ -51,17 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-failed", action="store_true", help="do not run again the runs whose earlier attempt failed"
     )
     parser.add_argument("--paper", action="store_true", help=_PAPER_HELP)
-    parser.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        default=DEFAULT_HEARTBEAT_TIMEOUT,
-        metavar="SECONDS",
-        help=(
-            "several workers may share one output folder; a run claimed by a worker on another host whose heartbeat "
-            "is older than this is taken over (one on this host: as soon as its process is gone). Default: "
-            f"{DEFAULT_HEARTBEAT_TIMEOUT:g}"
-        ),
-    )
     return parser
 
 
@@ -176,12 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.dry_run:
             _print_plan(config)
             return 0
-        result = run_benchmark(
-            config,
-            retry_failed=not arguments.skip_failed,
-            paper=arguments.paper,
-            heartbeat_timeout=arguments.heartbeat_timeout,
-        )
+        result = run_benchmark(config, retry_failed=not arguments.skip_failed, paper=arguments.paper)
     except (BenchmarkConfigError, LockError, OSError) as error:
         print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
         return 2

@@ -21,12 +21,12 @@ of anomalib's benchmark pipeline:
 
 Many workers, one grid: any number of ``run_benchmark`` calls (processes, machines sharing the file system, the tasks
 of a SLURM job array) may work on one output folder at once. Each run is claimed before it starts
-(:meth:`~anomalib_adaclip.benchmark.store.RunStore.claim`: an atomic claim file with the worker's host, PID and start,
-renewed by a heartbeat thread); a worker passes over the runs others hold, so every run is executed once between
-them. A claim whose worker died is taken over: on the same host as soon as its PID is gone, from another host when
-its heartbeat is older than ``heartbeat_timeout``. A run that failed is tried again once per round, not once per
-worker. The report is written by the worker that finds, after its last run, that no run of the grid is left or held
-by another worker (and only once for the same set of records: ``<output>/.last_report.json``).
+(:meth:`~anomalib_adaclip.benchmark.store.RunStore.claim`: a non-blocking kernel lock, with a record naming the
+worker); a worker passes over the runs others hold, so every run is executed once between them. A worker that dies
+leaves its claim free at once (the kernel releases it), and the next worker runs that run again. A run that failed
+is tried again once per round, not once per worker. The report is written by the worker that finds, after its last
+run, that no run of the grid is left or held by another worker (and only once for the same set of records:
+``<output>/.last_report.json``).
 
 Example:
     >>> from anomalib_adaclip.benchmark.compare import run_benchmark
@@ -53,7 +53,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_adaclip.locks import LockError, LockHeldError, NotALockFileError, OwnedLock, Owner
+from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
@@ -64,7 +64,6 @@ from .store import RunRecord, RunStore
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_TIMEOUT",
     "EVALUATOR_ATTRIBUTE",
     "BenchmarkResult",
     "RunGenerator",
@@ -76,9 +75,6 @@ __all__ = [
 
 # Where the evaluator sits in a model when the Engine runs it before the model's post-processor.
 EVALUATOR_ATTRIBUTE = "benchmark_evaluator"
-# Seconds without a heartbeat after which another host's claim on a run is taken over; the heartbeat is renewed
-# five times as often.
-DEFAULT_HEARTBEAT_TIMEOUT = 300.0
 # The record of the last report: which run records it was made from (a second worker does not write it again).
 LAST_REPORT_FILE = ".last_report.json"
 
@@ -429,7 +425,6 @@ def run_benchmark(
     retry_failed: bool = True,
     show_progress: bool = True,
     paper: bool = False,
-    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> BenchmarkResult:
     """Run the grid (skipping runs that finished before in the same output folder) and write a new report.
 
@@ -443,8 +438,6 @@ def run_benchmark(
         show_progress: Show a progress bar over the grid. Defaults to ``True``.
         paper: Also write the paper-table report (the AdaCLIP paper's Tables 1 and 2 beside this run's numbers; see
             :mod:`~anomalib_adaclip.benchmark.paper`). Defaults to ``False``.
-        heartbeat_timeout: Seconds without a heartbeat after which a claim of a worker on another host is taken over
-            (one on this host is taken over as soon as its process is gone). Defaults to 300.
 
     Returns:
         The report paths, the rows and the run records.
@@ -459,13 +452,10 @@ def run_benchmark(
         config = load_config(config, output=output)
     elif output is not None:
         config = replace(config, output=Path(output))
-    if heartbeat_timeout <= 0:
-        msg = f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout}."
-        raise BenchmarkConfigError(msg)
     store = RunStore(config.output / "runs")
     generator = RunGenerator(config, store, retry_failed=retry_failed)
     generator.check_folder()
-    worker = _Worker(generator, heartbeat_timeout)
+    worker = _Worker(generator)
     total = len(config.grid())
     logger.info(
         "Benchmark %s: %d runs, output %s, worker %s", config.source, total, config.output, worker.owner.describe()
@@ -501,7 +491,6 @@ class _Worker:
     """One worker's share of a grid: what it ran, passed over (held by others) or could not claim."""
 
     generator: RunGenerator
-    heartbeat_timeout: float
     owner: Owner = field(default_factory=Owner.this_process)
     executed: list[RunKey] = field(default_factory=list)
     skipped: list[RunKey] = field(default_factory=list)
@@ -515,8 +504,7 @@ class _Worker:
 
     def attempt(self, key: RunKey, job: RunJob, progress: Any) -> None:
         """Claim, run and record ``key``, or note why not (another worker holds it, the claim cannot be made)."""
-        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
-        outcome = _claim_and_run(key, job, claim, self.generator, self.heartbeat_timeout)
+        outcome = _claim_and_run(key, job, self.store.claim(key, self.owner), self.generator)
         if isinstance(outcome, RunRecord):
             self.executed.append(key)
             self.records.append(outcome)
@@ -525,8 +513,9 @@ class _Worker:
             self.skipped.append(key)
         elif isinstance(outcome, LockHeldError):
             self.held.append(key)
-            progress.write(f"{key.label}: run by another worker, {outcome.holder.describe()}")
-        elif isinstance(outcome, LockError) and not isinstance(outcome, NotALockFileError):
+            who = outcome.holder.describe() if outcome.holder is not None else "unrecorded"
+            progress.write(f"{key.label}: run by another worker, {who}")
+        elif isinstance(outcome, LockError):
             # The output folder cannot be written (read-only, full): no run can be claimed, so stop with one line.
             raise BenchmarkConfigError(str(outcome))
         else:
@@ -548,16 +537,8 @@ class _Worker:
                 self.attempt(key, RunJob(key, self.generator.config), progress)
 
     def held_by_another(self, key: RunKey) -> bool:
-        """Whether another worker holds ``key`` now (a claim whose worker lives, or whose heartbeat is recent)."""
-        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
-        try:
-            holder = claim.holder()
-            touched = claim.path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        except LockError:
-            return True
-        return holder is not None and claim.stale_reason(holder, touched) is None
+        """Whether another worker holds ``key`` now."""
+        return self.store.claim(key, self.owner).in_use()
 
 
 def _claim_and_run(
@@ -565,14 +546,13 @@ def _claim_and_run(
     job: RunJob,
     claim: OwnedLock,
     generator: RunGenerator,
-    heartbeat_timeout: float,
 ) -> RunRecord | LockError | str | None:
     """Claim a run, execute and record it, release the claim.
 
     Returns:
         The run's record; ``None`` when another worker finished it meanwhile; the :class:`LockHeldError` of the worker
-        that holds it; another :class:`LockError` (a claim file that is not a claim, a folder that cannot be
-        written); or why the finished run's record could not be written.
+        that holds it; another :class:`LockError` (a folder that cannot be written); or why the finished run's record
+        could not be written.
     """
     try:
         claim.try_acquire()
@@ -581,12 +561,11 @@ def _claim_and_run(
     try:
         if generator.is_done(key):  # finished (or tried) by another worker between the plan and the claim
             return None
-        claim.keep_alive(max(1.0, heartbeat_timeout / 5))
         record = job.run()
         try:
             generator.store.save(record)
         except FileExistsError:
-            # A worker thought dead (its heartbeat stopped, e.g. suspended) finished after another took the run over.
+            # Recorded by another worker between this one's check and its claim (a finished run is recorded once).
             logger.warning("%s was finished by another worker meanwhile; this result is not kept.", key.label)
             return None
         except OSError as error:  # a full disk, a folder made read-only: the run is run again next time
@@ -595,8 +574,6 @@ def _claim_and_run(
                 "space (or make the folder writable) and run the command again: this run is run again, the runs "
                 "recorded so far are kept"
             )
-        if claim.lost:
-            logger.warning("%s: another worker took this run over meanwhile; this worker's record was kept.", key.label)
         return record
     finally:
         claim.release()
