@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,39 +14,15 @@ import pytest
 
 from anomalib_adaclip import output_files
 from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
-
-HOLDER_SCRIPT = """
-import sys, time
-from anomalib_adaclip.locks import OwnedLock
-with OwnedLock(sys.argv[1], what="the table"):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-def start_holder(tmp_path: Path, lock: Path) -> subprocess.Popen:
-    """Another process (a script file, so that its command line is known) that holds ``lock`` until it is killed."""
-    script = tmp_path / "hold_lock.py"
-    script.write_text(HOLDER_SCRIPT)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(lock)], stdout=subprocess.PIPE, text=True, env=environment
-    )
-    assert process.stdout is not None and process.stdout.readline() == "held\n"
-    return process
+from tests.helpers import hold_lock
 
 
 @pytest.fixture
 def holder_process(tmp_path: Path):
-    process = None
-
-    def start(lock: Path) -> subprocess.Popen:
-        nonlocal process
-        process = start_holder(tmp_path, lock)
-        return process
-
-    yield start
-    if process is not None and process.poll() is None:
+    """Start another process that holds a lock (``tests.helpers.hold_lock``); it is killed at the end."""
+    processes: list[subprocess.Popen] = []
+    yield lambda lock: processes.append(hold_lock(lock, tmp_path)) or processes[-1]
+    for process in processes:
         process.kill()
         process.wait()
 
