@@ -11,6 +11,11 @@ command line, start time, run id), written once the lock is taken and deleted wh
 one-line message of a refused run only; a record left by a killed holder is harmless (the lock is free) and is
 replaced by the next holder.
 
+On NFS, Linux emulates ``flock`` with POSIX locks, which belong to the process and are dropped when any descriptor
+of the file is closed. So a process never opens a lock it holds a second time: a held lock is handed over as the same
+object (:func:`~anomalib_adaclip.components.prediction_table.reserve_table`), never taken again. What a shared file
+system guarantees is in the concurrency guide.
+
 This module imports nothing of the package: every other module may use it.
 
 Example:
