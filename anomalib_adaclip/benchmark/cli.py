@@ -143,8 +143,10 @@ def _print_plan(config: BenchmarkConfig, shard: Shard | None) -> None:
         record = store.latest(key)
         state = "pending" if record is None else record.status
         mutual = config.model(key.model).mutual_settings(key.dataset)
-        holder = store.claimed_by(key) if state != "finished" else None
-        running = f" (claimed by {holder.describe()})" if holder is not None else ""
+        running = ""
+        if state != "finished" and store.in_use(key):
+            holder = store.claimed_by(key)  # None when its record is unreadable (being written, or just removed)
+            running = f" (claimed by {holder.describe() if holder is not None else 'another worker'})"
         print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else "") + running)
 
 

@@ -65,7 +65,7 @@ from anomalib.pipelines.components import Job, JobGenerator, Runner
 from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock
+from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
@@ -234,17 +234,6 @@ def _is_done(store: RunStore, key: RunKey, retry_failed: bool, failures_at_start
     return len(store.failures(key)) > failures_at_start
 
 
-def _holder(store: RunStore, key: RunKey) -> str | None:
-    """Who holds the claim of ``key`` now (the held-lock message), ``None`` when it is free."""
-    try:
-        with store.claim(key):
-            return None
-    except LockHeldError as held:
-        return str(held)
-    except (LockError, OSError):  # a folder that cannot be written: nobody can hold it
-        return None
-
-
 class TrainingSubset(Callback):
     """Fit on ``k`` training images drawn with the run's seed instead of the whole training split (k-shot fitting).
 
@@ -316,6 +305,8 @@ class BenchmarkJob(Job):
             attempt of this round).
         paper: The report includes the paper's tables.
         show_progress: Print a line with the run's outcome.
+        worker: The run id of the worker (the ``run_id`` of its claims' owner records: a worker's jobs may run in
+            several processes, one per GPU). Defaults to a new one.
     """
 
     name = "benchmark"
@@ -326,6 +317,7 @@ class BenchmarkJob(Job):
     failures_at_start: int = 0
     paper: bool = False
     show_progress: bool = True
+    worker: str | None = field(default=None, compare=False)
     device: int | None = field(default=None, compare=False)
 
     def run(self, task_id: int | None = None) -> RunOutcome:
@@ -349,10 +341,12 @@ class BenchmarkJob(Job):
         made = {"key": self.key, "config": self.config, "paper": self.paper}
         with contextlib.ExitStack() as claim:
             try:
-                claim.enter_context(store.claim(self.key))
+                # The owner record names the process that runs the job (with ParallelRunner, not the one that
+                # made it).
+                claim.enter_context(store.claim(self.key, Owner.this_process(self.worker)))
             except LockHeldError as held:
                 return RunOutcome(**made, state="held", reason=str(held))
-            except (LockError, OSError) as error:  # the folder cannot be written, or the claim file is not one
+            except (LockError, OSError) as error:  # the folder cannot be written
                 return RunOutcome(**made, state="blocked", reason=str(error), claim_failed=True)
             if _is_done(store, self.key, self.retry_failed, self.failures_at_start):  # before, or by another worker
                 return RunOutcome(**made, state="skipped")
@@ -485,14 +479,14 @@ class BenchmarkJob(Job):
         config = results.config
         store = RunStore(config.output / "runs")
         results.still_held = [
-            key for key in dict.fromkeys(results.held) if store.finished(key) is None and _holder(store, key)
+            key for key in dict.fromkeys(results.held) if store.finished(key) is None and store.in_use(key)
         ]
         if results.still_held:
             return
         unfinished = [key for key in config.grid() if store.finished(key) is None]
         if any(store.latest(key) is None for key in unfinished):  # left to other shards or workers
             return
-        if any(_holder(store, key) for key in unfinished):  # a failed run being tried again by another worker
+        if any(store.in_use(key) for key in unfinished):  # a failed run being tried again by another worker
             return
         report = write_reports(config, paper=results.with_paper, only_if_new=True)
         for name in ("report_dir", "rows", "records", "results_csv", "runs_csv", "markdown", "plots", "paper"):
@@ -529,6 +523,8 @@ class BenchmarkJobGenerator(JobGenerator):
         self.keys = _keys(config, shard)
         # Failed attempts recorded before this worker started: a newer one is another worker's attempt this round.
         self.failures_at_start = {key: len(self.store.failures(key)) for key in self.keys}
+        # This worker: its claims' owner records carry its run id (and the PID of the process that runs each job).
+        self.owner = Owner.this_process()
 
     @property
     def job_class(self) -> type[BenchmarkJob]:
@@ -544,6 +540,7 @@ class BenchmarkJobGenerator(JobGenerator):
             failures_at_start=self.failures_at_start[key],
             paper=self.paper,
             show_progress=self.show_progress,
+            worker=self.owner.run_id,
         )
 
     def is_done(self, key: RunKey) -> bool:
@@ -560,11 +557,11 @@ class BenchmarkJobGenerator(JobGenerator):
         del args, prev_stage_result
         held = []
         for key in self.keys:
-            if not self.is_done(key) and _holder(self.store, key) is not None:
+            if not self.is_done(key) and self.store.in_use(key):
                 held.append(key)
             yield self.job(key)
         for key in held:  # abandoned by their worker since
-            if not self.is_done(key) and _holder(self.store, key) is None:
+            if not self.is_done(key) and not self.store.in_use(key):
                 yield self.job(key)
 
 
@@ -633,22 +630,12 @@ def _signature(records: list[RunRecord], store: RunStore) -> list[str]:
 @contextlib.contextmanager
 def _report_lock(config: BenchmarkConfig) -> Iterator[None]:
     """One report at a time per output folder; a second writer waits (reports are short) and says so once."""
-    told = False
-    while True:
-        lock = OwnedLock(config.output / "reports.lock", what=f"The benchmark report of {config.output}")
-        try:
-            lock.__enter__()
-        except LockHeldError as held:
-            if not told:
-                logger.warning("Waiting: %s", held)
-                told = True
-            time.sleep(0.2)
-            continue
-        break
+    lock = OwnedLock(config.output / "reports.lock", what=f"The benchmark report of {config.output}")
+    lock.acquire(wait=True, poll=0.2, on_wait=logger.warning)
     try:
         yield
     finally:
-        lock.__exit__(None, None, None)
+        lock.release()
 
 
 def write_reports(
@@ -759,7 +746,14 @@ def run_benchmark(
         config, retry_failed=retry_failed, shard=shard, paper=paper, show_progress=show_progress
     )
     part = f" (shard {shard}: {len(generator.keys)} runs)" if shard is not None else ""
-    logger.info("Benchmark %s: %d runs%s, output %s", config.source, len(config.grid()), part, config.output)
+    logger.info(
+        "Benchmark %s: %d runs%s, output %s, worker %s",
+        config.source,
+        len(config.grid()),
+        part,
+        config.output,
+        generator.owner.describe(),
+    )
     result = _runner(generator, config).run({})
     if result is None:  # an empty shard
         result = BenchmarkResult(report_dir=None, rows=[], records=[], executed=[], skipped=[], config=config)

@@ -49,6 +49,7 @@ def test_the_parsers_defaults_and_options() -> None:
         (["--config", "g.yaml", "--shard", "2"], "argument --shard: --shard takes I/N"),
         (["--config", "g.yaml", "--shard", "4/3"], "argument --shard: A shard is I/N with 1 <= I <= N, got 4/3"),
         (["--config", "g.yaml", "--shard", "0/3"], "argument --shard: A shard is I/N with 1 <= I <= N, got 0/3"),
+        (["--config", "g.yaml", "--heartbeat-timeout", "90"], "unrecognized arguments: --heartbeat-timeout 90"),
         (["--config", "g.yaml", "--dry_run"], "unrecognized arguments: --dry_run"),
         (["report", "--config", "g.yaml", "--dry-run"], "unrecognized arguments: --dry-run"),  # report runs nothing
         (["report"], "the following arguments are required: --config"),
