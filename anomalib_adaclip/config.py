@@ -1,15 +1,22 @@
-"""Every hyper-parameter of the AdaCLIP model, declared, documented, validated and saved in one place.
+"""Every setting of AdaCLIP, declared, documented, validated and saved in one place: frozen dataclasses.
 
+:class:`~anomalib_adaclip.AdaCLIP` takes its settings in groups, one dataclass each, given as the dataclass or as a
+mapping of its fields (anomalib's CLI and YAML configs nest them: ``--model.few_shot.k_shot 4``):
+:class:`PromptConfig` (``prompts``), :class:`FewShotConfig` (``few_shot``), :class:`MutualGroupConfig` (``mutual``),
+:class:`TilingConfig` (``tiling``), :class:`ClassConfig` (``classes``) and :class:`ThresholdConfig` (``thresholds``).
 :class:`AdaCLIPConfig` is what :class:`~anomalib_adaclip.model.AdaCLIPModel` is built from and what checkpoints store
-next to the trained tensors. :class:`~anomalib_adaclip.AdaCLIP` takes the same values as plain arguments (so that
-anomalib's CLI and YAML configs set them) and builds the config from them; its defaults are read from here.
+next to the trained tensors (the prompt group with the backbone and the image size); :class:`MutualScoringConfig` is
+the standalone :class:`~anomalib_adaclip.model.mutual_scoring.MutualScoring`'s. The flat arguments AdaCLIP took
+before are listed in :data:`MOVED_ARGUMENTS` with their new place.
 
 Example:
-    >>> from anomalib_adaclip.config import AdaCLIPConfig
+    >>> from anomalib_adaclip.config import AdaCLIPConfig, PromptConfig
     >>> config = AdaCLIPConfig(backbone="ViT-B-16", image_size=224, prompting_type="S")
     >>> config.prompting_branch, config.k_clusters
     ('VL', 20)
     >>> AdaCLIPConfig.from_dict(config.to_dict()) == config
+    True
+    >>> PromptConfig(type="S").model_config("ViT-B-16", 224) == config
     True
 """
 
@@ -18,28 +25,40 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal, get_args
 
 __all__ = [
     "ABNORMAL_STATES",
     "DEFAULT_CLASS_NAME",
+    "MOVED_ARGUMENTS",
     "NORMAL_STATES",
     "SMOKE_BACKBONE",
     "SMOKE_IMAGE_SIZE",
     "SMOKE_NOTE",
     "TEMPLATES",
     "AdaCLIPConfig",
+    "ClassConfig",
     "FewShotConfig",
     "MutualGroupConfig",
     "MutualScoringConfig",
     "OptimizerSettings",
+    "PromptConfig",
     "PromptingBranch",
     "PromptingType",
+    "ThresholdConfig",
+    "ThresholdingMode",
+    "TileScore",
+    "TilingConfig",
     "check_phrases",
+    "moved_argument_message",
+    "settings_group",
 ]
 
 PromptingType = Literal["S", "D", "SD"]
 PromptingBranch = Literal["V", "L", "VL"]
+TileScore = Literal["max", "whole"]
+ThresholdingMode = Literal["auto", "fixed", "adaptive"]
 
 # The class name of the prompts when neither the user nor the data gives one (anomalib's WinCLIP uses the same).
 DEFAULT_CLASS_NAME = "object"
@@ -266,64 +285,74 @@ def _check_fraction(value: Any, argument: str, low: float, high: float, low_open
 
 @dataclass(frozen=True)
 class FewShotConfig:
-    """The few-shot settings of AdaCLIP: how many normal reference images, and how their memory is used.
+    """AdaCLIP's few-shot group (``AdaCLIP(few_shot=...)``): how many normal references, where from, how used.
 
     With ``k_shot > 0`` the model keeps a memory of the references' patch features per class name and feature layer
     (the frozen, un-prompted vision pass's patch tokens, projected by the trained patch projections and normalised:
     the same function of the image for a reference and a query, unlike the prompted pass whose dynamic prompts depend
     on each image). The few-shot map is, per layer, 1 - the largest cosine similarity of a query patch to the class's
     memory, averaged over the layers and scaled to [0, 1) by the distance the references themselves get
-    (:mod:`~anomalib_adaclip.model.few_shot`). ``k_shot=0`` is the zero-shot model, unchanged.
+    (:mod:`~anomalib_adaclip.model.few_shot`). ``k_shot=0`` (and ``few_shot=None``) is the zero-shot model, unchanged.
 
     Attributes:
         k_shot: Normal reference images per class name; 0 is zero-shot AdaCLIP. The references are drawn from the
-            data module's normal training images, or from ``few_shot_source``. Defaults to 0.
-        few_shot_seed: Seed of the draw of the ``k_shot`` references (the same seed draws the same images). Defaults
-            to 0.
-        few_shot_map_weight: Weight ``w`` of the few-shot map in the anomaly map, ``(1 - w) * zero-shot + w *
-            few-shot``. WinCLIP+ averages its zero- and few-shot maps (``0.5``); APRIL-GAN adds them (the same
-            ranking). Defaults to 0.5.
-        few_shot_score_weight: Weight of the few-shot map's maximum in the image score, ``(1 - w) * zero-shot score +
-            w * max(few-shot map)`` (WinCLIP+ averages too). Defaults to 0.5.
-        few_shot_augment: Also store the references rotated by 90, 180 and 270 degrees and flipped (AnomalyDINO's
+            data module's normal training images, or from ``source``. Defaults to 0.
+        source: Where the ``k_shot`` references are drawn from: a folder (of the run's class name), or a mapping of
+            class name to folder (many classes in one run). Defaults to ``None``: the data module's normal training
+            images.
+        seed: Seed of the draw of the ``k_shot`` references (the same seed draws the same images). Defaults to 0.
+        map_weight: Weight ``w`` of the few-shot map in the anomaly map, ``(1 - w) * zero-shot + w * few-shot``.
+            WinCLIP+ averages its zero- and few-shot maps (``0.5``); APRIL-GAN adds them (the same ranking). Defaults
+            to 0.5.
+        score_weight: Weight of the few-shot map's maximum in the image score, ``(1 - w) * zero-shot score + w *
+            max(few-shot map)`` (WinCLIP+ averages too). Defaults to 0.5.
+        augment: Also store the references rotated by 90, 180 and 270 degrees and flipped (AnomalyDINO's
             augmentation; 8 views per reference). Defaults to ``False``.
-        few_shot_coreset_ratio: Fraction of each class's memory kept by greedy k-center coreset subsampling
-            (PatchCore's); 1 keeps every patch. Defaults to 1.0.
-        few_shot_top_percent: The few-shot part of the image score is the mean of the highest ``p`` percent of the
-            few-shot map instead of its maximum; 0 takes the maximum. Defaults to 0.
+        coreset_ratio: Fraction of each class's memory kept by greedy k-center coreset subsampling (PatchCore's); 1
+            keeps every patch. Defaults to 1.0.
+        top_percent: The few-shot part of the image score is the mean of the highest ``p`` percent of the few-shot
+            map instead of its maximum; 0 takes the maximum. Defaults to 0.
 
     Raises:
         ValueError: A value outside its allowed range.
     """
 
     k_shot: int = 0
-    few_shot_seed: int = 0
-    few_shot_map_weight: float = 0.5
-    few_shot_score_weight: float = 0.5
-    few_shot_augment: bool = False
-    few_shot_coreset_ratio: float = 1.0
-    few_shot_top_percent: float = 0.0
+    source: str | dict[str, str] | None = None
+    seed: int = 0
+    map_weight: float = 0.5
+    score_weight: float = 0.5
+    augment: bool = False
+    coreset_ratio: float = 1.0
+    top_percent: float = 0.0
 
     def __post_init__(self) -> None:
         """Check every value."""
-        _check_integer(self.k_shot, "k_shot", 0)
-        if isinstance(self.few_shot_seed, bool) or not isinstance(self.few_shot_seed, int):
-            msg = f"few_shot_seed must be an integer, got {self.few_shot_seed!r}."
+        _check_integer(self.k_shot, "few_shot.k_shot", 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            msg = f"few_shot.seed must be an integer, got {self.seed!r}."
             raise ValueError(msg)
-        if not isinstance(self.few_shot_augment, bool):
-            msg = f"few_shot_augment must be true or false, got {self.few_shot_augment!r}."
+        if not isinstance(self.augment, bool):
+            msg = f"few_shot.augment must be true or false, got {self.augment!r}."
+            raise ValueError(msg)
+        if isinstance(self.source, Mapping):
+            object.__setattr__(self, "source", dict(self.source))
+        elif self.source is not None and not isinstance(self.source, str | PurePath):
+            msg = f"few_shot.source must be a folder or a mapping of class name to folder, got {self.source!r}."
             raise ValueError(msg)
         for name, low, high, low_open in (
-            ("few_shot_map_weight", 0.0, 1.0, False),
-            ("few_shot_score_weight", 0.0, 1.0, False),
-            ("few_shot_coreset_ratio", 0.0, 1.0, True),
-            ("few_shot_top_percent", 0.0, 100.0, False),
+            ("map_weight", 0.0, 1.0, False),
+            ("score_weight", 0.0, 1.0, False),
+            ("coreset_ratio", 0.0, 1.0, True),
+            ("top_percent", 0.0, 100.0, False),
         ):
-            object.__setattr__(self, name, _check_fraction(getattr(self, name), name, low, high, low_open))
+            object.__setattr__(
+                self, name, _check_fraction(getattr(self, name), f"few_shot.{name}", low, high, low_open)
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""
-        return dataclasses.asdict(self)
+        return _plain(self)
 
 
 def _check_interval_bound(value: Any, argument: str) -> float | int:
@@ -445,36 +474,318 @@ class OptimizerSettings:
 
 @dataclass(frozen=True)
 class MutualGroupConfig:
-    """How AdaCLIP uses mutual scoring (MuSc): on or off, its weight, and the size of the groups of images.
+    """AdaCLIP's mutual-scoring group (``AdaCLIP(mutual=...)``; ``mutual=None`` is off): MuSc inside AdaCLIP's runs.
 
-    With ``mutual_scoring`` the images of one class name are scored against each other in groups of about
-    ``mutual_group_size`` (data-set order), MuSc's way (:mod:`~anomalib_adaclip.model.mutual_scoring`, with the settings
-    of ``MutualScoringConfig``), and fused with AdaCLIP's own outputs
-    (:mod:`~anomalib_adaclip.components.mutual_groups` says how, and on which scale).
+    The images of one class name are scored against each other in groups of at most ``group_size`` (data-set order),
+    MuSc's way (:mod:`~anomalib_adaclip.model.mutual_scoring`), and fused with AdaCLIP's own outputs
+    (:mod:`~anomalib_adaclip.components.mutual_groups` says how, and on which scale). The MuSc settings are those of
+    :class:`MutualScoringConfig`, except that ``feature_layers`` count blocks from 1, like
+    ``PromptConfig.feature_layers``.
 
     Attributes:
-        mutual_scoring: Score each image against the other images of its group too. Defaults to ``False``.
-        mutual_weight: Weight ``w`` of the mutual part: ``(1 - w) * AdaCLIP + w * MuSc`` for the map and the image
-            score, MuSc's distances halved onto [0, 1]; 0 gives AdaCLIP's outputs, 1 MuSc's. Defaults to 0.5.
-        mutual_group_size: Most images per group; a class name's images are split into near-equal groups of at most
-            this many (MSM costs grow with its square). Defaults to 32.
+        weight: Weight ``w`` of the mutual part: ``(1 - w) * AdaCLIP + w * MuSc`` for the map and the image score,
+            MuSc's distances halved onto [0, 1]; 0 gives AdaCLIP's outputs, 1 MuSc's. Defaults to 0.5.
+        group_size: Most images per group; a class name's images are split into near-equal groups of at most this
+            many (MSM costs grow with its square). ``None`` scores the whole class at once (MuSc's protocol).
+            Defaults to 32.
+        feature_layers: The vision blocks whose outputs MuSc scores, **1-based** block numbers (the paper's, as
+            ``PromptConfig.feature_layers``). Defaults to ``None``: MuSc's choice for the tower, the last block of
+            each quarter (``[6, 12, 18, 24]`` for ViT-L, ``[3, 6, 9, 12]`` for ViT-B).
+        r_list: Sizes ``r`` of the r x r neighbourhoods LNAMD averages the patch features over (odd). Defaults to
+            ``(1, 3, 5)``.
+        topmin_min: Lower end of the averaged interval of each patch's sorted distances to the other images: a
+            fraction in [0, 1) of the other images or a count of at least 1. Defaults to 0.
+        topmin_max: Upper end of that interval: the closest 30 % by default. Defaults to 0.3.
+        rscin_k: RsCIN's ``k`` values (``[1, 8, 9]`` for VisA in MuSc; a list holding 0 switches RsCIN off).
+            Defaults to ``(1, 2, 3)``.
 
     Raises:
         ValueError: A value outside its allowed range.
     """
 
-    mutual_scoring: bool = False
-    mutual_weight: float = 0.5
-    mutual_group_size: int = 32
+    weight: float = 0.5
+    group_size: int | None = 32
+    feature_layers: tuple[int, ...] | None = None
+    r_list: tuple[int, ...] = (1, 3, 5)
+    topmin_min: float = 0.0
+    topmin_max: float = 0.3
+    rscin_k: tuple[int, ...] = (1, 2, 3)
 
     def __post_init__(self) -> None:
-        """Check every value."""
-        if not isinstance(self.mutual_scoring, bool):
-            msg = f"mutual_scoring must be true or false, got {self.mutual_scoring!r}."
-            raise ValueError(msg)
-        object.__setattr__(self, "mutual_weight", _check_fraction(self.mutual_weight, "mutual_weight", 0.0, 1.0))
-        _check_integer(self.mutual_group_size, "mutual_group_size", 2)
+        """Check every value that does not depend on the backbone and store sequences as tuples."""
+        object.__setattr__(self, "weight", _check_fraction(self.weight, "mutual.weight", 0.0, 1.0))
+        if self.group_size is not None:
+            _check_integer(self.group_size, "mutual.group_size", 2)
+        if self.feature_layers is not None:
+            layers = _check_int_list(self.feature_layers, "mutual.feature_layers", 1, "1-based block numbers")
+            object.__setattr__(self, "feature_layers", layers)
+        # MuSc's own checks of the rest (feature layers aside, whose convention differs)
+        scoring = MutualScoringConfig(
+            r_list=self.r_list, topmin_min=self.topmin_min, topmin_max=self.topmin_max, rscin_k=self.rscin_k
+        )
+        for name in ("r_list", "topmin_min", "topmin_max", "rscin_k"):
+            object.__setattr__(self, name, getattr(scoring, name))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""
-        return dataclasses.asdict(self)
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """AdaCLIP's prompt group (``AdaCLIP(prompts=...)``): the hybrid prompts, the maps' layers and the image score.
+
+    The values the released checkpoints were trained with are the defaults (the paper's); a checkpoint holds its own
+    and is checked against these. :class:`AdaCLIPConfig` is the model's record of the same values, with the backbone
+    and the image size (:meth:`model_config`).
+
+    Attributes:
+        feature_layers: 1-based vision blocks whose patch tokens make the maps. Defaults to ``None``: n/4, n/2, 3n/4
+            and n (``[6, 12, 18, 24]`` for ViT-L).
+        depth: Prompted blocks per branch. Defaults to 4.
+        length: Prompt tokens. Defaults to 5.
+        type: Static prompts (``"S"``), dynamic prompts generated per image (``"D"``) or both (``"SD"``). Defaults to
+            ``"SD"``.
+        branch: Prompted branch: vision (``"V"``), text (``"L"``) or both (``"VL"``). Defaults to ``"VL"``.
+        use_hsf: Hybrid Semantic Fusion (k-means over the most abnormal patches) in the image score. Defaults to
+            ``True``.
+        k_clusters: HSF clusters (``5 * k_clusters`` patches are clustered). Defaults to 20.
+        blur_sigma: Gaussian blur of the anomaly map in pixels; 0 disables it. Defaults to 4.
+        normal_states: State words of a normal object, each with one ``{}``. Defaults to ``None``: the paper's seven.
+        abnormal_states: State words of an abnormal object, each with one ``{}``. Defaults to ``None``: the paper's
+            five.
+        templates: Sentence templates, each with one ``{}``. Defaults to ``None``: the paper's four.
+
+    Raises:
+        ValueError: A value outside its allowed range (checked by :class:`AdaCLIPConfig`).
+    """
+
+    feature_layers: tuple[int, ...] | None = None
+    depth: int = 4
+    length: int = 5
+    type: PromptingType = "SD"
+    branch: PromptingBranch = "VL"
+    use_hsf: bool = True
+    k_clusters: int = 20
+    blur_sigma: float = 4.0
+    normal_states: tuple[str, ...] | None = None
+    abnormal_states: tuple[str, ...] | None = None
+    templates: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Check every value (through the model's record of them) and store sequences as tuples."""
+        record = self.model_config()
+        for name in ("feature_layers", "blur_sigma"):
+            object.__setattr__(self, name, getattr(record, name))
+        for name in ("normal_states", "abnormal_states", "templates"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, getattr(record, name))
+
+    def model_config(
+        self, backbone: str | Mapping[str, Any] | None = None, image_size: int | None = None
+    ) -> AdaCLIPConfig:
+        """The model's :class:`AdaCLIPConfig` with these values (and the default backbone and size unless given)."""
+        values = {_PROMPT_TO_MODEL.get(name, name): value for name, value in _fields(self).items() if value is not None}
+        if backbone is not None:
+            values["backbone"] = backbone
+        if image_size is not None:
+            values["image_size"] = image_size
+        return AdaCLIPConfig(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """AdaCLIP's tiling group (``AdaCLIP(tiling=...)``; ``None`` is off, ``True`` these defaults).
+
+    Full-resolution images are scored in overlapping tiles of ``image_size`` and the maps stitched
+    (:mod:`~anomalib_adaclip.components.tiling`); the pre-processor then only normalises.
+
+    Attributes:
+        overlap: Overlap of neighbouring tiles in pixels, in ``[0, image_size)``. Defaults to ``None``: a quarter of
+            ``image_size``.
+        score: Image score: ``"max"`` over the tiles, or ``"whole"`` (the whole image resized). Defaults to
+            ``"max"``.
+
+    Raises:
+        ValueError: A negative overlap or an unknown score (the overlap is checked against ``image_size`` by the
+            model).
+    """
+
+    overlap: int | None = None
+    score: TileScore = "max"
+
+    def __post_init__(self) -> None:
+        """Check every value that does not depend on the image size."""
+        _check_choice(self.score, TileScore, "tiling.score")
+        if self.overlap is not None:
+            _check_integer(self.overlap, "tiling.overlap", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class ClassConfig:
+    """AdaCLIP's class-name group (``AdaCLIP(classes=...)``): the object named in the prompts, per run and per image.
+
+    Attributes:
+        name: Object name for the prompts. Defaults to ``None``: the data module's category, else the class name
+            stored in a loaded Lightning checkpoint, else ``"object"``.
+        map: Class name per image: glob pattern or folder name -> class name, first match wins (see
+            :mod:`~anomalib_adaclip.components.class_names`). Defaults to ``None``.
+        from_parent: Use each image's parent folder name as its class name where the map has no match. Defaults to
+            ``False``.
+        export_names: Several class names for one exported model (a line of products): ``forward`` on raw images
+            (exports, ``TorchInferencer``) scores each image with the one CLIP's zero-shot classification picks among
+            them (:mod:`~anomalib_adaclip.model.class_choice`). Runs through the Engine keep using ``name`` and the
+            rules. Defaults to ``None``: one class name.
+
+    Raises:
+        ValueError: A name that is not a string (a blank one is refused when a run starts), or a map that is not a
+            mapping.
+    """
+
+    name: str | None = None
+    map: dict[str, str] | None = None
+    from_parent: bool = False
+    export_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        """Check the simple values and keep plain copies of the containers."""
+        if self.name is not None and not isinstance(self.name, str):
+            msg = f"classes.name must be a string or None, got {self.name!r}."
+            raise ValueError(msg)
+        if self.name == "":  # an empty value on the command line or in YAML: not given
+            object.__setattr__(self, "name", None)
+        if not isinstance(self.from_parent, bool):
+            msg = f"classes.from_parent must be true or false, got {self.from_parent!r}."
+            raise ValueError(msg)
+        if self.map is not None:
+            if not isinstance(self.map, Mapping):
+                msg = f"classes.map must be a mapping of glob pattern or folder name to class name, got {self.map!r}."
+                raise ValueError(msg)
+            object.__setattr__(self, "map", dict(self.map))
+        if self.export_names is not None and not isinstance(self.export_names, str):
+            object.__setattr__(self, "export_names", tuple(self.export_names))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """AdaCLIP's threshold group (``AdaCLIP(thresholds=...)``): how probabilities become decisions.
+
+    Attributes:
+        image: Fixed decision threshold of the image probability. Defaults to 0.5.
+        pixel: Fixed decision threshold of the pixel probability. Defaults to 0.5.
+        mode: ``"auto"`` (adaptive where validation labels allow, else fixed), ``"fixed"`` or ``"adaptive"``
+            (anomalib's; :mod:`~anomalib_adaclip.components.post_processor`). Defaults to ``"auto"``.
+
+    Raises:
+        ValueError: A threshold outside [0, 1] or an unknown mode.
+    """
+
+    image: float = 0.5
+    pixel: float = 0.5
+    mode: ThresholdingMode = "auto"
+
+    def __post_init__(self) -> None:
+        """Check every value."""
+        for name in ("image", "pixel"):
+            object.__setattr__(self, name, _check_fraction(getattr(self, name), f"thresholds.{name}", 0.0, 1.0))
+        _check_choice(self.mode, ThresholdingMode, "thresholds.mode")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return _plain(self)
+
+
+# PromptConfig's names -> AdaCLIPConfig's (the model's record keeps the paper's names).
+_PROMPT_TO_MODEL = {"depth": "prompting_depth", "length": "prompting_length", "type": "prompting_type",
+                    "branch": "prompting_branch"}  # fmt: skip
+
+# AdaCLIP's flat arguments before the settings were grouped -> their place now (a 0.x change).
+MOVED_ARGUMENTS: dict[str, str] = {
+    **{name: f"prompts.{name}" for name in ("feature_layers", "use_hsf", "k_clusters", "blur_sigma")},
+    **{name: f"prompts.{name}" for name in ("normal_states", "abnormal_states", "templates")},
+    **{model: f"prompts.{group}" for group, model in _PROMPT_TO_MODEL.items()},
+    "k_shot": "few_shot.k_shot",
+    **{f"few_shot_{name}": f"few_shot.{name}" for name in ("source", "seed", "map_weight", "score_weight", "augment")},
+    **{f"few_shot_{name}": f"few_shot.{name}" for name in ("coreset_ratio", "top_percent")},
+    "mutual_scoring": "mutual",
+    **{f"mutual_{name}": f"mutual.{name}" for name in ("weight", "group_size", "r_list", "topmin_min", "topmin_max")},
+    "mutual_rscin_k": "mutual.rscin_k",
+    "mutual_feature_layers": "mutual.feature_layers (now 1-based block numbers: MuSc's [5, 11, 17, 23] is "
+    "[6, 12, 18, 24])",
+    "class_name": "classes.name",
+    "class_name_map": "classes.map",
+    "class_name_from_parent": "classes.from_parent",
+    "export_class_names": "classes.export_names",
+    "image_threshold": "thresholds.image",
+    "pixel_threshold": "thresholds.pixel",
+    "thresholding": "thresholds.mode",
+    "tile_overlap": "tiling.overlap",
+    "tile_score": "tiling.score",
+}
+
+
+def moved_argument_message(name: str) -> str:
+    """The one line that tells where an old flat argument of AdaCLIP lives now (``name`` in :data:`MOVED_ARGUMENTS`)."""
+    place = MOVED_ARGUMENTS[name]
+    group, _, rest = place.partition(".")
+    setting = rest.split(" ")[0]
+    if setting:
+        usage = (
+            f"AdaCLIP({group}={{{setting!r}: ...}}) in Python, --model.{group}.{setting} on the command line, "
+            f"`{group}:` nested under init_args in YAML"
+        )
+    else:  # the switch of a group: the group itself
+        usage = f"AdaCLIP({group}={{}}) turns it on with the defaults, {group}=None off; `{group}: {{}}` in YAML"
+    return f"AdaCLIP's argument `{name}` is now `{place}` (settings are grouped, a breaking change of 0.x): {usage}."
+
+
+def settings_group(value: Any, group: type, argument: str) -> Any:
+    """A settings group given as its dataclass, a mapping of its fields, or ``None``: the dataclass, or ``None``.
+
+    Raises:
+        TypeError: A value of another type, or a key the group does not have (an old flat name is named with its new
+            place).
+    """
+    if value is None or isinstance(value, group):
+        return value
+    if not isinstance(value, Mapping):
+        msg = f"`{argument}` must be a {group.__name__}, a mapping of its fields or None, got {value!r}."
+        raise TypeError(msg)
+    fields = {field.name for field in dataclasses.fields(group)}
+    for key in value:
+        if key not in fields:
+            if key in MOVED_ARGUMENTS and MOVED_ARGUMENTS[key].split(" ")[0] in {f"{argument}.{f}" for f in fields}:
+                msg = f"`{argument}.{key}` is now `{MOVED_ARGUMENTS[key]}` (the prefix went with the grouping)."
+            else:
+                msg = f"`{argument}` has no setting {key!r}; its settings: {sorted(fields)} ({group.__name__})."
+            raise TypeError(msg)
+    return group(**dict(value))
+
+
+def _fields(settings: Any) -> dict[str, Any]:
+    return {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as plain types (lists, dicts, strings, numbers): checkpoints keep no custom class."""
+    values = _fields(settings)
+    for name, value in values.items():
+        if isinstance(value, tuple):
+            values[name] = list(value)
+        elif isinstance(value, Mapping):
+            values[name] = {str(key): str(item) if isinstance(item, PurePath) else item for key, item in value.items()}
+        elif isinstance(value, PurePath):
+            values[name] = str(value)
+    return values

@@ -81,8 +81,27 @@ def adaclip(weights: Path, settings: dict[str, Any]) -> Any:
     ``settings`` use the names of main before issue 27: ``use_hsf``, ``k_shot``, ``tiling``, ``mutual_scoring``,
     ``mutual_weight``, ``mutual_group_size``, ``thresholding``, ``class_name``.
     """
+    # After issue 27 the settings are grouped; the names above map onto the groups one to one.
+    places = {
+        "use_hsf": ("prompts", "use_hsf"),
+        "k_shot": ("few_shot", "k_shot"),
+        "mutual_weight": ("mutual", "weight"),
+        "mutual_group_size": ("mutual", "group_size"),
+        "thresholding": ("thresholds", "mode"),
+        "class_name": ("classes", "name"),
+    }
+    groups: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name in places:
+            group, field = places[name]
+            groups.setdefault(group, {})[field] = value
+        elif name == "mutual_scoring":
+            if value:
+                groups.setdefault("mutual", {})
+        else:
+            groups[name] = value  # tiling=True is still accepted
     torch.manual_seed(0)
-    return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, **settings)
+    return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, **groups)
 
 
 def fixtures() -> None:

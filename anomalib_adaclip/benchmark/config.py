@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .specs import CATEGORY_PLACEHOLDER, DataSpec, ModelSpec, has_placeholder, parse_arguments
+from .specs import CATEGORY_PLACEHOLDER, MUTUAL_ARGUMENT, DataSpec, ModelSpec, has_placeholder, parse_arguments
 
 __all__ = [
     "CONFIG_KEYS",
@@ -59,8 +59,6 @@ DEFAULT_ENGINE_ARGUMENTS: dict[str, Any] = {
 }
 MANAGED_ENGINE_ARGUMENTS = ("default_root_dir", "callbacks")
 SHORT_NAME_MODULES = {"model": ("anomalib_adaclip", "anomalib.models"), "data": ("anomalib.data",)}
-# AdaCLIP's mutual-scoring arguments: mutual_scoring, mutual_weight, mutual_group_size and MuSc's settings.
-MUTUAL_PREFIX = "mutual_"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -289,22 +287,29 @@ def _model_spec(entry: Mapping[str, Any], where: str, dataset_names: Sequence[st
         if "evaluator" in arguments:
             msg = f"{where}: leave out 'evaluator': the benchmark gives every model the same metrics."
             raise BenchmarkConfigError(msg)
+        _check_moved(model_class, arguments, where)
         _check_mutual_class(spec, arguments, where)
         _check_arguments(model_class, arguments, frozenset({"evaluator"}), f"{where} on {dataset}")
         _check_mutual(spec, dataset, arguments, f"{where} on {dataset}")
     return spec
 
 
-def _mutual_arguments(arguments: Mapping[str, Any]) -> list[str]:
-    return [name for name in arguments if name.startswith(MUTUAL_PREFIX)]
+def _check_moved(model_class: type, arguments: Mapping[str, Any], where: str) -> None:
+    """An old flat AdaCLIP argument (``k_shot``, ``mutual_weight``, ...): name its group, in one line."""
+    from anomalib_adaclip.config import MOVED_ARGUMENTS, moved_argument_message  # noqa: PLC0415
+
+    parameters = inspect.signature(model_class).parameters
+    moved = [name for name in arguments if name in MOVED_ARGUMENTS and name not in parameters]
+    if moved and "prompts" in parameters:
+        msg = f"{where}: {moved_argument_message(moved[0])}"
+        raise BenchmarkConfigError(msg)
 
 
 def _check_mutual_class(spec: ModelSpec, arguments: Mapping[str, Any], where: str) -> None:
-    """Mutual-scoring arguments on a model that has none: say so, rather than jsonargparse's unknown-key message."""
-    given = _mutual_arguments(arguments)
-    if given and "mutual_scoring" not in inspect.signature(spec.model_class).parameters:
+    """Mutual-scoring settings on a model that has none: say so, rather than jsonargparse's unknown-key message."""
+    if MUTUAL_ARGUMENT in arguments and MUTUAL_ARGUMENT not in inspect.signature(spec.model_class).parameters:
         msg = (
-            f"{where}: {given} are the mutual-scoring arguments of anomalib_adaclip.AdaCLIP; "
+            f"{where}: '{MUTUAL_ARGUMENT}' is the mutual-scoring group of anomalib_adaclip.AdaCLIP; "
             f"{spec.model_class.__module__}.{spec.model_class.__qualname__} has none (the mutual_scoring mode is "
             "AdaCLIP's)."
         )
@@ -312,34 +317,13 @@ def _check_mutual_class(spec: ModelSpec, arguments: Mapping[str, Any], where: st
 
 
 def _check_mutual(spec: ModelSpec, dataset: str, arguments: Mapping[str, Any], where: str) -> None:
-    """A mutual-scoring model's settings, checked as the model will check them, before any run starts.
-
-    Settings without ``mutual_scoring: true`` would change nothing (an easy way to benchmark zero-shot while meaning
-    mutual scoring), so they are an error too.
-    """
-    given = _mutual_arguments(arguments)
-    settings = spec.mutual_settings(dataset)
-    if settings is None:
-        if given and arguments.get("mutual_scoring") is not False:
-            others = [name for name in given if name != "mutual_scoring"]
-            msg = (
-                f"{where}: {others} are set but mutual_scoring is off, so they would change nothing: add "
-                "mutual_scoring: true (the mutual_scoring mode), or remove them."
-            )
-            raise BenchmarkConfigError(msg)
-        return
+    """A mutual-scoring model's settings, checked as the model will check them, before any run starts."""
     from anomalib_adaclip.components.mutual_groups import check_mutual_scoring  # noqa: PLC0415
-    from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig  # noqa: PLC0415
 
-    musc = {
-        name.removeprefix(MUTUAL_PREFIX): value
-        for name, value in arguments.items()
-        if name.startswith(MUTUAL_PREFIX) and name not in settings and value is not None
-    }
     try:
-        MutualGroupConfig(**settings)
-        MutualScoringConfig(**musc)
-        check_mutual_scoring(True, bool(arguments.get("tiling", False)))
+        if spec.mutual_settings(dataset) is None:
+            return
+        check_mutual_scoring(True, arguments.get("tiling") not in (None, False))
     except (TypeError, ValueError) as error:
         msg = f"{where}: {error}"
         raise BenchmarkConfigError(msg) from error

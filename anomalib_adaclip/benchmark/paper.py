@@ -4,7 +4,7 @@ For each table (1: industrial, 2: medical) and each of the paper's metrics (imag
 pixel max-F1), a row per data set holds the published baselines (SAA, WinCLIP, DINOv2, SAM, APRIL-GAN), the published
 AdaCLIP and, for each model of the run, its mean over the data set's categories with the difference to its published
 counterpart (:func:`published_counterpart`: AdaCLIP to AdaCLIP, anomalib's WinClip to WinCLIP, AdaCLIP with mutual
-scoring alone (``mutual_weight: 1``) to MuSc; models without one, such as AnomalyVFM or AdaCLIP fused with mutual
+scoring alone (``mutual.weight: 1``) to MuSc; models without one, such as AnomalyVFM or AdaCLIP fused with mutual
 scoring, stand as extra columns without a difference). The last row averages each column over the group's data sets
 that have the metric, as the paper does. Per category, AdaCLIP's image and pixel AUROC of Supplementary Tables 9-14
 stand beside the run's.
@@ -120,12 +120,12 @@ def published_counterpart(model: ModelSpec, dataset: str = "") -> str | None:
     """The published column a run model is compared with on ``dataset``, or ``None``.
 
     By class name (:data:`PUBLISHED_COUNTERPARTS`), except for a model with mutual scoring on: with
-    ``mutual_weight`` 1 its maps and scores are MuSc's (compared with MuSc's published numbers); fused with its own
-    (``0 < mutual_weight < 1``) it is a method nobody published (no counterpart).
+    ``mutual.weight`` 1 its maps and scores are MuSc's (compared with MuSc's published numbers); fused with its own
+    (``0 < mutual.weight < 1``) it is a method nobody published (no counterpart).
     """
     mutual = model.mutual_settings(dataset)
     if mutual is not None:
-        return "MuSc" if mutual.get("mutual_weight") == 1 else None
+        return "MuSc" if mutual.get("weight") == 1 else None
     return PUBLISHED_COUNTERPARTS.get(model.model_class.__name__)
 
 

@@ -320,7 +320,7 @@ def _models_section(rows: Sequence[ResultRow], config: BenchmarkConfig) -> list[
         modes = "/".join(dict.fromkeys(m for row in rows if row.model == model.name for m in row.mode.split("/") if m))
         label = " / ".join(MODES.get(mode, mode) for mode in modes.split("/")) if modes else "no result"
         settings = [
-            ", ".join(f"{name} {value}" for name, value in mutual.items() if name != "mutual_scoring")
+            ", ".join(f"{name} {value}" for name, value in mutual.items())
             for data in config.data
             if (mutual := model.mutual_settings(data.name)) is not None
         ]

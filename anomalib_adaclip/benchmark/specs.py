@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORY_PLACEHOLDER",
     "MODES",
+    "MUTUAL_ARGUMENT",
     "MUTUAL_ARGUMENTS",
     "RUNTIME_DATA_ARGUMENTS",
     "DataSpec",
@@ -32,9 +33,11 @@ __all__ = [
 CATEGORY_PLACEHOLDER = "{category}"
 # Data arguments that do not change the numbers: they may differ between a run and its resumption.
 RUNTIME_DATA_ARGUMENTS = frozenset({"num_workers", "eval_batch_size"})
-# The constructor arguments of a model that scores each test image against the others of its group (AdaCLIP's
-# mutual scoring, after MuSc); a model has the mode when its class takes them and ``mutual_scoring`` is on.
-MUTUAL_ARGUMENTS = ("mutual_scoring", "mutual_weight", "mutual_group_size")
+# The constructor argument of a model that scores each test image against the others of its group (AdaCLIP's
+# mutual scoring, after MuSc): a group of settings; a model has the mode when its class takes it and it is not None.
+MUTUAL_ARGUMENT = "mutual"
+# The settings of that group a run's mode is reported with.
+MUTUAL_ARGUMENTS = ("weight", "group_size")
 Mode = Literal["zero_shot", "few_shot", "one_class", "mutual_scoring", "few_shot+mutual_scoring"]
 # How the reports name a run's mode: anomalib's learning type, or mutual scoring on top of it.
 MODES: dict[str, str] = {
@@ -75,19 +78,20 @@ class ModelSpec:
         return {**self.init_args, **self.init_args_by_dataset.get(dataset, {})}
 
     def mutual_settings(self, dataset: str) -> dict[str, Any] | None:
-        """The mutual-scoring arguments on ``dataset`` (the constructor's defaults filled in), ``None`` when it is off.
+        """The mutual-scoring settings on ``dataset`` (weight and group size, defaults filled in), ``None`` when off.
 
-        Read from the configuration (nothing is built): ``None`` for a class without a ``mutual_scoring`` argument and
-        for ``mutual_scoring: false``.
+        Read from the configuration (nothing is built): ``None`` for a class without a ``mutual`` argument and for
+        ``mutual: null``.
         """
-        parameters = inspect.signature(self.model_class).parameters
-        if "mutual_scoring" not in parameters:
+        if MUTUAL_ARGUMENT not in inspect.signature(self.model_class).parameters:
             return None
-        arguments = self.arguments_for(dataset)
-        settings = {
-            name: arguments.get(name, parameters[name].default) for name in MUTUAL_ARGUMENTS if name in parameters
-        }
-        return settings if settings["mutual_scoring"] is True else None
+        given = self.arguments_for(dataset).get(MUTUAL_ARGUMENT)
+        if given is None:
+            return None
+        from anomalib_adaclip.config import MutualGroupConfig, settings_group  # noqa: PLC0415
+
+        settings = settings_group(given, MutualGroupConfig, MUTUAL_ARGUMENT).to_dict()
+        return {name: settings[name] for name in MUTUAL_ARGUMENTS}
 
     def mode(self, dataset: str, learning_type: str) -> Mode:
         """The run's mode: anomalib's ``learning_type`` of the built model, with mutual scoring on top when it is on."""

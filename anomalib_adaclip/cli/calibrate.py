@@ -102,9 +102,9 @@ def main(arguments: list[str]) -> int:
             if written != options.output:
                 print(f"{options.output} was written by another run meanwhile; this one is {written}.", file=sys.stderr)
             print(f"Wrote {written}; use it with: anomalib predict --config {written} ...", file=sys.stderr)
-    flags = f"--model.image_threshold {result.image_threshold!r}"
+    flags = f"--model.thresholds.image {result.image_threshold!r}"
     if result.pixel_threshold is not None:
-        flags += f" --model.pixel_threshold {result.pixel_threshold!r}"
-    print(f"Or on the command line: {flags} --model.thresholding fixed", file=sys.stderr)
+        flags += f" --model.thresholds.pixel {result.pixel_threshold!r}"
+    print(f"Or on the command line: {flags} --model.thresholds.mode fixed", file=sys.stderr)
     print(snippet, end="")
     return code

@@ -14,6 +14,7 @@ import argparse
 import itertools
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from anomalib_adaclip.config_files import UnknownConfigError, resolve_config_arguments
 
@@ -141,6 +142,43 @@ def print_commands() -> None:
     print(f"  {'predict':<12} {PREDICT_HELP}")
 
 
+def moved_model_argument(arguments: Sequence[str]) -> str | None:
+    """The message for an old flat AdaCLIP argument in flags (``--model.k_shot``) or a ``--config`` file, else ``None``.
+
+    The settings of :class:`~anomalib_adaclip.AdaCLIP` are grouped (``--model.few_shot.k_shot``); the old names are
+    listed in :data:`anomalib_adaclip.config.MOVED_ARGUMENTS`.
+    """
+    from anomalib_adaclip.config import MOVED_ARGUMENTS, moved_argument_message  # noqa: PLC0415
+
+    names: list[str] = []
+    for index, argument in enumerate(arguments):
+        flag = argument.split("=", 1)[0]
+        for prefix in ("--model.init_args.", "--model."):
+            if flag.startswith(prefix):
+                names.append(flag.removeprefix(prefix))
+                break
+        if flag == "--config" and index + 1 < len(arguments):
+            names.extend(_config_model_keys(Path(arguments[index + 1])))
+        elif flag == "--config" and "=" in argument:
+            names.extend(_config_model_keys(Path(argument.split("=", 1)[1])))
+    moved = [name for name in names if name in MOVED_ARGUMENTS]
+    return moved_argument_message(moved[0]) if moved else None
+
+
+def _config_model_keys(path: Path) -> list[str]:
+    """The keys of a configuration file's ``model`` section (under ``init_args`` if it has one); none if unreadable."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []  # the command itself reports an unreadable file
+    model = content.get("model") if isinstance(content, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("init_args"), dict):
+        model = model["init_args"]
+    return [str(key) for key in model] if isinstance(model, dict) else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run an AdaCLIP subcommand, or anomalib's CLI with ``--model AdaCLIP`` available.
 
@@ -159,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the first option.
         command = " ".join(["anomalib-adaclip", *itertools.takewhile(lambda word: not word.startswith("-"), arguments)])
         print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    moved = moved_model_argument(arguments)
+    if moved is not None:  # jsonargparse would only say "not accepted": name the new place, in one line
+        print(f"anomalib-adaclip: error: {moved}", file=sys.stderr)
         return 2
     if arguments and arguments[0] in COMMANDS:
         handler, _ = COMMANDS[arguments[0]]

@@ -1,7 +1,7 @@
 """``anomalib-adaclip prompts``: the exact sentences AdaCLIP's prompts use, without building the model.
 
-``anomalib-adaclip prompts --class-name metal-nut [--config cfg.yaml] [--model.normal_states ...]`` prints them;
-``--image PATH`` shows which class name an image gets from ``class_name_map`` / ``class_name_from_parent``.
+``anomalib-adaclip prompts --class-name metal-nut [--config cfg.yaml] [--model.prompts.normal_states ...]`` prints
+them; ``--image PATH`` shows which class name an image gets from ``classes.map`` / ``classes.from_parent``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,18 @@ from anomalib_adaclip.model.prompting import PromptEnsemble, sentences_text
 __all__ = ["build_parser", "main"]
 
 PROMPT_KEYS = ("normal_states", "abnormal_states", "templates")
+# The settings it reads, as (group, setting) of AdaCLIP's arguments (``None``: a top-level argument).
+SETTINGS: tuple[tuple[str | None, str], ...] = (
+    *(("prompts", key) for key in PROMPT_KEYS),
+    ("classes", "name"),
+    ("classes", "map"),
+    ("classes", "from_parent"),
+    (None, "checkpoint"),
+)
+
+
+def _flag(group: str | None, key: str) -> str:
+    return f"{group}.{key}" if group else key
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class-name", action="append", default=[], help="class name (repeatable)")
     parser.add_argument("--image", action="append", default=[], help="show the class name this image gets (repeatable)")
     parser.add_argument("-c", "--config", type=Path, default=None, help="anomalib config file with an AdaCLIP model")
-    for key in (*PROMPT_KEYS, "class_name", "class_name_map", "class_name_from_parent", "checkpoint"):
-        parser.add_argument(f"--model.{key}", dest=f"model_{key}", default=None, help=f"AdaCLIP's {key} (YAML/JSON)")
+    for group, key in SETTINGS:
+        name = _flag(group, key)
+        parser.add_argument(f"--model.{name}", dest=f"model_{name}", default=None, help=f"AdaCLIP's {name} (YAML/JSON)")
     return parser
 
 
@@ -54,22 +67,31 @@ def _model_arguments(config_path: Path | None) -> dict[str, Any]:
     return dict(model)
 
 
+def _setting(arguments: Mapping[str, Any], group: str | None, key: str) -> Any:
+    """One setting of AdaCLIP's init arguments (in its group), ``None`` where it is not given."""
+    if group is None:
+        return arguments.get(key)
+    values = arguments.get(group)
+    return values.get(key) if isinstance(values, Mapping) else None
+
+
 def main(arguments: list[str]) -> int:
     """Run ``anomalib-adaclip prompts``; returns the exit code."""
     options = build_parser().parse_args(arguments)
     try:
-        settings = _model_arguments(options.config)
-        for key in (*PROMPT_KEYS, "class_name", "class_name_map", "class_name_from_parent", "checkpoint"):
-            value = getattr(options, f"model_{key}")
+        arguments = _model_arguments(options.config)
+        settings = {_flag(group, key): _setting(arguments, group, key) for group, key in SETTINGS}
+        for name in settings:
+            value = getattr(options, f"model_{name}")
             if value is not None:
-                settings[key] = value if key in {"class_name", "checkpoint"} else yaml.safe_load(value)
-        config = AdaCLIPConfig(**{key: settings[key] for key in PROMPT_KEYS if settings.get(key)})
+                settings[name] = value if name in {"classes.name", "checkpoint"} else yaml.safe_load(value)
+        config = AdaCLIPConfig(**{key: settings[f"prompts.{key}"] for key in PROMPT_KEYS if settings[f"prompts.{key}"]})
         PromptEnsemble.of(config)  # checks the phrases (ValueError names the argument)
-        rules = ClassNameRules(settings.get("class_name_map") or {}, bool(settings.get("class_name_from_parent")))
+        rules = ClassNameRules(settings["classes.map"] or {}, bool(settings["classes.from_parent"]))
     except (OSError, ValueError, TypeError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_name = str(settings.get("class_name") or DEFAULT_CLASS_NAME)
+    run_name = str(settings["classes.name"] or DEFAULT_CLASS_NAME)
     names = list(options.class_name)
     for image in options.image:
         match = rules.match(image)
@@ -78,7 +100,7 @@ def main(arguments: list[str]) -> int:
         names.append(name)
     if not names:
         names = [run_name]
-    if not config.uses_paper_prompts and settings.get("checkpoint"):
+    if not config.uses_paper_prompts and settings["checkpoint"]:
         print(
             "warning: the released checkpoints were trained with the paper's prompts; own sentences may not fit "
             "their learned prompts.",

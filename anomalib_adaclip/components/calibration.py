@@ -129,23 +129,24 @@ class CalibrationResult:
         return sum(score > self.image_threshold for score in self.scores)
 
     def to_yaml(self) -> str:
-        """A config snippet for anomalib's CLI (``--config``) with the thresholds and ``thresholding: fixed``."""
+        """A config snippet for anomalib's CLI (``--config``): the ``thresholds`` group with ``mode: fixed``."""
         lines = [
             f"# AdaCLIP thresholds calibrated on {len(self.scores)} known-good image(s) from {self.source}",
-            f"# image_threshold: {_ordinal(self.percentile)} percentile of their image scores",
+            f"# thresholds.image: {_ordinal(self.percentile)} percentile of their image scores",
         ]
         if self.pixel_threshold is not None:
             ordinal = _ordinal(self.pixel_percentile)
-            lines.append(f"# pixel_threshold: {ordinal} percentile of their pixel probabilities")
+            lines.append(f"# thresholds.pixel: {ordinal} percentile of their pixel probabilities")
         lines += [
             "model:",
             "  class_path: anomalib_adaclip.AdaCLIP",
             "  init_args:",
-            f"    image_threshold: {self.image_threshold!r}",
+            "    thresholds:",
+            f"      image: {self.image_threshold!r}",
         ]
         if self.pixel_threshold is not None:
-            lines.append(f"    pixel_threshold: {self.pixel_threshold!r}")
-        lines.append("    thresholding: fixed")
+            lines.append(f"      pixel: {self.pixel_threshold!r}")
+        lines.append("      mode: fixed")
         return "\n".join(lines) + "\n"
 
     def summary(self) -> str:

@@ -5,21 +5,21 @@ AdaCLIP's prompts name the object ("a bad photo of a damaged screw."). The run h
 checkpoint stored, else ``"object"``). A folder of mixed products needs a name per image: :class:`ClassNameRules`
 derives it from the image path, and :class:`BatchClassNames` applies the rules to each batch:
 
-1. ``class_name_map``: entries are tried in their order and the first that matches wins. A key with a glob
+1. ``classes.map``: entries are tried in their order and the first that matches wins. A key with a glob
    character (``*``, ``?``, ``[``) is a pattern matched against the image path with :func:`fnmatch.fnmatchcase`
    (case-sensitive; ``*`` also matches ``/``); a relative pattern may match the end of the path, so
    ``"screws/*.png"`` matches ``/data/screws/a.png``. Any other key is a folder name (or a few folders,
    ``"line1/screws"``) that must appear, whole, among the image's parent folders.
-2. ``from_parent``: the name of the image's parent folder.
+2. ``classes.from_parent``: the name of the image's parent folder.
 3. No match: ``None``, and the caller uses the run's class name.
 
 Example:
     >>> from anomalib_adaclip.components.class_names import ClassNameRules
     >>> rules = ClassNameRules({"*/bolt_*.png": "bolt", "nuts": "metal-nut"}, from_parent=True)
     >>> rules.match("/data/line1/bolt_003.png")
-    ('bolt', "pattern '*/bolt_*.png' of class_name_map")
+    ('bolt', "pattern '*/bolt_*.png' of classes.map")
     >>> rules.match("/data/nuts/top/004.png")
-    ('metal-nut', "folder 'nuts' of class_name_map")
+    ('metal-nut', "folder 'nuts' of classes.map")
     >>> rules.match("/data/washer/005.png")
     ('washer', 'the parent folder')
 """
@@ -27,17 +27,15 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import PurePath
 from typing import Any, Protocol, runtime_checkable
 
-from anomalib_adaclip.config import DEFAULT_CLASS_NAME
+from anomalib_adaclip.config import DEFAULT_CLASS_NAME, ClassConfig
 from anomalib_adaclip.model.class_choice import check_candidates
 from anomalib_adaclip.model.prompting import format_class_name
-
-from .attached import attached_datamodule
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ __all__ = [
     "BatchClassNames",
     "ClassNameRules",
     "ClassNamedModule",
-    "ClassNamedPrompts",
+    "ClassNames",
     "run_class_name",
 ]
 
@@ -79,10 +77,10 @@ class ClassNameRules:
         entries = dict(self.class_name_map or {})
         for key, name in entries.items():
             if not isinstance(key, str) or not key.strip("/ "):
-                msg = f"class_name_map keys must be glob patterns or folder names, got {key!r}."
+                msg = f"classes.map keys must be glob patterns or folder names, got {key!r}."
                 raise ValueError(msg)
             if not isinstance(name, str) or not name.strip():
-                msg = f"class_name_map[{key!r}] must be a non-empty class name, got {name!r}."
+                msg = f"classes.map[{key!r}] must be a non-empty class name, got {name!r}."
                 raise ValueError(msg)
         object.__setattr__(self, "class_name_map", entries)
 
@@ -103,9 +101,9 @@ class ClassNameRules:
         for key, name in self.class_name_map.items():
             if _is_pattern(key):
                 if fnmatchcase(image_path, key) or fnmatchcase(image_path, f"*/{key.lstrip('/')}"):
-                    return name, f"pattern {key!r} of class_name_map"
+                    return name, f"pattern {key!r} of classes.map"
             elif f"/{key.strip('/')}/" in parents:
-                return name, f"folder {key!r} of class_name_map"
+                return name, f"folder {key!r} of classes.map"
         if self.from_parent:
             parent = PurePath(path).parent.name
             if parent:
@@ -128,13 +126,13 @@ def run_class_name(argument: str | None, datamodule: Any, checkpoint_name: str |
     missing), else the name stored in a loaded Lightning checkpoint, else ``"object"``.
     """
     if argument:
-        return argument, "the class_name argument"
+        return argument, "classes.name"
     category = getattr(datamodule, "category", None)
     if isinstance(category, str) and category.strip():
         return category, f"the category of the data module {type(datamodule).__name__}"
     if checkpoint_name:
         return checkpoint_name, "the loaded checkpoint"
-    return DEFAULT_CLASS_NAME, "the default: no class_name argument and no data module category"
+    return DEFAULT_CLASS_NAME, "the default: no classes.name and no data module category"
 
 
 class BatchClassNames:
@@ -177,7 +175,7 @@ class BatchClassNames:
             self._log_once(
                 "<no paths>",
                 logging.WARNING,
-                "class_name_map/class_name_from_parent need image paths, but the batches carry none: every image uses "
+                "classes.map/classes.from_parent need image paths, but the batches carry none: every image uses "
                 "the run's class name %r.",
                 run_name,
             )
@@ -194,8 +192,7 @@ class BatchClassNames:
                 self._log_once(
                     f"<unmatched> {name}",
                     logging.WARNING,
-                    "No class_name_map rule matches %s: it and every other unmatched image use the run's class name "
-                    "%r.",
+                    "No classes.map rule matches %s: it and every other unmatched image use the run's class name %r.",
                     path,
                     name,
                 )
@@ -203,30 +200,54 @@ class BatchClassNames:
         return names
 
 
-class ClassNamedPrompts:
-    """Mixin of AdaCLIP's Lightning module: its prompts' class name per run, per image, in exports and checkpoints.
+class ClassNames:
+    """The class names of one AdaCLIP model's prompts: per run, per image, in exports and in checkpoints.
 
-    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``class_name`` (the argument),
-    ``per_image_class_names`` (a :class:`BatchClassNames`), ``export_class_names`` and ``_checkpoint_class_name`` (the
-    name a loaded checkpoint stored, ``None`` before). The run's class name is logged under the host's module.
+    AdaCLIP owns one and tells it the run's data module and checkpoint; the part names the object of every image.
+
+    Args:
+        settings: The class-name settings (the argument, the per-image rules, the export names).
+        check: The model's check of a class name (an empty or too long name raises ``ValueError``).
+
+    Raises:
+        ValueError: A bad rule, or an export name the prompts cannot use.
+        TypeError: Export names given as a single string.
     """
 
-    def apply_class_name(self, datamodule: Any) -> None:
-        """Choose the class name of the prompts for a run with ``datamodule`` (:func:`run_class_name`) and log it."""
-        name, source = run_class_name(self.class_name, datamodule, self._checkpoint_class_name)
-        self.model.check_class_name(name)
-        self.model.class_name = name
-        self.per_image_class_names.new_run()
-        logging.getLogger(type(self).__module__).info(
+    def __init__(self, settings: ClassConfig, check: Callable[[str], None]) -> None:
+        self.settings = settings
+        self._check = check
+        self.batches = BatchClassNames(ClassNameRules(settings.map or {}, settings.from_parent))
+        self.checkpoint_name: str | None = None  # the name a loaded Lightning checkpoint stored
+        self.export_names: tuple[str, ...] | None = None
+        self.set_export_names(settings.export_names)
+
+    def run_name(self, datamodule: Any, logger_name: str = __name__) -> str:
+        """The class name of a run with ``datamodule`` (:func:`run_class_name`), checked and logged; starts a run."""
+        name, source = run_class_name(self.settings.name, datamodule, self.checkpoint_name)
+        self._check(name)
+        self.batches.new_run()
+        logging.getLogger(logger_name).info(
             "AdaCLIP prompts use the class name %r (prompt text %r), from %s.", name, format_class_name(name), source
         )
+        return name
 
-    def image_class_names(self, batch: Any) -> list[str]:
-        """The class name of every image of a batch: its own where a rule gives one, else the run's."""
-        names = self.per_image_class_names.of(batch, self.model.class_name)
-        return list(names) if names is not None else [self.model.class_name] * len(batch)
+    def of(self, batch: Any, run_name: str) -> Sequence[str] | None:
+        """Class names of a batch's images, ``None`` when every image uses ``run_name`` (:class:`BatchClassNames`)."""
+        return self.batches.of(batch, run_name)
 
-    def set_export_class_names(self, class_names: Sequence[str] | None) -> None:
+    def of_images(self, batch: Any, run_name: str) -> list[str]:
+        """The class name of every image of a batch: its own where a rule gives one, else ``run_name``."""
+        names = self.batches.of(batch, run_name)
+        return list(names) if names is not None else [run_name] * len(batch)
+
+    def of_path(self, path: str, run_name: str) -> str:
+        """The class name an image at ``path`` gets from the rules, else ``run_name``."""
+        rules = self.batches.rules
+        match = rules.match(path) if rules.active else None
+        return match[0] if match else run_name
+
+    def set_export_names(self, class_names: Sequence[str] | None) -> None:
         """Carry several class names into exports, each image scored with the one CLIP picks; ``None`` for one.
 
         Raises:
@@ -234,20 +255,18 @@ class ClassNamedPrompts:
             TypeError: A single string, or a name that is not a string.
         """
         if class_names is None:
-            self.export_class_names = None
+            self.export_names = None
             return
         candidates = check_candidates(class_names)
         for name in candidates:
-            self.model.check_class_name(name)
-        self.export_class_names = candidates
+            self._check(name)
+        self.export_names = candidates
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the class name the prompts used with the trainable tensors (an export from it has no data module)."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = self.model.class_name
+    @staticmethod
+    def save(checkpoint: dict[str, Any], run_name: str) -> None:
+        """Keep the class name the prompts used in a Lightning checkpoint (an export from it has no data module)."""
+        checkpoint[CHECKPOINT_CLASS_NAME_KEY] = run_name
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the class name the checkpoint's prompts used, for this run and the next."""
-        super().on_load_checkpoint(checkpoint)
-        self._checkpoint_class_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)
-        self.apply_class_name(attached_datamodule(self))
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Remember the class name a Lightning checkpoint's prompts used, for the runs that have no other."""
+        self.checkpoint_name = checkpoint.get(CHECKPOINT_CLASS_NAME_KEY)

@@ -1,6 +1,6 @@
 """AdaCLIP's exports through anomalib: what cannot be exported, and nothing earlier is lost.
 
-:class:`GuardedExports` wraps anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused (the
+:class:`ExportGuard` guards anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused (the
 tile grid depends on each image's size), and so is a model with mutual scoring (its outputs depend on the other images
 of a group, which an exported graph and an inferencer fed one image at a time do not have); ONNX defaults to opset 18,
 and the log names the class name baked into the prompts. anomalib's contract is that an export goes to
@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from anomalib_adaclip.locks import OwnedLock
 from anomalib_adaclip.output_files import new_directory
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "EXPORT_SUFFIXES",
     "ONNX_OPSET",
-    "GuardedExports",
+    "ExportGuard",
     "check_exportable",
     "export_lock",
     "exporting",
@@ -101,10 +101,10 @@ def check_exportable(tiling: bool, mutual_scoring: bool = False) -> None:
     """
     if mutual_scoring:
         msg = (
-            "A model with mutual_scoring cannot be exported: MuSc scores each image against the other images of its "
+            "A model with mutual scoring cannot be exported: MuSc scores each image against the other images of its "
             "group, so its output depends on which images are fed together. An exported graph fixes at tracing time "
             "how many other images it averages over (30 % of the group) and which images RsCIN re-scores against, "
-            "and an inferencer feeds one image at a time. Export the model with mutual_scoring=False (AdaCLIP's own "
+            "and an inferencer feeds one image at a time. Export the model with mutual=None (AdaCLIP's own "
             "scores), and run mutual scoring in Python (Engine / anomalib-adaclip predict, or "
             "anomalib_adaclip.MutualScoring on a group of images)."
         )
@@ -112,53 +112,56 @@ def check_exportable(tiling: bool, mutual_scoring: bool = False) -> None:
     if tiling:
         msg = (
             "Tiled inference cannot be exported: the tile grid depends on each image's size. Export a model with "
-            "tiling=False (the export resizes every image to image_size) and tile in Python with "
-            "anomalib_adaclip.components.tiling.tiled_predict, or predict through anomalib with tiling=True."
+            "tiling=None (the export resizes every image to image_size) and tile in Python with "
+            "anomalib_adaclip.components.tiling.tiled_predict, or predict through anomalib with tiling on."
         )
         raise NotImplementedError(msg)
 
 
-class GuardedExports:
-    """Mixin of AdaCLIP's LightningModule (``tiling``, ``model.class_name``, ``export_class_names``) over anomalib's."""
+class ExportGuard:
+    """What AdaCLIP's exports through anomalib respect: refused settings, one at a time, an earlier export kept.
 
-    def _log_class_names(self) -> None:
-        if self.export_class_names is not None:
-            logger.info(
-                "Exporting AdaCLIP with the class names %s; each image is scored with the one CLIP picks.",
-                list(self.export_class_names),
-            )
-        else:
-            logger.info("Exporting AdaCLIP with the class name %r in its prompts.", self.model.class_name)
+    AdaCLIP owns one and runs anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino`` inside :meth:`guard`.
 
-    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
-        """Export the whole module (pre-processing, CLIP, prompts, post-processing) for anomalib's TorchInferencer."""
-        check_exportable(self.tiling, self.mutual_groups is not None)
-        with exporting(export_root, "torch", model_file_name):
-            keep_earlier_export(export_root, "torch", model_file_name)
-            self._log_class_names()
-            return super().to_torch(export_root, model_file_name)
+    Args:
+        onnx_opset: The ONNX opset an export uses unless given. Defaults to :data:`ONNX_OPSET`.
+    """
 
-    def to_onnx(
+    def __init__(self, onnx_opset: int = ONNX_OPSET) -> None:
+        self.onnx_opset = onnx_opset
+
+    @contextmanager
+    def guard(
         self,
         export_root: Path | str,
-        model_file_name: str = "model",
-        input_size: tuple[int, int] | None = None,
-        **kwargs: Any,
-    ) -> Path:
-        """Export to ONNX (opset 18 by default): raw images in [0, 1] in; score, label, map and mask out.
+        kind: ExportType,
+        model_file_name: str,
+        *,
+        tiling: bool,
+        mutual_scoring: bool,
+        class_names: str | tuple[str, ...],
+    ) -> Iterator[None]:
+        """Check the export, hold its lock, move an earlier one aside, log the class names; the export runs inside.
 
-        The class name's text prompts, the k-means of the Hybrid Semantic Fusion and the thresholds are in the graph.
+        Args:
+            export_root: anomalib's export root.
+            kind: ``"torch"``, ``"onnx"`` or ``"openvino"``.
+            model_file_name: The export's file name without suffix.
+            tiling: Whether the model tiles (refused).
+            mutual_scoring: Whether the model scores groups (refused).
+            class_names: The class name baked into the prompts, or the export's candidate class names.
+
+        Raises:
+            NotImplementedError: ``tiling`` or ``mutual_scoring``.
         """
-        check_exportable(self.tiling, self.mutual_groups is not None)
-        kwargs.setdefault("opset_version", ONNX_OPSET)
-        with exporting(export_root, "onnx", model_file_name):
-            keep_earlier_export(export_root, "onnx", model_file_name)
-            self._log_class_names()
-            return super().to_onnx(export_root, model_file_name, input_size, **kwargs)
-
-    def to_openvino(self, export_root: Path | str, model_file_name: str = "model", *args: Any, **kwargs: Any) -> Path:
-        """Export to OpenVINO IR (through ONNX, opset 18); an earlier export is kept, as for the other formats."""
-        check_exportable(self.tiling, self.mutual_groups is not None)
-        with exporting(export_root, "openvino", model_file_name):
-            keep_earlier_export(export_root, "openvino", model_file_name)
-            return super().to_openvino(export_root, model_file_name, *args, **kwargs)
+        check_exportable(tiling, mutual_scoring)
+        with exporting(export_root, kind, model_file_name):
+            keep_earlier_export(export_root, kind, model_file_name)
+            if isinstance(class_names, str):
+                logger.info("Exporting AdaCLIP with the class name %r in its prompts.", class_names)
+            else:
+                logger.info(
+                    "Exporting AdaCLIP with the class names %s; each image is scored with the one CLIP picks.",
+                    list(class_names),
+                )
+            yield

@@ -58,7 +58,7 @@ def score_images(
             (:class:`~anomalib_adaclip.components.mutual_groups.MutualScoringError`).
     """
     if mutual:
-        check_mutual_scoring(mutual, module.tiling)
+        check_mutual_scoring(mutual, module.tiling.enabled)
     batch = _pre_processed(module, images, image_paths)
     names = image_class_names(class_names, len(batch.image))  # each name is checked by the model when it scores
     names = [names] * len(batch.image) if isinstance(names, str) else names
@@ -113,4 +113,4 @@ def _mutual_stage(module: Any) -> MutualGroupStage:
     """The module's own group stage, or one with MuSc's defaults for its backbone and the default ``mutual_weight``."""
     if module.mutual_groups is not None:
         return module.mutual_groups
-    return MutualGroupStage(MutualGroupConfig(mutual_scoring=True), mutual_settings(module.model))
+    return MutualGroupStage(MutualGroupConfig(), mutual_settings(module.model))

@@ -9,6 +9,7 @@ tensors before raising).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from anomalib_adaclip.weights import CheckpointError, check_state_dict
@@ -18,31 +19,40 @@ __all__ = ["FROZEN_PREFIX", "FrozenBackboneCheckpoints"]
 FROZEN_PREFIX = "model.clip."
 
 
-def _trainable(state_dict: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in state_dict.items() if not key.startswith(FROZEN_PREFIX)}
-
-
 class FrozenBackboneCheckpoints:
-    """Mixin of a LightningModule whose ``model.clip`` is frozen: checkpoints keep only the other tensors."""
+    """How AdaCLIP's Lightning checkpoints leave out a frozen part and load without it (AdaCLIP owns one).
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop the frozen CLIP's tensors from the checkpoint."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"] = _trainable(checkpoint.get("state_dict", {}))
+    Args:
+        prefix: The state-dict prefix of the frozen tensors. Defaults to :data:`FROZEN_PREFIX` (the CLIP).
+    """
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict that may lack the frozen CLIP, checking keys and shapes before anything is copied.
+    def __init__(self, prefix: str = FROZEN_PREFIX) -> None:
+        self.prefix = prefix
+
+    def trainable(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``state_dict`` outside the frozen part."""
+        return {key: value for key, value in state_dict.items() if not key.startswith(self.prefix)}
+
+    def strip(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the frozen tensors from a Lightning checkpoint about to be saved."""
+        checkpoint["state_dict"] = self.trainable(checkpoint.get("state_dict", {}))
+
+    def check(self, own: Mapping[str, Any], state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Check a state dict that may lack the frozen part against the module's own, before anything is copied.
+
+        Args:
+            own: The module's state dict.
+            state_dict: The state dict to load.
+            strict: Whether every trainable key must be given and no other.
 
         Raises:
             RuntimeError: With ``strict``, missing or unexpected keys; always, shapes that differ.
         """
-        own = self.state_dict()
-        trainable = _trainable(own)
+        trainable = self.trainable(own)
         expected = {key: value for key, value in own.items() if key in state_dict or (strict and key in trainable)}
         given = state_dict if strict else {key: value for key, value in state_dict.items() if key in own}
         try:
-            check_state_dict(expected, given, "The checkpoint")
+            check_state_dict(expected, dict(given), "The checkpoint")
         except CheckpointError as error:
             msg = f"Checkpoint does not fit AdaCLIP; nothing was loaded. {error}"
             raise RuntimeError(msg) from error
-        return super().load_state_dict(state_dict, strict=False, assign=assign)

@@ -85,7 +85,6 @@ __all__ = [
     "score_fused_group",
 ]
 
-MUTUAL_GROUP_SETTINGS = tuple(field.name for field in dataclasses.fields(MutualGroupConfig))
 MUTUAL_SCORING_SETTINGS = tuple(field.name for field in dataclasses.fields(MutualScoringConfig))
 # Images per CLIP pass inside a group: fixed, so that a group's numbers never depend on the loader's batch size.
 CHUNK_SIZE = 8
@@ -136,7 +135,7 @@ class GroupPlan:
     group_of: dict[str, int]
 
 
-def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: int) -> GroupPlan:
+def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: int | None) -> GroupPlan:
     """Split the images of each class name into near-equal groups of consecutive images (data-set order).
 
     A class of ``n`` images gets ``ceil(n / group_size)`` groups; their sizes differ by at most one, the larger
@@ -145,7 +144,7 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
     Args:
         paths: The image path of every data-set index.
         class_names: The class name of every data-set index.
-        group_size: Most images per group (at least 2).
+        group_size: Most images per group (at least 2); ``None``: each class is one group.
 
     Raises:
         MutualScoringError: A class name has a single image (nothing to score it against).
@@ -160,10 +159,10 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
             msg = (
                 f"Mutual scoring compares each image with the other images of its class, but the class {name!r} has "
                 f"a single image: {paths[indices[0]]}. Add images of that class to the run, give it another class "
-                "name (class_name_map), or score it with mutual_scoring=False."
+                "name (classes.map), or score it with mutual=None."
             )
             raise MutualScoringError(msg)
-        n_groups = math.ceil(count / group_size)
+        n_groups = 1 if group_size is None else math.ceil(count / group_size)
         base, larger = divmod(count, n_groups)
         start = 0
         for position in range(n_groups):
@@ -392,28 +391,26 @@ def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig
     return scoring
 
 
-def mutual_stage(arguments: dict[str, Any], model: AdaCLIPModel) -> MutualGroupStage | None:
-    """The group stage of an AdaCLIP built with ``arguments`` (its ``__init__``'s), or ``None`` without mutual scoring.
+def mutual_stage(config: MutualGroupConfig | None, model: AdaCLIPModel) -> MutualGroupStage | None:
+    """The group stage of an AdaCLIP with the mutual group ``config``, or ``None`` without mutual scoring.
 
-    ``MutualGroupConfig``'s fields, and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers`` ->
-    ``MutualScoringConfig.feature_layers``; ``None`` keeps MuSc's default, see :func:`mutual_settings`).
+    MuSc's settings are the group's; its 1-based ``feature_layers`` become MuSc's 0-based blocks here (``None`` keeps
+    MuSc's default, see :func:`mutual_settings`).
 
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
-    config = MutualGroupConfig(**{name: arguments[name] for name in MUTUAL_GROUP_SETTINGS})
-    if not config.mutual_scoring:
+    if config is None:
         return None
-    given = {name: arguments.get(f"mutual_{name}") for name in MUTUAL_SCORING_SETTINGS}
-    settings = mutual_settings(model, **{name: value for name, value in given.items() if value is not None})
-    return MutualGroupStage(config, settings)
+    given = {name: getattr(config, name) for name in MUTUAL_SCORING_SETTINGS if name != "feature_layers"}
+    if config.feature_layers is not None:
+        given["feature_layers"] = [layer - 1 for layer in config.feature_layers]
+    return MutualGroupStage(config, mutual_settings(model, **given))
 
 
 def _class_name_of(pl_module: Any, path: str) -> str:
     """The class name a batch would give the image: the module's class-name rules on its path, else the run's."""
-    rules = pl_module.per_image_class_names.rules
-    match = rules.match(path) if rules.active else None
-    return match[0] if match else pl_module.model.class_name
+    return pl_module.class_names.of_path(path, pl_module.model.class_name)
 
 
 class MutualGroupStage(Callback):
@@ -489,7 +486,7 @@ class MutualGroupStage(Callback):
                 logger.warning(
                     "Mutual scoring: a group of %d images of %r (see the rule for small groups).", len(rows), name
                 )
-            fused = score_fused_group(model, images[rows], name, self.settings, self.config.mutual_weight)
+            fused = score_fused_group(model, images[rows], name, self.settings, self.config.weight)
             scores[rows], maps[rows] = fused.pred_score.to(scores), fused.anomaly_map.to(maps)
         return InferenceBatch(pred_score=scores, anomaly_map=maps)
 
@@ -514,14 +511,14 @@ class MutualGroupStage(Callback):
             dataset = self._dataset(pl_module.trainer, loader_index)
             paths, own = _dataset_paths(dataset)
             names = [name or _class_name_of(pl_module, path) for path, name in zip(paths, own, strict=True)]
-            self._plans[loader_index] = plan_groups(paths, names, self.config.mutual_group_size)
+            self._plans[loader_index] = plan_groups(paths, names, self.config.group_size)
             plan = self._plans[loader_index]
             logger.info(
-                "Mutual scoring: %d image(s) of %d class name(s) in %d group(s) (at most %d images each).",
+                "Mutual scoring: %d image(s) of %d class name(s) in %d group(s) (at most %s images each).",
                 len(paths),
                 len(set(names)),
                 len(plan.groups),
-                self.config.mutual_group_size,
+                self.config.group_size or "all",
             )
         return self._plans[loader_index]
 
@@ -565,7 +562,7 @@ class MutualGroupStage(Callback):
             self._group_chunks(pl_module, self._datasets[loader_index], indices),
             plan.class_names[indices[0]],
             self.settings,
-            self.config.mutual_weight,
+            self.config.weight,
             paths,
         )
         self.groups_scored += 1

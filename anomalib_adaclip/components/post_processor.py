@@ -15,19 +15,19 @@ at the lowest score and flags everything. :class:`AdaCLIPPostProcessor` offers t
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_adaclip.compat import PostProcessorHooks
+from anomalib_adaclip.config import ThresholdingMode
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["THRESHOLDING_MODES", "AdaCLIPPostProcessor", "ThresholdingMode", "set_calibrated_thresholds"]
 
-ThresholdingMode = Literal["auto", "fixed", "adaptive"]
-THRESHOLDING_MODES = ("auto", "fixed", "adaptive")
+THRESHOLDING_MODES: tuple[str, ...] = get_args(ThresholdingMode)
 
 
 def _check_threshold(value: float, name: str) -> float:

@@ -3,7 +3,7 @@
 The ``k_shot`` references of a class are drawn, seeded, from
 
 - the normal images of the data module's training split (its category is the class name), or
-- ``few_shot_source``: a folder (the run's class name), or a mapping of class name to folder (many classes in one
+- ``few_shot.source``: a folder (the run's class name), or a mapping of class name to folder (many classes in one
   run, with per-image class names).
 
 The candidates are sorted by path before the seeded draw, so the same seed and the same files draw the same
@@ -26,16 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import read_image
-from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from anomalib_adaclip.model import AdaCLIPModel
 
-from .attached import attached_datamodule
-from .pre_processing import adaclip_transform
 from .tiling import cut_tiles
 
 logger = logging.getLogger(__name__)
@@ -44,7 +40,7 @@ __all__ = [
     "FewShotReferenceError",
     "FewShotReferences",
     "FewShotSource",
-    "ReferencePreparation",
+    "ReferenceImages",
     "draw_references",
     "encode_references",
     "fill_memory",
@@ -68,11 +64,11 @@ def folder_images(folder: str | Path) -> list[Path]:
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        msg = f"few_shot_source {folder} is not a folder of reference images."
+        msg = f"few_shot.source {folder} is not a folder of reference images."
         raise FewShotReferenceError(msg)
     images = sorted(path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in IMG_EXTENSIONS)
     if not images:
-        msg = f"few_shot_source {folder} holds no image file ({', '.join(sorted(IMG_EXTENSIONS))})."
+        msg = f"few_shot.source {folder} holds no image file ({', '.join(sorted(IMG_EXTENSIONS))})."
         raise FewShotReferenceError(msg)
     return images
 
@@ -96,7 +92,7 @@ def _normal_training_images(datamodule: Any) -> list[Path]:
     if samples is None or "image_path" not in samples:
         msg = (
             f"k_shot > 0 draws the reference images from the data module's training split, but "
-            f"{type(datamodule).__name__} has none. Give few_shot_source (a folder of normal images)."
+            f"{type(datamodule).__name__} has none. Give few_shot.source (a folder of normal images)."
         )
         raise FewShotReferenceError(msg)
     if "label_index" in samples:
@@ -126,7 +122,7 @@ def reference_paths(
     if source is None:
         if datamodule is None:
             msg = (
-                "k_shot > 0 needs normal reference images: give few_shot_source (a folder, or a mapping of class name "
+                "k_shot > 0 needs normal reference images: give few_shot.source (a folder, or a mapping of class name "
                 "to folder) or run with a data module that has a training split."
             )
             raise FewShotReferenceError(msg)
@@ -134,14 +130,14 @@ def reference_paths(
         folders = {class_name: draw_references(_normal_training_images(datamodule), k, seed, where)}
     elif isinstance(source, Mapping):
         if not source:
-            msg = "few_shot_source is an empty mapping: give at least one class name and its folder."
+            msg = "few_shot.source is an empty mapping: give at least one class name and its folder."
             raise FewShotReferenceError(msg)
         folders = {
-            name: draw_references(folder_images(folder), k, seed, f"few_shot_source {folder}")
+            name: draw_references(folder_images(folder), k, seed, f"few_shot.source {folder}")
             for name, folder in source.items()
         }
     else:
-        folders = {class_name: draw_references(folder_images(source), k, seed, f"few_shot_source {source}")}
+        folders = {class_name: draw_references(folder_images(source), k, seed, f"few_shot.source {source}")}
     for name, paths in folders.items():
         logger.info("AdaCLIP few-shot references of %r (seed %d): %s", name, seed, [str(path) for path in paths])
     return folders
@@ -177,7 +173,7 @@ def fill_memory(
 
     Args:
         model: A few-shot model (a zero-shot one has no memory: nothing happens).
-        source: ``few_shot_source``: a folder, a mapping of class name to folder, or ``None`` for ``datamodule``.
+        source: ``few_shot.source``: a folder, a mapping of class name to folder, or ``None`` for ``datamodule``.
         datamodule: The run's data module (its training split's normal images), or ``None``.
         transform: The model's pre-processing transform (references are read like queries).
         tile_overlap: With tiled inference, the tile overlap: references are cut into tiles like the queries.
@@ -193,7 +189,7 @@ def fill_memory(
     if all(name in memory for name in needed):
         return
     settings = model.few_shot
-    paths = reference_paths(settings.k_shot, settings.few_shot_seed, source, datamodule, model.class_name)
+    paths = reference_paths(settings.k_shot, settings.seed, source, datamodule, model.class_name)
     for name, files in paths.items():
         if name not in memory:
             encode_references(model, name, read_references(files, transform), tile_overlap)
@@ -228,105 +224,118 @@ def encode_references(
 class FewShotReferences(Callback):
     """Fill a few-shot AdaCLIP's memory before a run's first batch; warn about references no image used.
 
-    AdaCLIP installs it when ``k_shot > 0``. The memory is filled after the model is on its device (validation, test
-    and predict start), from the run's data module or ``few_shot_source``; at the end of a test or predict run, the
-    references of class names that no image of the run had are named in a warning.
+    AdaCLIP installs it when ``k_shot > 0``, with its :class:`ReferenceImages` and how it names a batch's images. The
+    memory is filled after the model is on its device (validation, test and predict start), from the run's data module
+    or ``few_shot.source``; at the end of a test or predict run, the references of class names that no image of the
+    run had are named in a warning.
+
+    Args:
+        prepare: Fills the memory for a run with the given data module (``AdaCLIP.prepare_references``).
+        references: The references of the model (their memory is read at the end of a run).
+        class_names: The class name of every image of a batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        prepare: Callable[[Any], None],
+        references: ReferenceImages,
+        class_names: Callable[[Any], Sequence[str]],
+    ) -> None:
+        self._fill = prepare
+        self._references = references
+        self._class_names = class_names
         self._queried: set[str] = set()
 
-    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _prepare(self, trainer: Trainer) -> None:
         self._queried = set()
-        pl_module.prepare_references(getattr(trainer, "datamodule", None))
+        self._fill(getattr(trainer, "datamodule", None))
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fill the memory before the first validation batch."""
-        self._prepare(trainer, pl_module)
+        del pl_module
+        self._prepare(trainer)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fill the memory before the first test batch."""
-        self._prepare(trainer, pl_module)
+        del pl_module
+        self._prepare(trainer)
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Fill the memory before the first prediction batch."""
-        self._prepare(trainer, pl_module)
+        del pl_module
+        self._prepare(trainer)
 
     def on_test_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """Note the class names of the batch's images."""
-        del trainer, outputs, args
-        self._queried.update(pl_module.image_class_names(batch))
+        del trainer, pl_module, outputs, args
+        self._queried.update(self._class_names(batch))
 
     def on_predict_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         """Note the class names of the batch's images."""
-        del trainer, outputs, args
-        self._queried.update(pl_module.image_class_names(batch))
+        del trainer, pl_module, outputs, args
+        self._queried.update(self._class_names(batch))
 
-    def _warn_unused(self, pl_module: LightningModule) -> None:
-        memory = pl_module.model.few_shot_memory
+    def _warn_unused(self) -> None:
+        memory = self._references.model.few_shot_memory
         unused = [name for name in memory.class_names if name not in self._queried] if self._queried else []
         if unused:
             logger.warning(
                 "Few-shot references of %s were never used: no image of this run had that class name (class names "
-                "used: %s). Check few_shot_source's keys against the class names of the images.",
+                "used: %s). Check few_shot.source's keys against the class names of the images.",
                 unused, sorted(self._queried),
             )  # fmt: skip
         self._queried = set()
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Warn about references of class names no test image had."""
-        del trainer
-        self._warn_unused(pl_module)
+        del trainer, pl_module
+        self._warn_unused()
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Warn about references of class names no image had."""
-        del trainer
-        self._warn_unused(pl_module)
+        del trainer, pl_module
+        self._warn_unused()
 
 
-class ReferencePreparation:
-    """Mixin of AdaCLIP's Lightning module: its few-shot memory filled with references, and sized by checkpoints.
+class ReferenceImages:
+    """The few-shot references of one AdaCLIP model: drawn from a source, or given (AdaCLIP owns one).
 
-    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``few_shot_source``,
-    ``pre_processor``, ``tiling`` and ``tile_overlap``.
+    The caller tells it how references are read (the model's transform, and the tile overlap with tiling), which
+    depends on the pre-processor and the tiling of the moment.
+
+    Args:
+        model: The torch model whose few-shot memory holds the references.
+        source: ``few_shot.source``: a folder, a mapping of class name to folder, or ``None`` (the run's data module).
     """
 
-    def prepare_references(self, datamodule: AnomalibDataModule | None = None) -> None:
-        """Draw, read and encode the few-shot references of every class name the memory lacks (nothing if zero-shot).
+    def __init__(self, model: AdaCLIPModel, source: FewShotSource | None) -> None:
+        self.model = model
+        self.source = dict(source) if isinstance(source, Mapping) else source
 
-        The classes are those of a ``few_shot_source`` mapping, else the run's class name; the references come from
-        ``few_shot_source``, else the normal images of ``datamodule``'s training split (the run's data module by
-        default). Classes already in the memory (from an earlier run or a checkpoint) keep their references. Runs
-        call it through :class:`~anomalib_adaclip.components.references.FewShotReferences` before the first batch.
+    def prepare(
+        self, datamodule: Any, transform: Callable[[torch.Tensor], torch.Tensor], tile_overlap: int | None
+    ) -> None:
+        """Draw, read and encode the references of every class name the memory lacks (:func:`fill_memory`)."""
+        fill_memory(self.model, self.source, datamodule, transform, tile_overlap)
 
-        Raises:
-            ~anomalib_adaclip.components.references.FewShotReferenceError: No source of references, too few images, an
-                empty or missing folder, or an unreadable image.
-        """
-        if datamodule is None:
-            datamodule = attached_datamodule(self)
-        fill_memory(self.model, self.few_shot_source, datamodule, *self._reference_reading())
-
-    def set_references(self, references: Mapping[str, Sequence[str | Path]]) -> None:
-        """Make the few-shot memory hold exactly these known-good images: ``{class name: image files}``.
-
-        Every file given is used (nothing is drawn; ``k_shot`` is only the number :meth:`prepare_references` draws),
-        read as :meth:`prepare_references` reads the drawn ones. Earlier references of every class name are forgotten,
-        but only once every file has been read, so a bad file leaves the memory as it was. A run then uses them: it
-        fills only the class names the memory lacks.
+    def set(
+        self,
+        references: Mapping[str, Sequence[str | Path]],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        tile_overlap: int | None,
+    ) -> None:
+        """Make the memory hold exactly these images, ``{class name: files}``; a bad file leaves it as it was.
 
         Raises:
-            RuntimeError: The model is zero-shot (``k_shot=0``).
-            ~anomalib_adaclip.components.references.FewShotReferenceError: A class name without images, or a file
-                that cannot be read as an image.
+            RuntimeError: The model is zero-shot.
+            FewShotReferenceError: A class name without images, or a file that cannot be read as an image.
             ValueError: An empty or too long class name.
         """
         memory = self.model.reference_memory()
-        transform, tile_overlap = self._reference_reading()
         read = {}
         for name, files in references.items():
             self.model.check_class_name(name)
@@ -338,14 +347,7 @@ class ReferencePreparation:
         for name, images in read.items():
             encode_references(self.model, name, images, tile_overlap)
 
-    def _reference_reading(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], int | None]:
-        """How references are read: the model's transform, and the tile overlap with tiling (else ``None``)."""
-        transform = self.pre_processor.transform if isinstance(self.pre_processor, PreProcessor) else None
-        overlap = self.model.image_size // 4 if self.tile_overlap is None else self.tile_overlap
-        return transform or adaclip_transform(self.model.image_size, self.tiling), overlap if self.tiling else None
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
-        """Load a state dict; the few-shot memory takes the size of the saved one (it is kept in checkpoints)."""
+    def prepare_load(self, state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Size the memory like the one a state dict holds under ``prefix`` (the memory is kept in checkpoints)."""
         if self.model.few_shot_memory is not None:
-            self.model.few_shot_memory.prepare_load(state_dict, "model.few_shot_memory.")
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+            self.model.few_shot_memory.prepare_load(state_dict, prefix)

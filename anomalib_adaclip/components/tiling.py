@@ -16,23 +16,23 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from anomalib.data import InferenceBatch
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_adaclip.compat import get_exportable_transform
+from anomalib_adaclip.config import TileScore
 from anomalib_adaclip.model import AdaCLIPModel
 from anomalib_adaclip.model.inputs import check_images, image_class_names
 
-from .mutual_groups import check_mutual_scoring
-from .pre_processing import adaclip_transform
+if TYPE_CHECKING:
+    from anomalib_adaclip.config import TilingConfig
 
 __all__ = [
     "TILE_SCORES",
     "TileScore",
-    "TiledInference",
+    "Tiling",
     "blend_weights",
     "check_tiling",
     "cut_tiles",
@@ -40,7 +40,6 @@ __all__ = [
     "tiled_predict",
 ]
 
-TileScore = Literal["max", "whole"]
 TILE_SCORES: tuple[str, ...] = get_args(TileScore)
 
 
@@ -51,10 +50,10 @@ def check_tiling(tile: int, overlap: int | None, score: str = "max") -> None:
         ValueError: An overlap outside ``[0, tile)`` or an unknown score.
     """
     if score not in TILE_SCORES:
-        msg = f"tile_score must be one of {TILE_SCORES}, got {score!r}."
+        msg = f"tiling.score must be one of {TILE_SCORES}, got {score!r}."
         raise ValueError(msg)
     if overlap is not None and not 0 <= overlap < tile:
-        msg = f"tile_overlap must be in [0, image_size) = [0, {tile}) pixels, got {overlap}."
+        msg = f"tiling.overlap must be in [0, image_size) = [0, {tile}) pixels, got {overlap}."
         raise ValueError(msg)
 
 
@@ -179,26 +178,49 @@ def tiled_predict(
     return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
 
-class TiledInference:
-    """Mixin of AdaCLIP's Lightning module: tiled inference switched on or off after the model is built.
+class Tiling:
+    """Tiled inference of one AdaCLIP model: whether it is on, its settings, and the scoring (AdaCLIP owns one).
 
-    The host sets ``model`` (an :class:`~anomalib_adaclip.model.AdaCLIPModel`), ``tiling``, ``tile_overlap``,
-    ``tile_score``, ``mutual_groups``, ``pre_processor`` and ``_default_pre_processor`` (whether the pre-processor is
-    the default one, whose transform follows the tiling).
+    Args:
+        settings: The tiling settings, ``None`` for off.
+        tile: The model's input size (``image_size``), which is the tile size.
+
+    Raises:
+        ValueError: An overlap outside ``[0, tile)``.
     """
 
-    def set_tiling(self, tiling: bool, tile_overlap: int | None = None, tile_score: TileScore = "max") -> None:
-        """Switch tiled inference on or off without rebuilding the model (the default pre-processor follows).
+    def __init__(self, settings: TilingConfig | None, tile: int) -> None:
+        self.tile = tile
+        self.settings: TilingConfig | None = None
+        self.set(settings)
 
-        Args:
-            tiling: Score full-resolution images in overlapping tiles of ``image_size``.
-            tile_overlap: Overlap of neighbouring tiles in pixels. Defaults to a quarter of ``image_size``.
-            tile_score: Image score with tiling: ``"max"`` or ``"whole"``. Defaults to ``"max"``.
+    def set(self, settings: TilingConfig | None) -> None:
+        """Switch tiling on (with these settings) or off (``None``).
+
+        Raises:
+            ValueError: An overlap outside ``[0, tile)``.
         """
-        check_tiling(self.model.image_size, tile_overlap, tile_score)
-        check_mutual_scoring(self.mutual_groups is not None, tiling)
-        self.tiling, self.tile_overlap, self.tile_score = tiling, tile_overlap, tile_score
-        if self._default_pre_processor and self.pre_processor is not None:
-            transform = adaclip_transform(self.model.image_size, tiling)
-            self.pre_processor.transform = transform
-            self.pre_processor.export_transform = get_exportable_transform(transform)
+        if settings is not None:
+            check_tiling(self.tile, settings.overlap, settings.score)
+        self.settings = settings
+
+    @property
+    def enabled(self) -> bool:
+        """Whether images are scored in tiles."""
+        return self.settings is not None
+
+    @property
+    def overlap(self) -> int | None:
+        """The overlap of neighbouring tiles in pixels (a quarter of the tile by default), ``None`` when off."""
+        if self.settings is None:
+            return None
+        return self.tile // 4 if self.settings.overlap is None else self.settings.overlap
+
+    def predict(
+        self, model: AdaCLIPModel, images: torch.Tensor, class_names: Sequence[str] | str | None = None
+    ) -> InferenceBatch:
+        """Score images in tiles with these settings (:func:`tiled_predict`); tiling must be on."""
+        if self.settings is None:
+            msg = "Tiling is off: score the images with the model itself."
+            raise RuntimeError(msg)
+        return tiled_predict(model, images, class_names, overlap=self.settings.overlap, score=self.settings.score)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
-from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, AdaCLIPConfig
+from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, AdaCLIPConfig, FewShotConfig, ThresholdConfig
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, WeightsNotFoundError, hub_cache_only, locate_weights
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class DemoModelSettings:
         backbone_weights: open_clip pretrained tag, a weights file, or ``None`` for random weights (smoke test).
         checkpoint: A released checkpoint name, a checkpoint file, or ``None`` (untrained prompts: smoke test).
         image_size: The model's input side in pixels.
-        k_shot: Known-good references per class (few-shot); 0 for zero-shot.
+        k_shot: Known-good references per class (few-shot, AdaCLIP's ``few_shot.k_shot``); 0 for zero-shot.
     """
 
     backbone: str = AdaCLIPConfig.backbone
@@ -127,10 +127,10 @@ def build_model(settings: DemoModelSettings, device: torch.device, offline: bool
             backbone_weights=settings.backbone_weights,
             checkpoint=settings.checkpoint,
             image_size=settings.image_size,
-            k_shot=settings.k_shot,
-            thresholding="fixed",
             evaluator=False,
             visualizer=visualizer,
+            few_shot=FewShotConfig(k_shot=settings.k_shot) if settings.k_shot else None,
+            thresholds=ThresholdConfig(mode="fixed"),
         )
     return model.eval().to(device)
 

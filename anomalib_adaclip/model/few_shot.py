@@ -23,7 +23,7 @@ a little larger than a normal query gets against all ``k``: the scale errs on th
 State. The memory is a set of buffers (the patches ``[M, n_layers, D]`` in float32, the patches per class, the
 scales, the class names as UTF-8 bytes), so it is saved in ``state_dict`` and Lightning checkpoints and baked into
 exports. Its size is ``M * n_layers * D * 4`` bytes: for ViT-L-14-336 at 518 (1369 patches, 4 layers, 768
-dimensions) 16.8 MB per reference image (8 times that with ``few_shot_augment``).
+dimensions) 16.8 MB per reference image (8 times that with ``few_shot.augment``).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class FewShotMemory(nn.Module):
             have = self.class_names or "none"
             msg = (
                 f"The few-shot memory has no reference images of the class name(s) {missing} (it has {have}). Give "
-                "references of every class name the images use (few_shot_source as a mapping of class name to "
+                "references of every class name the images use (few_shot.source as a mapping of class name to "
                 "folder, or a data module of that category)."
             )
             raise KeyError(msg)

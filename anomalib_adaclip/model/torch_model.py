@@ -185,7 +185,7 @@ class AdaCLIPModel(nn.Module):
         self.blur = GaussianBlur(sigma=self.config.blur_sigma)
         self.few_shot = few_shot or FewShotConfig()
         self.few_shot_memory = (
-            FewShotMemory(len(self.feature_layers), embed_dim, self.few_shot.few_shot_coreset_ratio)
+            FewShotMemory(len(self.feature_layers), embed_dim, self.few_shot.coreset_ratio)
             if self.few_shot.k_shot > 0
             else None
         )
@@ -523,7 +523,7 @@ class AdaCLIPModel(nn.Module):
     ) -> None:
         """Put normal reference images of a class into the few-shot memory (replacing that class's earlier ones).
 
-        With ``few_shot_augment`` every image is also stored rotated by 90, 180 and 270 degrees and flipped.
+        With ``few_shot.augment`` every image is also stored rotated by 90, 180 and 270 degrees and flipped.
 
         Args:
             images: Normalised images ``[N, 3, image_size, image_size]`` (or tiles of them).
@@ -536,7 +536,7 @@ class AdaCLIPModel(nn.Module):
         memory = self.reference_memory()
         self.check_class_name(class_name)
         groups = torch.arange(images.shape[0]) if groups is None else torch.as_tensor(groups, dtype=torch.long)
-        if self.few_shot.few_shot_augment:
+        if self.few_shot.augment:
             views = [images, *(torch.rot90(images, turns, dims=(-2, -1)) for turns in (1, 2, 3))]
             views = [*views, *(view.flip(-1) for view in views)]
             images, groups = torch.cat(views), groups.repeat(len(views))
@@ -582,9 +582,9 @@ class AdaCLIPModel(nn.Module):
             return per_image(one_map, features.few_shot_map)
 
     def few_shot_image_score(self, few_shot_map: torch.Tensor) -> torch.Tensor:
-        """The few-shot part of the image score: the map's maximum, or the mean of its top ``few_shot_top_percent``."""
+        """The few-shot part of the image score: the map's maximum, or the mean of its top ``few_shot.top_percent``."""
         values = few_shot_map.flatten(1)
-        percent = self.few_shot.few_shot_top_percent
+        percent = self.few_shot.top_percent
         if percent <= 0:
             return values.amax(dim=1)
         count = max(1, round(values.shape[1] * percent / 100))
@@ -744,7 +744,7 @@ class AdaCLIPModel(nn.Module):
         if features.few_shot_map is not None:
             # Both parts lie in [0, 1): the fused values stay probabilities-like (see .few_shot, "Scaling").
             few_shot_map = self.few_shot_upsampled(features)
-            map_weight, score_weight = self.few_shot.few_shot_map_weight, self.few_shot.few_shot_score_weight
+            map_weight, score_weight = self.few_shot.map_weight, self.few_shot.score_weight
             anomaly_map = (1 - map_weight) * anomaly_map + map_weight * few_shot_map
             score = (1 - score_weight) * score + score_weight * self.few_shot_image_score(few_shot_map)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)

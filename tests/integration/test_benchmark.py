@@ -90,7 +90,12 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def grid_config(root: Path, weights: Path, generated: Path, image_size: int = ADACLIP_SIZE) -> dict[str, Any]:
-    adaclip = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": image_size, "k_clusters": 4}
+    adaclip = {
+        "backbone": MICRO_BACKBONE,
+        "backbone_weights": str(weights),
+        "image_size": image_size,
+        "prompts": {"k_clusters": 4},
+    }
     small_resize = {
         "class_path": "anomalib.pre_processing.PreProcessor",
         "init_args": {"transform": {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [64, 64]}}},
@@ -215,7 +220,7 @@ def test_adaclip_image_metrics_equal_scikit_learn_on_the_models_own_scores(grid:
     # The benchmark seeds with 0 before building each model: the same seed gives the same random prompts.
     torch.manual_seed(0)
     model = AdaCLIP(
-        backbone=MICRO_BACKBONE, backbone_weights=str(grid.weights), image_size=ADACLIP_SIZE, k_clusters=4
+        backbone=MICRO_BACKBONE, backbone_weights=str(grid.weights), image_size=ADACLIP_SIZE, prompts={"k_clusters": 4}
     ).model.eval()
     paths = sorted((TIRE_ROOT / "tire" / "test").rglob("*.png"))
     labels = np.array([int(path.parent.name != "good") for path in paths])
@@ -384,7 +389,7 @@ def test_score_normalization_chooses_raw_or_post_processed_scores_for_the_metric
     # The model's own scores, from the pre-processing written out and the benchmark's seed.
     torch.manual_seed(NORMALIZATION_SEED)
     model = AdaCLIP(
-        backbone=MICRO_BACKBONE, backbone_weights=str(runs.weights), image_size=ADACLIP_SIZE, k_clusters=4
+        backbone=MICRO_BACKBONE, backbone_weights=str(runs.weights), image_size=ADACLIP_SIZE, prompts={"k_clusters": 4}
     ).model.eval()
     paths = sorted((runs.generated / "widget" / "test").rglob("*.png"))
     labels = np.array([int(path.parent.name != "good") for path in paths])
@@ -433,13 +438,19 @@ def test_the_few_shot_grid_runs_adaclip_and_winclip_at_each_k(tmp_path: Path, mi
     """
     config = yaml.safe_load((PROJECT_ROOT / "configs" / "benchmark" / "few_shot.yaml").read_text())
     tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
-    models = [model for model in config["models"] if model.get("init_args", {}).get("k_shot", 0) in (0, 1)]
+
+    def k_shot(model: dict) -> int:  # WinCLIP's flat argument, AdaCLIP's few_shot group
+        arguments = model.get("init_args", {})
+        return arguments.get("k_shot", (arguments.get("few_shot") or {}).get("k_shot", 0))
+
+    models = [model for model in config["models"] if k_shot(model) in (0, 1)]
     models = [model for model in models if "train_images" not in model]
     padim = {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1"], "n_features": 16}
     models.append({"name": "PaDiM-1shot", "class_path": "Padim", "init_args": padim, "train_images": 1})
     for model in models:
         if model["class_path"] == "anomalib_adaclip.AdaCLIP":
-            model["init_args"] = {**tiny, "k_shot": model["init_args"].get("k_shot", 0), "k_clusters": 4}
+            few_shot = {"few_shot": {"k_shot": k_shot(model)}} if k_shot(model) else {}
+            model["init_args"] = {**tiny, **few_shot, "prompts": {"k_clusters": 4}}
     config.update(
         output=str(tmp_path / "few_shot"),
         engine={"accelerator": "cpu"},
@@ -474,10 +485,8 @@ def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micr
     tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
     config["models"] = [model for model in config["models"] if model["name"] != "AdaCLIP"]
     for model in config["models"]:
-        mutual = {name: value for name, value in model["init_args"].items() if name.startswith("mutual_")}
-        if mutual:
-            mutual["mutual_group_size"] = 8  # the 15 tire images: groups of 8 and 7
-        model["init_args"] = {**tiny, "k_clusters": 4, **mutual}
+        mutual = {"mutual": {**model["init_args"]["mutual"], "group_size": 8}}  # 15 tire images: groups of 8 and 7
+        model["init_args"] = {**tiny, "prompts": {"k_clusters": 4}, **mutual}
         model.pop("init_args_by_dataset")
     config.update(
         output=str(tmp_path / "mutual"),
@@ -503,6 +512,6 @@ def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micr
     for row in runs.values():
         assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUROC"]) <= 1.0
     markdown = (report / "results.md").read_text()
-    assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | mutual_weight 1.0, mutual_group_size 8 |" in markdown
+    assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | weight 1.0, group_size 8 |" in markdown
     # MuSc alone and fused are different outputs of the same CLIP passes (the fused map mixes in AdaCLIP's).
     assert runs["AdaCLIP-MuSc"]["pixel_AUROC"] != runs["AdaCLIP-mutual"]["pixel_AUROC"]

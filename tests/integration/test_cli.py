@@ -67,7 +67,7 @@ def test_anomalib_adaclip_test_with_short_model_name_from_a_yaml_config(micro_we
                 "backbone": MICRO_BACKBONE,
                 "backbone_weights": str(micro_weights),
                 "image_size": 112,
-                "class_name": "tyre",
+                "classes": {"name": "tyre"},
             },
         },
         "data": {
@@ -84,7 +84,7 @@ def test_anomalib_adaclip_test_with_short_model_name_from_a_yaml_config(micro_we
     assert result.returncode == 0, explain(result)
     for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
         assert metric in output, metric
-    assert "class name 'tyre'" in output and "class_name argument" in output  # the argument beats the category
+    assert "class name 'tyre'" in output and "from classes.name" in output  # the argument beats the category
 
 
 def documented_subcommands(text: str) -> set[str]:
@@ -136,40 +136,40 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return {
         "backbone": MICRO_BACKBONE,
         "backbone_weights": str(micro_weights),
+        "image_size": 140,
         "checkpoint": str(checkpoint),
-        **settings,
-        "use_hsf": False,
-        "k_clusters": 7,
-        "blur_sigma": 2.5,
-        "normal_states": ["{}", "good {}"],
-        "abnormal_states": ["bad {}"],
-        "templates": ["a photo of a {}.", "a close-up of the {}."],
-        "k_shot": 3,
-        "few_shot_source": {"screw": "references/screws", "metal-nut": "references/nuts"},
-        "few_shot_seed": 5,
-        "few_shot_map_weight": 0.25,
-        "few_shot_score_weight": 0.75,
-        "few_shot_augment": True,
-        "few_shot_coreset_ratio": 0.5,
-        "few_shot_top_percent": 1.5,
-        "mutual_scoring": False,  # the one default kept: tiling is on below, which mutual scoring refuses
-        "mutual_weight": 0.25,
-        "mutual_group_size": 12,
-        "mutual_feature_layers": [0, 3],
-        "mutual_r_list": [1, 3],
-        "mutual_topmin_min": 0.1,
-        "mutual_topmin_max": 0.5,
-        "mutual_rscin_k": [1, 2],
-        "class_name": "metal-nut",
-        "export_class_names": ["metal-nut", "screw"],
-        "image_threshold": 0.3,
-        "pixel_threshold": 0.7,
-        "thresholding": "fixed",
-        "class_name_map": {"*/screws/*": "screw", "nuts": "metal-nut"},
-        "class_name_from_parent": True,
-        "tiling": True,
-        "tile_overlap": 20,
-        "tile_score": "whole",
+        "prompts": {
+            "feature_layers": [2, 4],
+            "depth": 3,
+            "length": 4,
+            "type": "SD",
+            "branch": "V",
+            "use_hsf": False,
+            "k_clusters": 7,
+            "blur_sigma": 2.5,
+            "normal_states": ["{}", "good {}"],
+            "abnormal_states": ["bad {}"],
+            "templates": ["a photo of a {}.", "a close-up of the {}."],
+        },
+        "few_shot": {
+            "k_shot": 3,
+            "source": {"screw": "references/screws", "metal-nut": "references/nuts"},
+            "seed": 5,
+            "map_weight": 0.25,
+            "score_weight": 0.75,
+            "augment": True,
+            "coreset_ratio": 0.5,
+            "top_percent": 1.5,
+        },
+        "mutual": None,  # the one default kept: tiling is on below, which mutual scoring refuses (see the next test)
+        "tiling": {"overlap": 20, "score": "whole"},
+        "classes": {
+            "name": "metal-nut",
+            "map": {"*/screws/*": "screw", "nuts": "metal-nut"},
+            "from_parent": True,
+            "export_names": ["metal-nut", "screw"],
+        },
+        "thresholds": {"image": 0.3, "pixel": 0.7, "mode": "fixed"},
         "pre_processor": True,
         "post_processor": True,
         "evaluator": False,
@@ -177,10 +177,40 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
     }
 
 
+MUTUAL_KNOBS = {
+    "weight": 0.25,
+    "group_size": 12,
+    "feature_layers": [1, 4],
+    "r_list": [1, 3],
+    "topmin_min": 0.1,
+    "topmin_max": 0.5,
+    "rscin_k": [1, 2],
+}
+
+
 def _flag_value(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _cli_model(arguments: dict[str, Any], source: str, tmp_path: Path) -> Any:
+    """The model anomalib's CLI builds from ``arguments``: a YAML file (groups nested under init_args) or flags (one
+    ``--model.<group>.<setting>`` per setting)."""
+    if source == "yaml":
+        config_file = tmp_path / "model.yaml"
+        model_config = {"class_path": "anomalib_adaclip.AdaCLIP", "init_args": arguments}
+        config_file.write_text(yaml.safe_dump({"model": model_config}))
+        flags = ["--config", str(config_file)]
+    else:
+        flags = ["--model", "anomalib_adaclip.AdaCLIP"]
+        for key, value in arguments.items():
+            if isinstance(value, dict) and key != "backbone":
+                for setting, inner in value.items():
+                    flags += [f"--model.{key}.{setting}", _flag_value(inner)]
+            elif value is not None:
+                flags += [f"--model.{key}", _flag_value(value)]
+    return AnomalibCLI(["test", *flags, "--default_root_dir", str(tmp_path)], run=False).model
 
 
 @pytest.mark.parametrize("source", ["yaml", "flags"])
@@ -192,42 +222,60 @@ def test_every_constructor_argument_is_settable(
     from anomalib_adaclip import AdaCLIP
 
     assert set(every_knob) == set(inspect.signature(AdaCLIP.__init__).parameters) - {"self"}
-    if source == "yaml":
-        config_file = tmp_path / "model.yaml"
-        model_config = {"class_path": "anomalib_adaclip.AdaCLIP", "init_args": every_knob}
-        config_file.write_text(yaml.safe_dump({"model": model_config}))
-        arguments = ["--config", str(config_file)]
-    else:
-        arguments = ["--model", "anomalib_adaclip.AdaCLIP"]
-        for key, value in every_knob.items():
-            arguments += [f"--model.{key}", _flag_value(value)]
-    cli_run = AnomalibCLI(["test", *arguments, "--default_root_dir", str(tmp_path)], run=False)
-    model = cli_run.model
+    model = _cli_model(every_knob, source, tmp_path)
     for key, value in every_knob.items():
         if key not in {"pre_processor", "post_processor", "evaluator", "visualizer"}:
-            assert model.hparams[key] == value, key
+            assert model.hparams[key] == value, key  # plain types: the groups as dicts
     config = model.model.config.to_dict()
-    for key in ("image_size", "feature_layers", "prompting_depth", "prompting_length", "prompting_type"):
-        assert config[key] == every_knob[key], key
-    assert config["prompting_branch"] == "V" and config["use_hsf"] is False and config["k_clusters"] == 7
-    assert config["blur_sigma"] == 2.5
-    assert config["normal_states"] == every_knob["normal_states"] and config["templates"] == every_knob["templates"]
-    assert model.class_name == "metal-nut"
-    assert model.export_class_names == ("metal-nut", "screw")
+    prompts = every_knob["prompts"]
+    assert config["image_size"] == 140 and config["feature_layers"] == prompts["feature_layers"]
+    for key in ("depth", "length", "type", "branch"):
+        assert config[f"prompting_{key}"] == prompts[key], key
+    assert config["use_hsf"] is False and config["k_clusters"] == 7 and config["blur_sigma"] == 2.5
+    assert config["normal_states"] == prompts["normal_states"] and config["templates"] == prompts["templates"]
+    assert model.class_names.settings.name == "metal-nut"
+    assert model.class_names.export_names == ("metal-nut", "screw")
     assert model.post_processor.mode == "fixed"
     assert float(model.post_processor.fixed_image_threshold) == pytest.approx(0.3)
     assert float(model.post_processor.fixed_pixel_threshold) == pytest.approx(0.7)
     assert model.evaluator is None and model.visualizer is None and model.pre_processor is not None
-    assert model.per_image_class_names.rules.match("/data/nuts/1.png") == (
-        "metal-nut",
-        "folder 'nuts' of class_name_map",
-    )
-    assert model.per_image_class_names.rules.from_parent is True
-    assert (model.tiling, model.tile_overlap, model.tile_score) == (True, 20, "whole")
-    few_shot = model.model.few_shot.to_dict()
-    assert few_shot == {key: every_knob[key] for key in few_shot}
-    assert model.few_shot_source == every_knob["few_shot_source"]
+    rules = model.class_names.batches.rules
+    assert rules.match("/data/nuts/1.png") == ("metal-nut", "folder 'nuts' of classes.map")
+    assert rules.from_parent is True
+    assert (model.tiling.enabled, model.tiling.overlap, model.tiling.settings.score) == (True, 20, "whole")
+    assert model.model.few_shot.to_dict() == every_knob["few_shot"]
+    assert model.references.source == every_knob["few_shot"]["source"]
     del micro_weights
+
+
+@pytest.mark.parametrize("source", ["yaml", "flags"])
+def test_every_mutual_setting_is_settable(source: str, tmp_path: Path, micro_weights: Path) -> None:
+    arguments = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": 112}
+    model = _cli_model({**arguments, "mutual": MUTUAL_KNOBS, "visualizer": False}, source, tmp_path)
+    assert model.hparams["mutual"] == MUTUAL_KNOBS
+    assert model.mutual_groups.config.to_dict() == MUTUAL_KNOBS
+    scoring = model.mutual_groups.settings  # MuSc's own settings: its layers counted from 0
+    assert (list(scoring.feature_layers), list(scoring.r_list), list(scoring.rscin_k)) == ([0, 3], [1, 3], [1, 2])
+    assert (scoring.topmin_min, scoring.topmin_max) == (0.1, 0.5)
+
+
+@pytest.mark.parametrize("source", ["yaml", "flags", "init_args_flags"])
+def test_an_old_flat_argument_names_its_new_place_in_one_line(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from anomalib_adaclip.cli.dispatch import main
+
+    if source == "yaml":
+        config_file = tmp_path / "model.yaml"
+        init_args = {"image_size": 112, "mutual_weight": 0.5}
+        config_file.write_text(yaml.safe_dump({"model": {"class_path": "AdaCLIP", "init_args": init_args}}))
+        arguments = ["test", "--config", str(config_file)]
+    else:
+        flag = "--model.mutual_weight" if source == "flags" else "--model.init_args.mutual_weight"
+        arguments = ["test", "--model", "AdaCLIP", flag, "0.5"]
+    assert main(arguments) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "`mutual_weight` is now `mutual.weight`" in line and "--model.mutual.weight" in line
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -260,7 +308,7 @@ def test_predict_writes_heatmaps_without_checkpoint_or_validation_data(
 def test_export_torch_through_the_cli_runs_in_torch_inferencer(
     micro_weights: Path, bare_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    arguments = ["export", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(micro_weights), "--model.class_name"]
+    arguments = ["export", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(micro_weights), "--model.classes.name"]
     AnomalibCLI([*arguments, "widget", "--export_type", "torch", "--export_root", str(tmp_path)])
     path = tmp_path / "weights" / "torch" / "model.pt"
     assert path.is_file()

@@ -77,10 +77,11 @@ def test_config_parses_and_builds_with_an_offline_backbone(name: str, tmp_path: 
     config = _config(name)
     file_arguments = config["model"]["init_args"]
     assert isinstance(cli.model, AdaCLIP)
-    for key in ("thresholding", "image_threshold", "pixel_threshold", "k_clusters", "blur_sigma", "class_name"):
-        assert cli.model.hparams[key] == file_arguments[key], key
+    for key in ("prompts", "few_shot", "mutual", "tiling", "thresholds"):
+        assert cli.model.hparams[key] == file_arguments[key], key  # every setting of each group is in the file
+    assert cli.model.hparams["classes"] == file_arguments["classes"]
     assert cli.model.hparams["backbone"] == MICRO_BACKBONE
-    assert cli.model.post_processor.mode == file_arguments["thresholding"]
+    assert cli.model.post_processor.mode == file_arguments["thresholds"]["mode"]
     data_class, _ = CONFIGS[name]
     assert type(cli.datamodule) is data_class
     data_arguments = config["data"]["init_args"]

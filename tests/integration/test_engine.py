@@ -74,7 +74,7 @@ def test_auto_thresholding_learned_from_labelled_validation(tire_run: SimpleName
 
 
 def test_validate_runs_without_fit(micro_weights: Path, tmp_path: Path) -> None:
-    model = make_adaclip(micro_weights, thresholding="fixed")
+    model = make_adaclip(micro_weights, thresholds={"mode": "fixed"})
     engine = make_engine(tmp_path)
     engine.validate(model, datamodule=MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=15))
     assert model.model.class_name == "tire"
@@ -134,7 +134,7 @@ def predict_folder(generated: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_predict_on_a_folder_writes_heatmaps_and_raw_probabilities(
     micro_weights: Path, predict_folder: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(micro_weights, class_name="widget")
+    model = make_adaclip(micro_weights, classes={"name": "widget"})
     engine = make_engine(tmp_path)
     batches = engine.predict(model, data_path=predict_folder)
     paths = sorted(predict_folder.glob("*.png"))
@@ -240,7 +240,7 @@ def _setup_with_category(model: AdaCLIP, category: object) -> None:
 @pytest.mark.parametrize(
     ("class_name", "category", "expected", "source"),
     [
-        ("metal-nut", "bottle", "metal-nut", "class_name argument"),
+        ("metal-nut", "bottle", "metal-nut", "from classes.name"),
         (None, "bottle", "bottle", "category of the data module"),
         (None, "", "object", "no data module category"),
         (None, "   ", "object", "no data module category"),
@@ -255,7 +255,7 @@ def test_class_name_rules_are_logged(
     source: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    model = make_adaclip(micro_weights, class_name=class_name)
+    model = make_adaclip(micro_weights, classes={"name": class_name})
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip"):
         _setup_with_category(model, category)
     assert model.model.class_name == expected
@@ -264,7 +264,7 @@ def test_class_name_rules_are_logged(
 
 
 def test_dashes_become_spaces_in_the_prompts(micro_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
-    model = make_adaclip(micro_weights, class_name="metal-nut")
+    model = make_adaclip(micro_weights, classes={"name": "metal-nut"})
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip"):
         _setup_with_category(model, "ignored")
     assert "prompt text 'metal nut'" in caplog.text
@@ -283,7 +283,7 @@ def test_dashes_become_spaces_in_the_prompts(micro_weights: Path, caplog: pytest
 def test_torch_export_runs_in_torch_inferencer(
     micro_weights: Path, predict_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = make_adaclip(micro_weights, class_name="widget")
+    model = make_adaclip(micro_weights, classes={"name": "widget"})
     path = make_engine(tmp_path).export(model, export_type="torch", export_root=tmp_path / "export")
     assert path == tmp_path / "export" / "weights" / "torch" / "model.pt"
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")
@@ -318,13 +318,15 @@ def test_a_second_test_run_keeps_the_first_checkpoint_and_warns_before_replacing
             num_workers=0,
         )
 
-    make_engine(tmp_path / "results").test(make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule())
+    make_engine(tmp_path / "results").test(
+        make_adaclip(micro_weights, classes={"name": "widget"}), datamodule=datamodule()
+    )
     run_dir = tmp_path / "results" / "AdaCLIP" / "widget" / "latest"
     images = sorted((run_dir / "images").rglob("*.png"))
     assert len(images) == 2 and "earlier run" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
         make_engine(tmp_path / "results").test(
-            make_adaclip(micro_weights, class_name="widget"), datamodule=datamodule()
+            make_adaclip(micro_weights, classes={"name": "widget"}), datamodule=datamodule()
         )
     assert f"{run_dir / 'images'} holds visualisations of an earlier run" in caplog.text
     # anomalib's checkpoint of the forced validation: Lightning gives the second one a new name.

@@ -34,9 +34,8 @@ def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
         backbone=NANO_BACKBONE,
         backbone_weights=None,
         image_size=112,
-        prompting_depth=2,
-        use_hsf=False,
-        class_name="tire",
+        prompts={"depth": 2, "use_hsf": False},
+        classes={"name": "tire"},
     )
     # Learned statistics, as after a validation in the adaptive mode: the graph must normalise with them.
     post = model.post_processor
@@ -58,7 +57,9 @@ def test_onnx_export_matches_torch_with_dynamic_batch(tmp_path: Path) -> None:
 def test_openvino_export(tmp_path: Path) -> None:
     """OpenVINO is in the test extra (``pip install -e ".[test]"``), so this runs, never skips."""
     torch.manual_seed(0)
-    model = AdaCLIP(backbone=NANO_BACKBONE, backbone_weights=None, image_size=112, prompting_depth=2, use_hsf=False)
+    model = AdaCLIP(
+        backbone=NANO_BACKBONE, backbone_weights=None, image_size=112, prompts={"depth": 2, "use_hsf": False}
+    )
     engine = make_engine(tmp_path)
     path = engine.export(model, export_type="openvino", export_root=tmp_path)
     assert path.suffix == ".xml" and path.is_file()
@@ -78,7 +79,7 @@ def test_cli_onnx_export_with_hsf_matches_torch(tmp_path: Path) -> None:
         "backbone_weights": str(weights),
         "checkpoint": str(checkpoint),
         "image_size": 112,
-        "class_name": "tire",
+        "classes.name": "tire",
     }
     command = [*console_script("anomalib"), "export", "--model", "anomalib_adaclip.AdaCLIP"]
     for key, value in model_arguments.items():

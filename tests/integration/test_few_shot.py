@@ -39,7 +39,7 @@ def datamodule(generated: Path) -> MVTecAD:
 @pytest.fixture(scope="module")
 def test_run(micro_weights: Path, generated: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("few_shot_run")
-    model = make_adaclip(micro_weights, k_shot=2, few_shot_seed=3)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 2, "seed": 3})
     engine = make_engine(root)
     results = engine.test(model, datamodule=datamodule(generated))
     return SimpleNamespace(model=model, results=results, run_dir=Path(engine.trainer.default_root_dir))
@@ -54,7 +54,7 @@ def test_engine_test_draws_references_from_the_normal_training_images(
     assert memory.class_names == [CATEGORY] and len(memory) == 2 * 64  # 2 references x 8 x 8 patches
     assert set(test_run.results[0]) >= {"image_AUROC", "pixel_AUROC"}
     # Drawn again with the same seed from the same files: the same references, hence the same memory.
-    again = make_adaclip(model.hparams["backbone_weights"], k_shot=2, few_shot_seed=3)
+    again = make_adaclip(model.hparams["backbone_weights"], few_shot={"k_shot": 2, "seed": 3})
     data = datamodule(generated)
     data.setup()
     again.model.class_name = CATEGORY
@@ -95,15 +95,15 @@ def test_predict_from_a_checkpoint_uses_its_memory_without_a_source(
 def test_predict_on_a_bare_folder_without_references_is_a_clear_error(
     micro_weights: Path, generated: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(micro_weights, k_shot=1)
-    with pytest.raises(FewShotReferenceError, match="give few_shot_source"):
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 1})
+    with pytest.raises(FewShotReferenceError, match=r"give few_shot\.source"):
         make_engine(tmp_path).predict(model, data_path=generated / "test" / "defect")
 
 
 def test_too_many_shots_for_the_training_split_is_a_clear_error(
     micro_weights: Path, generated: Path, tmp_path: Path
 ) -> None:
-    model = make_adaclip(micro_weights, k_shot=5)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 5})
     with pytest.raises(FewShotReferenceError, match="k_shot=5 needs 5 normal reference images, but the training split"):
         make_engine(tmp_path).test(model, datamodule=datamodule(generated))
 
@@ -114,7 +114,7 @@ def test_cli_predict_on_a_bare_folder_with_a_reference_folder(
     good = generated / "train" / "good"
     data = generated / "test" / "defect"
     arguments = ["predict", "--model", "anomalib_adaclip.AdaCLIP", *tiny_flags(micro_weights)]
-    arguments += ["--model.k_shot", "2", "--model.few_shot_source", str(good), "--data", str(data)]
+    arguments += ["--model.few_shot.k_shot", "2", "--model.few_shot.source", str(good), "--data", str(data)]
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip"):
         cli = AnomalibCLI([*arguments, "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path)])
     assert cli.model.model.few_shot_memory.class_names == ["object"]
@@ -130,7 +130,9 @@ def test_references_of_a_class_without_queries_are_reported(
 ) -> None:
     good = generated / "train" / "good"
     model = make_adaclip(
-        micro_weights, k_shot=1, class_name=CATEGORY, few_shot_source={CATEGORY: str(good), "gear": str(good)}
+        micro_weights,
+        few_shot={"k_shot": 1, "source": {CATEGORY: str(good), "gear": str(good)}},
+        classes={"name": CATEGORY},
     )
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
         make_engine(tmp_path).predict(model, data_path=generated / "test" / "good")
@@ -142,7 +144,13 @@ def test_tiling_cuts_references_into_tiles_like_the_queries(
     micro_weights: Path, generated: Path, tmp_path: Path
 ) -> None:
     # 96 px images and 56 px tiles with 8 px overlap: 2 x 2 tiles of 4 x 4 patches per reference.
-    model = make_adaclip(micro_weights, image_size=56, tiling=True, tile_overlap=8, k_shot=1, class_name=CATEGORY)
+    model = make_adaclip(
+        micro_weights,
+        image_size=56,
+        tiling={"overlap": 8},
+        few_shot={"k_shot": 1},
+        classes={"name": CATEGORY},
+    )
     data = datamodule(generated)
     data.setup()
     model.prepare_references(data)
@@ -152,7 +160,7 @@ def test_tiling_cuts_references_into_tiles_like_the_queries(
 
 
 def test_prepare_references_needs_a_set_up_data_module(micro_weights: Path, generated: Path) -> None:
-    model = make_adaclip(micro_weights, k_shot=1)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 1})
     with pytest.raises(FewShotReferenceError, match="has none"):
         model.prepare_references(datamodule(generated))  # not set up: no training split yet
 
@@ -165,11 +173,9 @@ def test_onnx_export_bakes_the_memory_in(generated: Path, tmp_path: Path) -> Non
         backbone=NANO_BACKBONE,
         backbone_weights=None,
         image_size=112,
-        prompting_depth=2,
-        use_hsf=False,
-        class_name=CATEGORY,
-        k_shot=2,
-        few_shot_source=str(generated / "train" / "good"),
+        prompts={"depth": 2, "use_hsf": False},
+        classes={"name": CATEGORY},
+        few_shot={"k_shot": 2, "source": str(generated / "train" / "good")},
     )
     model.prepare_references()
     assert len(model.model.few_shot_memory) == 2 * 64
@@ -186,7 +192,7 @@ def test_references_of_another_size_are_resized_like_the_queries(micro_weights: 
     folder.mkdir()
     for index, size in enumerate([(150, 130), (64, 80)]):
         Image.new("RGB", size, color=(40 * index, 120, 200)).save(folder / f"{index}.png")
-    model = make_adaclip(micro_weights, k_shot=2, few_shot_source=str(folder), class_name=CATEGORY)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 2, "source": str(folder)}, classes={"name": CATEGORY})
     model.prepare_references()
     assert len(model.model.few_shot_memory) == 2 * 64  # both at 112 px: 8 x 8 patches each
 
@@ -195,7 +201,7 @@ def test_calibration_of_a_few_shot_model_gives_thresholds_in_the_unit_interval(
     micro_weights: Path, generated: Path
 ) -> None:
     good = generated / "train" / "good"
-    model = make_adaclip(micro_weights, k_shot=2, few_shot_source=str(good), class_name=CATEGORY)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 2, "source": str(good)}, classes={"name": CATEGORY})
     result = model.calibrate(generated / "test" / "good", percentile=99.0, pixel_percentile=99.0)
     assert 0 <= result.image_threshold <= 1 and 0 <= result.pixel_threshold <= 1
     assert model.model.few_shot_memory.class_names == [CATEGORY] and len(model.model.few_shot_memory) == 2 * 64
@@ -206,7 +212,9 @@ def test_torch_export_carries_the_memory(
 ) -> None:
     from anomalib.deploy import TorchInferencer
 
-    model = make_adaclip(micro_weights, k_shot=1, few_shot_source=str(generated / "train" / "good"), class_name="w")
+    model = make_adaclip(
+        micro_weights, few_shot={"k_shot": 1, "source": str(generated / "train" / "good")}, classes={"name": "w"}
+    )
     model.prepare_references()
     path = make_engine(tmp_path).export(model, export_type="torch", export_root=tmp_path)
     monkeypatch.setenv("TRUST_REMOTE_CODE", "1")

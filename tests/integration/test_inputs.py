@@ -228,7 +228,7 @@ def test_accepted_images_score_as_their_plain_rgb_twins(
     accepted: dict[str, tuple[Path, Path]], micro_weights: Path, tmp_path: Path
 ) -> None:
     folder = next(iter(accepted.values()))[0].parent
-    model = make_adaclip(micro_weights, class_name="part")
+    model = make_adaclip(micro_weights, classes={"name": "part"})
     batches = make_engine(tmp_path).predict(model, data_path=folder)
     scores = {Path(batch.image_path[0]).name: batch.pred_score.item() for batch in batches}
     maps = {Path(batch.image_path[0]).name: batch.anomaly_map for batch in batches}
@@ -245,7 +245,7 @@ def test_refused_images_stop_predict_before_any_batch_and_every_file_is_listed(
 ) -> None:
     folder = next(iter(refused.values()))[0].parent
     Image.fromarray(_photo()).save(folder / "fine.png")
-    model = make_adaclip(micro_weights, class_name="part")
+    model = make_adaclip(micro_weights, classes={"name": "part"})
     with pytest.raises(InputFilesError) as caught:
         make_engine(tmp_path).predict(model, data_path=folder)
     message = str(caught.value)
@@ -285,24 +285,26 @@ def test_masks_with_any_positive_value_are_anomalous(micro_weights: Path, tmp_pa
     # anomalib's reading of the mask (before any model resize): every value above 0 is anomalous.
     sample = next(item for item in datamodule.test_data if item.gt_label == 1)
     assert int(sample.gt_mask.sum()) == 40 * 50
-    results = make_engine(tmp_path / "run").test(make_adaclip(micro_weights, class_name="part"), datamodule=datamodule)
+    results = make_engine(tmp_path / "run").test(
+        make_adaclip(micro_weights, classes={"name": "part"}), datamodule=datamodule
+    )
     assert {"pixel_AUROC", "pixel_F1Max"} <= set(results[0])
 
 
 def test_mask_of_another_size_stops_the_run(micro_weights: Path, tmp_path: Path) -> None:
     datamodule = _folder_dataset(tmp_path / "data", np.full((50, 50), 255, np.uint8))
     with pytest.raises(InputFilesError, match=r"000_mask.png \(mask\): 50x50, but its image .*000.png is 160x120"):
-        make_engine(tmp_path / "run").test(make_adaclip(micro_weights, class_name="part"), datamodule=datamodule)
+        make_engine(tmp_path / "run").test(make_adaclip(micro_weights, classes={"name": "part"}), datamodule=datamodule)
 
 
 def test_folder_without_images_is_anomalib_error_naming_the_folder(micro_weights: Path, tmp_path: Path) -> None:
     (tmp_path / "data" / "good").mkdir(parents=True)
     datamodule = Folder(name="empty", root=tmp_path / "data", normal_dir="good", num_workers=0)
     with pytest.raises(RuntimeError, match=f"Found 0 DirType.NORMAL images in {tmp_path / 'data' / 'good'}"):
-        make_engine(tmp_path / "run").test(make_adaclip(micro_weights, class_name="part"), datamodule=datamodule)
+        make_engine(tmp_path / "run").test(make_adaclip(micro_weights, classes={"name": "part"}), datamodule=datamodule)
     with pytest.raises(ValueError, match=f"Found 0 images in {tmp_path / 'data' / 'good'}"):
         make_engine(tmp_path / "run").predict(
-            make_adaclip(micro_weights, class_name="part"), data_path=tmp_path / "data" / "good"
+            make_adaclip(micro_weights, classes={"name": "part"}), data_path=tmp_path / "data" / "good"
         )
 
 
@@ -314,7 +316,7 @@ def test_warnings_for_files_that_work_differently_than_expected(
     rotated = accepted["exif_rotated"][0]
     (folder / rotated.name).write_bytes(rotated.read_bytes())
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.components.input_files"):
-        make_engine(tmp_path / "run").predict(make_adaclip(micro_weights, class_name="part"), data_path=folder)
+        make_engine(tmp_path / "run").predict(make_adaclip(micro_weights, classes={"name": "part"}), data_path=folder)
     assert "1 file(s) of the prediction data work with AdaCLIP" in caplog.text
     assert "EXIF orientation is 6" in caplog.text and "exif_transpose" in caplog.text
 
@@ -327,7 +329,7 @@ def test_very_large_image_is_resized_and_scored(micro_weights: Path, tmp_path: P
     large = np.array(Image.fromarray(_photo(800, 600)).resize((8000, 6000), Image.BILINEAR))
     Image.fromarray(large).save(folder / "large.jpg", quality=80)
     (batch,) = make_engine(tmp_path / "run").predict(
-        make_adaclip(micro_weights, class_name="part"), data_path=folder / "large.jpg"
+        make_adaclip(micro_weights, classes={"name": "part"}), data_path=folder / "large.jpg"
     )
     assert batch.image.shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE)
     assert torch.isfinite(batch.anomaly_map).all() and 0.0 <= batch.pred_score.item() <= 1.0
@@ -338,7 +340,7 @@ def test_very_large_image_is_resized_and_scored(micro_weights: Path, tmp_path: P
 # ----------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lightning_model(micro_weights: Path) -> AdaCLIP:
-    return make_adaclip(micro_weights, class_name="part").eval()
+    return make_adaclip(micro_weights, classes={"name": "part"}).eval()
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def differences(output: dict[str, Any], expected: Any) -> dict[str, float]:
 @pytest.mark.slow
 def test_int8_export_stays_close_to_fp32_on_the_reference_fixture(tmp_path: Path) -> None:
     data = load_reference()
-    model = AdaCLIP(backbone=data["settings"], backbone_weights=None, image_size=224, class_name="bottle")
+    model = AdaCLIP(backbone=data["settings"], backbone_weights=None, image_size=224, classes={"name": "bottle"})
     model.model = reference_model(data, use_hsf=False)  # the fixture's CLIP and trained tensors
     model.model.class_name = "bottle"
     model.eval()

@@ -66,9 +66,8 @@ def test_one_export_serves_several_classes_in_both_inferencers(tmp_path: Path, m
         backbone=NANO_BACKBONE,
         backbone_weights=None,
         image_size=112,
-        prompting_depth=2,
-        use_hsf=False,
-        export_class_names=CANDIDATES,
+        prompts={"depth": 2, "use_hsf": False},
+        classes={"export_names": CANDIDATES},
     ).eval()
     with torch.no_grad():
         prototypes = clip_prototypes(model)

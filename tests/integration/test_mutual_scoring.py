@@ -36,17 +36,22 @@ TEST_IMAGES = TIRE_ROOT / "tire" / "test"
 
 
 # Every model of this module: fixed thresholds (no validation pass), groups of GROUP_SIZE.
-MUTUAL_DEFAULTS = {"thresholding": "fixed", "mutual_group_size": GROUP_SIZE}
+FIXED = {"mode": "fixed"}
 
 
-def predict(weights: Path, root: Path, batch_size: int, **overrides: object) -> SimpleNamespace:
+def mutual_model(weights: Path, mutual: dict[str, object] | None = None) -> AdaCLIP:
+    """The micro AdaCLIP with fixed thresholds, and mutual scoring in groups of GROUP_SIZE unless ``mutual`` is None."""
+    return make_adaclip(
+        weights, thresholds=FIXED, mutual=None if mutual is None else {"group_size": GROUP_SIZE, **mutual}
+    )
+
+
+def predict(weights: Path, root: Path, batch_size: int, mutual: dict[str, object] | None = None) -> SimpleNamespace:
     """``Engine.predict`` on the tire test images (a loader alone: no validation pass first), in data-set order."""
     engine = make_engine(root)
     dataset = PredictDataset(TEST_IMAGES)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn)
-    batches = engine.predict(
-        make_adaclip(weights, **{**MUTUAL_DEFAULTS, **overrides}), dataloaders=loader, return_predictions=True
-    )
+    batches = engine.predict(mutual_model(weights, mutual), dataloaders=loader, return_predictions=True)
     paths = [str(path) for batch in batches for path in batch.image_path]
     return SimpleNamespace(
         paths=paths,
@@ -60,9 +65,9 @@ def runs(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Simpl
     root = tmp_path_factory.mktemp("mutual_runs")
     return SimpleNamespace(
         zero_shot=predict(micro_weights, root / "zero", 5),
-        weight0=predict(micro_weights, root / "w0", 5, mutual_scoring=True, mutual_weight=0.0),
-        weight1_batch1=predict(micro_weights, root / "w1b1", 1, mutual_scoring=True, mutual_weight=1.0),
-        weight1_batch4=predict(micro_weights, root / "w1b4", 4, mutual_scoring=True, mutual_weight=1.0),
+        weight0=predict(micro_weights, root / "w0", 5, {"weight": 0.0}),
+        weight1_batch1=predict(micro_weights, root / "w1b1", 1, {"weight": 1.0}),
+        weight1_batch4=predict(micro_weights, root / "w1b4", 4, {"weight": 1.0}),
     )
 
 
@@ -105,9 +110,7 @@ def test_engine_test_metrics_get_the_final_values(micro_weights: Path, tmp_path:
     """Engine.test (validation, then test) with one group of all 15 images: its image AUROC is MuSc's."""
     engine = make_engine(tmp_path)
     datamodule = MVTecAD(root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=5)
-    model = make_adaclip(
-        micro_weights, **{**MUTUAL_DEFAULTS, "mutual_scoring": True, "mutual_weight": 1.0, "mutual_group_size": 15}
-    )
+    model = mutual_model(micro_weights, {"weight": 1.0, "group_size": 15})
     (metrics,) = engine.test(model, datamodule=datamodule)
     paths = sorted(str(path) for path in TEST_IMAGES.rglob("*.png"))  # one group: the order does not matter
     with torch.no_grad():
@@ -139,9 +142,7 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
 
     def arguments(root: Path) -> list[str]:
         mutual = [
-            "--model.mutual_scoring",
-            "true",
-            "--model.mutual_group_size",
+            "--model.mutual.group_size",
             "5",
             "--model.checkpoint",
             str(prompts),
@@ -197,9 +198,9 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
 
 
 def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights: Path, tmp_path: Path) -> None:
-    model = make_adaclip(micro_weights, **MUTUAL_DEFAULTS, mutual_scoring=True).eval()
+    model = mutual_model(micro_weights, {}).eval()
     for export in (model.to_torch, model.to_onnx, model.to_openvino):
-        with pytest.raises(NotImplementedError, match="mutual_scoring cannot be exported"):
+        with pytest.raises(NotImplementedError, match="mutual scoring cannot be exported"):
             export(tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written, nothing moved
     raw = torch.rand(3, 3, 90, 120, generator=torch.Generator().manual_seed(0))

@@ -194,7 +194,7 @@ def test_anomalib_predict_with_own_thresholds(
     image_threshold = (scores[0] + scores[1]) / 2  # between the two lowest scores: one OK, two NG
     pixel_threshold = 0.6
     arguments = ["predict", "--model", "anomalib_adaclip.AdaCLIP", *trained_flags(files)]
-    arguments += ["--model.image_threshold", repr(image_threshold), "--model.pixel_threshold", str(pixel_threshold)]
+    arguments += ["--model.thresholds.image", repr(image_threshold), "--model.thresholds.pixel", str(pixel_threshold)]
     arguments += ["--data", str(inspect_folder), "--trainer.accelerator", "cpu", "--default_root_dir", str(tmp_path)]
     if entry == "AnomalibCLI":
         AnomalibCLI(arguments)
@@ -217,7 +217,7 @@ def test_anomalib_predict_with_own_thresholds(
 def test_engine_test_with_labels_adaptive_thresholds_and_class_names_per_image(
     files: dict[str, Path], generated: Path, tmp_path: Path
 ) -> None:
-    model = trained_adaclip(files, thresholding="adaptive", class_name_map={"widget": "gizmo"})
+    model = trained_adaclip(files, thresholds={"mode": "adaptive"}, classes={"map": {"widget": "gizmo"}})
     seen: list[str] = []
     forward = model.model.forward
 
@@ -316,10 +316,11 @@ def test_calibrate_command_prints_a_config_that_predict_uses(
     pixels = torch.cat([anomaly_map.flatten() for _, anomaly_map in outputs]).double().numpy()
     arguments = snippet["model"]["init_args"]
     assert snippet["model"]["class_path"] == "anomalib_adaclip.AdaCLIP"
-    assert arguments["image_threshold"] == pytest.approx(np.percentile(scores, 50), abs=1e-6)
-    assert arguments["pixel_threshold"] == pytest.approx(np.percentile(pixels, 99), abs=1e-6)
-    assert arguments["thresholding"] == "fixed"
-    assert "--model.image_threshold" in printed.err
+    thresholds = arguments["thresholds"]
+    assert thresholds["image"] == pytest.approx(np.percentile(scores, 50), abs=1e-6)
+    assert thresholds["pixel"] == pytest.approx(np.percentile(pixels, 99), abs=1e-6)
+    assert thresholds["mode"] == "fixed"
+    assert "--model.thresholds.image" in printed.err
     # An existing file is never overwritten.
     before = snippet_file.read_text()
     assert cli.main(command) == 2
@@ -355,7 +356,7 @@ def test_predict_over_many_categories_prompts_each_image_with_its_own_name(
     files: dict[str, Path], mixed_tree: Path, tmp_path: Path, from_parent: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     class_name_map = {"screws": "screw", "*/nuts/*.png": "metal-nut"}
-    model = trained_adaclip(files, class_name_map=class_name_map, class_name_from_parent=from_parent)
+    model = trained_adaclip(files, classes={"map": class_name_map, "from_parent": from_parent})
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip"):
         make_engine(tmp_path).predict(model, data_path=mixed_tree)
     rows = {
@@ -366,7 +367,7 @@ def test_predict_over_many_categories_prompts_each_image_with_its_own_name(
     assert {path: row["class_name"] for path, row in rows.items()} == expected
     for path, name in expected.items():  # each image was scored with the prompts of its own name
         assert float(rows[path]["score"]) == pytest.approx(raw_outputs(model, mixed_tree / path, name)[0], abs=1e-6)
-    warnings = [record for record in caplog.records if "No class_name_map rule matches" in record.getMessage()]
+    warnings = [record for record in caplog.records if "No classes.map rule matches" in record.getMessage()]
     assert len(warnings) == (0 if from_parent else 1)  # logged once for both unmatched images
     assert "AdaCLIP prompts use the class name 'screw'" in caplog.text
 
@@ -384,11 +385,13 @@ def test_own_prompts_from_the_cli_warn_with_a_released_checkpoint(
     flags = [*trained_flags(files), "--model.checkpoint", str(files["released"])]
     if source == "flags":
         arguments = ["--model", "anomalib_adaclip.AdaCLIP", *flags]
-        arguments += [item for key, value in OWN_PROMPTS.items() for item in (f"--model.{key}", json.dumps(value))]
+        arguments += [
+            item for key, value in OWN_PROMPTS.items() for item in (f"--model.prompts.{key}", json.dumps(value))
+        ]
     else:
         config = tmp_path / "prompts.yaml"
         config.write_text(
-            yaml.safe_dump({"model": {"class_path": "anomalib_adaclip.AdaCLIP", "init_args": OWN_PROMPTS}})
+            yaml.safe_dump({"model": {"class_path": "anomalib_adaclip.AdaCLIP", "init_args": {"prompts": OWN_PROMPTS}}})
         )
         arguments = ["--config", str(config), *flags]
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
@@ -400,5 +403,5 @@ def test_own_prompts_from_the_cli_warn_with_a_released_checkpoint(
 def test_no_prompt_warning_where_the_checkpoint_fits(files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="anomalib_adaclip"):
         trained_adaclip(files, checkpoint=str(files["released"]))  # the paper's prompts
-        trained_adaclip(files, **OWN_PROMPTS)  # our format stores its prompts (AdaCLIPModel compares them itself)
+        trained_adaclip(files, prompts=OWN_PROMPTS)  # our format stores its prompts (AdaCLIPModel compares them itself)
     assert RELEASED_WARNING not in caplog.text

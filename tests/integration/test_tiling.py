@@ -111,10 +111,9 @@ def test_tiled_predict_on_the_tire_sample_gives_full_resolution_maps_without_sea
         backbone=MICRO_BACKBONE,
         backbone_weights=str(weights["micro"]),
         image_size=224,
-        prompting_branch="V",  # fewer text-tower passes per tile: the prompts are not what is tested here
-        use_hsf=False,
-        tiling=True,
-        tile_overlap=overlap,
+        # fewer text-tower passes per tile: the prompts are not what is tested here
+        prompts={"branch": "V", "use_hsf": False},
+        tiling={"overlap": overlap},
     )
     assert not any(isinstance(step, Resize) for step in model.pre_processor.transform.transforms)
     engine = make_engine(tmp_path)
@@ -177,13 +176,12 @@ def test_tiled_predict_through_the_cli_on_a_4000x3000_image(
         "backbone": json.dumps(TILE_BACKBONE),
         "backbone_weights": str(weights["nano"]),
         "image_size": str(tile),
-        "prompting_depth": "1",
-        "prompting_branch": "V",
-        "use_hsf": "false",
-        "blur_sigma": "0",
-        "tiling": "true",
-        "tile_overlap": str(overlap),
-        "tile_score": "whole",
+        "prompts.depth": "1",
+        "prompts.branch": "V",
+        "prompts.use_hsf": "false",
+        "prompts.blur_sigma": "0",
+        "tiling.overlap": str(overlap),
+        "tiling.score": "whole",
     }
     flags = [item for key, value in arguments.items() for item in (f"--model.{key}", value)]
     cli = AnomalibCLI(
@@ -232,9 +230,8 @@ def test_tiled_test_on_a_data_module_computes_metrics_at_full_resolution(
         backbone=MICRO_BACKBONE,
         backbone_weights=str(weights["micro"]),
         image_size=112,
-        prompting_branch="V",
-        use_hsf=False,
         tiling=True,
+        prompts={"branch": "V", "use_hsf": False},
     )
     shapes = _KeepShapes()
     engine = make_engine(tmp_path / "results", callbacks=[shapes])
@@ -251,10 +248,10 @@ def test_tiled_test_on_a_data_module_computes_metrics_at_full_resolution(
 # ----------------------------------------------------------------------------------------------------------------------
 def test_tiling_arguments_are_checked(weights: dict[str, Path]) -> None:
     common = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights["micro"]), "image_size": 112}
-    with pytest.raises(ValueError, match=r"tile_overlap must be in \[0, image_size\) = \[0, 112\)"):
-        AdaCLIP(**common, tiling=True, tile_overlap=112)
-    with pytest.raises(ValueError, match="tile_score must be one of"):
-        AdaCLIP(**common, tiling=True, tile_score="mean")
+    with pytest.raises(ValueError, match=r"tiling.overlap must be in \[0, image_size\) = \[0, 112\)"):
+        AdaCLIP(**common, tiling={"overlap": 112})
+    with pytest.raises(ValueError, match=r"tiling\.score must be one of"):
+        AdaCLIP(**common, tiling={"score": "mean"})
 
 
 def test_tiling_survives_a_checkpoint_without_it_and_refuses_export(weights: dict[str, Path], tmp_path: Path) -> None:

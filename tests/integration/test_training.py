@@ -149,7 +149,9 @@ def test_same_seed_same_trained_tensors(micro_weights: Path, tmp_path: Path) -> 
         from lightning import seed_everything
 
         seed_everything(seed)
-        model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, k_clusters=4)
+        model = AdaCLIP(
+            backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, prompts={"k_clusters": 4}
+        )
         result = train(
             model,
             _data(train=[_tire(mosaic_probability=0.5)], batch_size=3),

@@ -90,12 +90,13 @@ def test_model_takes_a_config_or_the_same_values_as_keywords() -> None:
 def test_lightning_model_defaults_are_read_from_the_config() -> None:
     import inspect
 
+    from anomalib_adaclip.config import PromptConfig
+
     parameters = inspect.signature(AdaCLIP).parameters
     defaults = AdaCLIPConfig()
-    for field in dataclasses.fields(AdaCLIPConfig):
-        default = parameters[field.name].default
-        # None stands for the config's default where the config's is a tuple (sentences) or resolved later (layers)
-        assert default is None or default == getattr(defaults, field.name), field.name
+    assert (parameters["backbone"].default, parameters["image_size"].default) == (defaults.backbone, 518)
+    assert PromptConfig().model_config() == defaults  # the prompt group's defaults are the model's (the paper's)
+    assert PromptConfig(depth=2, type="S").model_config().prompting_depth == 2
 
 
 def test_default_feature_layers() -> None:

@@ -6,8 +6,6 @@ Models are built on the micro CLIP and never run through a Trainer here; runs th
 
 from __future__ import annotations
 
-import ast
-import inspect
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,18 @@ from anomalib.data import ImageBatch
 from anomalib.visualization import Visualizer
 from lightning.pytorch import Trainer
 
-from anomalib_adaclip import AdaCLIP, lightning_model
-from anomalib_adaclip.components import PredictionCSVWriter, ThresholdCalibration
+from anomalib_adaclip import AdaCLIP
+from anomalib_adaclip.components import ClassNames, PredictionCSVWriter, ThresholdCalibration, Tiling
+from anomalib_adaclip.components.export import ExportGuard
 from anomalib_adaclip.components.input_files import InputFileCheck
-from anomalib_adaclip.components.references import FewShotReferences
+from anomalib_adaclip.components.lightning_checkpoints import FrozenBackboneCheckpoints
+from anomalib_adaclip.components.references import FewShotReferences, ReferenceImages
 from anomalib_adaclip.config import OptimizerSettings
 from tests.helpers import make_adaclip
 
 
 def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(micro_weights: Path) -> None:
-    model = make_adaclip(micro_weights, k_clusters=4, visualizer=False)
+    model = make_adaclip(micro_weights, visualizer=False, prompts={"k_clusters": 4})
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW)
     group = optimizer.param_groups[0]
@@ -39,7 +39,7 @@ def test_optimizer_is_the_papers_adamw_over_the_trainable_tensors(micro_weights:
 
 
 def test_training_step_needs_labels_and_masks(micro_weights: Path) -> None:
-    model = make_adaclip(micro_weights, k_clusters=4, visualizer=False)
+    model = make_adaclip(micro_weights, visualizer=False, prompts={"k_clusters": 4})
     with pytest.raises(ValueError, match=r"needs `gt_label` and `gt_mask`.*AuxiliaryDataModule"):
         model.training_step(ImageBatch(image=torch.rand(1, 3, 112, 112), gt_label=torch.tensor([True])), 0)
 
@@ -48,7 +48,7 @@ def test_zero_shot_or_few_shot_and_no_fitting(micro_weights: Path) -> None:
     zero_shot = make_adaclip(micro_weights)
     assert zero_shot.learning_type == LearningType.ZERO_SHOT
     assert zero_shot.trainer_arguments == {} and zero_shot.val_dataloader() == []
-    assert make_adaclip(micro_weights, k_shot=2).learning_type == LearningType.FEW_SHOT
+    assert make_adaclip(micro_weights, few_shot={"k_shot": 2}).learning_type == LearningType.FEW_SHOT
 
 
 def test_callbacks_check_inputs_and_end_with_the_predictions_table(micro_weights: Path) -> None:
@@ -57,7 +57,7 @@ def test_callbacks_check_inputs_and_end_with_the_predictions_table(micro_weights
     assert InputFileCheck in kinds and FewShotReferences not in kinds
     assert isinstance(callbacks[-1], PredictionCSVWriter)
     assert any(isinstance(callback, Visualizer) for callback in callbacks)
-    few_shot = make_adaclip(micro_weights, k_shot=1).configure_callbacks()
+    few_shot = make_adaclip(micro_weights, few_shot={"k_shot": 1}).configure_callbacks()
     assert sum(isinstance(callback, FewShotReferences) for callback in few_shot) == 1
 
 
@@ -89,7 +89,7 @@ def test_tiling_switches_the_default_pre_processor_between_resizing_and_normalis
 
 
 def test_a_checkpoint_keeps_the_class_name_of_its_prompts(micro_weights: Path) -> None:
-    model = make_adaclip(micro_weights, class_name="widget")
+    model = make_adaclip(micro_weights, classes={"name": "widget"})
     checkpoint: dict = {"state_dict": model.state_dict()}
     model.on_save_checkpoint(checkpoint)
     assert checkpoint["adaclip_class_name"] == "widget"
@@ -97,16 +97,26 @@ def test_a_checkpoint_keeps_the_class_name_of_its_prompts(micro_weights: Path) -
 
 
 def test_bad_settings_are_refused_when_the_model_is_built(micro_weights: Path) -> None:
-    with pytest.raises(ValueError, match="tile_score"):
-        make_adaclip(micro_weights, tiling=True, tile_score="mean")
+    with pytest.raises(ValueError, match=r"tiling\.score"):
+        make_adaclip(micro_weights, tiling={"score": "mean"})
     with pytest.raises(ValueError, match="tiling"):
-        make_adaclip(micro_weights, mutual_scoring=True, tiling=True)
+        make_adaclip(micro_weights, tiling=True, mutual={})
     with pytest.raises(TypeError):
         AdaCLIP.set_export_class_names(make_adaclip(micro_weights), "bottle")
 
 
-def test_the_adaclip_class_stays_a_thin_adapter() -> None:
-    """At most 350 lines (issue 21; anomalib's WinCLIP has 272): new behaviour goes into components/ and its mixins."""
-    tree = ast.parse(inspect.getsource(lightning_model))
-    (adaclip,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "AdaCLIP"]
-    assert adaclip.end_lineno - adaclip.lineno + 1 <= 350
+def test_adaclip_is_the_only_class_of_the_package_in_its_mro() -> None:
+    """Its parts are objects it owns (issue 27), not mixins: anomalib's, Lightning's and torch's classes only."""
+    own = [cls for cls in AdaCLIP.__mro__ if cls.__module__.split(".")[0] == "anomalib_adaclip"]
+    assert own == [AdaCLIP]
+    assert len(AdaCLIP.__mro__) <= 12  # anomalib's WinClip has 12
+
+
+def test_the_parts_are_owned_objects(micro_weights: Path) -> None:
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 1}, tiling={"overlap": 8}, classes={"name": "widget"})
+    assert isinstance(model.tiling, Tiling) and model.tiling.overlap == 8
+    assert isinstance(model.class_names, ClassNames) and model.class_names.settings.name == "widget"
+    assert isinstance(model.references, ReferenceImages) and model.references.model is model.model
+    assert isinstance(model.export_guard, ExportGuard)
+    assert isinstance(model.frozen_checkpoints, FrozenBackboneCheckpoints)
+    assert model.mutual_groups is None

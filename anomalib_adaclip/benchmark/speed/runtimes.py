@@ -61,10 +61,10 @@ def build_exported_model(
             backbone=backbone,
             backbone_weights=None,
             image_size=image_size,
-            use_hsf=use_hsf,
-            class_name="bottle",
             evaluator=False,
             visualizer=False,
+            prompts={"use_hsf": use_hsf},
+            classes={"name": "bottle"},
         ).eval()
         start = time.perf_counter()
         path = model.to_openvino(folder)

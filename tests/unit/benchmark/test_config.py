@@ -106,9 +106,11 @@ def test_paper_config_has_the_papers_layout(capsys: pytest.CaptureFixture) -> No
 
 def test_few_shot_config_has_the_k_shot_axis() -> None:
     config = load_config(PROJECT_ROOT / "configs" / "benchmark" / "few_shot.yaml")
-    shots = {
-        model.name: model.train_images or model.arguments_for("MVTecAD").get("k_shot", 0) for model in config.models
-    }
+
+    def k_shot(arguments: dict) -> int:  # WinCLIP's flat argument, AdaCLIP's few_shot group
+        return arguments.get("k_shot", (arguments.get("few_shot") or {}).get("k_shot", 0))
+
+    shots = {model.name: model.train_images or k_shot(model.arguments_for("MVTecAD")) for model in config.models}
     assert shots == {
         "AdaCLIP": 0,
         "AdaCLIP-1shot": 1,

@@ -21,8 +21,8 @@ from tests.helpers import adaclip_entry, folder_entry, paper_dataset
 MUTUAL_CONFIG = PROJECT_ROOT / "configs" / "benchmark" / "mutual_scoring.yaml"
 
 
-def mutual_entry(name: str = "AdaCLIP-MuSc", **init_args: Any) -> dict[str, Any]:
-    arguments = {"backbone_weights": None, "mutual_scoring": True, "mutual_weight": 1.0, "mutual_group_size": 8}
+def mutual_entry(name: str = "AdaCLIP-MuSc", mutual: dict[str, Any] | None = None, **init_args: Any) -> dict[str, Any]:
+    arguments = {"backbone_weights": None, "mutual": {"weight": 1.0, "group_size": 8, **(mutual or {})}}
     return adaclip_entry(name=name, init_args={**arguments, **init_args})
 
 
@@ -30,19 +30,19 @@ def mutual_entry(name: str = "AdaCLIP-MuSc", **init_args: Any) -> dict[str, Any]
     ("model", "message"),
     [
         (
-            {"name": "WinCLIP", "class_path": "anomalib.models.WinClip", "init_args": {"mutual_scoring": True}},
-            "['mutual_scoring'] are the mutual-scoring arguments of anomalib_adaclip.AdaCLIP; "
+            {"name": "WinCLIP", "class_path": "anomalib.models.WinClip", "init_args": {"mutual": {}}},
+            "'mutual' is the mutual-scoring group of anomalib_adaclip.AdaCLIP; "
             "anomalib.models.image.winclip.lightning_model.WinClip has none",
         ),
         (
             adaclip_entry(init_args={"backbone_weights": None, "mutual_weight": 1.0, "mutual_group_size": 8}),
-            "['mutual_weight', 'mutual_group_size'] are set but mutual_scoring is off, so they would change nothing",
+            "AdaCLIP's argument `mutual_weight` is now `mutual.weight`",  # the old flat names: their new place
         ),
-        (mutual_entry(mutual_weight=1.5), "mutual_weight"),
-        (mutual_entry(mutual_group_size=1), "mutual_group_size"),
-        (mutual_entry(mutual_r_list=[2]), "r_list"),
+        (mutual_entry(mutual={"weight": 1.5}), "mutual.weight"),
+        (mutual_entry(mutual={"group_size": 1}), "mutual.group_size"),
+        (mutual_entry(mutual={"r_list": [2]}), "r_list"),
         (mutual_entry(tiling=True), "tiling"),
-        (mutual_entry(mutual_weight="high"), 'Parser key "init.mutual_weight"'),
+        (mutual_entry(mutual={"weight": "high"}), "mutual.weight"),
     ],
 )
 def test_mutual_settings_are_checked_when_the_configuration_loads(model: dict[str, Any], message: str) -> None:
@@ -52,12 +52,15 @@ def test_mutual_settings_are_checked_when_the_configuration_loads(model: dict[st
     assert "models[0]" in str(error.value)  # the entry is named
 
 
-def test_mutual_scoring_false_with_settings_is_plain_zero_shot() -> None:
-    """An explicit ``mutual_scoring: false`` keeps the other settings (switching the mode off is a one-line edit)."""
-    entry = mutual_entry(mutual_scoring=False)
-    spec = load_config({"models": [entry], "data": [folder_entry()]}).model("AdaCLIP-MuSc")
-    assert spec.mutual_settings("parts") is None and spec.mode("parts", "zero_shot") == "zero_shot"
-    assert published_counterpart(spec, "parts") == "AdaCLIP"
+def test_mutual_null_is_plain_zero_shot() -> None:
+    """``mutual: null`` switches the mode off (``mutual: {}`` on, with the defaults)."""
+    entry = adaclip_entry(name="AdaCLIP-MuSc", init_args={"backbone_weights": None, "mutual": None})
+    spec = load_config({"models": [entry], "data": [folder_entry()]})
+    model = spec.model("AdaCLIP-MuSc")
+    assert model.mutual_settings("parts") is None and model.mode("parts", "zero_shot") == "zero_shot"
+    assert published_counterpart(model, "parts") == "AdaCLIP"
+    defaults = load_config({"models": [adaclip_entry(init_args={"mutual": {}})], "data": [folder_entry()]})
+    assert defaults.models[0].mutual_settings("parts") == {"weight": 0.5, "group_size": 32}
 
 
 def test_modes_and_counterparts_of_the_shipped_mutual_config() -> None:
@@ -66,21 +69,22 @@ def test_modes_and_counterparts_of_the_shipped_mutual_config() -> None:
     assert [model.name for model in config.models] == ["AdaCLIP", "AdaCLIP-MuSc", "AdaCLIP-mutual"]
     adaclip, musc, fused = (config.model(name) for name in ("AdaCLIP", "AdaCLIP-MuSc", "AdaCLIP-mutual"))
     assert adaclip.mutual_settings("MVTecAD") is None
-    assert musc.mutual_settings("BTech") == {"mutual_scoring": True, "mutual_weight": 1.0, "mutual_group_size": 512}
-    assert fused.mutual_settings("Visa")["mutual_weight"] == 0.5
+    assert musc.mutual_settings("BTech") == {"weight": 1.0, "group_size": None}  # the whole category at once
+    assert fused.mutual_settings("Visa")["weight"] == 0.5
     assert musc.mode("Visa", "zero_shot") == "mutual_scoring"
     assert musc.mode("Visa", "few_shot") == "few_shot+mutual_scoring"
     assert adaclip.mode("Visa", "zero_shot") == "zero_shot"
     # MuSc's own settings per data set: RsCIN k 1, 8, 9 on VisA, its default elsewhere.
-    assert musc.arguments_for("Visa")["mutual_rscin_k"] == [1, 8, 9] and "mutual_rscin_k" not in musc.init_args
+    assert musc.arguments_for("Visa")["mutual"]["rscin_k"] == [1, 8, 9] and "rscin_k" not in musc.init_args["mutual"]
+    assert {**musc.init_args["mutual"], "rscin_k": [1, 8, 9]} == musc.arguments_for("Visa")["mutual"]
     for data in config.data:
         arguments = musc.arguments_for(data.name)
         assert (arguments["backbone"], arguments["image_size"]) == ("ViT-L-14-336", 518)  # MuSc's published setting
         assert published_counterpart(musc, data.name) == "MuSc"
         assert published_counterpart(fused, data.name) is None  # a fusion nobody published
         assert published_counterpart(adaclip, data.name) == "AdaCLIP"
-    # The largest test set among them (BTAD 03: 441 images) is one group, as MuSc scores it.
-    assert musc.init_args["mutual_group_size"] >= 441
+    # Every test set (the largest, BTAD 03, has 441 images) is one group, as MuSc scores it.
+    assert musc.init_args["mutual"]["group_size"] is None
 
 
 def finished(model: str, category: str, mode: str, **metrics: float) -> RunRecord:
@@ -100,7 +104,7 @@ RECORDS = [
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    models = [adaclip_entry(), mutual_entry(), mutual_entry("AdaCLIP-mutual", mutual_weight=0.5)]
+    models = [adaclip_entry(), mutual_entry(), mutual_entry("AdaCLIP-mutual", mutual={"weight": 0.5})]
     return load_config(
         {"models": models, "data": [paper_dataset("MVTecAD", ["bottle", "cable"])]},
         output=tmp_path_factory.mktemp("mutual"),
@@ -140,7 +144,7 @@ def test_reports_name_each_runs_mode(grid: Any) -> None:
     markdown = (report_dir / "results.md").read_text()
     assert "| Model | Class | Mode | Mutual scoring |" in markdown
     assert "| AdaCLIP | AdaCLIP | zero-shot | off |" in markdown
-    assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | mutual_weight 1.0, mutual_group_size 8 |" in markdown
+    assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | weight 1.0, group_size 8 |" in markdown
     with (report_dir / "runs.csv").open(newline="") as file:
         runs = {(row["model"], row["category"]): row["mode"] for row in csv.DictReader(file)}
     assert runs[("AdaCLIP-MuSc", "cable")] == "mutual_scoring" and runs[("AdaCLIP", "bottle")] == "zero_shot"

@@ -24,13 +24,12 @@ class Widget:
         self,
         size: int = 3,
         head: nn.Module | None = None,
-        mutual_scoring: bool = False,
-        mutual_weight: float = 0.5,
+        mutual: dict[str, Any] | None = None,
         visualizer: bool = True,
         evaluator: Any = True,
     ) -> None:
         self.size, self.head, self.visualizer, self.evaluator = size, head, visualizer, evaluator
-        self.mutual_scoring, self.mutual_weight = mutual_scoring, mutual_weight
+        self.mutual = mutual
 
 
 class Plain:
@@ -45,7 +44,7 @@ def widget_spec(**overrides: Any) -> ModelSpec:
         "name": "Widget",
         "class_path": f"{__name__}.Widget",
         "init_args": {"size": 4},
-        "init_args_by_dataset": {"B": {"size": 5, "mutual_scoring": True}},
+        "init_args_by_dataset": {"B": {"size": 5, "mutual": {"weight": 0.25}}},
         "model_class": Widget,
     }
     return ModelSpec(**{**arguments, **overrides})
@@ -54,18 +53,18 @@ def widget_spec(**overrides: Any) -> ModelSpec:
 def test_a_data_sets_arguments_replace_the_shared_ones_there_only() -> None:
     spec = widget_spec()
     assert spec.arguments_for("A") == {"size": 4}
-    assert spec.arguments_for("B") == {"size": 5, "mutual_scoring": True}
+    assert spec.arguments_for("B") == {"size": 5, "mutual": {"weight": 0.25}}
     assert spec.init_args == {"size": 4}  # unchanged
 
 
 def test_mutual_settings_fill_in_the_constructors_defaults_and_give_the_mode() -> None:
     spec = widget_spec()
-    assert spec.mutual_settings("A") is None  # mutual_scoring defaults to False
-    assert spec.mutual_settings("B") == {"mutual_scoring": True, "mutual_weight": 0.5}  # no mutual_group_size here
+    assert spec.mutual_settings("A") is None  # mutual defaults to None: off
+    assert spec.mutual_settings("B") == {"weight": 0.25, "group_size": 32}  # the group's default group size
     assert spec.mode("A", "zero_shot") == "zero_shot" and spec.mode("A", "one_class") == "one_class"
     assert spec.mode("B", "zero_shot") == "mutual_scoring"
     assert spec.mode("B", "few_shot") == "few_shot+mutual_scoring"
-    plain = ModelSpec("Plain", f"{__name__}.Plain", {"mutual_scoring": True}, {}, Plain)
+    plain = ModelSpec("Plain", f"{__name__}.Plain", {"mutual": {}}, {}, Plain)
     assert plain.mutual_settings("A") is None  # a class without the argument has no mode of it
     assert set(get_args(Mode)) == set(MODES)  # every mode has its name in the reports
 

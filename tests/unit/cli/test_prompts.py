@@ -23,12 +23,12 @@ def test_prompts_command_prints_the_exact_sentences(tmp_path: Path, capsys: pyte
     assert lines[-1] == "  a cropped photo of the metal nut with damage."
 
     config = tmp_path / "cfg.yaml"
-    init_args = {**OWN_PROMPTS, "class_name_map": {"nuts": "metal-nut"}, "checkpoint": "mvtec_colondb"}
+    init_args = {"prompts": OWN_PROMPTS, "classes": {"map": {"nuts": "metal-nut"}}, "checkpoint": "mvtec_colondb"}
     config.write_text(yaml.safe_dump({"model": {"class_path": "AdaCLIP", "init_args": init_args}}))
     assert cli.main(["prompts", "--config", str(config), "--image", "/data/nuts/1.png", "--image", "/x/2.png"]) == 0
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
-        "/data/nuts/1.png -> class name 'metal-nut' (folder 'nuts' of class_name_map)",
+        "/data/nuts/1.png -> class name 'metal-nut' (folder 'nuts' of classes.map)",
         "/x/2.png -> class name 'object' (no rule matches: the run's class name)",
         "# class name 'metal-nut' -> prompt text 'metal nut'; own prompts (not the paper's)",
         "normal (2 sentences):",
@@ -43,5 +43,5 @@ def test_prompts_command_prints_the_exact_sentences(tmp_path: Path, capsys: pyte
         "  a photo of a bad object.",
     ]
     assert "released checkpoints were trained with the paper's prompts" in captured.err
-    assert cli.main(["prompts", "--model.templates", '["no placeholder"]']) == 2
+    assert cli.main(["prompts", "--model.prompts.templates", '["no placeholder"]']) == 2
     assert "needs exactly one '{}' placeholder" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from anomalib_adaclip.components.calibration import (
     calibration_loader,
     check_percentile,
 )
+from anomalib_adaclip.config import ThresholdConfig
 from tests.helpers import write_png
 
 
@@ -151,13 +152,14 @@ def test_the_snippet_is_a_fixed_threshold_config_for_anomalib() -> None:
     assert yaml.safe_load(snippet) == {
         "model": {
             "class_path": "anomalib_adaclip.AdaCLIP",
-            "init_args": {"image_threshold": 0.5, "pixel_threshold": 0.75, "thresholding": "fixed"},
+            "init_args": {"thresholds": {"image": 0.5, "pixel": 0.75, "mode": "fixed"}},
         }
     }
     assert snippet.startswith("# AdaCLIP thresholds calibrated on 3 known-good image(s) from line 4\n")
-    assert "# image_threshold: 99th percentile" in snippet and "# pixel_threshold: 99.5th percentile" in snippet
+    assert "# thresholds.image: 99th percentile" in snippet and "# thresholds.pixel: 99.5th percentile" in snippet
     without_pixels = yaml.safe_load(result_of(99, None).to_yaml())["model"]["init_args"]
-    assert without_pixels == {"image_threshold": 0.5, "thresholding": "fixed"}
+    assert without_pixels == {"thresholds": {"image": 0.5, "mode": "fixed"}}
+    assert ThresholdConfig(**without_pixels["thresholds"]) == ThresholdConfig(image=0.5, mode="fixed")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +170,7 @@ def test_the_snippet_is_a_fixed_threshold_config_for_anomalib() -> None:
     ],
 )
 def test_percentiles_are_written_as_english_ordinals(percentile: float, ordinal: str) -> None:
-    assert f"# image_threshold: {ordinal} percentile of their image scores" in result_of(percentile, None).to_yaml()
+    assert f"# thresholds.image: {ordinal} percentile of their image scores" in result_of(percentile, None).to_yaml()
 
 
 def test_the_summary_gives_the_range_and_how_many_images_the_threshold_flags() -> None:

@@ -99,7 +99,9 @@ def test_lightning_empty_argument_means_not_given_and_blank_is_refused_at_setup(
     torch.save(CLIP(**MICRO_BACKBONE).state_dict(), path)
 
     def model(class_name: str) -> AdaCLIP:
-        adaclip = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(path), image_size=112, class_name=class_name)
+        adaclip = AdaCLIP(
+            backbone=MICRO_BACKBONE, backbone_weights=str(path), image_size=112, classes={"name": class_name}
+        )
         adaclip._trainer = SimpleNamespace(datamodule=SimpleNamespace(category="bottle"))  # what Lightning attaches
         return adaclip
 
@@ -113,12 +115,12 @@ def test_lightning_empty_argument_means_not_given_and_blank_is_refused_at_setup(
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/data/line1/screws/001.png", ("screw", "folder 'screws' of class_name_map")),
+        ("/data/line1/screws/001.png", ("screw", "folder 'screws' of classes.map")),
         ("/data/line1/screws_old/001.png", ("screws_old", "the parent folder")),  # whole folder names only
-        ("/data/nuts/top/002.png", ("metal-nut", "pattern '*/nuts/*' of class_name_map")),
-        ("/data/line2/bolt_7.png", ("bolt", "pattern 'bolt_*.png' of class_name_map")),  # matches the path's end
+        ("/data/nuts/top/002.png", ("metal-nut", "pattern '*/nuts/*' of classes.map")),
+        ("/data/line2/bolt_7.png", ("bolt", "pattern 'bolt_*.png' of classes.map")),  # matches the path's end
         ("relative/washers/a.png", ("washers", "the parent folder")),
-        ("/data/line2/screws/bolt_1.png", ("screw", "folder 'screws' of class_name_map")),  # first entry wins
+        ("/data/line2/screws/bolt_1.png", ("screw", "folder 'screws' of classes.map")),  # first entry wins
     ],
 )
 def test_class_name_rules(path: str, expected: tuple[str, str]) -> None:

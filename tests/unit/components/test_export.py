@@ -21,7 +21,9 @@ def test_an_earlier_export_is_moved_aside_and_the_new_one_takes_its_place(
     micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     torch.manual_seed(0)
-    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, class_name="widget")
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, classes={"name": "widget"}
+    )
     engine = make_engine(tmp_path)
     first = engine.export(model, export_type="torch", export_root=tmp_path / "export")
     before = first.read_bytes()
@@ -42,7 +44,9 @@ def test_adaclip_exports_after_another_model_into_the_same_project_folder(micro_
     engine = make_engine(tmp_path)
     padim_path = engine.export(padim, export_type="torch", export_root=tmp_path / "project")
     padim_bytes = padim_path.read_bytes()
-    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, class_name="widget")
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, classes={"name": "widget"}
+    )
     path = engine.export(model, export_type="torch", export_root=tmp_path / "project")
     assert path == padim_path and path.read_bytes() != padim_bytes
     assert (path.parent / "earlier" / "model.pt").read_bytes() == padim_bytes

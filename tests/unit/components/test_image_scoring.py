@@ -1,7 +1,8 @@
 """``score_images``: the numbers of ``Engine.predict`` on the same files, mutual scoring as one group, bad input.
 
 The truths are anomalib's predict loop on the same image files with the same model: a plain AdaCLIP (tiled or not)
-and, for ``mutual=True``, an AdaCLIP built with ``mutual_scoring=True``, whose run scores the images as one group.
+and, for ``mutual=True``, an AdaCLIP built with mutual scoring (``mutual={}``), whose run scores the images as one
+group.
 The models are the micro CLIP of ``tests/conftest.py`` with a prompts checkpoint, so every build is the same model.
 """
 
@@ -26,7 +27,8 @@ TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tir
 
 
 def _model(weights: Path, checkpoints: list[Path], **overrides: Any) -> AdaCLIP:
-    arguments = {"checkpoint": str(checkpoints[0]), "class_name": "tire", "thresholding": "fixed", **overrides}
+    arguments = {"checkpoint": str(checkpoints[0]), "classes": {"name": "tire"}, "thresholds": {"mode": "fixed"}}
+    arguments.update(overrides)
     return make_adaclip(weights, seed=None, **arguments).eval()
 
 
@@ -66,7 +68,7 @@ def test_mutual_scoring_equals_the_run_of_a_model_built_with_it(
     micro_weights: Path, prompt_checkpoints: list[Path], tmp_path: Path
 ) -> None:
     """A model without mutual scoring scores the images as one group, as a model built with it does in a run."""
-    built_with_it = _model(micro_weights, prompt_checkpoints, mutual_scoring=True)
+    built_with_it = _model(micro_weights, prompt_checkpoints, mutual={})
     items = _engine_predictions(built_with_it, [*EXAMPLES, *TIRE_IMAGES], tmp_path)  # one group of 5, two sizes
     paths = [item.image_path for item in items]
     images = [read_image(path, as_tensor=True) for path in paths]
@@ -80,7 +82,7 @@ def test_mutual_scoring_equals_the_run_of_a_model_built_with_it(
     assert torch.equal(own.pred_score, together.pred_score) and torch.equal(own.anomaly_map, together.anomaly_map)
 
     # A model with its own stage keeps its own weight: 0 gives AdaCLIP's outputs alone.
-    weight_zero = _model(micro_weights, prompt_checkpoints, mutual_scoring=True, mutual_weight=0.0)
+    weight_zero = _model(micro_weights, prompt_checkpoints, mutual={"weight": 0.0})
     for mutual in (True, False):
         outputs = score_images(weight_zero, images, "tire", paths, mutual=mutual)
         torch.testing.assert_close(outputs.pred_score, alone.pred_score, atol=1e-6, rtol=0)

@@ -71,13 +71,13 @@ def test_images_of_another_size_in_a_group_are_refused() -> None:
 
 
 def test_bad_settings_tiling_and_exports_are_refused() -> None:
-    with pytest.raises(ValueError, match="mutual_group_size must be an integer of at least 2"):
-        MutualGroupConfig(mutual_scoring=True, mutual_group_size=1)
-    with pytest.raises(ValueError, match=r"mutual_weight must be a number in \[0.0, 1.0\]"):
-        MutualGroupConfig(mutual_weight=1.5)
+    with pytest.raises(ValueError, match=r"mutual\.group_size must be an integer of at least 2"):
+        MutualGroupConfig(group_size=1)
+    with pytest.raises(ValueError, match=r"mutual.weight must be a number in \[0.0, 1.0\]"):
+        MutualGroupConfig(weight=1.5)
     with pytest.raises(ValueError, match="mutual_scoring cannot be combined with tiling=True"):
-        AdaCLIP(backbone_weights=None, mutual_scoring=True, tiling=True)  # refused before a CLIP is built
-    with pytest.raises(NotImplementedError, match=r"mutual_scoring cannot be exported.*depends on which images"):
+        AdaCLIP(backbone_weights=None, tiling=True, mutual={})  # refused before a CLIP is built
+    with pytest.raises(NotImplementedError, match=r"mutual scoring cannot be exported.*depends on which images"):
         check_exportable(tiling=False, mutual_scoring=True)
 
 
@@ -96,7 +96,7 @@ def test_groups_compose_with_few_shot_and_class_names(
     for name in ("nut", "screw"):
         model.add_references(random_images(1, 112, seed=len(name)), name)
     names = ["nut", "screw", "nut", "screw", "nut", "screw"]
-    stage = MutualGroupStage(MutualGroupConfig(mutual_scoring=True, mutual_weight=0.25), mutual_settings(model))
+    stage = MutualGroupStage(MutualGroupConfig(weight=0.25), mutual_settings(model))
     fused = stage.score_tensors(model, images, names)
 
     musc = MutualScoring(
@@ -136,4 +136,6 @@ def test_mutual_settings_default_to_each_quarter_of_the_tower_and_are_read_only_
         )
         assert list(mutual_settings(model).feature_layers) == expected, blocks
     two_blocks = {**MICRO_BACKBONE, "vision_cfg": {**MICRO_BACKBONE["vision_cfg"], "layers": 2}}
-    assert AdaCLIP(backbone=two_blocks, backbone_weights=None, image_size=112, prompting_depth=1).mutual_groups is None
+    assert (
+        AdaCLIP(backbone=two_blocks, backbone_weights=None, image_size=112, prompts={"depth": 1}).mutual_groups is None
+    )

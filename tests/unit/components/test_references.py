@@ -87,7 +87,7 @@ def test_reference_paths_from_a_folder_a_mapping_and_a_data_module(
     assert sorted(from_data) == [good[0], good[1], good[4]]  # the normal ones only
     with pytest.raises(FewShotReferenceError, match="k_shot=4 needs 4"):
         reference_paths(4, 1, None, datamodule, "widget")
-    with pytest.raises(FewShotReferenceError, match="give few_shot_source"):
+    with pytest.raises(FewShotReferenceError, match=r"give few_shot\.source"):
         reference_paths(1, 0, None, None, "widget")
     with pytest.raises(FewShotReferenceError, match="has none"):
         reference_paths(1, 0, None, SimpleNamespace(), "widget")
@@ -102,8 +102,10 @@ def test_set_references_holds_what_the_drawn_path_of_a_run_holds(micro_weights: 
     """Given references and drawn ones meet in the same memory, read the same way (with and without tiling)."""
     files = write_images(tmp_path / "good", 3, size=(60, 44))
     for tiling in (False, True):
-        drawn = make_adaclip(micro_weights, k_shot=3, few_shot_source=str(tmp_path / "good"), class_name="tire")
-        given = make_adaclip(micro_weights, k_shot=3, class_name="tire")
+        drawn = make_adaclip(
+            micro_weights, few_shot={"k_shot": 3, "source": str(tmp_path / "good")}, classes={"name": "tire"}
+        )
+        given = make_adaclip(micro_weights, few_shot={"k_shot": 3}, classes={"name": "tire"})
         for model in (drawn, given):
             model.set_tiling(tiling)
         drawn.model.class_name = "tire"  # what a run's set-up does before the references are drawn
@@ -121,7 +123,7 @@ def test_set_references_replaces_every_earlier_class_and_a_bad_file_changes_noth
 ) -> None:
     first = write_images(tmp_path / "first", 2)
     second = write_images(tmp_path / "second", 3, size=(20, 20))
-    model = make_adaclip(micro_weights, k_shot=2)
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 2})
     model.set_references({"tire": first, "bottle": second})
     assert model.model.few_shot_memory.class_names == ["tire", "bottle"]
     model.set_references({"nut": first})

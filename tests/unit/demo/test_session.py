@@ -61,8 +61,8 @@ def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
         backbone_weights=str(micro_weights),
         checkpoint=demo_settings.checkpoint,
         image_size=112,
-        class_name="tire",
-        thresholding="fixed",
+        classes={"name": "tire"},
+        thresholds={"mode": "fixed"},
     )
     engine = make_engine(tmp_path / "engine")
     predictions = engine.predict(model, data_path=images)
@@ -171,10 +171,9 @@ def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
         backbone_weights=str(micro_weights),
         checkpoint=demo_settings.checkpoint,
         image_size=112,
-        class_name="tire",
-        thresholding="fixed",
-        k_shot=2,
-        few_shot_source=str(tmp_path / "references"),
+        classes={"name": "tire"},
+        thresholds={"mode": "fixed"},
+        few_shot={"k_shot": 2, "source": str(tmp_path / "references")},
     )
     engine = make_engine(tmp_path / "engine")
     expected = {Path(item.image_path).name: item for batch in engine.predict(model, data_path=images) for item in batch}
@@ -200,11 +199,10 @@ def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memor
         backbone_weights=str(micro_weights),
         checkpoint=demo_settings.checkpoint,
         image_size=112,
-        class_name="tire",
-        thresholding="fixed",
-        k_shot=2,
-        few_shot_source=str(tmp_path / "references"),
         tiling=True,
+        classes={"name": "tire"},
+        thresholds={"mode": "fixed"},
+        few_shot={"k_shot": 2, "source": str(tmp_path / "references")},
     )
     engine = make_engine(tmp_path / "engine")
     (item,) = [item for batch in engine.predict(model, data_path=tmp_path / "images") for item in batch]

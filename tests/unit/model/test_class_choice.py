@@ -57,20 +57,22 @@ def test_export_class_names_are_checked_when_set() -> None:
     from anomalib_adaclip import AdaCLIP
     from tests.conftest import MICRO_BACKBONE
 
-    model = AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112, export_class_names=["a", "b"])
-    assert model.export_class_names == ("a", "b")
+    model = AdaCLIP(
+        backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112, classes={"export_names": ["a", "b"]}
+    )
+    assert model.class_names.export_names == ("a", "b")
     with pytest.raises(ValueError, match="more than once"):
         model.set_export_class_names(["a", "a"])
     with pytest.raises(ValueError, match="non-empty"):
         model.set_export_class_names(["a", " "])
     model.set_export_class_names(None)
-    assert model.export_class_names is None
+    assert model.class_names.export_names is None
 
 
 def test_few_shot_maps_follow_the_chosen_class(make_model) -> None:
     from anomalib_adaclip.config import FewShotConfig
 
-    model = make_model(few_shot=FewShotConfig(k_shot=2, few_shot_augment=False))
+    model = make_model(few_shot=FewShotConfig(k_shot=2, augment=False))
     torch.manual_seed(1)
     candidates = ["bottle", "screw"]
     for name in candidates:

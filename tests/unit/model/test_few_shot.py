@@ -33,7 +33,7 @@ def few_shot_model(make_model: Callable[..., Any]) -> Callable[..., Any]:
 
 def test_config_checks_its_values() -> None:
     assert FewShotConfig().k_shot == 0
-    for bad in ({"k_shot": -1}, {"few_shot_map_weight": 1.5}, {"few_shot_coreset_ratio": 0}, {"few_shot_augment": 1}):
+    for bad in ({"k_shot": -1}, {"map_weight": 1.5}, {"coreset_ratio": 0}, {"augment": 1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FewShotConfig(**bad)
 
@@ -136,7 +136,7 @@ def test_a_class_without_references_is_refused(few_shot_model: Callable[..., Any
 
 
 def test_augmented_references_store_eight_views(few_shot_model: Callable[..., Any]) -> None:
-    model = few_shot_model(k_shot=1, few_shot_augment=True)
+    model = few_shot_model(k_shot=1, augment=True)
     reference = images(1, 15)
     model.add_references(reference, "bottle")
     assert len(model.few_shot_memory) == 8 * 256
@@ -145,14 +145,14 @@ def test_augmented_references_store_eight_views(few_shot_model: Callable[..., An
 
 
 def test_coreset_keeps_the_asked_fraction(few_shot_model: Callable[..., Any]) -> None:
-    model = few_shot_model(k_shot=2, few_shot_coreset_ratio=0.25)
+    model = few_shot_model(k_shot=2, coreset_ratio=0.25)
     model.add_references(images(2, 16), "bottle")
     assert len(model.few_shot_memory) == 128
     assert model.few_shot_memory.scale("bottle") > 0
 
 
 def test_image_score_fuses_the_zero_shot_score_with_the_few_shot_maximum(few_shot_model: Callable[..., Any]) -> None:
-    model = few_shot_model(k_shot=2, few_shot_score_weight=0.25, few_shot_top_percent=10)
+    model = few_shot_model(k_shot=2, score_weight=0.25, top_percent=10)
     model.add_references(images(2, 17), "bottle")
     query = images(2, 18)
     features = model.features(query, "bottle")
@@ -199,7 +199,7 @@ def test_with_zero_weights_a_few_shot_model_gives_the_zero_shot_outputs(
     """The zero-shot part of a few-shot model is the zero-shot model; only the frozen pass's last block computes
     every token instead of the CLS token alone, which may round differently (hence a tolerance, not bits)."""
     zero_shot = make_model()
-    model = few_shot_model(k_shot=1, few_shot_map_weight=0.0, few_shot_score_weight=0.0)
+    model = few_shot_model(k_shot=1, map_weight=0.0, score_weight=0.0)
     model.add_references(images(1, 23), "bottle")
     query = images(2, 24)
     with torch.no_grad():

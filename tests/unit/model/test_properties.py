@@ -66,7 +66,7 @@ def test_outputs_are_finite_probabilities_of_the_right_shape(
 @functools.cache
 def lightning_model() -> AdaCLIP:
     torch.manual_seed(0)
-    return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112, class_name="part").eval()
+    return AdaCLIP(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=112, classes={"name": "part"}).eval()
 
 
 @CHEAP
