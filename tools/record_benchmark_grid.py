@@ -32,12 +32,17 @@ TIRE = ROOT / "tests" / "data" / "mvtec3d_tire_sample"
 DEFECTS = ("contamination", "cut", "hole")
 
 # The tiny random CLIP of the smoke runs, at its 112 px input.
-ADACLIP: dict[str, Any] = {"backbone": "SMOKE", "backbone_weights": None, "image_size": 112, "k_clusters": 4}
+ADACLIP: dict[str, Any] = {
+    "backbone": "SMOKE",
+    "backbone_weights": None,
+    "image_size": 112,
+    "prompts": {"k_clusters": 4},
+}
 # The model settings of the grid: name -> (class path, init_args). Keep them here, in one place.
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "AdaCLIP": ("anomalib_adaclip.AdaCLIP", ADACLIP),
-    "AdaCLIP-4shot": ("anomalib_adaclip.AdaCLIP", {**ADACLIP, "k_shot": 4}),
-    "AdaCLIP-mutual": ("anomalib_adaclip.AdaCLIP", {**ADACLIP, "mutual_scoring": True, "mutual_weight": 0.5}),
+    "AdaCLIP-4shot": ("anomalib_adaclip.AdaCLIP", {**ADACLIP, "few_shot": {"k_shot": 4}}),
+    "AdaCLIP-mutual": ("anomalib_adaclip.AdaCLIP", {**ADACLIP, "mutual": {"weight": 0.5}}),
     "PaDiM": (
         "anomalib.models.Padim",
         {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1"], "n_features": 16},
