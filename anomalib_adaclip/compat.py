@@ -38,7 +38,6 @@ __all__ = [
     "PostProcessorHooks",
     "TestSplitHook",
     "anomalib_checkpoint_io",
-    "anomalib_cli_main",
     "anomalib_safe_globals",
     "check",
     "create_versioned_dir",
@@ -109,11 +108,6 @@ generate_output_filename: Callable[..., Any] = _unexported(
 def anomalib_checkpoint_io(**kwargs: Any) -> Any:
     """The checkpoint IO with anomalib's safe globals, as anomalib's Engine installs it (imported on use: heavy)."""
     return _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")(**kwargs)
-
-
-def anomalib_cli_main() -> None:
-    """Run anomalib's command line (the function behind its ``anomalib`` console script)."""
-    _unexported("anomalib", "anomalib.cli.cli", "main")()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -284,7 +278,6 @@ def check() -> None:
         CompatibilityError: One has changed; the message names the dependency, its version and what changed.
     """
     _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")
-    _unexported("anomalib", "anomalib.cli.cli", "main")
     _check_post_processor()
     _check_data_module()
     _check_ddp()
