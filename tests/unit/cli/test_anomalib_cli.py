@@ -23,14 +23,19 @@ def built_model(data: Path, *seed: str) -> dict[str, torch.Tensor]:
     return AdaCLIPCLI(arguments, run=False).model.state_dict()
 
 
+def same(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    """Bit for bit (the post-processor's unset thresholds are NaN on both sides)."""
+    return all(torch.allclose(first[key], second[key], rtol=0, atol=0, equal_nan=True) for key in first)
+
+
 def test_seed_everything_makes_the_random_weights_the_same(tmp_path: Path) -> None:
     data = tmp_path / "images"
     write_part_images(data, 1)
     first, again = built_model(data, "--seed_everything", "3"), built_model(data, "--seed_everything", "3")
     other = built_model(data, "--seed_everything", "4")
     assert first.keys() == again.keys() == other.keys()
-    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert same(first, again)
     # Not vacuous: another seed (and anomalib's default, no seed) draws other weights.
-    assert not all(torch.equal(first[key], other[key]) for key in first)
+    assert not same(first, other)
     unseeded = built_model(data)
-    assert not all(torch.equal(first[key], unseeded[key]) for key in first)
+    assert not same(first, unseeded)
