@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils.benchmark
 from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.benchmark import timer as wall_clock
 
 from anomalib_adaclip.benchmark.speed import BenchmarkError, PeakMemory
 from anomalib_adaclip.config import FewShotConfig
@@ -157,12 +157,11 @@ def time_runs(function: Callable[[], Any], runs: int = 1) -> Timing:
     (the median). CPU time is the process's (:func:`time.process_time`, all threads): on a shared machine it shows
     the work done whatever the load.
     """
-    clock = torch.utils.benchmark.timer
     seconds, cpu_seconds = [], []
     for _ in range(runs):
-        cpu_start, start = time.process_time(), clock()
+        cpu_start, start = time.process_time(), wall_clock()
         function()
-        end = clock()
+        end = wall_clock()
         seconds.append(end - start)
         cpu_seconds.append(time.process_time() - cpu_start)
     return Timing(tuple(seconds), tuple(cpu_seconds))
