@@ -39,7 +39,6 @@ __all__ = [
     "PostProcessorHooks",
     "TestSplitHook",
     "anomalib_checkpoint_io",
-    "anomalib_cli_main",
     "anomalib_safe_globals",
     "check",
     "create_versioned_dir",
@@ -114,28 +113,6 @@ generate_output_filename: Callable[..., Any] = _unexported(
 def anomalib_checkpoint_io(**kwargs: Any) -> Any:
     """The checkpoint IO with anomalib's safe globals, as anomalib's Engine installs it (imported on use: heavy)."""
     return _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")(**kwargs)
-
-
-def anomalib_cli_main(before_instantiate: Callable[[Any], None] | None = None) -> None:
-    """Run anomalib's command line (what its ``anomalib`` console script runs).
-
-    Args:
-        before_instantiate: Called with the parsed configuration of the subcommand (a jsonargparse ``Namespace``)
-            before any class of it, the model included, is built: LightningCLI's ``before_instantiate_classes`` hook,
-            which :class:`anomalib.cli.AnomalibCLI` calls after parsing.
-    """
-    from anomalib.cli import AnomalibCLI  # noqa: PLC0415  (heavy: imported when the command runs)
-    from anomalib.loggers import configure_logger  # noqa: PLC0415
-
-    class _CLI(AnomalibCLI):
-        def before_instantiate_classes(self) -> None:
-            super().before_instantiate_classes()
-            if before_instantiate is not None:
-                before_instantiate(self.config[self.config["subcommand"]])
-
-    _unexported("anomalib", "anomalib.cli.cli", "main")  # the function whose steps these are
-    configure_logger()
-    _CLI()
 
 
 def engine_results_folder(default_root_dir: str | Path, model_name: str, data_name: str, category: str) -> Path:
@@ -316,7 +293,6 @@ def check() -> None:
         CompatibilityError: One has changed; the message names the dependency, its version and what changed.
     """
     _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")
-    _unexported("anomalib", "anomalib.cli.cli", "main")
     from anomalib.engine import Engine  # noqa: PLC0415
 
     if not callable(getattr(Engine, "_setup_workspace", None)):  # the rule engine_results_folder repeats

@@ -14,9 +14,8 @@ import uuid
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
-from typing import IO
 
-__all__ = ["candidate_paths", "existing_versions", "free_path", "new_directory", "open_new_text_file", "write_new_file"]
+__all__ = ["candidate_paths", "existing_versions", "free_path", "new_directory", "write_new_file"]
 
 
 def candidate_paths(path: str | Path) -> Iterator[Path]:
@@ -47,30 +46,13 @@ def existing_versions(path: str | Path) -> list[Path]:
 def free_path(path: str | Path) -> Path:
     """``path`` if nothing is there, else the first free ``<stem>-v1<suffix>``, ``-v2``, ...
 
-    For files that another library creates (checkpoints, exports); a file this package writes itself is opened with
-    :func:`open_new_text_file`, which also wins a race with another process.
+    For files that another library creates (checkpoints, exports); a file this package writes itself is written with
+    :func:`write_new_file`, which also wins a race with another process.
     """
     # A dangling link counts as taken: writing through it would create its target.
     return next(
         candidate for candidate in candidate_paths(Path(path)) if not candidate.exists() and not candidate.is_symlink()
     )
-
-
-def open_new_text_file(directory: str | Path, filename: str) -> tuple[Path, IO[str]]:
-    """Create and open (exclusively, UTF-8, ``newline=""``) the first free name of ``filename`` in ``directory``.
-
-    Returns:
-        The path and the open file; ``filename``, ``<stem>-v1<suffix>``, ``-v2``, ... whichever was free.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    candidates = candidate_paths(directory / filename)
-    while True:
-        path = next(candidates)
-        try:
-            return path, path.open("x", newline="", encoding="utf-8")
-        except FileExistsError:
-            pass
 
 
 def new_directory(path: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Log output held back for a block: the one helper that raises loggers' levels and restores them afterwards."""
+"""The console logs: configured once (:func:`configure_logging`), and held back for a block (:func:`quiet_loggers`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,26 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["quiet_loggers"]
+__all__ = ["LOG_FORMAT", "configure_logging", "quiet_loggers"]
+
+# anomalib's console format (anomalib.loggers.configure_logger), so that lines read as in anomalib's own commands.
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One console handler (stderr, :data:`LOG_FORMAT`) for every log line of a command: each line printed once.
+
+    anomalib's ``configure_logger`` adds a rich handler beside the plain one on the root logger, so that every line
+    appears twice; this is the same configuration with one handler. Lightning's own handlers take the format too.
+    Where the root logger has handlers already (an embedding application, pytest), they are kept and none is added.
+
+    Args:
+        level: The lowest level printed. Defaults to ``logging.INFO``.
+    """
+    logging.basicConfig(format=LOG_FORMAT, level=level)
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(level)
 
 
 @contextmanager

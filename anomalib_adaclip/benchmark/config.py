@@ -18,12 +18,11 @@ and how they are built live in :mod:`anomalib_adaclip.benchmark.specs`.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +42,6 @@ __all__ = [
     "BenchmarkConfigError",
     "RunKey",
     "load_config",
-    "with_overrides",
 ]
 
 NO_CATEGORY_FOLDER = "_"
@@ -408,82 +406,3 @@ def load_config(source: str | Path | Mapping[str, Any], output: str | Path | Non
         source=origin,
         raw=raw,
     )
-
-
-def _keep_datasets(
-    config: BenchmarkConfig, raw: dict[str, Any], datasets: Mapping[str, Sequence[str]]
-) -> tuple[BenchmarkConfig, dict[str, Any]]:
-    """``config`` and its ``raw`` cut to ``datasets`` (see :func:`with_overrides`)."""
-    names = [spec.name for spec in config.data]
-    unknown = [name for name in datasets if name not in names]
-    if unknown:
-        msg = f"{config.source}: overrides name unknown data {unknown}; the data are {names}."
-        raise BenchmarkConfigError(msg)
-    entries = []
-    for entry, spec in zip(raw["data"], config.data, strict=True):
-        if spec.name not in datasets:
-            continue
-        wanted = list(datasets[spec.name])
-        missing = [category for category in wanted if category not in spec.categories]
-        if missing:
-            msg = f"{config.source}: data set {spec.name} has no categories {missing}; it has {list(spec.categories)}."
-            raise BenchmarkConfigError(msg)
-        entries.append({**entry, "name": spec.name, **({"categories": wanted} if wanted else {})})
-    raw["data"] = entries
-    for model in raw["models"]:
-        by_dataset = model.get("init_args_by_dataset") or {}
-        model["init_args_by_dataset"] = {name: value for name, value in by_dataset.items() if name in datasets}
-    return load_config(raw, output=config.output), raw
-
-
-def with_overrides(
-    config: BenchmarkConfig,
-    *,
-    data_init_args: Mapping[str, Mapping[str, Any]] | None = None,
-    model_init_args: Mapping[str, Mapping[str, Any]] | None = None,
-    output: str | Path | None = None,
-    datasets: Mapping[str, Sequence[str]] | None = None,
-) -> BenchmarkConfig:
-    """The same grid with some arguments replaced, checked again: e.g. a shipped config on local copies or tiny models.
-
-    Args:
-        config: A loaded configuration.
-        data_init_args: Per data set name (``"*"``: every data set), arguments that replace those of its ``init_args``
-            (``root``, ``num_workers``, ...).
-        model_init_args: Per model name (``"*"``: every model), arguments that replace those of its ``init_args`` and
-            of each of its ``init_args_by_dataset`` entries (the override wins on every data set).
-        output: Output folder; defaults to the configuration's.
-        datasets: Keep only these data sets (by name, in the configuration's order), each with the categories given
-            (an empty list keeps all of its categories); ``init_args_by_dataset`` entries of the others are dropped.
-            ``None`` keeps every data set.
-
-    Returns:
-        The new configuration (its ``source`` is kept; ``raw`` holds the overrides).
-
-    Raises:
-        BenchmarkConfigError: An override names an unknown data set, category or model, or does not fit the
-            constructor.
-    """
-    raw = copy.deepcopy(config.raw)
-    if datasets is not None:
-        config, raw = _keep_datasets(config, raw, datasets)
-    for key, overrides, entries in (
-        ("data", data_init_args or {}, raw["data"]),
-        ("models", model_init_args or {}, raw["models"]),
-    ):
-        names = {spec.name for spec in (config.data if key == "data" else config.models)}
-        unknown = [name for name in overrides if name != "*" and name not in names]
-        if unknown:
-            msg = f"{config.source}: overrides name unknown {key} {unknown}; the {key} are {sorted(names)}."
-            raise BenchmarkConfigError(msg)
-        specs = config.data if key == "data" else config.models
-        for entry, spec in zip(entries, specs, strict=True):
-            arguments = {**overrides.get("*", {}), **overrides.get(spec.name, {})}
-            if not arguments:
-                continue
-            entry["name"] = spec.name  # a default name (the class name) must not change with the arguments
-            entry["init_args"] = {**(entry.get("init_args") or {}), **arguments}
-            for dataset, by_dataset in (entry.get("init_args_by_dataset") or {}).items():
-                entry["init_args_by_dataset"][dataset] = {**(by_dataset or {}), **arguments}
-    loaded = load_config(raw, output=output if output is not None else config.output)
-    return replace(loaded, source=config.source)

@@ -25,11 +25,14 @@ Files, in the report folder (``<output>/reports/v<N>/``): ``paper_tables.md``, `
 from __future__ import annotations
 
 import csv
+import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from anomalib_adaclip.output_files import write_new_file
 
 from .config import BenchmarkConfig
 from .metrics import NOT_APPLICABLE
@@ -44,7 +47,7 @@ from .published import (
     PaperGroup,
     PublishedResults,
 )
-from .report import MEAN_CATEGORY, ResultRow
+from .report import MEAN_CATEGORY, ResultRow, write_figure
 from .specs import ModelSpec
 
 __all__ = [
@@ -523,7 +526,7 @@ def _write_csv(path: Path, cells: Sequence[PaperCell]) -> None:
     def number(value: float | None) -> str:
         return "" if value is None else f"{value:.4f}"
 
-    with path.open("w", newline="") as file:
+    with io.StringIO(newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for cell in cells:
@@ -532,6 +535,7 @@ def _write_csv(path: Path, cells: Sequence[PaperCell]) -> None:
                  number(cell.value) if cell.value is not None else cell.status, cell.status, number(cell.published),
                  number(cell.difference), cell.note]
             )  # fmt: skip
+        write_new_file(path, file.getvalue(), next_free=False)
 
 
 def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Sequence[str]) -> Path:
@@ -578,8 +582,7 @@ def _plot(path: Path, cells: Sequence[PaperCell], group: PaperGroup, models: Seq
     )
     figure.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(columns), 4), frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * len(PAPER_METRICS))))
-    figure.savefig(path)
-    return path
+    return write_figure(figure, path)
 
 
 def write_paper_report(
@@ -610,7 +613,7 @@ def write_paper_report(
     if existing:
         msg = f"{report_dir} already holds {existing}: a report is written once; write a new report folder."
         raise FileExistsError(msg)
-    (report_dir / PAPER_MARKDOWN).write_text(_markdown(cells, config))
+    write_new_file(report_dir / PAPER_MARKDOWN, _markdown(cells, config), next_free=False)
     _write_csv(report_dir / PAPER_CSV, cells)
     models = [model.name for model in config.models]
     files = {PAPER_MARKDOWN: report_dir / PAPER_MARKDOWN, PAPER_CSV: report_dir / PAPER_CSV}

@@ -8,20 +8,24 @@ category and model, mean and standard deviation over the seeds, plus the mean ov
 
 from __future__ import annotations
 
+import io
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from anomalib_adaclip.output_files import write_new_file
 
 from .config import BenchmarkConfig
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .specs import MODES, DataSpec
 from .store import RunRecord, RunStore
 
-__all__ = ["MEAN_CATEGORY", "ResultRow", "summarise", "write_report"]
+__all__ = ["MEAN_CATEGORY", "ResultRow", "summarise", "write_figure", "write_report"]
 
 MEAN_CATEGORY = "mean"
 _ERROR_CHARACTERS = 300
@@ -165,9 +169,8 @@ def write_report(
     records = [record for key in config.grid() if (record := store.latest(key)) is not None]
     rows = summarise(records, config)
     report_dir = create_versioned_dir(config.output / "reports").resolve()
-    (report_dir / "config.yaml").write_text(
-        yaml.safe_dump({**config.raw, "output": str(config.output)}, sort_keys=False)
-    )
+    config_text = yaml.safe_dump({**config.raw, "output": str(config.output)}, sort_keys=False)
+    write_new_file(report_dir / "config.yaml", config_text, next_free=False)
     _write_results_csv(report_dir / "results.csv", rows)
     _write_runs_csv(report_dir / "runs.csv", records)
     _write_markdown(report_dir / "results.md", rows, records, config)
@@ -186,7 +189,7 @@ def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
     header = ["dataset", "category", "model", "runs_finished", "runs_failed", "categories", *BENCHMARK_METRICS]
     header += [f"{name}_std" for name in BENCHMARK_METRICS]
     header += ["not_applicable", "mode"]
-    with path.open("w", newline="") as file:
+    with io.StringIO(newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for row in rows:
@@ -199,6 +202,7 @@ def _write_results_csv(path: Path, rows: Sequence[ResultRow]) -> None:
             category = row.category
             counts = [row.runs_finished, row.runs_failed, row.categories]
             writer.writerow([row.dataset, category, row.model, *counts, *values, reasons, row.mode])
+        write_new_file(path, file.getvalue(), next_free=False)
 
 
 def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
@@ -206,7 +210,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
 
     header = ["dataset", "category", "model", "seed", "status", *BENCHMARK_METRICS]
     header += ["learning_type", "mode", "fit_seconds", "test_seconds", "not_applicable", "error", "record"]
-    with path.open("w", newline="") as file:
+    with io.StringIO(newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for record in records:
@@ -230,6 +234,7 @@ def _write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
                     str(record.path or ""),
                 ]
             )
+        write_new_file(path, file.getvalue(), next_free=False)
 
 
 def _cell(row: ResultRow, name: str) -> str:
@@ -310,7 +315,7 @@ def _write_markdown(
             f"{_markdown_text(record.error or '')} |"
             for record in failed
         ]
-    path.write_text("\n".join(lines) + "\n")
+    write_new_file(path, "\n".join(lines) + "\n", next_free=False)
 
 
 def _models_section(rows: Sequence[ResultRow], config: BenchmarkConfig) -> list[str]:
@@ -369,5 +374,11 @@ def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequenc
     figure.suptitle(f"{data.name}: per category and mean (× = no result, {NOT_APPLICABLE} = not applicable)")
     figure.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(models), 4), frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * len(metrics))))
-    figure.savefig(path)
-    return path
+    return write_figure(figure, path)
+
+
+def write_figure(figure: Any, path: Path) -> Path:
+    """Save a matplotlib figure as a new PNG file (never replacing one): the report's plots."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return write_new_file(path, buffer.getvalue(), next_free=False)

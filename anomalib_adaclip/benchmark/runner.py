@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import json
 import logging
 import os
@@ -68,6 +67,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
+from .environment import package_versions
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
 from .paper import write_paper_report
 from .report import ResultRow, summarise, write_report
@@ -399,7 +399,7 @@ class BenchmarkJob(Job):
             data_config=data_spec.configuration_for(key.category),
             score_normalization=config.score_normalization,
             artifacts=str(artifacts),
-            versions=_versions(),
+            versions=package_versions(),
         )
         model = datamodule = engine = None
         try:
@@ -787,16 +787,6 @@ def _describe(outcome: RunOutcome) -> str:
         for name in BENCHMARK_METRICS
         if name in record.metrics or name in record.not_applicable
     )
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("anomalib", "torch", "open_clip", "lightning", "anomalib_adaclip"):
-        try:
-            versions[package] = str(importlib.import_module(package).__version__)
-        except (ImportError, AttributeError):
-            continue
-    return versions
 
 
 def _release_memory() -> None:

@@ -63,11 +63,14 @@ def main(arguments: list[str]) -> int:
         rest = ["--model", "anomalib_adaclip.AdaCLIP", *rest]
 
     import torch  # noqa: PLC0415
-    from anomalib.cli import AnomalibCLI  # noqa: PLC0415
 
     from anomalib_adaclip import AdaCLIP  # noqa: PLC0415  (registers the short name AdaCLIP too)
+    from anomalib_adaclip.quiet import configure_logging  # noqa: PLC0415
 
-    cli = AnomalibCLI(["predict", *rest], run=False)
+    from .anomalib_cli import AdaCLIPCLI  # noqa: PLC0415
+
+    configure_logging()
+    cli = AdaCLIPCLI(["predict", *rest], run=False)  # --seed_everything seeds the model's random draws too
     model = cli.model
     if not isinstance(model, AdaCLIP):
         print(f"error: calibrate needs an AdaCLIP model, got {type(model).__name__}.", file=sys.stderr)

@@ -210,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
 
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
-    from anomalib_adaclip.compat import anomalib_cli_main  # noqa: PLC0415
 
+    from . import anomalib_cli  # noqa: PLC0415
     from .predict import predict_arguments, reserve_resumed_table  # noqa: PLC0415
 
     reserved = []
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
     try:
-        anomalib_cli_main(before_instantiate if arguments[:1] == ["predict"] else None)
+        anomalib_cli.run(before_instantiate=before_instantiate if arguments[:1] == ["predict"] else None)
     except (LockError, PredictionTableError) as error:
         # Another run holds the output, or the table cannot be resumed: one line, what to do, no traceback.
         print(f"anomalib-adaclip {arguments[0] if arguments else ''}: error: {error}", file=sys.stderr)

@@ -40,6 +40,7 @@ from PIL.PngImagePlugin import PngInfo
 from anomalib_adaclip.compat import MVTEC_AD_CATEGORIES, MVTEC_AD_DOWNLOAD_INFO
 from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, SMOKE_NOTE, AdaCLIPConfig
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
+from anomalib_adaclip.output_files import write_new_file
 from anomalib_adaclip.weights import OFFLINE_ENV, downloads_disabled, host_reachable, locate_weights
 
 logger = logging.getLogger(__name__)
@@ -277,8 +278,7 @@ def _run(
     }
     if smoke:
         summary = {"WARNING": SMOKE_NOTE, **summary}
-    metrics_file = run_dir / "metrics.json"
-    metrics_file.write_text(json.dumps(summary, indent=2) + "\n")
+    metrics_file = write_new_file(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
     _print_metrics(metrics, title, smoke)
     print(f"Visualisations: {run_dir / 'images'}")
     print(f"Metrics:        {metrics_file}")
@@ -326,10 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments after ``quickstart``. Defaults to ``sys.argv[1:]``.
     """
-    from anomalib.loggers import configure_logger  # noqa: PLC0415
+    from anomalib_adaclip.quiet import configure_logging  # noqa: PLC0415
 
     arguments = build_parser().parse_args(argv)
-    configure_logger()
+    configure_logging()
     output = arguments.output or Path("results") / ("quickstart-smoke" if arguments.smoke else "quickstart")
     try:
         return _run(

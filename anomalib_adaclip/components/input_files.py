@@ -45,7 +45,6 @@ __all__ = [
     "InputFileCheck",
     "InputFilesError",
     "check_image_file",
-    "check_mask_file",
     "dataset_files",
     "iter_loader_datasets",
     "loader_list",
@@ -321,25 +320,6 @@ def _mask_content(path: Path) -> list[FileProblem]:
             )
         ]
     return []
-
-
-def check_mask_file(path: str | Path, image_path: str | Path | None = None) -> list[FileProblem]:
-    """Check a ground-truth mask as anomalib will read it (``Image.open(path).convert("L") > 0``) against its image.
-
-    Any two values work (0/255, 0/254, 0/1, ...): every value above 0 is anomalous. Refused: unreadable files, a size
-    that does not match the image's (except a uniform scale, which anomalib's resize handles: a warning), and a mask
-    that matches the image only turned by 90 degrees while the image carries such an EXIF orientation (drawn on the
-    photo as displayed). Warned: grey levels between 0 and the maximum, an all-zero mask.
-
-    Args:
-        path: The mask file.
-        image_path: Its image, for the size checks.
-
-    Returns:
-        The problems found (empty when the mask is fine).
-    """
-    image_header = _check_image(Path(image_path))[0] if image_path is not None else None
-    return list(_check_mask(Path(path), image_header, None if image_path is None else str(image_path)))
 
 
 def _check_mask(path: Path, image: _Header | None, image_path: str | None) -> tuple[FileProblem, ...]:

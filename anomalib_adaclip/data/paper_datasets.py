@@ -99,11 +99,6 @@ class PaperDataset:
         return self.task != "image"
 
     @property
-    def has_normal_test_images(self) -> bool:
-        """Whether the test split has normal images (every task but ``"pixel"``)."""
-        return self.task != "pixel"
-
-    @property
     def read_by_anomalib(self) -> bool:
         """Whether anomalib's own data module reads it (MVTec AD, VisA, MPDD, BTAD); else one of this package's."""
         return self.datamodule.startswith("anomalib.")

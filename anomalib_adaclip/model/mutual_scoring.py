@@ -32,7 +32,7 @@ Equality with MuSc's code. On the authors' reference outputs (``tests/data/refer
 modules run on a tiny random CLIP and 15 tire images, CPU fp32) the maps and both image scores agree within 1e-4
 (measured: maps 7.5e-6, scores 2.5e-6; the reference's own MSM scores carry float32 ``cdist`` rounding of up to
 4.3e-5 there, see below). The MSM step agrees with MuSc's ``compute_scores_fast`` loop within 1e-6 on random unit
-vectors (``benchmark/musc_oracle.py`` transcribes that loop; ``benchmark/mutual_speed.py`` times both); its
+vectors (``tests/musc_oracle.py`` transcribes that loop; ``tests/msm_speed.py`` times both); its
 arithmetic differs on purpose:
 
 - every pair of images is compared once: one matrix of cosines ``z_i @ z_j.T`` per pair, whose row maxima give the

@@ -56,7 +56,7 @@ from anomalib_adaclip.compat import anomalib_checkpoint_io, anomalib_safe_global
 from anomalib_adaclip.config import OptimizerSettings
 from anomalib_adaclip.data import AuxiliaryDataModule
 from anomalib_adaclip.lightning_model import AdaCLIP
-from anomalib_adaclip.output_files import free_path
+from anomalib_adaclip.output_files import free_path, write_new_file
 from anomalib_adaclip.weights import save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -261,9 +261,7 @@ def _write_config(run_dir: Path, config: str | Mapping[str, Any]) -> Path:
     import yaml  # noqa: PLC0415
 
     text = config if isinstance(config, str) else yaml.safe_dump(dict(config), sort_keys=False)
-    path = free_path(run_dir / "config.yaml")
-    path.write_text(text)
-    return path
+    return write_new_file(run_dir / "config.yaml", text)
 
 
 def train(
@@ -367,6 +365,6 @@ def train(
         "global_step": trainer.global_step,
         "metrics": metrics,
     }
-    free_path(run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    write_new_file(run_dir / "training_summary.json", json.dumps(summary, indent=2))
     logger.info("Trained AdaCLIP checkpoint: %s (released layout: %s)", checkpoint, released)
     return TrainingResult(run_dir, checkpoint, released, source, metrics, best_score)

@@ -11,12 +11,15 @@ Files are read through :mod:`.loading` (no pickled code runs); released names re
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from anomalib_adaclip.output_files import write_new_file
 
 from .hub import RELEASED_CHECKPOINTS, download_released_checkpoint
 from .loading import CheckpointError, load_state_dict_file, torch_load
@@ -105,7 +108,6 @@ def save_checkpoint(
     path: str | Path,
     *,
     released_layout: bool = False,
-    overwrite: bool = False,
 ) -> Path:
     """Write trainable tensors to a file, in our format (with the configuration) or in the released layout.
 
@@ -114,29 +116,31 @@ def save_checkpoint(
         config: Model configuration (ignored for the released layout, which has no place for it).
         path: Target file; ``.safetensors`` writes safetensors (the configuration goes into its metadata).
         released_layout: Write ``clip_model.``-prefixed keys only, loadable by the authors' code.
-        overwrite: Replace an existing file; by default an existing file is an error.
 
     Returns:
         The written path.
+
+    Raises:
+        FileExistsError: ``path`` exists: a file is never replaced.
     """
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        msg = f"{path} already exists; choose another path or pass overwrite=True."
-        raise FileExistsError(msg)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
     if released_layout:
         tensors = to_released_layout(tensors)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file  # noqa: PLC0415
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save  # noqa: PLC0415
 
         metadata = None if released_layout else {"format": CHECKPOINT_FORMAT, "config": json.dumps(dict(config))}
-        save_file(tensors, path, metadata=metadata)
-    elif released_layout:
-        torch.save(tensors, path)
+        data = save(tensors, metadata=metadata)
     else:
-        torch.save(
-            {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": dict(config), "state_dict": tensors},
-            path,
-        )
-    return path
+        content: Any = tensors
+        if not released_layout:
+            content = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": dict(config)}
+            content["state_dict"] = tensors
+        buffer = io.BytesIO()
+        torch.save(content, buffer)
+        data = buffer.getvalue()
+    try:
+        return write_new_file(Path(path).expanduser(), data, next_free=False)
+    except FileExistsError as error:
+        msg = f"{Path(path).expanduser()} already exists; choose another path (a file is never replaced)."
+        raise FileExistsError(msg) from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from anomalib.data import Folder
 from PIL import Image, ImageFile
 
 from anomalib_adaclip import AdaCLIP
-from anomalib_adaclip.components.input_files import InputFilesError, check_image_file, check_mask_file
+from anomalib_adaclip.components.input_files import InputFilesError, check_image_file, validate_files
 from tests.helpers import make_adaclip, make_engine
 
 IMAGE_SIZE = 112
@@ -214,11 +215,16 @@ def masks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ],
 )
 def test_masks(masks: dict[str, Path], name: str, fatal: bool | None, expected: str) -> None:
-    problems = check_mask_file(masks[name], masks["image"])
+    pair = [(str(masks["image"]), str(masks[name]))]
+    if fatal:
+        with pytest.raises(InputFilesError, match=re.escape(expected)):
+            validate_files(pair)
+        return
+    problems = validate_files(pair)
     if fatal is None:
         assert problems == []
     else:
-        assert len(problems) == 1 and problems[0].fatal == fatal and expected in problems[0].problem
+        assert len(problems) == 1 and not problems[0].fatal and expected in problems[0].problem
 
 
 # ----------------------------------------------------------------------------------------------------------------------

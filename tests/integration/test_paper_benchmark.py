@@ -2,7 +2,7 @@
 
 The shipped configuration is loaded, cut to one category of DTD-Synthetic (image and pixel level), HeadCT (image
 level only: no masks) and ISIC (pixel level only: no normal test images), and pointed with
-:func:`~anomalib_adaclip.benchmark.config.with_overrides` at the generated copies of ``tests/data/paper_layouts.py``
+:func:`tests.helpers.with_overrides` at the generated copies of ``tests/data/paper_layouts.py``
 and at a tiny random CLIP (MICRO_BACKBONE at 112 px, no released prompts). The numbers mean nothing; what is checked is
 which metrics each data set gets, decided from the data (the generator says which copy has masks and normal images),
 and that the run store, ``results.csv`` and the paper tables say "n/a" where the data cannot have a metric and "not
@@ -23,12 +23,13 @@ import torch
 import yaml
 
 from anomalib_adaclip import cli
-from anomalib_adaclip.benchmark.config import load_config, with_overrides
+from anomalib_adaclip.benchmark.config import load_config
 from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS, IMAGE_METRICS, PIXEL_METRICS
 from anomalib_adaclip.benchmark.paper import PAPER_CSV, PAPER_MARKDOWN
 from anomalib_adaclip.benchmark.runner import run_benchmark
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
 from tests.data.paper_layouts import write_all_dataset_trees, write_dataset_tree
+from tests.helpers import with_overrides
 
 CUT = {"DTDSynthetic": "Blotchy_099", "HeadCT": "headct", "ISIC": "isic"}
 # A tiny random CLIP instead of ViT-L/14@336, without the released prompts (the tests are offline).

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from anomalib_adaclip import cli
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS, PART_COLUMNS, part_path
@@ -162,3 +163,30 @@ def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, t
     assert result.returncode == 0, explain(result)
     assert Counter(table_paths(table)) == Counter(truth)
     assert "AdaCLIP predicted 1 image(s)" in result.stdout and "10 skipped" in result.stdout
+
+
+def test_with_a_seed_a_resume_equals_an_uninterrupted_run_even_with_random_weights(tmp_path: Path) -> None:
+    """``--seed_everything`` seeds the random backbone and prompts: the resumed rows are the uninterrupted run's."""
+    data = tmp_path / "images"
+    truth = write_part_images(data, 6)
+
+    def arguments(root: Path) -> list[str]:
+        command = predict_arguments(tmp_path / "unused", data, root)
+        command[command.index("--model.backbone_weights") + 1] = "null"  # random weights, drawn after the seed
+        return [*command, "--seed_everything", "7"]
+
+    def scores(table: Path) -> dict[str, str]:
+        with table.open(newline="", encoding="utf-8") as handle:
+            return {row["path"]: row["score"] for row in csv.DictReader(handle)}
+
+    assert cli.main(arguments(tmp_path / "whole")) == 0
+    whole = scores(tmp_path / "whole" / RUN_DIR / "predictions.csv")
+    assert sorted(whole) == sorted(truth)
+
+    table = tmp_path / "resumed" / RUN_DIR / "predictions.csv"
+    assert cli.main(arguments(tmp_path / "resumed")) == 0
+    lines = table.read_bytes().splitlines(keepends=True)
+    table.write_bytes(b"".join(lines[:3]))  # as if the run had been stopped after two images
+    torch.manual_seed(12345)  # the process's random state moved on: only the seed makes the model the same
+    assert cli.main([*arguments(tmp_path / "resumed"), "--resume"]) == 0
+    assert scores(table) == whole

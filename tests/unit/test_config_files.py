@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from anomalib_adaclip.cli import main
+from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE
 from anomalib_adaclip.config_files import (
     CONFIG_DIR,
     UnknownConfigError,
@@ -91,3 +93,13 @@ def test_the_command_refuses_an_unknown_config_before_running(
     error = capsys.readouterr().err
     assert error.startswith("anomalib-adaclip benchmark: error: --config nope: nope does not exist")
     assert "benchmark/paper_full.yaml" in error
+
+
+def test_the_smoke_configurations_carry_the_smoke_backbone_with_random_weights() -> None:
+    predict = yaml.safe_load(resolve_config("smoke", "anomalib").read_text())
+    benchmark = yaml.safe_load(resolve_config("smoke", "benchmark").read_text())
+    for init_args in (predict["model"]["init_args"], benchmark["models"][0]["init_args"]):
+        assert init_args["backbone"] == SMOKE_BACKBONE  # the quick start's tiny CLIP, written out in YAML
+        assert init_args["backbone_weights"] is None and init_args["image_size"] == SMOKE_IMAGE_SIZE
+    assert predict["seed_everything"] == 0  # the same random weights in every run and resume
+    assert (PROJECT_ROOT / benchmark["data"][0]["init_args"]["root"] / "tire" / "test").is_dir()

@@ -18,9 +18,6 @@ UNIT = PROJECT_ROOT / "tests" / "unit"
 
 # Modules whose tests live elsewhere on purpose. Keep this short: each entry says where and why.
 ELSEWHERE_ON_PURPOSE = {
-    # MuSc's own loop, transcribed: it is the oracle of tests/unit/model/test_mutual_scoring.py and
-    # tests/unit/benchmark/test_mutual_speed.py, not a subject of its own.
-    "benchmark/musc_oracle.py",
     # Every behaviour of train() is a Lightning run (fit, resume, DDP, checkpoint selection):
     # tests/integration/test_training.py.
     "training/train.py",

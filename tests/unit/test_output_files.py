@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anomalib_adaclip.output_files import existing_versions, free_path, open_new_text_file
+from anomalib_adaclip.output_files import existing_versions, free_path, write_new_file
 
 
 def test_free_path_takes_the_next_free_version(tmp_path: Path) -> None:
@@ -17,15 +17,12 @@ def test_free_path_takes_the_next_free_version(tmp_path: Path) -> None:
     assert free_path(tmp_path / "dangling.csv") == tmp_path / "dangling-v1.csv"
 
 
-def test_open_new_text_file_never_overwrites(tmp_path: Path) -> None:
-    first, handle = open_new_text_file(tmp_path / "run", "predictions.csv")
-    with handle:
-        handle.write("a\n")
-    second, handle = open_new_text_file(tmp_path / "run", "predictions.csv")
-    with handle:
-        handle.write("b\n")
+def test_write_new_file_never_overwrites(tmp_path: Path) -> None:
+    first = write_new_file(tmp_path / "run" / "predictions.csv", "a\n")
+    second = write_new_file(tmp_path / "run" / "predictions.csv", b"b\n")
     assert (first.name, second.name) == ("predictions.csv", "predictions-v1.csv")
-    assert first.read_text() == "a\n" and second.read_text() == "b\n"
+    assert first.read_text() == "a\n" and second.read_bytes() == b"b\n"
+    assert sorted(path.name for path in first.parent.iterdir()) == ["predictions-v1.csv", "predictions.csv"]
 
 
 def test_existing_versions_lists_the_family_in_version_order(tmp_path: Path) -> None:

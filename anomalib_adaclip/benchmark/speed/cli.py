@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,13 +15,12 @@ from typing import Any
 
 import torch
 
+from anomalib_adaclip.benchmark.environment import cpu_has_native_bf16, environment, load_average
 from anomalib_adaclip.benchmark.speed import BenchmarkError, current_memory
 from anomalib_adaclip.benchmark.speed.few_shot import measure_few_shot
 from anomalib_adaclip.benchmark.speed.measure import (
     PRECISIONS,
     build_model,
-    cpu_has_native_bf16,
-    environment,
     measure,
     parse_backbone,
     profile_sections,
@@ -32,6 +30,7 @@ from anomalib_adaclip.benchmark.speed.mutual import PlainPass, mutual_feature_la
 from anomalib_adaclip.benchmark.speed.report import format_report
 from anomalib_adaclip.benchmark.speed.runtimes import RUNTIMES, Runtime, run_runtimes
 from anomalib_adaclip.config import AdaCLIPConfig, MutualScoringConfig
+from anomalib_adaclip.output_files import write_new_file
 
 __all__ = ["DEFAULTS", "build_parser", "main", "parse_args", "run"]
 
@@ -44,9 +43,6 @@ def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list
     Raises:
         BenchmarkError: An argument, or a combination of them, that cannot work.
     """
-    if args.json is not None and args.json.exists():
-        msg = f"--json {args.json} exists already; choose another path (the benchmark never overwrites a file)."
-        raise BenchmarkError(msg)
     device = torch_device(args.device)
     if args.precision == "fp16" and device.type == "cpu":
         msg = "--precision fp16 is for GPUs (fp16 autocast on the CPU is emulated); use bf16 or fp32 on the CPU."
@@ -116,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["profile_seconds_per_batch"] = profile_sections(
             profiled, args.batch_size, device, args.precision, batches=args.profile_batches
         )
-    report["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["load_average_after"] = load_average()
     return report
 
 
@@ -178,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
     parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the report to this JSON file (an existing file is kept: then <name>-v1.json, ...)",
+    )
     return parser
 
 
@@ -197,7 +198,6 @@ def main(argv: Sequence[str] | None = None, print_fn: Callable[[str], Any] = pri
         return 2
     print_fn(format_report(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print_fn(f"\nreport written to {args.json}")
+        written = write_new_file(args.json, json.dumps(report, indent=2) + "\n")
+        print_fn(f"\nreport written to {written}")
     return 0

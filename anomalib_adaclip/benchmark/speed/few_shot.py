@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from anomalib_adaclip.benchmark.speed.measure import (
     measure,
     random_images,
     synchronize,
+    time_runs,
 )
 from anomalib_adaclip.model import AdaCLIPModel
 
@@ -40,13 +40,11 @@ def measure_few_shot(
     few_shot_model = build_model(backbone, args.image_size, device, use_hsf=not args.no_hsf, k_shot=args.k_shot)
     references = random_images(args.k_shot, args.image_size, device).flip(0)  # other images than the queries
     synchronize(device)
-    start = time.perf_counter()
     with autocast(device, args.precision):
-        few_shot_model.add_references(references, "bottle")
-    synchronize(device)
+        timing = time_runs(lambda: few_shot_model.add_references(references, "bottle"))
     few_shot = {
         "k_shot": args.k_shot,
-        "reference_seconds": time.perf_counter() - start,
+        "reference_seconds": timing.total,
         "memory_bytes": few_shot_model.few_shot_memory.nbytes(),
         "results": [
             measure(few_shot_model, result["batch_size"], args.images, **measure_kwargs) for result in zero_shot_results

@@ -1,24 +1,25 @@
 """What every measurement of the speed benchmark shares, and the torch runtime's timing.
 
-Devices and precisions, the model with random weights and the random images, the machine's description; then
-:func:`measure` (throughput, latency, peak memory of a forward) and :func:`profile_sections` (where its time goes).
+Devices and precisions, the model with random weights and the random images, :func:`time_runs` (the one timing
+routine of every figure); then :func:`measure` (throughput, latency, peak memory of a forward) and
+:func:`profile_sections` (where its time goes). The machine's description is
+:func:`anomalib_adaclip.benchmark.environment.environment`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import re
 import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.benchmark import timer as wall_clock
 
 from anomalib_adaclip.benchmark.speed import BenchmarkError, PeakMemory
 from anomalib_adaclip.config import FewShotConfig
@@ -28,16 +29,16 @@ from anomalib_adaclip.quiet import quiet_loggers
 __all__ = [
     "PRECISIONS",
     "SECTIONS",
+    "Timing",
     "autocast",
     "build_model",
-    "cpu_has_native_bf16",
-    "environment",
     "gigabytes",
     "measure",
     "parse_backbone",
     "profile_sections",
     "random_images",
     "synchronize",
+    "time_runs",
     "torch_device",
 ]
 
@@ -85,15 +86,6 @@ def torch_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine().lower() in {"arm64", "aarch64"}  # recent ARM cores have BF16; a guess
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """Autocast to the precision's dtype on ``device`` (nothing for fp32)."""
     dtype = PRECISIONS[precision]
@@ -132,6 +124,49 @@ def random_images(batch_size: int, image_size: int, device: torch.device) -> tor
     return torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock and CPU seconds of each timed run of a function (:func:`time_runs`)."""
+
+    seconds: tuple[float, ...]
+    cpu_seconds: tuple[float, ...]
+
+    @property
+    def total(self) -> float:
+        """Wall-clock seconds of all runs."""
+        return sum(self.seconds)
+
+    @property
+    def median(self) -> float:
+        """The median run's wall-clock seconds."""
+        return statistics.median(self.seconds)
+
+    @property
+    def cpu_total(self) -> float:
+        """CPU seconds of the process over all runs (all threads)."""
+        return sum(self.cpu_seconds)
+
+
+def time_runs(function: Callable[[], Any], runs: int = 1) -> Timing:
+    """Time ``runs`` calls of ``function`` one by one: the timing of every figure of the benchmarks.
+
+    The clock is :func:`torch.utils.benchmark.timer`, the one of torch's ``Timer``: it waits for the accelerator's
+    queued kernels, so that a run ends when its work does. ``Timer``'s own methods do not fit here: ``timeit`` runs
+    its statement at least twice more untimed per call (seconds each for a large CLIP) and the ``autorange`` methods
+    choose their own number of runs, where the benchmark times a fixed count (``--images``) and needs each run's time
+    (the median). CPU time is the process's (:func:`time.process_time`, all threads): on a shared machine it shows
+    the work done whatever the load.
+    """
+    seconds, cpu_seconds = [], []
+    for _ in range(runs):
+        cpu_start, start = time.process_time(), wall_clock()
+        function()
+        end = wall_clock()
+        seconds.append(end - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
+    return Timing(tuple(seconds), tuple(cpu_seconds))
+
+
 def measure(
     model: AdaCLIPModel,
     batch_size: int,
@@ -158,21 +193,14 @@ def measure(
     forward = forward or model
     memory = PeakMemory(device)
     n_batches = max(1, -(-n_images // batch_size))
-    durations = []
     with torch.inference_mode(), autocast(device, precision):
         for _ in range(warmup):
             forward(images, names)
         synchronize(device)
         memory.reset()
-        cpu_start = time.process_time()
-        for _ in range(n_batches):
-            start = time.perf_counter()
-            forward(images, names)
-            synchronize(device)
-            durations.append(time.perf_counter() - start)
-        cpu_seconds = time.process_time() - cpu_start
+        timing = time_runs(lambda: forward(images, names), runs=n_batches)
     peak = memory.peak()
-    seconds = sum(durations)
+    seconds = timing.total
     total = n_batches * batch_size
     return {
         "batch_size": batch_size,
@@ -181,8 +209,8 @@ def measure(
         "seconds": seconds,
         "images_per_second": total / seconds,
         "seconds_per_image": seconds / total,
-        "median_seconds_per_image": statistics.median(durations) / batch_size,
-        "cpu_seconds_per_image": cpu_seconds / total,
+        "median_seconds_per_image": timing.median / batch_size,
+        "cpu_seconds_per_image": timing.cpu_total / total,
         "peak_memory_bytes": peak,
         "peak_memory_per_image_bytes": peak / batch_size,
         "memory_kind": memory.kind,
@@ -224,26 +252,6 @@ def profile_sections(
         times["total"] = sum(times[section] for section in SECTIONS)
     times["other"] = max(0.0, times["total"] - sum(times[section] for section in SECTIONS))
     return times
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    """The device's name, the CPU count, torch's threads and version, the load average: the report's header."""
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = platform.processor() or platform.machine()
-        try:
-            match = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-            device_name = match.group(1).strip() if match else device_name
-        except OSError:
-            pass
-    return {
-        "device_name": device_name,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def gigabytes(value: float) -> str:

@@ -8,7 +8,6 @@ tokens of the shapes those passes give.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from anomalib_adaclip.benchmark.speed import PeakMemory
-from anomalib_adaclip.benchmark.speed.measure import autocast, gigabytes, synchronize
+from anomalib_adaclip.benchmark.speed.measure import autocast, gigabytes, synchronize, time_runs
 from anomalib_adaclip.config import MutualScoringConfig
 from anomalib_adaclip.model import AdaCLIPModel
 from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, score_group
@@ -85,10 +84,10 @@ def measure_mutual_groups(
             synchronize(device)
             memory.reset()
             tokens = _random_tokens(like, size, device, seed=size)
-            cpu_start, start = time.process_time(), time.perf_counter()
-            score_group(tokens.patch_tokens, tokens.embedding, image_size, settings)
-            synchronize(device)
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            timing = time_runs(
+                lambda tokens=tokens: score_group(tokens.patch_tokens, tokens.embedding, image_size, settings)
+            )
+            seconds, cpu = timing.total, timing.cpu_total
             del tokens
             results.append(
                 {

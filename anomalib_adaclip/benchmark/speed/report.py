@@ -18,8 +18,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"AdaCLIP speed: {backbone} @ {report['image_size']} px, {report['precision']}, HSF "
         f"{'on' if report['hsf'] else 'off'}, random weights",
-        f"device: {report['device']} ({report['device_name']}), {report['torch_threads']} torch threads, "
-        f"torch {report['torch_version']}",
+        f"device: {report['device']} ({report['device_name']}"
+        + (f", CPU kernels {report['cpu_capability']}" if report.get("cpu_capability") else "")
+        + f"), {report['torch_threads']} torch threads, torch {report['torch_version']}",
     ]
     if report.get("load_average"):
         before = ", ".join(f"{value:.2f}" for value in report["load_average"])

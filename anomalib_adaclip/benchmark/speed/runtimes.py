@@ -8,9 +8,6 @@ take turns on the same images, at the same thread count.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -19,8 +16,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from anomalib_adaclip.benchmark.environment import environment, load_average
 from anomalib_adaclip.benchmark.speed import BenchmarkError, PeakMemory
-from anomalib_adaclip.benchmark.speed.measure import environment, gigabytes, parse_backbone
+from anomalib_adaclip.benchmark.speed.measure import Timing, gigabytes, parse_backbone, time_runs
 from anomalib_adaclip.quiet import quiet_loggers
 
 __all__ = ["RUNTIMES", "Runtime", "build_exported_model", "format_runtimes", "measure_runtimes", "run_runtimes"]
@@ -66,16 +64,9 @@ def build_exported_model(
             prompts={"use_hsf": use_hsf},
             classes={"name": "bottle"},
         ).eval()
-        start = time.perf_counter()
-        path = model.to_openvino(folder)
-        seconds = time.perf_counter() - start
-    return model, path, seconds
-
-
-def _time_call(function: Callable[[], Any]) -> tuple[Any, float, float]:
-    cpu_start, start = time.process_time(), time.perf_counter()
-    output = function()
-    return output, time.perf_counter() - start, time.process_time() - cpu_start
+        paths: list[Path] = []
+        timing = time_runs(lambda: paths.append(model.to_openvino(folder)))
+    return model, paths[0], timing.total
 
 
 def measure_runtimes(
@@ -100,19 +91,19 @@ def measure_runtimes(
     for _ in range(warmup):
         for runner in runners.values():
             runner(images)
-    durations: dict[str, list[float]] = {name: [] for name in runners}
-    cpu_seconds = dict.fromkeys(runners, 0.0)
+    timings: dict[str, list[Timing]] = {name: [] for name in runners}
     for index in range(n_batches):
         # Alternate which runtime goes first, so that neither always follows the other's cache state.
         order = list(runners) if index % 2 == 0 else list(reversed(runners))
         for name in order:
-            _, seconds, cpu = _time_call(lambda runner=runners[name]: runner(images))
-            durations[name].append(seconds)
-            cpu_seconds[name] += cpu
+            timings[name].append(time_runs(lambda runner=runners[name]: runner(images)))
     batch_size = images.shape[0]
     results = []
     for name in runners:
-        total, seconds = n_batches * batch_size, sum(durations[name])
+        timing = Timing(
+            tuple(run.seconds[0] for run in timings[name]), tuple(run.cpu_seconds[0] for run in timings[name])
+        )
+        total, seconds = n_batches * batch_size, timing.total
         results.append(
             {
                 "runtime": name,
@@ -122,8 +113,8 @@ def measure_runtimes(
                 "seconds": seconds,
                 "images_per_second": total / seconds,
                 "seconds_per_image": seconds / total,
-                "median_seconds_per_image": statistics.median(durations[name]) / batch_size,
-                "cpu_seconds_per_image": cpu_seconds[name] / total,
+                "median_seconds_per_image": timing.median / batch_size,
+                "cpu_seconds_per_image": timing.cpu_total / total,
             }
         )
     return results
@@ -197,7 +188,7 @@ def run_runtimes(args: argparse.Namespace, runtimes: list[Runtime], device: torc
             )
     report["peak_memory_bytes"] = memory.peak()
     report["memory_kind"] = memory.kind
-    report["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["load_average_after"] = load_average()
     return report
 
 

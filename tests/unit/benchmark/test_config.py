@@ -16,11 +16,11 @@ from anomalib.data.datasets.image.visa import CATEGORIES as VISA_CATEGORIES
 
 import anomalib_adaclip.data
 from anomalib_adaclip import cli
-from anomalib_adaclip.benchmark.config import BenchmarkConfigError, load_config, with_overrides
+from anomalib_adaclip.benchmark.config import BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.published import PAPER_GROUPS, load_published
 from anomalib_adaclip.weights.hub import RELEASED_CHECKPOINTS
 from tests.conftest import PROJECT_ROOT
-from tests.helpers import adaclip_entry, folder_entry
+from tests.helpers import adaclip_entry, folder_entry, with_overrides
 
 
 @pytest.mark.parametrize(

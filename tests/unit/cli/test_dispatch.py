@@ -11,15 +11,14 @@ import sys
 
 import pytest
 
-from anomalib_adaclip import compat
-from anomalib_adaclip.cli import dispatch
+from anomalib_adaclip.cli import anomalib_cli, dispatch
 
 
 @pytest.fixture
 def anomalib_argv(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Replace anomalib's CLI by a recorder of the ``sys.argv`` it would parse."""
     seen: list[list[str]] = []
-    monkeypatch.setattr(compat, "anomalib_cli_main", lambda before_instantiate=None: seen.append(list(sys.argv)))
+    monkeypatch.setattr(anomalib_cli, "run", lambda before_instantiate=None: seen.append(list(sys.argv)))
     monkeypatch.setattr(sys, "argv", ["anomalib-adaclip"])
     return seen
 

@@ -69,7 +69,7 @@ class _ParsedError(Exception):
 
 def parsed_predict(monkeypatch: pytest.MonkeyPatch, arguments: list[str]) -> object:
     """The parsed ``predict`` configuration, as the hook before the model's construction receives it."""
-    from anomalib_adaclip.compat import anomalib_cli_main
+    from anomalib_adaclip.cli import anomalib_cli
 
     configs: list[object] = []
 
@@ -77,9 +77,8 @@ def parsed_predict(monkeypatch: pytest.MonkeyPatch, arguments: list[str]) -> obj
         configs.append(config)
         raise _ParsedError
 
-    monkeypatch.setattr(sys, "argv", ["anomalib-adaclip", "predict", *predict_arguments(arguments)])
     with pytest.raises(_ParsedError):
-        anomalib_cli_main(capture)
+        anomalib_cli.run(["predict", *predict_arguments(arguments)], before_instantiate=capture)
     return configs[0]
 
 

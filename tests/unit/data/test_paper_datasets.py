@@ -68,10 +68,8 @@ def test_tasks_are_the_literal_values_and_decide_masks_and_normal_test_images() 
     for key, entry in PAPER_DATASETS.items():
         assert entry.task in get_args(Task), key
         assert entry.has_masks is (entry.task != "image"), key
-        assert entry.has_normal_test_images is (entry.task != "pixel"), key
         assert (entry.test_counts[0] == 0) is (entry.task == "pixel"), key  # no normal test image: pixel-only
-    assert not PAPER_DATASETS["HeadCT"].has_masks and PAPER_DATASETS["HeadCT"].has_normal_test_images
-    assert PAPER_DATASETS["ISIC"].has_masks and not PAPER_DATASETS["ISIC"].has_normal_test_images
+    assert not PAPER_DATASETS["HeadCT"].has_masks and PAPER_DATASETS["ISIC"].has_masks
 
 
 def test_keys_name_the_data_modules_that_read_them() -> None:

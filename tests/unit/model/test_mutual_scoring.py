@@ -15,10 +15,10 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import MutualScoring, MutualScoringConfig
-from anomalib_adaclip.benchmark.musc_oracle import musc_lnamd, musc_msm_loop, musc_rscin
 from anomalib_adaclip.model import PlainTokens, mutual_patch_scores
 from anomalib_adaclip.model.mutual_scoring import anomaly_maps, averaged_interval, lnamd, rscin, score_group
 from tests.conftest import TINY_BACKBONE, load_reference
+from tests.musc_oracle import musc_lnamd, musc_msm_loop, musc_rscin
 
 TOLERANCE = 1e-4  # issue 20: maps and image scores within 1e-4 of MuSc's code
 

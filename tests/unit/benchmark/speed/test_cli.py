@@ -68,9 +68,12 @@ def test_bad_arguments_are_clear_errors(arguments: list[str], message: str, caps
 def test_an_existing_json_file_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     existing = tmp_path / "speed.json"
     existing.write_text("keep me")
-    assert speed.main(["--backbone", MICRO, "--image-size", "112", "--json", str(existing)]) == 2
-    assert "exists already" in capsys.readouterr().err
+    arguments = ["--backbone", MICRO, "--image-size", "112", "--batch-size", "1", "--images", "1", "--warmup", "0"]
+    assert speed.main([*arguments, "--json", str(existing)]) == 0
     assert existing.read_text() == "keep me"
+    written = tmp_path / "speed-v1.json"  # the next free name, as every file the package writes
+    assert f"report written to {written}" in capsys.readouterr().out
+    assert json.loads(written.read_text())["results"][0]["images"] == 1
 
 
 @pytest.mark.parametrize(

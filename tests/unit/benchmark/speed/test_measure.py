@@ -45,8 +45,8 @@ class FakeClocks:
 
 def test_measure_times_the_batches_after_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
     clocks = FakeClocks([100.0, 1.0, 2.0, 4.0])  # one warm-up batch, then three timed ones
-    clock = SimpleNamespace(perf_counter=clocks.perf_counter, process_time=clocks.process_time)
-    monkeypatch.setattr(measure, "time", clock)
+    monkeypatch.setattr(measure, "wall_clock", clocks.perf_counter)  # torch.utils.benchmark's clock
+    monkeypatch.setattr(measure, "time", SimpleNamespace(process_time=clocks.process_time))
     model = SimpleNamespace(image_size=8)
     result = measure.measure(model, 2, 5, torch.device("cpu"), warmup=1, class_name="gear", forward=clocks.forward)
     assert clocks.calls == [((2, 3, 8, 8), ["gear", "gear"])] * 4  # ceil(5 / 2) = 3 timed batches, after 1
@@ -58,6 +58,19 @@ def test_measure_times_the_batches_after_the_warm_up(monkeypatch: pytest.MonkeyP
     assert result["median_seconds_per_image"] == 1.0  # the median batch (2 s) over its 2 images
     assert result["cpu_seconds_per_image"] == 0.25  # 3 x 0.5 s over 6 images
     assert result["peak_memory_per_image_bytes"] == result["peak_memory_bytes"] / 2 > 0
+
+
+def test_time_runs_times_each_run_on_torch_benchmarks_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = FakeClocks([3.0, 1.0, 2.0])
+    monkeypatch.setattr(measure, "wall_clock", clocks.perf_counter)
+    monkeypatch.setattr(measure, "time", SimpleNamespace(process_time=clocks.process_time))
+    timing = measure.time_runs(lambda: clocks.forward(torch.zeros(1), ["x"]), runs=3)
+    assert timing.seconds == (3.0, 1.0, 2.0) and timing.cpu_seconds == (0.5, 0.5, 0.5)
+    assert (timing.total, timing.median, timing.cpu_total) == (6.0, 2.0, 1.5)
+    from torch.utils import benchmark
+
+    monkeypatch.undo()
+    assert measure.wall_clock is benchmark.timer  # the clock of torch's Timer: it waits for the accelerator
 
 
 def test_random_images_are_the_same_for_a_batch_size_and_differ_between_them() -> None:

@@ -63,7 +63,9 @@ def hand_written_report() -> dict[str, Any]:
 def test_a_hand_written_report_reads_as_worked_out() -> None:
     lines = format_report(hand_written_report()).splitlines()
     assert lines[0] == "AdaCLIP speed: ViT-B-16 @ 224 px, bf16, HSF off, random weights"
-    assert lines[1] == "device: cpu (Some CPU), 4 torch threads, torch 2.9.0"
+    assert lines[1] == "device: cpu (Some CPU), 4 torch threads, torch 2.9.0"  # a report without the instruction set
+    with_isa = format_report({**hand_written_report(), "cpu_capability": "AVX512"}).splitlines()[1]
+    assert with_isa == "device: cpu (Some CPU, CPU kernels AVX512), 4 torch threads, torch 2.9.0"
     assert lines[2] == "load average (1, 5, 15 min): 1.00, 0.50, 0.25 before, 2.00, 1.00, 0.50 after (8 CPUs)"
     assert lines[3] == "memory resident: 1.00 GB before building the model, 1.25 GB with it"
     assert lines[4] == "note: bf16 is emulated"

@@ -1,5 +1,9 @@
 r"""Speed of the mutual scoring step: :func:`~anomalib_adaclip.model.mutual_patch_scores` against MuSc's own loop.
 
+A developer's check of the claim in the mutual scoring guide, in the tests because MuSc's loop is the tests' oracle
+(``tests/musc_oracle.py``, not shipped). The speed of mutual scoring as a user runs it (the CLIP passes and each
+group's scoring) is the speed benchmark's ``--mutual-group-sizes`` mode (:mod:`anomalib_adaclip.benchmark.speed`).
+
 Both run on the same random unit vectors, one after the other in turn (``--repeats`` rounds), with the same number of
 threads, so that a change of the machine's load falls on both alike; the report gives the best and median time of
 each, their ratio, the largest absolute difference of the scores, the host and its load. The default size is the one
@@ -7,26 +11,24 @@ of issue 20: ``N = 24`` images of ``L = 1369`` patches (ViT-L/14 at 518 px) with
 
 Example::
 
-    python -m anomalib_adaclip.benchmark.mutual_speed --images 24 --patches 1369 --channels 1024 --repeats 2
+    python -m tests.msm_speed --images 24 --patches 1369 --channels 1024 --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from anomalib_adaclip.benchmark.environment import environment, load_average
+from anomalib_adaclip.benchmark.speed.measure import Timing, time_runs
 from anomalib_adaclip.model import mutual_patch_scores
-
-from .musc_oracle import musc_msm_loop
-from .speed.measure import environment
+from anomalib_adaclip.output_files import write_new_file
+from tests.musc_oracle import musc_msm_loop
 
 __all__ = ["main", "measure"]
 
@@ -46,22 +48,23 @@ def measure(
     generator = torch.Generator().manual_seed(seed)
     z = torch.nn.functional.normalize(torch.randn(images, patches, channels, generator=generator), dim=-1)
     report: dict[str, Any] = {"images": images, "patches": patches, "channels": channels}
-    report.update(environment(torch.device("cpu")))
-    times: dict[str, list[float]] = {"musc_loop": [], "mutual_patch_scores": []}
+    report.update(environment("cpu"))
+    functions = {"musc_loop": musc_msm_loop, "mutual_patch_scores": mutual_patch_scores}
+    runs: dict[str, list[Timing]] = {name: [] for name in functions}
     results: dict[str, torch.Tensor] = {}
     for _ in range(repeats):
-        for name, function in (("musc_loop", musc_msm_loop), ("mutual_patch_scores", mutual_patch_scores)):
-            start = time.perf_counter()
-            results[name] = function(z).double()
-            times[name].append(time.perf_counter() - start)
-    for name, values in times.items():
+        for name, function in functions.items():
+            runs[name].append(time_runs(lambda name=name, function=function: results.update({name: function(z)})))
+    for name, timings in runs.items():
+        values = [timing.total for timing in timings]
         report[f"{name}_s"] = values
         report[f"{name}_best_s"] = min(values)
-        report[f"{name}_median_s"] = statistics.median(values)
+        report[f"{name}_median_s"] = Timing(tuple(values), ()).median
     report["ratio_best"] = report["musc_loop_best_s"] / report["mutual_patch_scores_best_s"]
     report["ratio_median"] = report["musc_loop_median_s"] / report["mutual_patch_scores_median_s"]
-    report["max_abs_difference"] = (results["musc_loop"] - results["mutual_patch_scores"]).abs().max().item()
-    report["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    difference = results["musc_loop"].double() - results["mutual_patch_scores"].double()
+    report["max_abs_difference"] = difference.abs().max().item()
+    report["load_average_after"] = load_average()
     return report
 
 
@@ -90,14 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (never overwritten)")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the figures here (an existing file is kept: then -v1, ...)"
+    )
     args = parser.parse_args(argv)
-    if args.json is not None and args.json.exists():
-        parser.error(f"--json {args.json} exists already; choose another path")
     report = measure(args.images, args.patches, args.channels, args.repeats, args.seed)
     print(format_report(report))
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"figures written to {write_new_file(args.json, json.dumps(report, indent=1) + chr(10))}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The MSM speed benchmark runs end to end on a small tensor and reports every figure; no speed is asserted."""
+"""The MSM side-by-side (``tests/msm_speed.py``) runs end to end on a small tensor; no speed is asserted."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from anomalib_adaclip.benchmark import mutual_speed
+from tests import msm_speed
 
 
 def test_report_on_a_small_tensor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "msm.json"
     arguments = ["--images", "6", "--patches", "16", "--channels", "8", "--repeats", "2", "--json", str(target)]
-    assert mutual_speed.main(arguments) == 0
+    assert msm_speed.main(arguments) == 0
     printed = capsys.readouterr().out
     assert "ratio (MuSc / ours)" in printed
     assert "load average" in printed
@@ -21,5 +21,6 @@ def test_report_on_a_small_tensor(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(report["musc_loop_s"]) == len(report["mutual_patch_scores_s"]) == 2
     assert report["max_abs_difference"] < 1e-6  # the same scores as MuSc's loop
     assert report["device_name"]
-    with pytest.raises(SystemExit):  # an existing file is never overwritten
-        mutual_speed.main(arguments)
+    assert msm_speed.main(arguments) == 0  # an existing file is never overwritten: the next free name
+    assert json.loads(target.read_text()) == report
+    assert json.loads((tmp_path / "msm-v1.json").read_text())["images"] == 6

@@ -1,4 +1,4 @@
-"""MuSc's own modules, transcribed: the oracles of the tests and the baseline of the speed benchmark.
+"""MuSc's own modules, transcribed: the oracles of the tests and the baseline of ``tests/msm_speed.py``.
 
 Direct transcriptions, in this project's words, of what MuSc's code (github.com/xrli-U/MuSc, commit b76b93d, MIT
 licence) computes, step by step as it does it; deliberately slow and literal. :mod:`anomalib_adaclip.model.\
