@@ -77,8 +77,8 @@ def predict_arguments(arguments: list[str]) -> list[str]:
 def reserve_resumed_table(config: Any) -> OwnedLock | None:
     """Take the lock of the table a ``predict`` with ``resume`` appends to, from its parsed arguments.
 
-    Called before anomalib's CLI builds the model (:class:`~anomalib_adaclip.cli.anomalib_cli.AdaCLIPCLI`), so a table in
-    use is refused in a second, not after the model is loaded. The writer of the run takes the held lock over
+    Called before anomalib's CLI builds the model (:class:`~anomalib_adaclip.cli.anomalib_cli.AdaCLIPCLI`), so a
+    table in use is refused before the model is loaded. The writer of the run takes the held lock over
     (:func:`~anomalib_adaclip.components.prediction_table.table_lock`). Nothing is taken when no writer resumes, or
     in the processes of a distributed run other than global rank zero (rank zero's writer takes the lock).
 
