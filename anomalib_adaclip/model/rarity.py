@@ -392,8 +392,10 @@ class TextProjection(nn.Module):
 
 
 def load_tpb_weights(source: str | Path | Mapping[str, torch.Tensor], head: TextProjection) -> None:
-    """Load RareCLIP's TPB weights into ``head``: a file of the authors' (``{"trainable_linearlayer": {...}}``), a
-    state dict file, or a state dict with ``fc.{i}.weight`` and ``fc.{i}.bias``.
+    """Load RareCLIP's TPB weights into ``head``, with key and shape checks.
+
+    The source is a file of the authors' (``{"trainable_linearlayer": {...}}``), a state dict file, or a state dict
+    with ``fc.{i}.weight`` and ``fc.{i}.bias``.
 
     Files are read without executing pickled code (:func:`~anomalib_adaclip.weights.loading.torch_load`).
 
@@ -505,10 +507,6 @@ class RarityScoring(nn.Module):
         """Empty the bank (a new category or line; the authors' ``renew_memory``)."""
         self.bank = RarityBank.empty(len(self.settings.rarity_layers), device=self.text_features.device)
 
-    def state_dict_bank(self) -> dict[str, Any]:
-        """Alias of ``self.bank.state_dict()``: the scorer's changing state (its weights are in ``state_dict()``)."""
-        return self.bank.state_dict()
-
     def load_bank(self, state: Mapping[str, Any]) -> None:
         """Restore a bank saved with :meth:`RarityBank.state_dict` (the scorer then continues bit for bit).
 
@@ -518,7 +516,7 @@ class RarityScoring(nn.Module):
         bank = RarityBank.from_state_dict(state, len(self.settings.rarity_layers))
         device = self.text_features.device
         bank = _bank_to(bank, device)
-        for ri, features in enumerate(bank.features):
+        for features in bank.features:
             for feature in features:
                 if feature.numel() and feature.shape[-1] != self.visual.conv1.out_channels:
                     msg = (
@@ -526,7 +524,6 @@ class RarityScoring(nn.Module):
                         f"width {self.visual.conv1.out_channels} (a snapshot of another backbone?)."
                     )
                     raise ValueError(msg)
-            del ri
         if bank.foreground.numel() not in (0, self.grid * self.grid):
             msg = (
                 f"The rarity bank's foreground map has {bank.foreground.numel()} patches, this scorer's images have "
@@ -631,8 +628,8 @@ class RarityScoring(nn.Module):
         text_prob = (cfg.text_temp * embedding @ self.text_features).softmax(dim=-1)[:, 1]
         text_map = 0
         for projected in self.tpb([layers[i] for i in self._text_index]):
-            projected = projected / projected.norm(dim=-1, keepdim=True)
-            text_map = text_map + (cfg.text_temp * projected @ self.text_features).softmax(dim=-1)[:, :, 1]
+            unit = projected / projected.norm(dim=-1, keepdim=True)
+            text_map = text_map + (cfg.text_temp * unit @ self.text_features).softmax(dim=-1)[:, :, 1]
         text_map = text_map / len(self._text_index)
         foreground = base.foreground
         if update:

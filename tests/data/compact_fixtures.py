@@ -389,7 +389,7 @@ def assert_musc_restored(original: dict[str, Any], restored: dict[str, Any]) -> 
 # ----------------------------------------------------------------------------------------------------------------------
 def rareclip_token_ids(context_length: int) -> list[int]:
     """The token ids of RareCLIP's prompt sentences (the only rows of the token table its text features read)."""
-    from anomalib_adaclip.model.rarity import rareclip_sentences  # noqa: PLC0415
+    from anomalib_adaclip.model.rarity import rareclip_sentences
 
     normal, abnormal = rareclip_sentences()
     tokens = SimpleTokenizer(context_length=context_length)(normal + abnormal)
@@ -527,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = args.dest / "MANIFEST.json"
 
     tire_files = tire_outputs(tire_source)
-    targets = [reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES, MUSC_FILE, RARECLIP_FILE)]
+    targets = [
+        reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES, MUSC_FILE, RARECLIP_FILE)
+    ]
     targets += [tire_dest / relative for relative in tire_files]
     targets.append(manifest_path)
     existing = [path for path in targets if path.exists()]
