@@ -437,6 +437,16 @@ class RarityScoring(nn.Module):
     plain-pass tokens (:class:`~anomalib_adaclip.model.mutual_scoring.PlainTokens` at :attr:`token_blocks`), so a model
     that already runs the plain pass (AdaCLIP) runs CLIP once per image.
 
+    Snapshots: ``torch.save(scorer.bank.state_dict(), path)``, then ``scorer.load_bank(torch.load(path,
+    weights_only=True))``; the restored scorer continues bit for bit. (The module's own ``state_dict()`` holds its
+    frozen weights, not the bank.)
+
+    Example of admission control (an image above a threshold is scored but kept out of the bank)::
+
+        scored = scorer.score(image)
+        if scored.output is None or scored.output.pred_score.item() < threshold:
+            scorer.commit(scored)
+
     Args:
         backbone: An open_clip ViT model name or a config dict. Defaults to ``"ViT-L-14-336"``, RareCLIP's.
         backbone_weights: CLIP weights (a pretrained tag, a path, a state dict, or ``None`` for random weights).
