@@ -49,6 +49,9 @@ Rules of our own where the authors' code fails (the reference stays below all of
 - **A constant foreground map** (every patch equal): its min-max normalisation is 0, not NaN.
 - **The blur:** their code builds the kernel from ``sigma`` but passes the constant 4 as its standard deviation; here
   both come from ``sigma`` (equal at the default, 4), and an even kernel size is made odd (torchvision refuses it).
+- **Other image sizes:** the positional embedding is resized as RareCLIP's vendored open_clip does (bicubic with
+  open_clip's default antialiasing; AdaCLIP's reference does not antialias), so weights at the native size give
+  the authors' tokens at any size.
 - The first ``k_shot`` images are normal references: they always enter the bank (scoring them without an update is
   refused).
 
@@ -487,7 +490,8 @@ class RarityScoring(nn.Module):
         self.image_size = image_size
         self.grid = image_size // patch
         self.settings.check_backbone(int(vision.get("layers", 12)), self.grid * self.grid)
-        clip = create_clip(backbone, backbone_weights, image_size=image_size)
+        # RareCLIP's vendored open_clip resizes the positions with open_clip's default antialiasing.
+        clip = create_clip(backbone, backbone_weights, image_size=image_size, antialias_positions=True)
         self.visual = clip.visual
         self.register_buffer("text_features", rarity_text_features(clip).float(), persistent=False)
         self.tpb = TextProjection(int(vision["width"]), int(config["embed_dim"]), len(self.settings.text_layers))
