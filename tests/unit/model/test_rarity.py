@@ -200,6 +200,21 @@ def test_memories_of_images_drop_the_oldest_together_past_keep_inum(micro: Rarit
     assert bank.measures[0][0].shape[0] == 2  # keep_snum rows
 
 
+def test_the_normal_images_stay_remembered_and_the_bound_holds_without_rescoring(micro: RarityScoring) -> None:
+    images = random_images(6, 112, seed=9)
+    shot = variant(micro, keep_inum=2, k_shot=1)
+    shot.step(images[:1])
+    normal_aaif = [a.clone() for a in shot.bank.aaif]
+    for image in images[1:].split(1):
+        shot.step(image)
+    assert shot.bank.aaif[0].shape[0] == 1 + 2 and shot.bank.scores.shape[0] == 2
+    assert all(torch.equal(a[:1], n) for a, n in zip(shot.bank.aaif, normal_aaif, strict=True))
+    plain = variant(micro, keep_inum=2, rescoring=False)
+    for image in images.split(1):
+        plain.step(image)
+    assert plain.bank.aaif[0].shape[0] == 2 and plain.bank.scores.numel() == 0  # the authors' would keep all 6
+
+
 def test_keep_snum_drops_the_oldest_measure_row(micro: RarityScoring) -> None:
     images = random_images(3, 112, seed=5)
     banks = {}
