@@ -8,7 +8,8 @@ training loss (:mod:`.loss`) and the Gaussian blur of the map (:mod:`.blur`). Be
 """
 
 from .mutual_scoring import MutualScoring, PlainTokens, mutual_patch_scores
-from .rarity import RarityBank, RarityScoring, ScoredImage
+from .rarity import RarityScoring, ScoredImage
+from .rarity_bank import RarityBank
 from .torch_model import AdaCLIPFeatures, AdaCLIPModel, AdaCLIPTrainOutput
 
 __all__ = [

@@ -27,11 +27,11 @@ not copied (``/work/shared/reference/RARECLIP.md`` in the project's notes lists 
 Equality with the authors' code: on their outputs for 15 tire images (``tests/data/reference/rareclip_reference.pt``,
 a tiny random CLIP, CPU fp32) maps and scores agree within 1e-4 at every step.
 
-**State and admission.** Everything an image leaves behind is one immutable :class:`RarityBank`. :meth:`RarityScoring.
-score` computes an image's outputs *and* the bank it would leave, without changing anything; :meth:`RarityScoring.
-commit` admits it. :meth:`RarityScoring.step` is both at once (the authors' online mode), or a score without an update
-(their ``online=0``). A bank's :meth:`~RarityBank.state_dict` round-trips exactly, so a scorer restored from a snapshot
-continues bit for bit.
+**State and admission.** Everything an image leaves behind is one immutable bank
+(:class:`~.rarity_bank.RarityBank`). :meth:`RarityScoring.score` computes an image's outputs *and* the bank it would
+leave, without changing anything; :meth:`RarityScoring.commit` admits it. :meth:`RarityScoring.step` is both at once
+(the authors' online mode), or a score without an update (their ``online=0``). A bank's ``state_dict()``
+round-trips exactly, so a scorer restored from a snapshot continues bit for bit.
 
 Rules of our own where the authors' code fails (the reference stays below all of them):
 
@@ -89,6 +89,7 @@ from anomalib_adaclip.weights.loading import CheckpointError, check_state_dict, 
 from .backbone import BackboneWeights, backbone_config, create_clip
 from .inputs import check_images
 from .mutual_scoring import PlainTokens, unit_embedding
+from .rarity_bank import RarityBank
 from .vision import vision_forward
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,6 @@ __all__ = [
     "RARECLIP_ABNORMAL_STATES",
     "RARECLIP_NORMAL_STATES",
     "RARECLIP_TEMPLATES",
-    "RarityBank",
     "RarityScoring",
     "ScoredImage",
     "TextProjection",
@@ -265,108 +265,6 @@ def _cat(memory: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return rows.contiguous() if memory.numel() == 0 else torch.cat((memory, rows), dim=0).contiguous()
 
 
-@dataclasses.dataclass(frozen=True)
-class RarityBank:
-    """Everything RareCLIP keeps between images: immutable; an update returns a new bank.
-
-    Attributes:
-        features: Per ``r`` (of 1, 3) and rarity layer, the unit prototypes ``[M, C]``, oldest first.
-        measures: Their rarity measures ``[T, M]``, one row per earlier image kept (oldest first).
-        normal_counts: Per ``r`` and layer, how many prototypes at the front come from the ``k_shot`` normal images.
-        aaif: Per rarity layer, the unit foreground features of the remembered images ``[n, C]`` (normal ones first).
-        scores: The remembered images' scores before re-scoring ``[n']`` (re-scoring only).
-        embeddings: Their unit image embeddings ``[n', D]`` (re-scoring only).
-        foreground: The running mean of the text maps ``[h*w]``; empty before the first update.
-        seen: Images that entered the bank (``tested_num`` in the authors' code).
-    """
-
-    features: tuple[tuple[torch.Tensor, ...], ...]
-    measures: tuple[tuple[torch.Tensor, ...], ...]
-    normal_counts: tuple[tuple[int, ...], ...]
-    aaif: tuple[torch.Tensor, ...]
-    scores: torch.Tensor
-    embeddings: torch.Tensor
-    foreground: torch.Tensor
-    seen: int = 0
-
-    @classmethod
-    def empty(cls, n_layers: int, n_r: int = len(_R_LIST), device: torch.device | str | None = None) -> RarityBank:
-        """A bank with nothing in it, for ``n_layers`` rarity layers and ``n_r`` neighbourhood sizes."""
-        none = torch.zeros(0, device=device)
-        return cls(
-            features=tuple(tuple(none for _ in range(n_layers)) for _ in range(n_r)),
-            measures=tuple(tuple(none for _ in range(n_layers)) for _ in range(n_r)),
-            normal_counts=tuple(tuple(0 for _ in range(n_layers)) for _ in range(n_r)),
-            aaif=tuple(none for _ in range(n_layers)),
-            scores=none,
-            embeddings=none,
-            foreground=none,
-        )
-
-    @property
-    def prototypes(self) -> int:
-        """Prototypes per bank (the first ``r`` and layer; all are alike)."""
-        return int(self.features[0][0].shape[0])
-
-    def nbytes(self) -> int:
-        """Bytes held by the bank's tensors."""
-        tensors = [t for row in (*self.features, *self.measures) for t in row]
-        tensors += [*self.aaif, self.scores, self.embeddings, self.foreground]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The bank as a flat dict of tensors and integers (``torch.save`` and ``weights_only`` loading safe)."""
-        state: dict[str, Any] = {"seen": self.seen, "foreground": self.foreground, "scores": self.scores}
-        state["embeddings"] = self.embeddings
-        for ri, (features, measures, counts) in enumerate(
-            zip(self.features, self.measures, self.normal_counts, strict=True)
-        ):
-            for li, (feature, measure, count) in enumerate(zip(features, measures, counts, strict=True)):
-                state[f"features.{ri}.{li}"] = feature
-                state[f"measures.{ri}.{li}"] = measure
-                state[f"normal_counts.{ri}.{li}"] = count
-        for li, aaif in enumerate(self.aaif):
-            state[f"aaif.{li}"] = aaif
-        return state
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], n_layers: int, n_r: int = len(_R_LIST)) -> RarityBank:
-        """Rebuild a bank from :meth:`state_dict`'s output (tensors are cloned, so the bank owns them).
-
-        Raises:
-            ValueError: Keys missing or unexpected for ``n_layers`` rarity layers (another setting's bank).
-        """
-        expected = {"seen", "foreground", "scores", "embeddings"}
-        expected |= {
-            f"{kind}.{ri}.{li}"
-            for kind in ("features", "measures", "normal_counts")
-            for ri in range(n_r)
-            for li in range(n_layers)
-        }
-        expected |= {f"aaif.{li}" for li in range(n_layers)}
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            msg = (
-                f"The rarity bank state does not fit a scorer of {n_layers} rarity layers: missing {missing[:6]}, "
-                f"unexpected {unexpected[:6]} (a snapshot of another setting?)."
-            )
-            raise ValueError(msg)
-
-        def grid(kind: str) -> tuple[tuple[Any, ...], ...]:
-            return tuple(tuple(state[f"{kind}.{ri}.{li}"] for li in range(n_layers)) for ri in range(n_r))
-
-        return cls(
-            features=tuple(tuple(t.clone() for t in row) for row in grid("features")),
-            measures=tuple(tuple(t.clone() for t in row) for row in grid("measures")),
-            normal_counts=tuple(tuple(int(c) for c in row) for row in grid("normal_counts")),
-            aaif=tuple(state[f"aaif.{li}"].clone() for li in range(n_layers)),
-            scores=state["scores"].clone(),
-            embeddings=state["embeddings"].clone(),
-            foreground=state["foreground"].clone(),
-            seen=int(state["seen"]),
-        )
-
-
 class ScoredImage(NamedTuple):
     """An image scored by :meth:`RarityScoring.score`: its outputs and the bank it would leave (a pending update).
 
@@ -429,8 +327,9 @@ class RarityScoring(nn.Module):
     """RareCLIP's online zero-shot anomaly maps and scores: each image scored against the images before it.
 
     The scorer owns a frozen CLIP vision tower, RareCLIP's text features and TPB layers, and the bank
-    (:attr:`bank`, a :class:`RarityBank`). Images must come one at a time, in order; each output depends on the
-    images before it. :meth:`reset` empties the bank (one bank per category, as the authors' ``renew_memory``).
+    (:attr:`bank`, a :class:`~.rarity_bank.RarityBank`). Images must come one at a time, in order; each output
+    depends on the images before it. :meth:`reset` empties the bank (one bank per category, as the authors'
+    ``renew_memory``).
 
     Admission control: :meth:`score` returns a :class:`ScoredImage` (the outputs and the bank the image would leave)
     and changes nothing; :meth:`commit` admits the image. Its outputs are those of the authors' online mode whether or
@@ -505,7 +404,7 @@ class RarityScoring(nn.Module):
         self._text_index = [blocks.index(layer) for layer in self.settings.text_layers]
         self._rarity_index = [blocks.index(layer) for layer in self.settings.rarity_layers]
         self.register_buffer("neighbours", neighbourhood_index(self.grid, self.grid, 3), persistent=False)
-        self.bank = RarityBank.empty(len(self.settings.rarity_layers))
+        self.bank = RarityBank.empty(len(self.settings.rarity_layers), len(_R_LIST))
         self.eval()
 
     def train(self, mode: bool = True) -> RarityScoring:
@@ -519,17 +418,17 @@ class RarityScoring(nn.Module):
 
     def reset(self) -> None:
         """Empty the bank (a new category or line; the authors' ``renew_memory``)."""
-        self.bank = RarityBank.empty(len(self.settings.rarity_layers), device=self.text_features.device)
+        self.bank = RarityBank.empty(len(self.settings.rarity_layers), len(_R_LIST), self.text_features.device)
 
     def load_bank(self, state: Mapping[str, Any]) -> None:
-        """Restore a bank saved with :meth:`RarityBank.state_dict` (the scorer then continues bit for bit).
+        """Restore a bank saved with ``scorer.bank.state_dict()``; the scorer then continues bit for bit.
 
         Raises:
             ValueError: A bank of another setting (other layers, grid or width).
         """
-        bank = RarityBank.from_state_dict(state, len(self.settings.rarity_layers))
+        bank = RarityBank.from_state_dict(state, len(self.settings.rarity_layers), len(_R_LIST))
         device = self.text_features.device
-        bank = _bank_to(bank, device)
+        bank = bank.to(device)
         for features in bank.features:
             for feature in features:
                 if feature.numel() and feature.shape[-1] != self.visual.conv1.out_channels:
@@ -797,16 +696,3 @@ class RarityScoring(nn.Module):
                 scores, embeddings = scores[1:], embeddings[1:]
             bank = dataclasses.replace(bank, aaif=aaif, scores=scores, embeddings=embeddings)
         return bank
-
-
-def _bank_to(bank: RarityBank, device: torch.device | str) -> RarityBank:
-    return RarityBank(
-        features=tuple(tuple(t.to(device) for t in row) for row in bank.features),
-        measures=tuple(tuple(t.to(device) for t in row) for row in bank.measures),
-        normal_counts=bank.normal_counts,
-        aaif=tuple(t.to(device) for t in bank.aaif),
-        scores=bank.scores.to(device),
-        embeddings=bank.embeddings.to(device),
-        foreground=bank.foreground.to(device),
-        seen=bank.seen,
-    )

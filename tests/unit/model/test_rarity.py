@@ -5,14 +5,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import math
 from typing import Any
 
 import pytest
 import torch
 
 from anomalib_adaclip import RarityScoring, RarityScoringConfig
-from anomalib_adaclip.model import RarityBank
 from anomalib_adaclip.model.rarity import (
     TextProjection,
     blur_kernel_size,
@@ -398,12 +396,3 @@ def test_tpb_weights_load_from_the_authors_file_format(tmp_path: Any, reference:
         load_tpb_weights(reference["tpb_state_dict"], TextProjection(64, 64, 4))
     with pytest.raises(FileNotFoundError, match="TPB weights file not found"):
         load_tpb_weights(tmp_path / "absent.pth", head)
-
-
-def test_bank_state_dict_round_trips_through_torch_save(online_run: dict[str, list[Any]]) -> None:
-    bank = online_run["banks"][6]
-    state = torch.load(io.BytesIO(_bytes(bank.state_dict())), weights_only=True)
-    restored = RarityBank.from_state_dict(state, n_layers=4)
-    assert _states_equal(restored.state_dict(), bank.state_dict())
-    assert restored.nbytes() == bank.nbytes() > 0
-    assert math.isclose(restored.foreground.sum().item(), bank.foreground.sum().item())
