@@ -481,7 +481,12 @@ class RarityScoring(nn.Module):
 
     @torch.no_grad()
     def step_tokens(self, tokens: PlainTokens, *, update: bool = True) -> InferenceBatch | None:
-        """:meth:`step` from precomputed plain-pass tokens of one image (at :attr:`token_blocks`, in that order)."""
+        """:meth:`step` from precomputed plain-pass tokens of one image (at :attr:`token_blocks`, in that order).
+
+        :meth:`tokens` runs open_clip's own blocks (the authors' numbers to the bit); tokens of the lean pass
+        (:func:`~anomalib_adaclip.model.vision.vision_forward` without ``native_blocks``, AdaCLIP's) differ by
+        rounding (about 3e-6), which can change a near-tie of the re-scoring's neighbours.
+        """
         if update:
             scored = self.score_tokens(tokens)
             self.bank = scored.bank
