@@ -46,6 +46,7 @@ __all__ = [
     "PromptConfig",
     "PromptingBranch",
     "PromptingType",
+    "RarityScoringConfig",
     "ThresholdConfig",
     "ThresholdingMode",
     "TileScore",
@@ -789,3 +790,132 @@ def _plain(settings: Any) -> dict[str, Any]:
         elif isinstance(value, PurePath):
             values[name] = str(value)
     return values
+
+
+@dataclass(frozen=True)
+class RarityScoringConfig:
+    """The settings of RareCLIP's online rarity scoring (He et al., ICCV 2025), with the authors' defaults for ViT-L.
+
+    Images are scored one after another against a bank of the patches of the images seen before
+    (:mod:`~anomalib_adaclip.model.rarity` says how, step by step). The names are those of the authors' ``test.py``
+    in lower case (``LS_ratio`` is ``ls_ratio``, ``Rs`` is ``rescoring``, ``Rs_freq`` is ``rs_freq``, ...).
+
+    Attributes:
+        text_layers: The vision blocks whose tokens feed the text branch (TPB), **counted from 1** (AdaCLIP's
+            convention: the residual stream after block ``l``), one linear layer each. Defaults to
+            ``(12, 16, 20, 24)``.
+        rarity_layers: The vision blocks whose tokens feed the patch and image rarity branches, counted from 1.
+            Defaults to ``(6, 12, 18, 24)``.
+        keep_ftime: Prototypes kept per bank, in units of one image's patches (``int(keep_ftime * h * w)``).
+            Defaults to 3.
+        keep_snum: Rows of rarity measures kept per bank (one per earlier image; the oldest goes first).
+            Defaults to 200.
+        keep_inum: Earlier images remembered by the image rarity branch and the re-scoring (their score, embedding
+            and foreground feature; the oldest goes first, the ``k_shot`` normal images are kept). Defaults to 1000.
+        topk: Nearest prototypes per patch. Defaults to 3.
+        ls_ratio: ``Y`` of the loose similarity: similarities are divided by their ``1 - Y`` quantile and clipped
+            at 1; 0 divides by the maximum. Defaults to 0.01.
+        rescoring: Re-score each image score by the scores of its most similar earlier images (``Rs``).
+            Defaults to ``True``.
+        rs_freq: One more re-scoring neighbour per ``rs_freq`` remembered images; re-scoring starts once more than
+            ``rs_freq`` are remembered. Defaults to 20.
+        max_rs_num: Most re-scoring neighbours besides the image itself. Defaults to 8.
+        rs_temp: Softmax temperature of the re-scoring weights. Defaults to 200.
+        text_temp: Temperature of the text branch's softmax over normal/abnormal. Defaults to 20.
+        sigma: Standard deviation of the Gaussian blur of the map, in pixels (kernel ``int(6 * sigma + 1)``, made
+            odd); 0 switches the blur off. Defaults to 4.
+        rare_thd: Fraction of the rarity rows (and of the remembered images) whose largest values are averaged
+            into the estimate. Defaults to 0.3.
+        sampler: How a bank is thinned to ``keep_ftime`` images' worth of prototypes: ``"SCS"``, the paper's
+            sequential coreset sampling (the only one implemented). Defaults to ``"SCS"``.
+        k_shot: Normal images scored first that give no output and only fill the bank (the authors' k-normal-shot).
+            Defaults to 0.
+
+    Raises:
+        ValueError: A value outside its allowed range.
+    """
+
+    text_layers: tuple[int, ...] = (12, 16, 20, 24)
+    rarity_layers: tuple[int, ...] = (6, 12, 18, 24)
+    keep_ftime: float = 3.0
+    keep_snum: int = 200
+    keep_inum: int = 1000
+    topk: int = 3
+    ls_ratio: float = 0.01
+    rescoring: bool = True
+    rs_freq: int = 20
+    max_rs_num: int = 8
+    rs_temp: float = 200.0
+    text_temp: float = 20.0
+    sigma: float = 4.0
+    rare_thd: float = 0.3
+    sampler: Literal["SCS"] = "SCS"
+    k_shot: int = 0
+
+    def __post_init__(self) -> None:
+        """Check every value that does not depend on the backbone and store sequences as tuples."""
+        for name in ("text_layers", "rarity_layers"):
+            layers = _check_int_list(getattr(self, name), name, 1, "1-based block numbers")
+            object.__setattr__(self, name, layers)
+        for name, minimum in (("keep_snum", 1), ("keep_inum", 1), ("topk", 1), ("rs_freq", 1), ("max_rs_num", 0)):
+            _check_integer(getattr(self, name), name, minimum)
+        _check_integer(self.k_shot, "k_shot", 0)
+        if isinstance(self.keep_ftime, bool) or not isinstance(self.keep_ftime, int | float) or self.keep_ftime <= 0:
+            msg = f"keep_ftime must be a positive number of images' worth of patches, got {self.keep_ftime!r}."
+            raise ValueError(msg)
+        object.__setattr__(self, "keep_ftime", float(self.keep_ftime))
+        object.__setattr__(self, "ls_ratio", _check_fraction(self.ls_ratio, "ls_ratio", 0.0, 1.0))
+        if self.ls_ratio == 1.0:
+            msg = "ls_ratio must be below 1 (it is the fraction of similarities above the divisor), got 1."
+            raise ValueError(msg)
+        object.__setattr__(self, "rare_thd", _check_fraction(self.rare_thd, "rare_thd", 0.0, 1.0, low_open=True))
+        for name in ("rs_temp", "text_temp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                msg = f"{name} must be a positive temperature, got {value!r}."
+                raise ValueError(msg)
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, int | float) or self.sigma < 0:
+            msg = f"sigma must be a standard deviation >= 0 in pixels (0: no blur), got {self.sigma!r}."
+            raise ValueError(msg)
+        object.__setattr__(self, "sigma", float(self.sigma))
+        if not isinstance(self.rescoring, bool):
+            msg = f"rescoring must be true or false, got {self.rescoring!r}."
+            raise ValueError(msg)
+        if self.sampler != "SCS":
+            msg = (
+                f"sampler must be 'SCS' (the paper's sequential coreset sampling), got {self.sampler!r}; the authors' "
+                f"code also has 'GCS', 'RS' and 'KCS' ablations, which are not implemented here."
+            )
+            raise ValueError(msg)
+
+    def check_backbone(self, n_vision_blocks: int, grid_patches: int) -> None:
+        """Check the layers against the vision tower's depth and the bank sizes against one image's patches.
+
+        Raises:
+            ValueError: A layer outside ``[1, n_vision_blocks]``, or fewer prototypes kept than ``topk``.
+        """
+        for name in ("text_layers", "rarity_layers"):
+            layers = getattr(self, name)
+            if any(layer > n_vision_blocks for layer in layers):
+                msg = (
+                    f"{name} count blocks from 1 (AdaCLIP's convention) and must lie in [1, {n_vision_blocks}] for "
+                    f"this backbone of {n_vision_blocks} blocks, got {list(layers)}."
+                )
+                raise ValueError(msg)
+        kept = int(self.keep_ftime * grid_patches)
+        if kept < self.topk:
+            msg = (
+                f"keep_ftime={self.keep_ftime} keeps {kept} prototypes of {grid_patches}-patch images, fewer than "
+                f"topk={self.topk} nearest ones per patch; raise keep_ftime or lower topk."
+            )
+            raise ValueError(msg)
+        if self.topk > grid_patches:
+            msg = f"topk={self.topk} exceeds the {grid_patches} patches of one image (the first bank's size)."
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
+        }

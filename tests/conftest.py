@@ -62,6 +62,41 @@ def load_reference(name: str = REFERENCE_FILE) -> dict[str, Any]:
     return decode_fixture(torch.load(path, weights_only=True), name)
 
 
+RARECLIP_FILE = "rareclip_reference.pt"
+
+
+def rarity_reference_scorer(data: dict[str, Any], **overrides: Any) -> Any:
+    """The RarityScoring of RareCLIP's reference file: its CLIP, TPB weights and settings (the authors' names mapped
+    to ours); ``overrides`` replace settings."""
+    from anomalib_adaclip import RarityScoring
+
+    s = data["settings"]
+    arguments: dict[str, Any] = {
+        "backbone": s["config"],
+        "backbone_weights": data["clip_state_dict"],
+        "image_size": s["image_size"],
+        "text_layers": s["features_list_text"],
+        "rarity_layers": s["features_list_rare"],
+        "tpb_weights": data["tpb_state_dict"],
+        "keep_ftime": s["keep_ftime"],
+        "keep_snum": s["keep_snum"],
+        "keep_inum": s["keep_inum"],
+        "topk": s["topk"],
+        "ls_ratio": s["LS_ratio"],
+        "rescoring": bool(s["Rs"]),
+        "rs_freq": s["Rs_freq"],
+        "max_rs_num": s["max_Rs_num"],
+        "rs_temp": s["Rs_temp"],
+        "text_temp": s["text_temp"],
+        "sigma": s["sigma"],
+        "rare_thd": s["rare_thd"],
+        "sampler": s["sampler"],
+        "k_shot": s["k_shot"],
+    }
+    arguments.update(overrides)
+    return RarityScoring(**arguments)
+
+
 def reference_model(data: dict[str, Any], **overrides: Any) -> Any:
     """The AdaCLIPModel of a reference file: its settings, its CLIP weights and its AdaCLIP checkpoint (eval mode).
 

@@ -109,12 +109,15 @@ def _native_image_size(config: Mapping[str, Any]) -> int:
     return int(size[0] if isinstance(size, list | tuple) else size)
 
 
-def resize_vision_positional_embedding(positional_embedding: torch.Tensor, grid_size: int) -> torch.Tensor:
+def resize_vision_positional_embedding(
+    positional_embedding: torch.Tensor, grid_size: int, *, antialias: bool = False
+) -> torch.Tensor:
     """Resize a ``[1 + g*g, width]`` vision positional embedding to a ``grid_size`` x ``grid_size`` grid.
 
-    open_clip's ``resize_pos_embed`` with antialiasing off: plain bicubic interpolation with ``align_corners=False``,
-    as the reference (open_clip's default antialiases, which changes the values by up to 0.34); the CLS position is
-    kept as it is.
+    open_clip's ``resize_pos_embed``, bicubic with ``align_corners=False``; by default with antialiasing off, as
+    AdaCLIP's reference (open_clip's default antialiases, which changes the values by up to 0.34, also when
+    upsampling: torch's antialiased bicubic kernel is another one); RareCLIP's code keeps open_clip's default
+    (``antialias=True``). The CLS position is kept as it is.
     """
     old_grid = round((positional_embedding.shape[0] - 1) ** 0.5)
     if old_grid * old_grid + 1 != positional_embedding.shape[0]:
@@ -123,7 +126,7 @@ def resize_vision_positional_embedding(positional_embedding: torch.Tensor, grid_
     # resize_pos_embed reads the target grid from a model and resizes a state dict in place.
     state_dict = {"visual.positional_embedding": positional_embedding.float()}
     target = SimpleNamespace(visual=SimpleNamespace(grid_size=(grid_size, grid_size)))
-    resize_pos_embed(state_dict, target, interpolation="bicubic", antialias=False)
+    resize_pos_embed(state_dict, target, interpolation="bicubic", antialias=antialias)
     return state_dict["visual.positional_embedding"].to(positional_embedding.dtype)
 
 
@@ -169,6 +172,7 @@ def create_clip(
     image_size: int | None = None,
     *,
     vision_only: bool = False,
+    antialias_positions: bool = False,
 ) -> CLIP:
     """Build the frozen open_clip CLIP of AdaCLIP.
 
@@ -181,6 +185,8 @@ def create_clip(
             the config's native size.
         vision_only: Only the vision tower will be used (the mutual scoring): the weights need only its ``visual.*``
             keys (others are ignored) and the text tower keeps its random initialisation.
+        antialias_positions: Resize the positional embedding with open_clip's default antialiasing (RareCLIP's
+            code does; AdaCLIP's and this default do not).
 
     Returns:
         The CLIP in eval mode with ``requires_grad`` off everywhere.
@@ -199,7 +205,7 @@ def create_clip(
     grid = image_size // patch
     visual = model.visual
     visual.positional_embedding = torch.nn.Parameter(
-        resize_vision_positional_embedding(visual.positional_embedding.data, grid),
+        resize_vision_positional_embedding(visual.positional_embedding.data, grid, antialias=antialias_positions),
     )
     visual.image_size, visual.grid_size = (image_size, image_size), (grid, grid)
 
@@ -211,8 +217,7 @@ def create_clip(
     else:
         if "visual.positional_embedding" in state_dict:
             state_dict["visual.positional_embedding"] = resize_vision_positional_embedding(
-                state_dict["visual.positional_embedding"],
-                grid,
+                state_dict["visual.positional_embedding"], grid, antialias=antialias_positions
             )
         source = f"The backbone weights ({weights})" if isinstance(weights, str | Path) else "The backbone state dict"
         if vision_only:

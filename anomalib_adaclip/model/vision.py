@@ -30,6 +30,7 @@ def vision_forward(
     keep_blocks: Collection[int] = (),
     prompts: torch.Tensor | None = None,
     class_row_embedding: bool = False,
+    native_blocks: bool = False,
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Run the vision tower; return the image embedding and the patch tokens of the blocks in ``keep_blocks``.
 
@@ -42,6 +43,10 @@ def vision_forward(
         class_row_embedding: Compute the embedding from the last block's class-token row alone, one image at a time
             (its keys and values still come from every token, so it is exact; the numbers then do not depend on the
             batch size). When the last block's tokens are kept too, the full block also runs for them.
+        native_blocks: Run each block's own open_clip forward (``nn.MultiheadAttention``) instead of the lean
+            :func:`~anomalib_adaclip.model.blocks.residual_attention_block`: open_clip's numbers to the bit, at about
+            half the speed on the CPU. The online rarity scoring uses it: its re-scoring ranks near-equal image
+            similarities, where the lean path's rounding (about 3e-6 in the tokens) can change the order.
 
     Returns:
         ``ln_post(class token of the last block) @ proj``, ``[B, embed]`` (not normalised), and ``{block: tokens
@@ -68,7 +73,7 @@ def vision_forward(
             )[:, 0]
             if index not in keep_blocks:
                 break
-        x = residual_attention_block(block, x)
+        x = block(x) if native_blocks else residual_attention_block(block, x)
         if index in keep_blocks:
             kept[index] = x[:, 1:n_tokens]
     cls = x[:, 0] if class_row is None else class_row

@@ -18,6 +18,9 @@ What it does, and why it is lossless for everything the tests compare, is descri
   but its detail is reduced to 4x4-pixel blocks (the mean colour of each block), which PNG stores in a tenth of
   the space.
 
+- RareCLIP's reference (``reference/rareclip_reference.pt``; ``--rareclip-only`` writes just it): the token
+  table keeps the rows of the tokens of RareCLIP's prompt sentences, the images are stored as bytes, the other large
+  tensors (CLIP weights, maps) as byte planes.
 - MuSc's reference (``reference/musc_reference.pt``; ``--musc-only`` writes just it): what can be recomputed is
   dropped, the images are stored as bytes plus the values that are not, the maps as their float64 patch grid plus
   the bit residual, the other large tensors as byte planes.
@@ -66,6 +69,8 @@ REFERENCE_FILES = (
 VERBATIM_REFERENCE_FILES = ("released_checkpoint_manifest.json",)
 # MuSc's reference outputs (tests/data/README.md, "MuSc reference"): compacted by compact_musc_reference.
 MUSC_FILE = "musc_reference.pt"
+# RareCLIP's reference outputs (tests/data/README.md, "RareCLIP reference"): compacted by compact_rareclip_reference.
+RARECLIP_FILE = "rareclip_reference.pt"
 TOKEN_TABLE = "token_embedding.weight"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -380,6 +385,58 @@ def assert_musc_restored(original: dict[str, Any], restored: dict[str, Any]) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# RareCLIP reference
+# ----------------------------------------------------------------------------------------------------------------------
+def rareclip_token_ids(context_length: int) -> list[int]:
+    """The token ids of RareCLIP's prompt sentences (the only rows of the token table its text features read)."""
+    from anomalib_adaclip.model.rarity import rareclip_sentences
+
+    normal, abnormal = rareclip_sentences()
+    tokens = SimpleTokenizer(context_length=context_length)(normal + abnormal)
+    return sorted(int(token) for token in torch.unique(tokens))
+
+
+def compact_rareclip_reference(data: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """RareCLIP's reference outputs with the unread token rows dropped and the large tensors coded losslessly."""
+    config = data["settings"]["config"]
+    side = data["settings"]["image_size"] // config["vision_cfg"]["patch_size"]
+    token_ids = rareclip_token_ids(config["text_cfg"]["context_length"])
+    compact = dict(data)
+    compact["clip_state_dict"] = {
+        key: encode_rows(value.numpy(), token_ids) if key == TOKEN_TABLE else encode_tensor(value, key, side)
+        for key, value in data["clip_state_dict"].items()
+    }
+    compact["images"] = encode_uint8_normalised(data["images"].numpy())
+    compact["maps"] = encode_planes(data["maps"].numpy())
+    return compact, token_ids
+
+
+def write_rareclip_reference(reference_source: Path, dest: Path, force: bool) -> int:
+    """Write the compacted RareCLIP reference and record it in ``MANIFEST.json`` (which must exist)."""
+    target = dest / "reference" / RARECLIP_FILE
+    if target.exists() and not force:
+        print(f"{target} exists already; use --force to overwrite", file=sys.stderr)
+        return 1
+    source = reference_source / RARECLIP_FILE
+    original = torch.load(source, weights_only=True)
+    compact, token_ids = compact_rareclip_reference(original)
+    buffer = io.BytesIO()
+    torch.save(compact, buffer)
+    assert_restored(original, decode_fixture(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)), token_ids)
+    target.write_bytes(buffer.getvalue())
+    manifest_path = dest / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["files"][f"reference/{RARECLIP_FILE}"] = {
+        "source_sha256": file_sha256(source),
+        "sha256": file_sha256(target),
+        "kept_token_ids": token_ids,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"reference/{RARECLIP_FILE}: {source.stat().st_size} -> {len(buffer.getvalue())} bytes")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Tire sample
 # ----------------------------------------------------------------------------------------------------------------------
 TIRE_README = """\
@@ -452,7 +509,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--musc-only", action="store_true", help=f"write only reference/{MUSC_FILE} and its entry of MANIFEST.json"
     )
+    parser.add_argument(
+        "--rareclip-only",
+        action="store_true",
+        help=f"write only reference/{RARECLIP_FILE} and its entry of MANIFEST.json",
+    )
     args = parser.parse_args(argv)
+    if args.rareclip_only:
+        return write_rareclip_reference(args.source / "reference", args.dest, args.force)
     if args.musc_only:
         return write_musc_reference(args.source / "reference", args.dest, args.force)
 
@@ -463,7 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = args.dest / "MANIFEST.json"
 
     tire_files = tire_outputs(tire_source)
-    targets = [reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES, MUSC_FILE)]
+    targets = [
+        reference_dest / name for name in (*REFERENCE_FILES, *VERBATIM_REFERENCE_FILES, MUSC_FILE, RARECLIP_FILE)
+    ]
     targets += [tire_dest / relative for relative in tire_files]
     targets.append(manifest_path)
     existing = [path for path in targets if path.exists()]
@@ -511,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     write_musc_reference(reference_source, args.dest, force=True)
+    write_rareclip_reference(reference_source, args.dest, force=True)
     print(f"wrote {len(targets)} files under {args.dest}")
     return 0
 

@@ -118,6 +118,16 @@ def test_weights_at_native_size_are_resized_and_already_resized_weights_are_kept
     torch.testing.assert_close(again.visual.positional_embedding.data, expected)
 
 
+def test_antialiased_positions_are_open_clip_default_resize(tiny_clip_state_dict: dict) -> None:
+    # RareCLIP's vendored open_clip resizes with open_clip's defaults (bicubic, antialias=True), also when upsampling.
+    model = create_clip(TINY_BACKBONE, weights=tiny_clip_state_dict, image_size=280, antialias_positions=True)
+    expected = {"visual.positional_embedding": tiny_clip_state_dict["visual.positional_embedding"].clone()}
+    open_clip.model.resize_pos_embed(expected, model)
+    assert torch.equal(model.visual.positional_embedding.data, expected["visual.positional_embedding"])
+    plain = create_clip(TINY_BACKBONE, weights=tiny_clip_state_dict, image_size=280)
+    assert not torch.allclose(plain.visual.positional_embedding.data, model.visual.positional_embedding.data)
+
+
 def test_image_size_must_be_a_multiple_of_the_patch_size() -> None:
     with pytest.raises(ValueError, match="multiple of the backbone's patch size 14"):
         create_clip(TINY_BACKBONE, weights=None, image_size=225)
