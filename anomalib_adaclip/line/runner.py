@@ -351,6 +351,7 @@ class LineRunner:
         image, reason = self._read(item.path)
         if image is None:
             self._write(item, None, f"{NOT_SCORED}: {reason}", start=start)
+            self._row_done()
             return None
         result = self.scorer.score(image, self.config.class_name)
         verdict = self.admission.judge(result.score)
@@ -360,6 +361,7 @@ class LineRunner:
             self.summary.admitted += 1
         if verdict.alarm:
             self._raise_alarm(verdict.alarm, save=True)
+        self._row_done()
         if self.latency.count % self.config.report_every == 0:
             logger.info("Line: %s.", self.latency.summary())
         return verdict
@@ -393,6 +395,9 @@ class LineRunner:
             }
             self._json.write(json.dumps(record) + "\n")
             self._json.flush()
+
+    def _row_done(self) -> None:
+        """Count a row whose image is fully handled (admitted or not); save the bank every ``snapshot_every``."""
         self._since_snapshot += 1
         if self._since_snapshot >= self.config.snapshot_every:
             self._save()
@@ -464,6 +469,7 @@ class LineRunner:
             )
             logger.warning("%s: %s: %s.", item.path, NOT_SCORED, reason)
             self._write(item, None, f"{NOT_SCORED}: {reason}", start=self.clock())
+            self._row_done()
 
     def poll(self) -> int:
         """Look at the folder and score what is ready (looking again every ``poll_seconds`` meanwhile).

@@ -77,7 +77,8 @@ def load_snapshot(path: str | Path) -> Snapshot | None:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a file that is not its own
-        msg = f"{path} is not a line snapshot ({type(error).__name__}: {error}). Move it away to start a new bank."
+        first_line = (str(error).splitlines() or [""])[0]  # torch's messages run over many lines
+        msg = f"{path} is not a line snapshot ({type(error).__name__}: {first_line}). Move it away to start a new bank."
         raise SnapshotError(msg) from error
     if not isinstance(content, dict) or content.get("format") != SNAPSHOT_FORMAT:
         msg = f"{path} is not a line snapshot of this version ({SNAPSHOT_FORMAT!r}). Move it away to start a new bank."
