@@ -117,10 +117,11 @@ def main(arguments: list[str]) -> int:
         del signum, frame
         stop.set()
 
-    for name in ("SIGINT", "SIGTERM"):
-        signal.signal(getattr(signal, name), request_stop)
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         runner.run(stop, exit_when_idle=options.exit_when_idle)
     finally:
-        summary = runner.close()
-    return 0 if not summary.frozen else 3
+        runner.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return 0
