@@ -150,7 +150,7 @@ class LineRunner:
         self._since_snapshot = 0
         self._last_scan = -math.inf
         self._hot_folder = HotFolder(self.folder, self.config.settle_seconds, clock)
-        self._known: set[str] = set()
+        self._known: set[str] = set()  # names of this folder's files that the table has a row of, at the start
 
     # ------------------------------------------------------------------------------------------------------------------
     # Start: locks, table, snapshot, calibration, replay
@@ -194,7 +194,8 @@ class LineRunner:
         self._locks.append(lock)
         self.table = table
         finished = read_finished(table)
-        self._known = finished.keys
+        folder = str(self.folder)
+        self._known = {os.path.basename(key) for key in finished.keys if os.path.dirname(key) == folder}
         rows = list(table_rows(table))
         snapshot = load_snapshot(self.snapshot_path)
         if snapshot is None:
@@ -209,6 +210,8 @@ class LineRunner:
                 )
         else:
             covered = self._restore(snapshot, len(rows))
+            if self.good_folder is not None:
+                logger.info("The bank continues from %s: the known-good images are not read again.", self.snapshot_path)
         self._replay(rows[covered:])
         if self.config.threshold is not None and self.admission.threshold != self.config.threshold:
             logger.info("Threshold %s (given) replaces %s.", self.config.threshold, self.admission.threshold)
@@ -372,7 +375,6 @@ class LineRunner:
         assert self._writer is not None and self._table_file is not None
         self._writer.writerow(csv_row(str(item.path), self.config.class_name, score, decision, None))
         self._table_file.flush()
-        self._known.add(str(item.path))
         self.summary.rows += 1
         now = self.clock()
         if score is None:
@@ -458,8 +460,11 @@ class LineRunner:
     # ------------------------------------------------------------------------------------------------------------------
     def _scan(self) -> None:
         self._last_scan = self.clock()
-        known = {Path(key).name for key in self._known if os.path.dirname(key) == str(self.folder)}
-        self.queue.extend(self._hot_folder.scan(known))
+        try:
+            self.queue.extend(self._hot_folder.scan(self._known))
+        except OSError as error:  # an unmounted share, a folder moved away: looked at again at the next poll
+            logger.warning("Cannot list %s (%s); trying again.", self.folder, error)
+            return
         bound = self.config.max_backlog
         while bound is not None and len(self.queue) > bound:
             item = self.queue.popleft()
@@ -471,8 +476,11 @@ class LineRunner:
             self._write(item, None, f"{NOT_SCORED}: {reason}", start=self.clock())
             self._row_done()
 
-    def poll(self) -> int:
+    def poll(self, stop: threading.Event | None = None) -> int:
         """Look at the folder and score what is ready (looking again every ``poll_seconds`` meanwhile).
+
+        Args:
+            stop: When set, the files still waiting are left (they have no row: the next start scores them).
 
         Returns:
             The number of rows written.
@@ -480,7 +488,7 @@ class LineRunner:
         self._check_marker()
         before = self.summary.rows
         self._scan()
-        while self.queue:
+        while self.queue and not (stop is not None and stop.is_set()):
             self.process(self.queue.popleft())
             if self.clock() - self._last_scan >= self.config.poll_seconds:
                 self._check_marker()
@@ -496,7 +504,7 @@ class LineRunner:
         stop = stop or threading.Event()
         idle_since = self.clock()
         while not stop.is_set():
-            if self.poll():
+            if self.poll(stop):
                 idle_since = self.clock()
             elif exit_when_idle is not None and self.clock() - idle_since >= exit_when_idle:
                 break

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,22 @@ def test_json_lines_and_latency(tmp_path: Path, goods: list[Path], caplog: pytes
     assert records[3]["reason"] and records[3]["score"] is None
     stopped = [record.message for record in caplog.records if record.message.startswith("Line stopped")]
     assert len(stopped) == 1 and "3 scored, 1 not scored" in stopped[0] and "latency p50" in stopped[0]
+
+
+def test_a_stop_leaves_waiting_files_without_a_row_and_a_missing_folder_is_retried(
+    tmp_path: Path, goods: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, output = tmp_path / "camera", tmp_path / "line"
+    feed(folder, goods[:2])
+    stop = threading.Event()
+    stop.set()
+    with runner(folder, output) as line:
+        assert line.poll(stop) == 0  # stopped before the first file: nothing written, nothing lost
+    with runner(folder, output) as line:
+        folder.rename(tmp_path / "away")  # an unmounted share
+        with caplog.at_level(logging.WARNING):
+            assert line.poll() == 0
+        assert any("Cannot list" in record.message for record in caplog.records)
+        (tmp_path / "away").rename(folder)
+        assert line.poll() == 2
+    assert len(table(output)) == 2
