@@ -43,9 +43,8 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from PIL import Image
+from anomalib.data.utils import read_image
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip.components.input_files import check_image_file
 from anomalib_adaclip.components.pre_processing import adaclip_transform
@@ -340,12 +339,10 @@ class LineRunner:
             return None, "; ".join(
                 problem.problem + (f" ({problem.remedy})" if problem.remedy else "") for problem in fatal
             )
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
+        try:  # read as anomalib's data sets read images for predict, so that the scores are predict's
+            tensor = read_image(path, as_tensor=True)
         except Exception as error:  # anything PIL raises for a file that passed the checks: its row says why
             return None, f"cannot be read ({type(error).__name__}: {error})"
-        tensor = TF.to_dtype(TF.to_image(rgb), torch.float32, scale=True)
         return self.transform(tensor)[None], ""
 
     def process(self, item: ReadyFile) -> Verdict | None:
@@ -357,6 +354,10 @@ class LineRunner:
             self._row_done()
             return None
         result = self.scorer.score(image, self.config.class_name)
+        if not math.isfinite(result.score):  # never judged, never admitted: a NaN is not "at or below the threshold"
+            self._write(item, None, f"{NOT_SCORED}: the scorer returned the score {result.score}", start=start)
+            self._row_done()
+            return None
         verdict = self.admission.judge(result.score)
         self._write(item, result.score, verdict.decision, start=start, verdict=verdict)  # the row before the bank
         if verdict.admit:

@@ -21,7 +21,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip.components.pre_processing import adaclip_transform
-from anomalib_adaclip.line import NOT_SCORED, LineConfig, LineError, LineRunner, SnapshotError
+from anomalib_adaclip.line import NOT_SCORED, LineConfig, LineError, LineRunner, LineScore, SnapshotError
 from anomalib_adaclip.locks import LockHeldError
 from tests.helpers import PatchMemoryScorer, painted_tire_defects, shrink_images, tire_good_images
 
@@ -305,3 +305,20 @@ def test_a_stop_leaves_waiting_files_without_a_row_and_a_missing_folder_is_retri
         (tmp_path / "away").rename(folder)
         assert line.poll() == 2
     assert len(table(output)) == 2
+
+
+class NaNScorer(PatchMemoryScorer):
+    def score(self, image: torch.Tensor, class_name: str) -> LineScore:
+        result = super().score(image, class_name)
+        return LineScore(float("nan"), result.anomaly_map, result.pending)
+
+
+def test_a_score_that_is_not_a_number_is_not_judged_and_never_enters_the_bank(
+    tmp_path: Path, goods: list[Path]
+) -> None:
+    folder, output = tmp_path / "camera", tmp_path / "line"
+    feed(folder, goods[:2])
+    with LineRunner(folder, output, NaNScorer(), LineConfig(settle_seconds=0, threshold=THRESHOLD)) as line:
+        line.poll()
+        assert len(line.scorer.bank) == 0 and line.admission.judged == 0
+    assert [row[3] for row in table(output)] == [f"{NOT_SCORED}: the scorer returned the score nan"] * 2
