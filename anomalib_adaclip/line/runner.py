@@ -58,7 +58,6 @@ from anomalib_adaclip.components.prediction_table import (
     table_lock,
     table_rows,
 )
-from anomalib_adaclip.locks import OwnedLock
 from anomalib_adaclip.output_files import write_new_file
 
 from .admission import Admission, Verdict
@@ -142,7 +141,8 @@ class LineRunner:
         self.summary = LineSummary()
         self.table: Path | None = None
         self.queue: deque[ReadyFile] = deque()
-        self._locks: list[OwnedLock] = []
+        # Entered as context managers only (the locks' one public protocol), released in reverse order.
+        self._locks = contextlib.ExitStack()
         self._table_file: IO[str] | None = None
         self._writer: Any = None
         self._json: IO[str] | None = None
@@ -174,9 +174,7 @@ class LineRunner:
             msg = f"The folder to watch does not exist or is not a folder: {self.folder}."
             raise LineError(msg)
         self.output.mkdir(parents=True, exist_ok=True)
-        lock = bank_lock(self.snapshot_path)
-        lock.try_acquire()
-        self._locks.append(lock)
+        self._locks.enter_context(bank_lock(self.snapshot_path))
         try:
             self._start()
         except BaseException:
@@ -186,11 +184,10 @@ class LineRunner:
     def _start(self) -> None:
         table = resume_target(self.output, DEFAULT_CSV_NAME, True)
         if table is None:
-            table, lock = start_table(self.output, DEFAULT_CSV_NAME, resuming=True)
+            table, lock = start_table(self.output, DEFAULT_CSV_NAME, resuming=True)  # returned held
+            self._locks.push(lock.__exit__)
         else:
-            lock = table_lock(table)
-            lock.try_acquire()
-        self._locks.append(lock)
+            self._locks.enter_context(table_lock(table))
         self.table = table
         finished = read_finished(table)
         folder = str(self.folder)
@@ -534,8 +531,7 @@ class LineRunner:
         return self.summary
 
     def _release(self) -> None:
-        while self._locks:
-            self._locks.pop().release()
+        self._locks.close()
 
 
 def _type_name(scorer: object) -> str:
