@@ -2,6 +2,10 @@
 
 :func:`write_new_file` also makes a file appear complete or not at all (a reader never sees half of it, a full disk
 leaves nothing); :mod:`anomalib_adaclip.locks` makes one writer at a time where a file is appended to.
+
+The one exception is a file whose purpose is to be replaced, a *snapshot* of state that moves on (the running line's
+bank): :func:`replace_file` swaps it for its new content atomically, so a reader (or a process that was killed
+while writing) finds the old complete file or the new complete file, never a mixture and never nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 
-__all__ = ["candidate_paths", "existing_versions", "free_path", "new_directory", "write_new_file"]
+__all__ = [
+    "candidate_paths",
+    "existing_versions",
+    "free_path",
+    "new_directory",
+    "replace_file",
+    "write_new_file",
+]
 
 
 def candidate_paths(path: str | Path) -> Iterator[Path]:
@@ -113,6 +124,58 @@ def write_new_file(path: str | Path, content: str | bytes, *, next_free: bool = 
         with contextlib.suppress(OSError):
             temporary.unlink()
     raise AssertionError  # candidate_paths has no end
+
+
+def replace_file(path: str | Path, content: str | bytes) -> Path:
+    """Replace ``path``'s content atomically: the old complete file or the new complete file, never half of either.
+
+    Only for snapshots, files whose purpose is to be replaced (every other file follows :func:`write_new_file`).
+    The content goes to a temporary file in the same folder, is flushed to disk (``fsync``), then takes the name
+    with ``os.replace``, and the folder is synced so that the new name survives a power loss. A failed write (a full
+    disk, a read-only folder) leaves the old file as it was and no temporary file.
+
+    Args:
+        path: The snapshot file (created when missing).
+        content: Text (UTF-8) or bytes.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: The folder cannot be written (no space, read-only, ...).
+        IsADirectoryError: ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: a snapshot file cannot replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with temporary.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    _sync_directory(path.parent)
+    return path
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush a folder's entries to disk (a rename is durable only then); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _link_or_copy(source: Path, target: Path, data: bytes) -> None:

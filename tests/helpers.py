@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import maximum_filter
 
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
+from anomalib_adaclip.line import LineScore
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ __all__ = [
     "OWN_SENTENCES",
     "RUN_DIR",
     "SPEED_RESULT_FIELDS",
+    "PatchMemoryScorer",
     "adaclip_entry",
     "assert_onnx_matches_torch",
     "clip_normalised",
@@ -52,12 +55,15 @@ __all__ = [
     "make_adaclip",
     "make_engine",
     "make_folder_dataset",
+    "painted_tire_defects",
     "paper_dataset",
     "predict_arguments",
     "run",
+    "shrink_images",
     "subprocess_environment",
     "table_paths",
     "tiny_flags",
+    "tire_good_images",
     "with_overrides",
     "write_part_images",
     "write_png",
@@ -462,3 +468,93 @@ def with_overrides(
                 entry["init_args_by_dataset"][dataset] = {**(by_dataset or {}), **arguments}
     loaded = load_config(raw, output=output if output is not None else config.output)
     return replace(loaded, source=config.source)
+
+
+# The running line (anomalib_adaclip.line): a small deterministic scorer with a real bank, and the tire images
+# ----------------------------------------------------------------------------------------------------------------------
+class PatchMemoryScorer:
+    """A stand-in for the rarity scorer, for the line's tests: a memory bank of raw pixel patches.
+
+    An image's patches (``patch`` x ``patch`` pixels of the pre-processed image) are compared with every patch of the
+    bank; the score is the largest distance of a patch to its nearest bank patch, so an image unlike what the bank
+    has seen scores high, and one like it low. The bank is a tensor (with the size of each image's share), so a
+    snapshot, a restore and a replay are checked bit for bit. It implements ``anomalib_adaclip.line.LineScorer``.
+
+    Args:
+        image_size: The input side.
+        patch: The patch side.
+        max_images: The bank keeps the patches of at most this many images (the oldest go first).
+    """
+
+    def __init__(self, image_size: int = 64, patch: int = 4, max_images: int = 64) -> None:
+        self.image_size = image_size
+        self.patch = patch
+        self.max_images = max_images
+        self.bank = torch.zeros(0, 3 * patch * patch)
+        self.sizes = torch.zeros(0, dtype=torch.long)
+
+    def score(self, image: torch.Tensor, class_name: str) -> Any:
+        del class_name
+        features = torch.nn.functional.unfold(image, self.patch, stride=self.patch)[0].T.contiguous()
+        if len(self.bank) == 0:
+            distances = torch.zeros(len(features))
+        else:
+            distances = torch.cdist(features, self.bank).min(1).values
+        side = self.image_size // self.patch
+        return LineScore(float(distances.max()), distances.reshape(side, side), features)
+
+    def admit(self, pending: torch.Tensor) -> None:
+        self.bank = torch.cat([self.bank, pending])
+        self.sizes = torch.cat([self.sizes, torch.tensor([len(pending)])])
+        if len(self.sizes) > self.max_images:
+            self.bank = self.bank[int(self.sizes[0]) :]
+            self.sizes = self.sizes[1:]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"bank": self.bank.clone(), "sizes": self.sizes.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.bank = state["bank"].clone()
+        self.sizes = state["sizes"].clone()
+
+
+def tire_good_images() -> list[Path]:
+    """The 10 good tire images: the 4 of the training split, then the 6 of the test split."""
+    tire = TIRE_ROOT / "tire"
+    return sorted((tire / "train" / "good").glob("*.png")) + sorted((tire / "test" / "good").glob("*.png"))
+
+
+def painted_tire_defects(folder: Path) -> list[Path]:
+    """The 9 defective tire images with their defects painted red, as PNG files in ``folder`` (returned in order).
+
+    The real defects are a fraction of a percent of the image: the region of each ground-truth mask, widened by 20
+    pixels, is painted pure red, so that :class:`PatchMemoryScorer` sees it as the rarity scorer sees the real one.
+    """
+    tire = TIRE_ROOT / "tire"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in ("contamination", "cut", "hole"):
+        for image_path in sorted((tire / "test" / kind).glob("*.png")):
+            mask_path = tire / "ground_truth" / kind / f"{image_path.stem}_mask.png"
+            with Image.open(mask_path) as mask:
+                region = maximum_filter(np.asarray(mask.convert("L")) > 0, size=41)
+            with Image.open(image_path) as image:
+                pixels = np.asarray(image.convert("RGB")).copy()
+            pixels[region] = (255, 0, 0)
+            target = folder / f"{kind}_{image_path.name}"
+            Image.fromarray(pixels).save(target)
+            written.append(target)
+    return written
+
+
+def shrink_images(paths: list[Path], folder: Path, width: int = 200) -> list[Path]:
+    """Copies of ``paths`` in ``folder``, ``width`` pixels wide (same aspect ratio, PNG): quick to read and resize."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for index, path in enumerate(paths):
+        with Image.open(path) as image:
+            height = round(image.height * width / image.width)
+            target = folder / f"{index:03d}_{path.name}"
+            image.convert("RGB").resize((width, height), Image.Resampling.BICUBIC).save(target)
+        copies.append(target)
+    return copies

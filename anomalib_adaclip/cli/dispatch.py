@@ -105,6 +105,19 @@ COMMANDS["prepare-data"] = (
 )
 
 
+def _watch(arguments: list[str]) -> int:
+    from .watch import main as watch_main  # noqa: PLC0415  (imported only when the command runs)
+
+    return watch_main(arguments)
+
+
+COMMANDS["watch"] = (
+    _watch,
+    "a running line: score each image a camera writes into FOLDER once, in arrival order (--output DIR; "
+    "survives kill -9; guide: A running line)",
+)
+
+
 PREDICT_HELP = (
     "anomalib's predict; predictions are not kept in memory (--return_predictions true keeps them), "
     "--resume [TABLE] carries on an interrupted run"
@@ -121,7 +134,7 @@ def command_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
     # Imported here: the modules import Lightning, anomalib and the model, which a plain dispatch does not need.
     from anomalib_adaclip.benchmark import cli as benchmark_cli  # noqa: PLC0415
 
-    from . import calibrate, demo, prepare_data, prompts, quickstart, train  # noqa: PLC0415
+    from . import calibrate, demo, prepare_data, prompts, quickstart, train, watch  # noqa: PLC0415
 
     return {
         "quickstart": quickstart.build_parser,
@@ -132,6 +145,7 @@ def command_parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
         "benchmark": benchmark_cli.build_parser,
         "benchmark report": benchmark_cli.build_report_parser,
         "prepare-data": prepare_data.build_parser,
+        "watch": watch.build_parser,
     }
 
 

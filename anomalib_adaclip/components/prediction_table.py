@@ -5,8 +5,9 @@ One predict run writes one CSV (``predictions.csv``, or the next free ``-vN`` na
 
 - the columns and the formatting of a row (:data:`CSV_COLUMNS`, :func:`csv_row`);
 - which table a resumed run appends to (:func:`resume_target`): the one table of the folder, or the one named;
-- reading a table back (:func:`read_finished`): the images that already have a row. A last row cut off by a killed
-  process (no line end) is removed from the file, so that its image is scored again;
+- reading a table back (:func:`read_finished`): the images that already have a row (:func:`table_rows`: the rows in
+  the order they were written). A last row cut off by a killed process (no line end) is removed from the file, so
+  that its image is scored again;
 - one writer per table (:func:`table_lock`, :func:`start_table`, :func:`reserve_table`): a run holds ``<table>.lock``
   (an :class:`~anomalib_adaclip.locks.OwnedLock`, a kernel lock) while it writes, so a second run that would append to
   the same table stops before it scores anything, naming the first; a new table is locked before it is created. The
@@ -56,6 +57,7 @@ __all__ = [
     "resume_target",
     "start_table",
     "table_lock",
+    "table_rows",
 ]
 
 CSV_COLUMNS = ("path", "class_name", "score", "decision", "anomalous_area_fraction")
@@ -199,16 +201,27 @@ def read_finished(path: str | Path) -> FinishedImages:
     """
     path = Path(path)
     finished = FinishedImages(dropped=repair(path))
+    for row in table_rows(path):
+        finished.keys.add(path_key(row[0]))
+        finished.rows += 1
+    return finished
+
+
+def table_rows(path: str | Path) -> Iterator[list[str]]:
+    """The complete rows of a table (without the header), in the order they were written; call :func:`repair` first.
+
+    Raises:
+        PredictionTableError: The header is not ``CSV_COLUMNS``, or a row has another number of cells.
+    """
+    path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        next(reader)
+        _check_header(path, next(reader, []), CSV_COLUMNS)
         for row in reader:
             if len(row) != len(CSV_COLUMNS):
                 msg = f"{path}, line {reader.line_num}: {len(row)} cells, expected {len(CSV_COLUMNS)} ({CSV_COLUMNS})."
                 raise PredictionTableError(msg)
-            finished.keys.add(path_key(row[0]))
-            finished.rows += 1
-    return finished
+            yield row
 
 
 # Table locks this process took before its writer existed (:func:`reserve_table`), by lock file; the writer takes them.

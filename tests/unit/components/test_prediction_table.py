@@ -25,6 +25,7 @@ from anomalib_adaclip.components.prediction_table import (
     resume_target,
     start_table,
     table_lock,
+    table_rows,
 )
 from anomalib_adaclip.locks import LockHeldError
 
@@ -97,6 +98,14 @@ def test_a_file_that_is_not_a_predictions_table_is_refused(tmp_path: Path) -> No
     broken = write_csv(tmp_path / "broken.csv", [row("a"), ["/data/b.png", "object"], row("c")])
     with pytest.raises(PredictionTableError, match=r"broken.csv, line 3: 2 cells, expected 5"):
         read_finished(broken)
+
+
+def test_table_rows_come_back_in_the_order_they_were_written(tmp_path: Path) -> None:
+    table = write_csv(tmp_path / "predictions.csv", [row("b", "0.2"), row("a", ""), row("c", "0.9")])
+    assert list(table_rows(table)) == [row("b", "0.2"), row("a", ""), row("c", "0.9")]
+    other = write_csv(tmp_path / "other.csv", [], header=("image", "label"))
+    with pytest.raises(PredictionTableError, match="not a predictions table"):
+        list(table_rows(other))
 
 
 def test_repair_leaves_a_complete_table_byte_for_byte(tmp_path: Path) -> None:
