@@ -38,6 +38,33 @@ PUBLIC_ANOMALIB = {
 }
 # Private-looking names that are public API: namedtuple methods (underscored so as not to clash with fields).
 NAMEDTUPLE_API = {"_asdict", "_replace", "_fields", "_make"}
+# Call sites the scan flags that another change of issue 27 (item 3, the mutual-scoring rework) replaces: file ->
+# the uses found there. Each entry must still be found (a stale one fails), so it is removed when its file is fixed.
+PENDING = {
+    "anomalib_adaclip/components/image_scoring.py": {
+        "hook call on_predict_batch_end(None, ...)",
+        "hook call on_predict_batch_start(None, ...)",
+    },
+    "anomalib_adaclip/components/mutual_groups.py": {"attribute chain predict_loop.setup_data"},
+}
+
+
+def _private_holders() -> set[str]:
+    """Public attributes of Lightning's Trainer whose values are instances of private classes (``predict_loop``)."""
+    from lightning.pytorch import Trainer
+
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    holders = set()
+    for name in dir(trainer):
+        if name.startswith("_"):
+            continue
+        try:
+            value = getattr(trainer, name)
+        except Exception:  # properties that need a running fit raise: not holders
+            continue
+        if type(value).__name__.startswith("_"):
+            holders.add(name)
+    return holders
 
 
 def test_every_reliance_holds_on_the_installed_versions() -> None:
@@ -72,10 +99,23 @@ def test_the_tested_versions_are_the_ones_pyproject_pins_and_the_ones_installed(
         )
 
 
-def _private_uses(tree: ast.AST) -> set[str]:
-    """Underscore attributes (the caller keeps the package's own), and deep or underscore imports of the three."""
+def _private_uses(tree: ast.AST, holders: set[str] = frozenset()) -> set[str]:
+    """Underscore attributes (the caller keeps the package's own), deep or underscore imports of the three, attribute
+    chains through a ``holders`` attribute into a private class (``trainer.predict_loop.setup_data``), and Lightning
+    hooks called by hand without a Trainer (``post_processor.on_predict_batch_end(None, ...)``)."""
     found = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in holders:
+            found.add(f"attribute chain {node.value.attr}.{node.attr}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and re.fullmatch(r"on_\w+", node.func.attr)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value is None
+        ):
+            found.add(f"hook call {node.func.attr}(None, ...)")
         if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*", node.attr):
             found.add(f"attribute {node.attr}")
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -105,15 +145,33 @@ def test_no_private_names_of_anomalib_lightning_or_torch_outside_compat() -> Non
                 own.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 own.add(node.id)
-    offenders = {}
+    offenders, stale = {}, {}
+    holders = _private_holders()
     for path, tree in trees.items():
         if path.name == "compat.py":
             continue
         uses = {
             use
-            for use in _private_uses(tree)
+            for use in _private_uses(tree, holders)
             if not (use.startswith("attribute ") and use.split()[1] in own | NAMEDTUPLE_API)
         }
-        if uses:
-            offenders[str(path.relative_to(PROJECT_ROOT))] = sorted(uses)
+        name = str(path.relative_to(PROJECT_ROOT))
+        pending = PENDING.get(name, set())
+        if pending - uses:
+            stale[name] = sorted(pending - uses)
+        if uses - pending:
+            offenders[name] = sorted(uses - pending)
     assert not offenders, f"private names of anomalib, Lightning or torch outside compat.py: {offenders}"
+    assert not stale, f"fixed: remove these entries of PENDING: {stale}"
+
+
+def test_the_scan_catches_chains_into_private_classes_and_hooks_called_without_a_trainer() -> None:
+    holders = _private_holders()
+    assert {"predict_loop", "fit_loop"} <= holders and "callbacks" not in holders
+    code = "trainer.predict_loop.setup_data()\nmodule.pre_processor.on_predict_batch_start(None, module, batch, 0)\n"
+    assert _private_uses(ast.parse(code), holders) == {
+        "attribute chain predict_loop.setup_data",
+        "hook call on_predict_batch_start(None, ...)",
+    }
+    public = "module.pre_processor.transform(images)\nmodule.post_processor.post_process_batch(batch)\n"
+    assert _private_uses(ast.parse(public), holders) == set()

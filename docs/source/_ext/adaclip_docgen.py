@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -25,11 +26,12 @@ from anomalib_adaclip.data.paper_datasets import PAPER_DATASETS
 
 __all__ = [
     "TASKS",
-    "argument_configs",
+    "argument_groups",
     "cli_reference",
     "dataset_table",
     "descriptions",
     "docstring_arguments",
+    "parameter_rows",
     "parameter_table",
     "render_default",
 ]
@@ -83,49 +85,61 @@ def docstring_arguments(target: type, section: str = "Args:") -> dict[str, str]:
 
 def render_default(value: Any) -> str:
     """A default as it is written in YAML configs and JSON (``null``, ``true``, ``"SD"``, ``4.0``)."""
+    if isinstance(value, tuple):
+        value = list(value)
     if isinstance(value, str | int | float | bool | list | dict) or value is None:
         return f"`{json.dumps(value)}`"
     return f"`{value!r}`"
 
 
-def argument_configs() -> list[type]:
-    """The configuration dataclasses whose fields are ``AdaCLIP`` arguments (``AdaCLIPConfig``, ``FewShotConfig``, ...).
+def argument_groups() -> dict[str, type]:
+    """``AdaCLIP``'s settings groups: argument name -> its frozen dataclass (the dataclass its annotation names).
 
-    Each documents its fields once, in its ``Attributes:``; ``AdaCLIP``'s ``Args:`` document the other arguments. They
-    are the dataclasses of :mod:`anomalib_adaclip.config` every field of which is an argument of ``AdaCLIP``, so a new
-    group of settings (a new config of the same kind) is picked up without a change here.
+    Each group documents its fields once, in its ``Attributes:``; ``AdaCLIP``'s ``Args:`` document the arguments
+    themselves. A new group (a new argument annotated with a config dataclass) is picked up without a change here.
     """
-    parameters = set(inspect.signature(AdaCLIP.__init__).parameters)
-    configs = []
-    for name in config_module.__all__:
-        target = getattr(config_module, name)
-        if isinstance(target, type) and dataclasses.is_dataclass(target):
-            fields = {field.name for field in dataclasses.fields(target)}
-            if fields and fields <= parameters:
-                configs.append(target)
-    return configs
+    groups = {}
+    for name, parameter in inspect.signature(AdaCLIP.__init__, eval_str=True).parameters.items():
+        members = typing.get_args(parameter.annotation) or (parameter.annotation,)
+        dataclass = next((member for member in members if dataclasses.is_dataclass(member)), None)
+        if dataclass is not None and dataclass.__module__ == config_module.__name__:
+            groups[name] = dataclass
+    return groups
 
 
 def descriptions() -> dict[str, str]:
-    """Each ``AdaCLIP`` argument's description: the argument configs' for their fields, ``AdaCLIP``'s for the others."""
-    described: dict[str, str] = {}
-    for config in argument_configs():
-        described |= docstring_arguments(config, "Attributes:")
-    return described | docstring_arguments(AdaCLIP)
+    """Each ``AdaCLIP`` argument's description (``AdaCLIP``'s ``Args:``) and each group field's (``group.field``)."""
+    described = docstring_arguments(AdaCLIP)
+    for group, config in argument_groups().items():
+        described |= {f"{group}.{name}": text for name, text in docstring_arguments(config, "Attributes:").items()}
+    return described
 
 
-def parameter_table() -> str:
-    """The Markdown table of every ``AdaCLIP`` constructor argument: name, type, default, description."""
-    described = descriptions()
-    rows = ["| Argument | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
+def _type_name(annotation: Any) -> str:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return _cell(text.replace("typing.", "").replace("anomalib_adaclip.config.", ""))
+
+
+def parameter_rows() -> list[tuple[str, str, Any]]:
+    """Every setting of ``AdaCLIP`` in constructor order, ``(name, type, default)``; each group before its fields."""
+    rows = []
+    groups = argument_groups()
     for name, parameter in inspect.signature(AdaCLIP.__init__).parameters.items():
         if name == "self":
             continue
-        annotation = parameter.annotation if isinstance(parameter.annotation, str) else repr(parameter.annotation)
-        description = described.get(name, "")
-        rows.append(
-            f"| `{name}` | `{_cell(annotation)}` | {render_default(parameter.default)} | {_markdown(description)} |"
-        )
+        rows.append((name, _type_name(parameter.annotation), parameter.default))
+        if name in groups:
+            fields = dataclasses.fields(groups[name])
+            rows += [(f"{name}.{field.name}", _type_name(field.type), field.default) for field in fields]
+    return rows
+
+
+def parameter_table() -> str:
+    """The Markdown table of every ``AdaCLIP`` setting (arguments, fields of the groups): type, default, meaning."""
+    described = descriptions()
+    rows = ["| Setting | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for name, annotation, default in parameter_rows():
+        rows.append(f"| `{name}` | `{annotation}` | {render_default(default)} | {_markdown(described.get(name, ''))} |")
     return "\n".join(rows)
 
 

@@ -131,3 +131,23 @@ def test_class_name_rules(path: str, expected: tuple[str, str]) -> None:
         ClassNameRules({"screws": ""})
     with pytest.raises(ValueError, match="keys must be glob patterns or folder names"):
         ClassNameRules({"/": "x"})
+
+
+def test_the_class_names_part_is_told_the_data_module_the_checkpoint_and_the_check() -> None:
+    from anomalib_adaclip.components.class_names import CHECKPOINT_CLASS_NAME_KEY, ClassNames
+    from anomalib_adaclip.config import ClassConfig
+
+    checked = []
+    part = ClassNames(ClassConfig(map={"nuts": "metal-nut"}, export_names=["a", "b"]), checked.append)
+    assert part.export_names == ("a", "b") and checked == ["a", "b"]
+    assert part.run_name(SimpleNamespace(category="bottle")) == "bottle" and checked[-1] == "bottle"
+    part.load({CHECKPOINT_CLASS_NAME_KEY: "tire"})
+    assert part.run_name(None) == "tire"  # no data module: the checkpoint's name
+    assert part.of_path("/data/nuts/1.png", "bottle") == "metal-nut"
+    assert part.of_path("/data/bolts/1.png", "bottle") == "bottle"
+    batch = SimpleNamespace(image_path=["/data/nuts/1.png", "/x/2.png"], class_name=None)
+    assert part.of(batch, "bottle") == ["metal-nut", "bottle"]
+    checkpoint: dict = {}
+    ClassNames.save(checkpoint, "widget")
+    assert checkpoint == {CHECKPOINT_CLASS_NAME_KEY: "widget"}
+    assert ClassNames(ClassConfig(name="screw"), checked.append).run_name(SimpleNamespace(category="bottle")) == "screw"

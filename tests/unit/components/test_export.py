@@ -99,3 +99,26 @@ def test_two_exports_of_one_name_at_once_neither_mix_nor_lose_a_file(
     assert pairs == {"a": "weights of a", "b": "weights of b"}  # each export whole, one of them moved aside
     assert "Waiting: The onnx export" in caplog.text and "is in use by another run" in caplog.text
     assert sorted(path.name for path in folder.iterdir()) == ["earlier", "model.onnx", "model.onnx.data"]
+
+
+def test_the_guard_refuses_tiling_and_mutual_scoring_and_keeps_an_earlier_export(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ExportGuard`` is told what the model does; nothing is written or moved when it refuses."""
+    from anomalib_adaclip.components.export import ExportGuard
+
+    guard = ExportGuard()
+    for tiling, mutual in ((True, False), (False, True)):
+        with pytest.raises(NotImplementedError), guard.guard(tmp_path, "torch", "model", tiling=tiling,
+                                                              mutual_scoring=mutual, class_names="x"):  # fmt: skip
+            pytest.fail("the export must not run")
+    assert not list(tmp_path.iterdir())
+    folder = tmp_path / "weights" / "torch"
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_text("earlier")
+    with caplog.at_level(logging.INFO), guard.guard(tmp_path, "torch", "model", tiling=False, mutual_scoring=False,
+                                                    class_names=("a", "b")):  # fmt: skip
+        (folder / "model.pt").write_text("new")
+    assert (folder / "earlier" / "model.pt").read_text() == "earlier" and (folder / "model.pt").read_text() == "new"
+    assert "class names ['a', 'b']" in caplog.text
+    assert guard.onnx_opset == 18

@@ -109,3 +109,20 @@ def test_checkpoint_of_another_backbone_leaves_the_lightning_model_unchanged(tmp
         model.load_state_dict(foreign, strict=False)  # shapes are checked also without strict
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]) or (value.isnan().all() and before[key].isnan().all()), key
+
+
+def test_the_part_strips_and_checks_a_state_dict_on_its_own() -> None:
+    """``FrozenBackboneCheckpoints`` is told the state dicts; it reads nothing of a model."""
+    from anomalib_adaclip.components.lightning_checkpoints import FrozenBackboneCheckpoints
+
+    part = FrozenBackboneCheckpoints(prefix="model.clip.")
+    own = {"model.clip.w": torch.zeros(2), "model.prompt": torch.zeros(3)}
+    checkpoint = {"state_dict": dict(own)}
+    part.strip(checkpoint)
+    assert list(checkpoint["state_dict"]) == ["model.prompt"]
+    part.check(own, {"model.prompt": torch.ones(3)})  # the frozen part may be missing
+    with pytest.raises(RuntimeError, match="nothing was loaded"):
+        part.check(own, {"model.prompt": torch.ones(4)})  # a shape that differs
+    with pytest.raises(RuntimeError, match="nothing was loaded"):
+        part.check(own, {})  # strict: a trainable key is missing
+    part.check(own, {"other": torch.ones(1)}, strict=False)  # not strict: unknown keys are ignored

@@ -144,3 +144,19 @@ def test_set_references_replaces_every_earlier_class_and_a_bad_file_changes_noth
 def test_set_references_refuses_a_zero_shot_model(micro_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="zero-shot"):
         make_adaclip(micro_weights).set_references({"tire": write_images(tmp_path, 1)})
+
+
+def test_the_references_part_is_told_how_to_read_and_fills_only_its_model(micro_weights: Path, tmp_path: Path) -> None:
+    """``ReferenceImages`` reads with the transform and tile overlap it is given; the memory is its model's."""
+    from anomalib_adaclip.components.pre_processing import adaclip_transform
+    from anomalib_adaclip.components.references import ReferenceImages
+
+    model = make_adaclip(micro_weights, few_shot={"k_shot": 2}).model
+    write_images(tmp_path / "good", 2, size=(112, 112))
+    part = ReferenceImages(model, {"tire": str(tmp_path / "good")})
+    assert part.source == {"tire": str(tmp_path / "good")}
+    part.prepare(None, adaclip_transform(112), None)  # the source names the class: no data module needed
+    assert model.few_shot_memory.class_names == ["tire"] and len(model.few_shot_memory) == 2 * 64  # 8 x 8 patches
+    large = write_images(tmp_path / "large", 1, size=(200, 200))
+    part.set({"nut": large}, adaclip_transform(112, tiling=True), 28)  # not resized: tiles of 112 px, 28 px overlap
+    assert model.few_shot_memory.class_names == ["nut"] and len(model.few_shot_memory) == 9 * 64  # 3 x 3 tiles

@@ -125,3 +125,22 @@ def test_tiled_adaclip_on_the_tire_sample(make_model: Callable) -> None:
     assert torch.isfinite(output.anomaly_map).all() and torch.isfinite(output.pred_score).all()
     assert output.anomaly_map.min() >= 0 and output.anomaly_map.max() <= 1
     assert 0 <= output.pred_score.item() <= 1
+
+
+def test_the_tiling_part_holds_its_settings_and_checks_them_against_the_tile() -> None:
+    from anomalib_adaclip.components.tiling import Tiling
+    from anomalib_adaclip.config import TilingConfig
+
+    off = Tiling(None, 112)
+    assert not off.enabled and off.overlap is None
+    with pytest.raises(RuntimeError, match="Tiling is off"):
+        off.predict(None, torch.zeros(1, 3, 112, 112))
+    on = Tiling(TilingConfig(), 112)
+    assert on.enabled and on.overlap == 28  # a quarter of the tile by default
+    on.set(TilingConfig(overlap=8, score="whole"))
+    assert (on.overlap, on.settings.score) == (8, "whole")
+    with pytest.raises(ValueError, match=r"tiling\.overlap must be in \[0, image_size\) = \[0, 112\)"):
+        on.set(TilingConfig(overlap=112))
+    assert on.overlap == 8  # a refused setting leaves the part as it was
+    on.set(None)
+    assert not on.enabled
