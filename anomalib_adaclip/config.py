@@ -36,6 +36,7 @@ __all__ = [
     "PromptingBranch",
     "PromptingType",
     "check_phrases",
+    "quarter_blocks",
 ]
 
 PromptingType = Literal["S", "D", "SD"]
@@ -209,9 +210,7 @@ class AdaCLIPConfig:
 
     def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
         """The feature layers, else the paper's blocks n/4, n/2, 3n/4 and n (6, 12, 18 and 24 for ViT-L)."""
-        if self.feature_layers is not None:
-            return self.feature_layers
-        return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))
+        return self.feature_layers if self.feature_layers is not None else quarter_blocks(n_vision_blocks)
 
     @property
     def uses_paper_prompts(self) -> bool:
@@ -353,18 +352,29 @@ def _check_int_list(values: Any, argument: str, minimum: int, what: str) -> tupl
     return values
 
 
+def quarter_blocks(n_vision_blocks: int) -> tuple[int, ...]:
+    """The last block of each quarter of a tower, 1-based: AdaCLIP's and MuSc's default feature layers.
+
+    ``(6, 12, 18, 24)`` for 24 blocks, ``(3, 6, 9, 12)`` for 12; a tower of fewer than 4 blocks has fewer distinct
+    quarters, and each block is kept once (``(1, 2)`` for 2). MuSc's config writes the same blocks 0-based
+    (``[5, 11, 17, 23]``).
+    """
+    return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))
+
+
 @dataclass(frozen=True)
 class MutualScoringConfig:
-    """The settings of MuSc's mutual scoring (Li et al., ICLR 2024), with MuSc's defaults for CLIP ViT-L.
+    """The settings of MuSc's mutual scoring (Li et al., ICLR 2024), with MuSc's defaults.
 
     Each image of a group is scored against the other images of the group
     (:mod:`~anomalib_adaclip.model.mutual_scoring` says how, step by step).
 
     Attributes:
-        feature_layers: The vision blocks whose outputs are scored, **counted from 0** (MuSc's config convention:
-            the output of block ``l``). Note that :class:`AdaCLIPConfig`'s ``feature_layers`` count from 1. MuSc uses
-            ``[5, 11, 17, 23]`` for ViT-L (24 blocks) and ``[2, 5, 8, 11]`` for ViT-B (12 blocks). Defaults to
-            ``(5, 11, 17, 23)``.
+        feature_layers: The vision blocks whose outputs are scored, **counted from 1** like
+            :class:`AdaCLIPConfig`'s ``feature_layers`` (the paper's block numbers; MuSc's own config writes them from
+            0, and :func:`~anomalib_adaclip.model.mutual_scoring.musc_blocks` converts). ``None``: MuSc's choice for
+            the tower, the last block of each quarter (:func:`quarter_blocks`: ``[6, 12, 18, 24]`` for ViT-L's 24
+            blocks, ``[3, 6, 9, 12]`` for ViT-B's 12). Defaults to ``None``.
         r_list: Sizes ``r`` of the r x r neighbourhoods the patch features are averaged over (odd; 1 keeps each
             patch as it is). Defaults to ``(1, 3, 5)``.
         topmin_min: Lower end of the averaged interval of each patch's sorted distances to the other images: a
@@ -379,7 +389,7 @@ class MutualScoringConfig:
         ValueError: A value outside its allowed range.
     """
 
-    feature_layers: tuple[int, ...] = (5, 11, 17, 23)
+    feature_layers: tuple[int, ...] | None = None
     r_list: tuple[int, ...] = (1, 3, 5)
     topmin_min: float = 0.0
     topmin_max: float = 0.3
@@ -387,13 +397,14 @@ class MutualScoringConfig:
 
     def __post_init__(self) -> None:
         """Check every value that does not depend on the backbone and store sequences as tuples."""
-        layers = _check_int_list(self.feature_layers, "feature_layers", 0, "0-based block indices")
+        if self.feature_layers is not None:
+            layers = _check_int_list(self.feature_layers, "feature_layers", 1, "1-based block numbers")
+            object.__setattr__(self, "feature_layers", layers)
         r_list = _check_int_list(self.r_list, "r_list", 1, "odd neighbourhood sizes")
         if any(r % 2 == 0 for r in r_list):
             msg = f"r_list must hold odd sizes (each r x r window is centred on its patch), got {list(r_list)}."
             raise ValueError(msg)
         rscin_k = _check_int_list(self.rscin_k, "rscin_k", 0, "neighbour counts (0 switches RsCIN off)")
-        object.__setattr__(self, "feature_layers", layers)
         object.__setattr__(self, "r_list", r_list)
         object.__setattr__(self, "rscin_k", rscin_k)
         for name in ("topmin_min", "topmin_max"):
@@ -402,20 +413,26 @@ class MutualScoringConfig:
             msg = f"topmin_min and topmin_max are equal ({self.topmin_min}): the averaged interval would be empty."
             raise ValueError(msg)
 
-    def check_backbone(self, n_vision_blocks: int) -> None:
-        """Check the feature layers against the vision tower's depth.
+    def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
+        """The feature layers (1-based), else MuSc's choice for a tower of ``n_vision_blocks`` (:func:`quarter_blocks`).
 
         Raises:
-            ValueError: A feature layer outside ``[0, n_vision_blocks - 1]``.
+            ValueError: A feature layer outside ``[1, n_vision_blocks]``.
         """
-        if any(layer >= n_vision_blocks for layer in self.feature_layers):
-            quarters = [n_vision_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
+        if self.feature_layers is None:
+            return quarter_blocks(n_vision_blocks)
+        if any(layer > n_vision_blocks for layer in self.feature_layers):
             msg = (
-                f"feature_layers count blocks from 0 (MuSc's convention) and must lie in [0, {n_vision_blocks - 1}] "
-                f"for this backbone of {n_vision_blocks} blocks, got {list(self.feature_layers)}; MuSc's choice for "
-                f"it would be {quarters}."
+                f"feature_layers count blocks from 1 and must lie in [1, {n_vision_blocks}] for this backbone of "
+                f"{n_vision_blocks} blocks, got {list(self.feature_layers)}; MuSc's choice for it would be "
+                f"{list(quarter_blocks(n_vision_blocks))}."
             )
             raise ValueError(msg)
+        return self.feature_layers
+
+    def for_backbone(self, n_vision_blocks: int) -> MutualScoringConfig:
+        """These settings with the feature layers resolved for a tower of ``n_vision_blocks`` (checked)."""
+        return dataclasses.replace(self, feature_layers=self.resolved_feature_layers(n_vision_blocks))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""
@@ -457,7 +474,8 @@ class MutualGroupConfig:
         mutual_weight: Weight ``w`` of the mutual part: ``(1 - w) * AdaCLIP + w * MuSc`` for the map and the image
             score, MuSc's distances halved onto [0, 1]; 0 gives AdaCLIP's outputs, 1 MuSc's. Defaults to 0.5.
         mutual_group_size: Most images per group; a class name's images are split into near-equal groups of at most
-            this many (MSM costs grow with its square). Defaults to 32.
+            this many (MSM costs grow with its square). ``None``: the whole class at once, one group per class name
+            (MuSc's protocol). Defaults to 32.
 
     Raises:
         ValueError: A value outside its allowed range.
@@ -465,7 +483,7 @@ class MutualGroupConfig:
 
     mutual_scoring: bool = False
     mutual_weight: float = 0.5
-    mutual_group_size: int = 32
+    mutual_group_size: int | None = 32
 
     def __post_init__(self) -> None:
         """Check every value."""
@@ -473,7 +491,8 @@ class MutualGroupConfig:
             msg = f"mutual_scoring must be true or false, got {self.mutual_scoring!r}."
             raise ValueError(msg)
         object.__setattr__(self, "mutual_weight", _check_fraction(self.mutual_weight, "mutual_weight", 0.0, 1.0))
-        _check_integer(self.mutual_group_size, "mutual_group_size", 2)
+        if self.mutual_group_size is not None:
+            _check_integer(self.mutual_group_size, "mutual_group_size", 2)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""

@@ -114,8 +114,9 @@ class AdaCLIP(
             weights (tests only). Defaults to ``"openai"``.
         checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
             ``None`` (untrained: only for training). Defaults to ``None``.
-        mutual_feature_layers: MuSc's feature layers, 0-based blocks (``MutualScoringConfig.feature_layers``).
-            Defaults to the last block of each quarter of the tower, ``[5, 11, 17, 23]`` for ViT-L (MuSc's).
+        mutual_feature_layers: MuSc's feature layers, 1-based blocks as ``feature_layers``
+            (``MutualScoringConfig.feature_layers``). Defaults to the last block of each quarter of the tower,
+            ``[6, 12, 18, 24]`` for ViT-L (MuSc's).
         mutual_r_list: MuSc's LNAMD neighbourhood sizes (``MutualScoringConfig.r_list``). Defaults to ``[1, 3, 5]``.
         mutual_topmin_min: Lower end of the averaged share of the other images (``MutualScoringConfig.topmin_min``).
             Defaults to 0.
@@ -179,7 +180,7 @@ class AdaCLIP(
         few_shot_top_percent: float = _FEW_SHOT_DEFAULTS.few_shot_top_percent,
         mutual_scoring: bool = _MUTUAL_DEFAULTS.mutual_scoring,
         mutual_weight: float = _MUTUAL_DEFAULTS.mutual_weight,
-        mutual_group_size: int = _MUTUAL_DEFAULTS.mutual_group_size,
+        mutual_group_size: int | None = _MUTUAL_DEFAULTS.mutual_group_size,
         mutual_feature_layers: list[int] | None = None,
         mutual_r_list: list[int] | None = None,
         mutual_topmin_min: float | None = None,
@@ -238,7 +239,21 @@ class AdaCLIP(
         self.optimizer_settings = OptimizerSettings()
         self._checkpoint_class_name: str | None = None
         self._csv_writer = PredictionCSVWriter()
-        self.mutual_groups: MutualGroupStage | None = mutual_stage(given, self.model)
+        self.mutual_groups: MutualGroupStage | None = mutual_stage(
+            MutualGroupConfig(mutual_scoring, mutual_weight, mutual_group_size),
+            {
+                name: given[f"mutual_{name}"]
+                for name in ("feature_layers", "r_list", "topmin_min", "topmin_max", "rscin_k")
+            },
+            self.model,
+            self._image_class_name,
+        )
+
+    def _image_class_name(self, path: str) -> str:
+        """The class name a run's batch gives an image of this path: the class-name rules, else the run's."""
+        rules = self.per_image_class_names.rules
+        match = rules.match(path) if rules.active else None
+        return match[0] if match else self.model.class_name
 
     @classmethod
     def configure_pre_processor(
@@ -366,8 +381,9 @@ class AdaCLIP(
             loader_index: The index of the batch's data loader (groups are planned per data set).
         """
         names = class_names if class_names is not None else self.per_image_class_names.of(batch, self.model.class_name)
-        if self.mutual_groups is not None and self.mutual_groups.running:
-            predictions = self.mutual_groups.score(self, batch.image_path, loader_index)
+        if self.mutual_groups is not None and self.mutual_groups.running:  # the batch is one whole group
+            group_names = names or [self.model.class_name] * len(batch.image)
+            predictions = self.mutual_groups.score_batch(self.model, batch.image, group_names, batch.image_path)
         elif self.mutual_groups is not None:
             predictions = self.mutual_groups.score_tensors(self.model, batch.image, names or self.model.class_name)
         elif self.tiling:
@@ -423,11 +439,12 @@ class AdaCLIP(
             check_images(batch, "batch", raw=True)
         if self.mutual_groups is None and self.export_class_names is None:
             return super().forward(batch, *args, **kwargs)
-        # anomalib's forward (pre-processor, model, post-processor) with the group or the candidates
-        batch = self.pre_processor(batch) if self.pre_processor else batch
-        if self.mutual_groups is not None:  # the batch is the group (exports refuse mutual scoring)
+        # anomalib's forward (pre-processor, model, post-processor) with the groups or the candidates
+        if self.mutual_groups is not None:  # eager only (exports refuse it): a run's transform, a run's groups
+            batch = self.pre_processor.transform(batch) if self.pre_processor else batch
             batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
         else:
+            batch = self.pre_processor(batch) if self.pre_processor else batch
             batch = self.model(batch, choose_from=self.export_class_names)
         return self.post_processor(batch) if self.post_processor else batch
 
