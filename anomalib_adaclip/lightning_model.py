@@ -63,6 +63,7 @@ from .components.export import GuardedExports
 from .components.lightning_checkpoints import FrozenBackboneCheckpoints
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.post_processor import set_calibrated_thresholds
+from .components.pre_processing import input_resize
 from .components.references import FewShotReferences, ReferencePreparation
 from .components.tiling import TiledInference
 from .config import (
@@ -247,6 +248,7 @@ class AdaCLIP(
             },
             self.model,
             self._image_class_name,
+            input_resize(image_size) if pre_processor is True else None,  # the default pre-processor's resize
         )
 
     def _image_class_name(self, path: str) -> str:

@@ -428,6 +428,25 @@ def dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
     return paths, own
 
 
+class _GroupCollate:
+    """The loader's collate, with each image of a group of several sizes first resized on its own (``resize``)."""
+
+    def __init__(
+        self, collate: Callable[[list[Any]], Any], resize: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> None:
+        self.collate, self.resize = collate, resize
+
+    def __call__(self, items: list[Any]) -> Any:
+        images = [getattr(item, "image", None) for item in items]
+        sizes = {tuple(image.shape[-2:]) for image in images if isinstance(image, torch.Tensor)}
+        if self.resize is not None and len(sizes) > 1:
+            for item in items:  # fresh items of this batch; the data set is not touched
+                item.image = self.resize(item.image)
+                if getattr(item, "gt_mask", None) is not None:
+                    item.gt_mask = self.resize(item.gt_mask)
+        return self.collate(items)
+
+
 def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig:
     """MuSc's settings for an AdaCLIP model's backbone: ``settings`` given, MuSc's defaults for the rest.
 
@@ -441,7 +460,11 @@ def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig
 
 
 def mutual_stage(
-    config: MutualGroupConfig, settings: dict[str, Any], model: AdaCLIPModel, class_name_of: Callable[[str], str]
+    config: MutualGroupConfig,
+    settings: dict[str, Any],
+    model: AdaCLIPModel,
+    class_name_of: Callable[[str], str],
+    resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> MutualGroupStage | None:
     """The group stage of an AdaCLIP, or ``None`` without mutual scoring.
 
@@ -450,6 +473,7 @@ def mutual_stage(
         settings: MuSc's settings given (``MutualScoringConfig``'s fields; ``None`` keeps MuSc's default).
         model: The torch model (its tower resolves the default feature layers).
         class_name_of: The class name a run gives an image, from its path.
+        resize: The pre-processor's resize (see :class:`MutualGroupStage`).
 
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
@@ -457,7 +481,7 @@ def mutual_stage(
     if not config.mutual_scoring:
         return None
     given = {name: value for name, value in settings.items() if value is not None}
-    return MutualGroupStage(config, mutual_settings(model, **given), class_name_of)
+    return MutualGroupStage(config, mutual_settings(model, **given), class_name_of, resize)
 
 
 class MutualGroupStage(Callback):
@@ -476,12 +500,20 @@ class MutualGroupStage(Callback):
         settings: MuSc's settings, feature layers resolved (:func:`mutual_settings`).
         class_name_of: The class name a run gives an image, from its path (the owner's class-name rules); used where
             the data set gives none.
+        resize: The pre-processor's resize to the model's input. A group whose images differ in size gets each image
+            resized by it when the batch is collated (the pre-processor's own resize then leaves them as they are), so
+            that every image is resized once, on its own, as outside a run; without it anomalib's collate first brings
+            them all to the largest size. Defaults to ``None``.
     """
 
     def __init__(
-        self, config: MutualGroupConfig, settings: MutualScoringConfig, class_name_of: Callable[[str], str]
+        self,
+        config: MutualGroupConfig,
+        settings: MutualScoringConfig,
+        class_name_of: Callable[[str], str],
+        resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        self.config, self.settings, self.class_name_of = config, settings, class_name_of
+        self.config, self.settings, self.class_name_of, self.resize = config, settings, class_name_of, resize
         self.images_passed = self.groups_scored = self.groups_reused = 0
         self._samplers: dict[int, GroupBatchSampler] = {}  # id(data set) -> its groups, for the run
         self._planned: set[tuple[str, tuple[str, ...]]] = set()
@@ -548,7 +580,7 @@ class MutualGroupStage(Callback):
         return DataLoader(
             dataset,
             batch_sampler=GroupBatchSampler(sampler.sampler, sampler.plan, sampler.groups),
-            collate_fn=loader.collate_fn,
+            collate_fn=_GroupCollate(loader.collate_fn, self.resize),
             num_workers=workers,
             pin_memory=loader.pin_memory,
             timeout=loader.timeout,
