@@ -536,7 +536,7 @@ class MutualGroupStage(Callback):
         """Forget the run's groups (a validation's outputs stay for the next run, which drops them unless a test)."""
         del pl_module
         restore_loaders(trainer)
-        if trainer.world_size > 1 and self.groups_scored + self.groups_reused:
+        if self.groups_scored + self.groups_reused:
             logger.info(
                 "Mutual scoring on process %d of %d: %d CLIP pass(es), %d group(s) scored, %d reused.",
                 trainer.global_rank,
