@@ -562,6 +562,14 @@ class MutualGroupStage(Callback):
             paths, own = dataset_paths(dataset)
             names = [name or self.class_name_of(path) for path, name in zip(paths, own, strict=True)]
             plan = plan_groups(paths, names, self.config.mutual_group_size)
+            if len(plan.groups) < trainer.world_size and not trainer.predicting:
+                # A process without a batch skips its loop, and the metrics' end-of-run synchronisation would wait.
+                msg = (
+                    f"Mutual scoring scores each group on one process, but this data set has {len(plan.groups)} "
+                    f"group(s) for {trainer.world_size} processes: use at most {len(plan.groups)} device(s) for this "
+                    "run, or a smaller mutual_group_size."
+                )
+                raise MutualScoringError(msg)
             mine = assign_groups([len(group) for group in plan.groups], trainer.world_size)[trainer.global_rank]
             sampler = GroupBatchSampler(SequentialSampler(dataset), plan, mine)
             self._samplers[id(dataset)] = sampler
