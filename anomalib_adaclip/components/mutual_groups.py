@@ -339,7 +339,8 @@ def score_fused_group(
         model: The AdaCLIP model (eval mode).
         images: The group's normalised images ``[N, 3, S, S]`` (``S`` the model's ``image_size``).
         class_name: The group's class name (one for all its images).
-        settings: MuSc's settings, feature layers resolved (1-based, :meth:`MutualScoringConfig.for_backbone`).
+        settings: MuSc's settings, feature layers resolved (1-based,
+            :meth:`~anomalib_adaclip.config.MutualScoringConfig.for_backbone`).
         weight: ``mutual_weight``.
         paths: The images' paths, for error messages.
         spill_bytes: Most bytes of plain tokens kept in memory. Defaults to :data:`SPILL_BYTES` (2 GiB).
@@ -519,6 +520,7 @@ class MutualGroupStage(Callback):
         self._planned: set[tuple[str, tuple[str, ...]]] = set()
         # A validation run's outputs, by group key, for the test run that follows it (Engine.test validates first).
         self._validated: dict[tuple[str, tuple[str, ...]], InferenceBatch] = {}
+        self._validated_by: int | None = None  # id() of the validating Trainer (no reference kept)
         self._stage: str | None = None
         self.running = False  # inside a Trainer's run: batches are whole groups
 
@@ -528,8 +530,9 @@ class MutualGroupStage(Callback):
         del pl_module
         self.images_passed = self.groups_scored = self.groups_reused = 0
         self._samplers, self._planned, self._stage, self.running = {}, set(), stage, True
-        if stage != "test":
+        if stage != "test" or id(trainer) != self._validated_by:  # Engine.test: one Trainer validates, then tests
             self._validated = {}
+        self._validated_by = id(trainer) if stage == "validate" else None
         regroup_loaders(trainer, stage, lambda loader: self._regrouped(trainer, loader))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
