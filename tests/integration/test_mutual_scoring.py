@@ -296,11 +296,15 @@ def test_one_two_and_three_processes_pass_each_image_once_and_score_each_group_o
         "sys.exit(cli.main(sys.argv[1:]))\n",
         encoding="utf-8",
     )
+    torch.manual_seed(0)  # prompts from a file: every process of every run gets the same
+    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=IMAGE_SIZE, prompting_type="S")
+    prompts = save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), tmp_path / "prompts.pt")
     tables = {}
     for processes in (1, 2, 3):
         root = tmp_path / f"p{processes}"
         arguments = [*predict_arguments(micro_weights, TEST_IMAGES, root), "--model.mutual_scoring", "true",
-                     "--model.mutual_group_size", "4", "--trainer.devices", str(processes)]  # fmt: skip
+                     "--model.mutual_group_size", "4", "--model.checkpoint", str(prompts),
+                     "--trainer.devices", str(processes)]  # fmt: skip
         if processes > 1:
             arguments += ["--trainer.strategy", "ddp"]
         result = subprocess.run(
