@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,8 @@ class AdaCLIP(
             weights (tests only). Defaults to ``"openai"``.
         checkpoint: AdaCLIP's trained prompts: ``"mvtec_colondb"``, ``"visa_clinicdb"``, ``"all"``, a path, or
             ``None`` (untrained: only for training). Defaults to ``None``.
-        mutual_feature_layers: MuSc's feature layers, 1-based blocks as ``feature_layers``
-            (``MutualScoringConfig.feature_layers``). Defaults to the last block of each quarter of the tower,
-            ``[6, 12, 18, 24]`` for ViT-L (MuSc's).
+        mutual_feature_layers: MuSc's feature layers, 1-based blocks like ``feature_layers``. Defaults to the last
+            block of each quarter of the tower, ``[6, 12, 18, 24]`` for ViT-L (MuSc's).
         mutual_r_list: MuSc's LNAMD neighbourhood sizes (``MutualScoringConfig.r_list``). Defaults to ``[1, 3, 5]``.
         mutual_topmin_min: Lower end of the averaged share of the other images (``MutualScoringConfig.topmin_min``).
             Defaults to 0.
@@ -240,22 +240,8 @@ class AdaCLIP(
         self.optimizer_settings = OptimizerSettings()
         self._checkpoint_class_name: str | None = None
         self._csv_writer = PredictionCSVWriter()
-        self.mutual_groups: MutualGroupStage | None = mutual_stage(
-            MutualGroupConfig(mutual_scoring, mutual_weight, mutual_group_size),
-            {
-                name: given[f"mutual_{name}"]
-                for name in ("feature_layers", "r_list", "topmin_min", "topmin_max", "rscin_k")
-            },
-            self.model,
-            self._image_class_name,
-            input_resize(image_size) if pre_processor is True else None,  # the default pre-processor's resize
-        )
-
-    def _image_class_name(self, path: str) -> str:
-        """The class name a run's batch gives an image of this path: the class-name rules, else the run's."""
-        rules = self.per_image_class_names.rules
-        match = rules.match(path) if rules.active else None
-        return match[0] if match else self.model.class_name
+        resize = input_resize(image_size) if pre_processor is True else None  # the default pre-processor's
+        self.mutual_groups: MutualGroupStage | None = mutual_stage(given, self.model, partial(_rule_name, self), resize)
 
     @classmethod
     def configure_pre_processor(
@@ -384,8 +370,7 @@ class AdaCLIP(
         """
         names = class_names if class_names is not None else self.per_image_class_names.of(batch, self.model.class_name)
         if self.mutual_groups is not None and self.mutual_groups.running:  # the batch is one whole group
-            group_names = names or [self.model.class_name] * len(batch.image)
-            predictions = self.mutual_groups.score_batch(self.model, batch.image, group_names, batch.image_path)
+            predictions = self.mutual_groups.score_batch(self.model, batch.image, names, batch.image_path)
         elif self.mutual_groups is not None:
             predictions = self.mutual_groups.score_tensors(self.model, batch.image, names or self.model.class_name)
         elif self.tiling:
@@ -455,6 +440,12 @@ class AdaCLIP(
         super().on_load_checkpoint(checkpoint)  # the class name: ClassNamedPrompts
         # a checkpoint may carry another pre-processor: the default one follows the model's tiling
         self.set_tiling(self.tiling, self.tile_overlap, self.tile_score)
+
+
+def _rule_name(module: AdaCLIP, path: str) -> str:
+    """The class name a run's batch gives an image of this path: the class-name rules, else the run's."""
+    match = module.per_image_class_names.rules.match(path) if module.per_image_class_names.rules.active else None
+    return match[0] if match else module.model.class_name
 
 
 def _loader_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:

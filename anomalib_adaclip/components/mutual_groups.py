@@ -42,6 +42,7 @@ outputs are kept, by the group's images and class name, until the test run ends.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -461,17 +462,16 @@ def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig
 
 
 def mutual_stage(
-    config: MutualGroupConfig,
-    settings: dict[str, Any],
+    arguments: dict[str, Any],
     model: AdaCLIPModel,
     class_name_of: Callable[[str], str],
     resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> MutualGroupStage | None:
-    """The group stage of an AdaCLIP, or ``None`` without mutual scoring.
+    """The group stage of an AdaCLIP built with ``arguments`` (its ``__init__``'s), or ``None`` without mutual scoring.
 
     Args:
-        config: On/off, weight and group size.
-        settings: MuSc's settings given (``MutualScoringConfig``'s fields; ``None`` keeps MuSc's default).
+        arguments: ``MutualGroupConfig``'s fields, and MuSc's settings prefixed ``mutual_`` (``mutual_feature_layers``
+            -> ``MutualScoringConfig.feature_layers``; ``None`` keeps MuSc's default, see :func:`mutual_settings`).
         model: The torch model (its tower resolves the default feature layers).
         class_name_of: The class name a run gives an image, from its path.
         resize: The pre-processor's resize (see :class:`MutualGroupStage`).
@@ -479,10 +479,12 @@ def mutual_stage(
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
+    config = MutualGroupConfig(**{field.name: arguments[field.name] for field in dataclasses.fields(MutualGroupConfig)})
     if not config.mutual_scoring:
         return None
-    given = {name: value for name, value in settings.items() if value is not None}
-    return MutualGroupStage(config, mutual_settings(model, **given), class_name_of, resize)
+    given = {field.name: arguments.get(f"mutual_{field.name}") for field in dataclasses.fields(MutualScoringConfig)}
+    settings = mutual_settings(model, **{name: value for name, value in given.items() if value is not None})
+    return MutualGroupStage(config, settings, class_name_of, resize)
 
 
 class MutualGroupStage(Callback):
@@ -603,9 +605,11 @@ class MutualGroupStage(Callback):
         )
 
     @torch.no_grad()
-    def score_batch(self, model: AdaCLIPModel, batch_images: torch.Tensor, class_names: Sequence[str],
+    def score_batch(self, model: AdaCLIPModel, batch_images: torch.Tensor, class_names: Sequence[str] | None,
                     image_paths: Sequence[str] | None) -> InferenceBatch:  # fmt: skip
         """Score a run's batch, which is one whole group (the stage regrouped the loader), as that group.
+
+        ``class_names``: the batch's, or ``None`` when every image has the model's class name.
 
         A group that the validation run before this test run scored is not scored again: its outputs are reused.
 
@@ -620,7 +624,8 @@ class MutualGroupStage(Callback):
             )
             raise MutualScoringError(msg)
         paths = [image_paths] if isinstance(image_paths, str) else [str(path) for path in image_paths]
-        key = (class_names[0], tuple(path_key(path) for path in paths))
+        class_name = class_names[0] if class_names else model.class_name
+        key = (class_name, tuple(path_key(path) for path in paths))
         if key not in self._planned:
             msg = (
                 f"This batch ({paths[0]}, ... {len(paths)} image(s)) is not one whole mutual-scoring group: the stage "
@@ -632,7 +637,7 @@ class MutualGroupStage(Callback):
             self.groups_reused += 1
             kept = self._validated[key]
             return InferenceBatch(pred_score=kept.pred_score.clone(), anomaly_map=kept.anomaly_map.clone())
-        fused = self._score_group(model, batch_images, class_names[0], paths)
+        fused = self._score_group(model, batch_images, class_name, paths)
         if self._stage == "validate":
             self._validated[key] = InferenceBatch(
                 pred_score=fused.pred_score.clone(), anomaly_map=fused.anomaly_map.clone()
