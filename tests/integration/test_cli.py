@@ -155,7 +155,7 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "mutual_scoring": False,  # the one default kept: tiling is on below, which mutual scoring refuses
         "mutual_weight": 0.25,
         "mutual_group_size": 12,
-        "mutual_feature_layers": [0, 3],
+        "mutual_feature_layers": [1, 4],  # 1-based blocks
         "mutual_r_list": [1, 3],
         "mutual_topmin_min": 0.1,
         "mutual_topmin_max": 0.5,
