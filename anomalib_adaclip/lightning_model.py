@@ -359,8 +359,8 @@ class AdaCLIP(
     def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None, loader_index: int = 0) -> Batch:
         """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
 
-        With ``mutual_scoring`` a run's batch gets its images' final values from their groups; outside a run (the
-        demo's ``score_images``) the batch's images of each class name are one group.
+        With ``mutual_scoring`` a run's batch is one whole group (the stage regroups the loaders); outside a run (the
+        demo's ``score_images``) the batch is grouped by the same rule (``mutual_groups.plan_groups``).
 
         Args:
             batch: The batch after the pre-processor.
