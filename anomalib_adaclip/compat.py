@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,12 +45,14 @@ __all__ = [
     "batch_sampler_of",
     "check",
     "create_versioned_dir",
+    "engine_results_folder",
     "extract_transforms_by_type",
     "generate_output_filename",
     "get_exportable_transform",
     "ignore_in_ddp",
     "regroup_loaders",
     "release_predict_batch_indices",
+    "resolve_versioned_path",
     "restore_loaders",
     "setup_predict_data",
 ]
@@ -104,6 +107,8 @@ anomalib_safe_globals: Callable[..., Any] = _unexported(
 )
 # The next free `vN` folder (and the `latest` link) of anomalib's results layout.
 create_versioned_dir: Callable[..., Any] = _unexported("anomalib", "anomalib.utils.path", "create_versioned_dir")
+# The concrete folder behind a `latest` link of anomalib's results layout (the Engine's rule for test and predict).
+resolve_versioned_path: Callable[..., Any] = _unexported("anomalib", "anomalib.utils.path", "resolve_versioned_path")
 # The visualiser's output file name for an image, as anomalib's ImageVisualizer names it.
 generate_output_filename: Callable[..., Any] = _unexported(
     "anomalib", "anomalib.utils.path", "generate_output_filename"
@@ -115,9 +120,36 @@ def anomalib_checkpoint_io(**kwargs: Any) -> Any:
     return _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")(**kwargs)
 
 
-def anomalib_cli_main() -> None:
-    """Run anomalib's command line (the function behind its ``anomalib`` console script)."""
-    _unexported("anomalib", "anomalib.cli.cli", "main")()
+def anomalib_cli_main(before_instantiate: Callable[[Any], None] | None = None) -> None:
+    """Run anomalib's command line (what its ``anomalib`` console script runs).
+
+    Args:
+        before_instantiate: Called with the parsed configuration of the subcommand (a jsonargparse ``Namespace``)
+            before any class of it, the model included, is built: LightningCLI's ``before_instantiate_classes`` hook,
+            which :class:`anomalib.cli.AnomalibCLI` calls after parsing.
+    """
+    from anomalib.cli import AnomalibCLI  # noqa: PLC0415  (heavy: imported when the command runs)
+    from anomalib.loggers import configure_logger  # noqa: PLC0415
+
+    class _CLI(AnomalibCLI):
+        def before_instantiate_classes(self) -> None:
+            super().before_instantiate_classes()
+            if before_instantiate is not None:
+                before_instantiate(self.config[self.config["subcommand"]])
+
+    _unexported("anomalib", "anomalib.cli.cli", "main")  # the function whose steps these are
+    configure_logger()
+    _CLI()
+
+
+def engine_results_folder(default_root_dir: str | Path, model_name: str, data_name: str, category: str) -> Path:
+    """The results folder of anomalib's ``Engine.test``/``predict`` (``trainer.default_root_dir`` during the run).
+
+    Relies on ``Engine._setup_workspace`` (not versioned for test and predict): ``<default_root_dir>/<model
+    name>/<data module name>/<category>/latest``, the ``latest`` link followed (``""`` name and category for a
+    folder of images).
+    """
+    return Path(resolve_versioned_path(Path(default_root_dir) / model_name / data_name / category / "latest"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -403,6 +435,10 @@ def check() -> None:
     """
     _unexported("anomalib", "anomalib.engine.plugins.checkpoint_io", "AnomalibCheckpointIO")
     _unexported("anomalib", "anomalib.cli.cli", "main")
+    from anomalib.engine import Engine  # noqa: PLC0415
+
+    if not callable(getattr(Engine, "_setup_workspace", None)):  # the rule engine_results_folder repeats
+        raise _changed("anomalib", "Engine._setup_workspace()")
     _check_post_processor()
     _check_data_module()
     _check_ddp()

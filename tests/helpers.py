@@ -32,6 +32,7 @@ __all__ = [
     "EXPORT_MAP_ATOL",
     "EXPORT_SCORE_ATOL",
     "IMAGE_SIZE",
+    "LOCK_HOLDER_SCRIPT",
     "OWN_PROMPTS",
     "OWN_SENTENCES",
     "RUN_DIR",
@@ -43,6 +44,7 @@ __all__ = [
     "explain",
     "folder_entry",
     "full_context_text_embeddings",
+    "hold_lock",
     "make_adaclip",
     "make_engine",
     "make_folder_dataset",
@@ -213,6 +215,34 @@ def subprocess_environment(**extra: str) -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     return env
+
+
+LOCK_HOLDER_SCRIPT = "hold_lock.py"
+_LOCK_HOLDER = """
+import sys, time
+from anomalib_adaclip.locks import OwnedLock
+with OwnedLock(sys.argv[1], what="the output"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def hold_lock(lock: Path, folder: Path) -> subprocess.Popen:
+    """Another process that holds the :class:`~anomalib_adaclip.locks.OwnedLock` ``lock`` until it is killed.
+
+    It runs the script ``<folder>/hold_lock.py``, so its recorded command line is ``hold_lock.py <lock>``. Returns
+    once the lock is held; the caller kills the process (``SIGKILL``: its lock is then free at once).
+    """
+    script = folder / LOCK_HOLDER_SCRIPT
+    script.write_text(_LOCK_HOLDER)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(lock)], stdout=subprocess.PIPE, text=True, env=subprocess_environment()
+    )
+    assert process.stdout is not None
+    if process.stdout.readline() != "held\n":
+        process.kill()
+        pytest.fail(f"the lock holder did not take {lock}")
+    return process
 
 
 def console_script(name: str) -> list[str]:

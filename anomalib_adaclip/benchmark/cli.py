@@ -8,10 +8,11 @@ report from the runs recorded so far, running nothing. Exit codes: 0 when every 
 written), 1 when some failed (or could not be claimed), 2 on a bad configuration or an output folder that cannot be
 written.
 
-Any number of these commands may run on one output folder at once (one machine, several machines sharing the file
-system, a SLURM job array): each run is claimed before it starts and executed once between them; the worker that
-ends last writes the report (:mod:`~anomalib_adaclip.benchmark.runner`). ``--heartbeat-timeout`` sets after how many
-seconds without a heartbeat a claim of a worker on another host is taken over.
+On several machines (the tasks of a SLURM job array), ``--shard I/N`` runs a fixed, disjoint part of the grid
+(by default the array task's, from ``SLURM_ARRAY_TASK_ID``); the last shard to end writes the report, and
+``benchmark report`` writes one at any time. On one machine, any number of these commands may also share the same
+runs in one output folder: each run is claimed before it starts and executed once between them
+(:mod:`~anomalib_adaclip.benchmark.runner`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from anomalib_adaclip.locks import LockError
 from .config import BenchmarkConfig, BenchmarkConfigError, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE
 from .report import MEAN_CATEGORY
-from .runner import DEFAULT_HEARTBEAT_TIMEOUT, BenchmarkResult, RunGenerator, run_benchmark, write_reports
+from .runner import BenchmarkResult, Shard, check_folder, run_benchmark, write_reports
 from .store import RunStore
 
 __all__ = ["build_parser", "build_report_parser", "main"]
@@ -52,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--paper", action="store_true", help=_PAPER_HELP)
     parser.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        default=DEFAULT_HEARTBEAT_TIMEOUT,
-        metavar="SECONDS",
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
         help=(
-            "several workers may share one output folder; a run claimed by a worker on another host whose heartbeat "
-            "is older than this is taken over (one on this host: as soon as its process is gone). Default: "
-            f"{DEFAULT_HEARTBEAT_TIMEOUT:g}"
+            "run only the I-th of N fixed, disjoint parts of the grid (every N-th run), e.g. one per task of a job "
+            "array; with --dry-run, list them. Default: the SLURM array task's part when SLURM_ARRAY_TASK_ID and "
+            "SLURM_ARRAY_TASK_COUNT are set, else the whole grid"
         ),
     )
     return parser
@@ -69,6 +70,13 @@ _PAPER_HELP = (
     "also write the AdaCLIP paper's Tables 1 and 2 (industrial, medical) with this run's numbers beside the published "
     "ones: paper_tables.md, paper_tables.csv and a plot per table"
 )
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except BenchmarkConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_report_parser() -> argparse.ArgumentParser:
@@ -90,7 +98,7 @@ def _report(argv: Sequence[str]) -> int:
     arguments = build_report_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
-        RunGenerator(config, RunStore(config.output / "runs")).check_folder()
+        check_folder(config)
         result = write_reports(config, paper=arguments.paper)
     except (BenchmarkConfigError, LockError, OSError) as error:
         print(f"anomalib-adaclip benchmark report: error: {error}", file=sys.stderr)
@@ -107,6 +115,11 @@ def _print_left_to_others(result: BenchmarkResult, arguments: argparse.Namespace
             f"{len(result.still_held)} run(s) are still being run by other workers; the last of them writes the report "
             f"(or, any time: anomalib-adaclip benchmark report --config {arguments.config})."
         )
+    elif not result.blocked:
+        print(
+            "Runs of the grid are left to other shards or workers; the last of them writes the report (or, once they "
+            f"are done: anomalib-adaclip benchmark report --config {arguments.config})."
+        )
     for key, reason in result.blocked.items():
         print(f"Not run: {key.label}: {reason}", file=sys.stderr)
     for record in result.failed:
@@ -120,16 +133,20 @@ def _print_report(result: BenchmarkResult) -> None:
         print(f"Paper tables: {', '.join(str(path) for path in result.paper.values())}")
 
 
-def _print_plan(config: BenchmarkConfig) -> None:
+def _print_plan(config: BenchmarkConfig, shard: Shard | None) -> None:
     store = RunStore(config.output / "runs")
     grid = config.grid()
-    print(f"{len(grid)} runs ({config.source}), output {config.output}:")
-    for key in grid:
+    keys = grid if shard is None else shard.select(grid)
+    part = "" if shard is None else f" of {len(grid)} (shard {shard})"
+    print(f"{len(keys)} runs{part} ({config.source}), output {config.output}:")
+    for key in keys:
         record = store.latest(key)
         state = "pending" if record is None else record.status
         mutual = config.model(key.model).mutual_settings(key.dataset)
-        holder = store.claimed_by(key) if state != "finished" else None
-        running = f" (claimed by {holder.describe()})" if holder is not None else ""
+        running = ""
+        if state != "finished" and store.in_use(key):
+            holder = store.claimed_by(key)  # None when its record is unreadable (being written, or just removed)
+            running = f" (claimed by {holder.describe() if holder is not None else 'another worker'})"
         print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else "") + running)
 
 
@@ -173,15 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         config = load_config(arguments.config, output=arguments.output)
+        shard = arguments.shard or Shard.from_environment()
         if arguments.dry_run:
-            _print_plan(config)
+            _print_plan(config, shard)
             return 0
-        result = run_benchmark(
-            config,
-            retry_failed=not arguments.skip_failed,
-            paper=arguments.paper,
-            heartbeat_timeout=arguments.heartbeat_timeout,
-        )
+        result = run_benchmark(config, retry_failed=not arguments.skip_failed, paper=arguments.paper, shard=shard)
     except (BenchmarkConfigError, LockError, OSError) as error:
         print(f"anomalib-adaclip benchmark: error: {error}", file=sys.stderr)
         return 2

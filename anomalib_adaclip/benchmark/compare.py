@@ -11,8 +11,9 @@ load_config, run_benchmark``); it only re-exports. The parts live in:
   explains the metrics a data set cannot have (:data:`BENCHMARK_METRICS`, :func:`benchmark_evaluator`,
   :class:`BenchmarkEvaluator`, :func:`not_applicable_reasons`);
 - :mod:`~anomalib_adaclip.benchmark.store`: the resumable run records on disk (:class:`RunRecord`, :class:`RunStore`);
-- :mod:`~anomalib_adaclip.benchmark.runner`: the generator of runs, the job that executes one run through anomalib's
-  Engine, and the pipeline :func:`run_benchmark` (:class:`BenchmarkResult`);
+- :mod:`~anomalib_adaclip.benchmark.runner`: the grid as an anomalib pipeline, a job generator and the job that
+  executes one run through anomalib's Engine, run by anomalib's runners in :func:`run_benchmark`
+  (:class:`BenchmarkResult`, :class:`Shard`);
 - :mod:`~anomalib_adaclip.benchmark.report`: summaries and the CSV, Markdown and PNG reports (:class:`ResultRow`,
   :func:`summarise`, :func:`write_report`);
 - :mod:`~anomalib_adaclip.benchmark.published`: the AdaCLIP paper's numbers (:func:`load_published`);
@@ -28,8 +29,9 @@ Outputs, under the configured ``output`` folder (nothing that exists is overwrit
 - ``runs/<model>/<dataset>/<category>/seed<k>.json``: one record per finished run (its metrics, timings, the model and
   data configuration, versions). A rerun on the same folder skips every run that has one (resume). A failed run is
   recorded as ``seed<k>.failed.json`` (``-v1``, ``-v2``, ... for later attempts) and tried again on the next rerun.
-  While a worker runs it, ``seed<k>.claim`` names the worker: any number of ``benchmark`` processes may share the
-  folder, each run is executed once between them (see the concurrency guide).
+  While a worker runs it, it holds ``seed<k>.claim``: any number of ``benchmark`` processes on one machine may share
+  the folder, each run is executed once between them; on several machines each takes a shard (see the concurrency
+  guide).
 - ``reports/v<N>/`` (``reports/latest`` links to the newest): ``results.csv`` (per category and model, mean and
   standard deviation over the seeds, plus the mean over the categories of each data set), ``runs.csv`` (every run,
   failed ones with their error), ``results.md`` (the tables in percent, and the failed runs), ``plot_<dataset>.png``
@@ -69,7 +71,7 @@ from .metrics import (
 from .paper import PaperCell, paper_cells, write_paper_report
 from .published import PublishedResults, load_published
 from .report import MEAN_CATEGORY, ResultRow, summarise, write_report
-from .runner import EVALUATOR_ATTRIBUTE, BenchmarkResult, run_benchmark, write_reports
+from .runner import EVALUATOR_ATTRIBUTE, BenchmarkResult, Shard, run_benchmark, write_reports
 from .specs import CATEGORY_PLACEHOLDER, RUNTIME_DATA_ARGUMENTS, DataSpec, ModelSpec
 from .store import RunRecord, RunStore
 
@@ -100,6 +102,7 @@ __all__ = [
     "RunKey",
     "RunRecord",
     "RunStore",
+    "Shard",
     "benchmark_evaluator",
     "load_config",
     "load_published",

@@ -1,32 +1,41 @@
-"""Running the benchmark grid: a generator of runs, a job per run and the pipeline that ties them to the reports.
+"""Running the benchmark grid as an anomalib pipeline: a job generator, a job per run, anomalib's runners.
 
 anomalib's own ``anomalib benchmark`` cannot run zero-shot models (it calls ``Engine.fit`` with the data module as a
 positional argument, so WinCLIP and AdaCLIP end in "val_dataloader must be implemented") and refuses class paths from
-outside anomalib. This runner runs any :class:`~anomalib.models.components.AnomalibModule` (AdaCLIP with any
-checkpoint or backbone, anomalib's WinClip, PatchCore, ...) the way anomalib's Engine is meant to run it, in the shape
-of anomalib's benchmark pipeline:
+outside anomalib. This module runs any :class:`~anomalib.models.components.AnomalibModule` (AdaCLIP with any
+checkpoint or backbone, anomalib's WinClip, PatchCore, ...) the way anomalib's Engine is meant to run it, with the
+pieces of anomalib's pipelines (:mod:`anomalib.pipelines.components`):
 
-- :class:`RunGenerator` (the generator): the runs of the grid left to do, the grid minus the runs that finished
-  earlier in the same output folder (resume), each with its job;
-- :class:`RunJob` (the job): one run through anomalib's ``Engine`` with an equal, freshly built
-  :func:`~anomalib_adaclip.benchmark.metrics.benchmark_evaluator`. A model that learns from normal images
+- :class:`BenchmarkJobGenerator` (a :class:`~anomalib.pipelines.components.JobGenerator`): a job for every run of the
+  grid, or of this worker's :class:`Shard` of it;
+- :class:`BenchmarkJob` (a :class:`~anomalib.pipelines.components.Job`): one model on one category with one seed. It
+  claims the run, skips it when it finished before in the same output folder (resume), else runs it through anomalib's
+  ``Engine`` with an equal, freshly built :func:`~anomalib_adaclip.benchmark.metrics.benchmark_evaluator` and records
+  it in the :class:`~anomalib_adaclip.benchmark.store.RunStore`. A model that learns from normal images
   (``LearningType.ONE_CLASS``) is fitted and then tested; a zero- or few-shot model is tested directly
   (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). A failure is recorded,
-  not raised, and the grid goes on;
-- :func:`run_benchmark` (the pipeline): plan, claim, execute, record each run in the
-  :class:`~anomalib_adaclip.benchmark.store.RunStore`, then write a new report
-  (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
-  :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`), with a progress bar over the grid;
-  :func:`write_reports` writes a report from the store without running.
+  not raised, and the grid goes on. ``collect`` gathers the outcomes into a :class:`BenchmarkResult`; ``save`` writes
+  the report (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
+  :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`) once no run of the grid is left;
+- anomalib's :class:`~anomalib.pipelines.components.runners.SerialRunner` runs the jobs one after the other, or
+  its :class:`~anomalib.pipelines.components.runners.ParallelRunner` one process per GPU of the machine
+  (:func:`run_benchmark`); :func:`write_reports` writes a report from the store without running. anomalib's
+  ``Pipeline`` base class is not used: it reads its own YAML, sends every log line to ``runs/pipeline.log`` in the
+  working folder and turns a runner's error into a printed line, where the benchmark checks its configuration first
+  and ends with an exit code.
 
-Many workers, one grid: any number of ``run_benchmark`` calls (processes, machines sharing the file system, the tasks
-of a SLURM job array) may work on one output folder at once. Each run is claimed before it starts
-(:meth:`~anomalib_adaclip.benchmark.store.RunStore.claim`: an atomic claim file with the worker's host, PID and start,
-renewed by a heartbeat thread); a worker passes over the runs others hold, so every run is executed once between
-them. A claim whose worker died is taken over: on the same host as soon as its PID is gone, from another host when
-its heartbeat is older than ``heartbeat_timeout``. A run that failed is tried again once per round, not once per
-worker. The report is written by the worker that finds, after its last run, that no run of the grid is left or held
-by another worker (and only once for the same set of records: ``<output>/.last_report.json``).
+Many workers, one grid:
+
+- on several machines (the tasks of a SLURM job array), each worker takes a fixed, disjoint :class:`Shard` of the
+  grid (``--shard I/N``, or the array's task index): nothing is shared but the output folder;
+- on one machine, any number of workers may also share the same runs: each run is claimed before it starts with a
+  non-blocking kernel lock (:meth:`~anomalib_adaclip.benchmark.store.RunStore.claim`, freed at once when its worker
+  dies), and a worker passes over the runs others hold. A run that failed is tried again once per round, not once per
+  worker.
+
+The report is written by the worker that finds, after its last run, that every run of the grid has a record and none
+is held by another worker (and only once for the same set of records: ``<output>/.last_report.json``); ``benchmark
+report`` writes one at any time.
 
 Example:
     >>> from anomalib_adaclip.benchmark.compare import run_benchmark
@@ -37,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -45,15 +55,17 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from anomalib.pipelines.components import Job, JobGenerator, Runner
+from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_adaclip.locks import LockError, LockHeldError, NotALockFileError, OwnedLock, Owner
+from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
 from .metrics import BENCHMARK_METRICS, METRIC_LABELS, NOT_APPLICABLE, benchmark_evaluator
@@ -64,105 +76,162 @@ from .store import RunRecord, RunStore
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_TIMEOUT",
     "EVALUATOR_ATTRIBUTE",
+    "BenchmarkJob",
+    "BenchmarkJobGenerator",
     "BenchmarkResult",
-    "RunGenerator",
-    "RunJob",
+    "RunOutcome",
+    "Shard",
     "TrainingSubset",
+    "check_folder",
     "run_benchmark",
     "write_reports",
 ]
 
 # Where the evaluator sits in a model when the Engine runs it before the model's post-processor.
 EVALUATOR_ATTRIBUTE = "benchmark_evaluator"
-# Seconds without a heartbeat after which another host's claim on a run is taken over; the heartbeat is renewed
-# five times as often.
-DEFAULT_HEARTBEAT_TIMEOUT = 300.0
 # The record of the last report: which run records it was made from (a second worker does not write it again).
 LAST_REPORT_FILE = ".last_report.json"
 
 
 @dataclass(frozen=True)
-class RunGenerator:
-    """The generator: what is left to do of the grid, the runs without a finished record in the store.
+class Shard:
+    """A fixed, disjoint part of the grid, for one task of a job array.
+
+    The shard ``I/N`` holds the runs at positions ``I - 1``, ``I - 1 + N``, ``I - 1 + 2N``, ... of
+    :meth:`~anomalib_adaclip.benchmark.config.BenchmarkConfig.grid` (every ``count``-th run, so that each shard gets
+    a share of every model). The shards ``1/N`` ... ``N/N`` together are the grid, each run in exactly one of them.
 
     Args:
-        config: The benchmark configuration.
-        store: The run records of the output folder.
-        retry_failed: Run again the runs whose earlier attempt failed. Defaults to ``True``.
+        index: Which part, from 1.
+        count: Into how many parts the grid is cut.
     """
 
-    config: BenchmarkConfig
-    store: RunStore
-    retry_failed: bool = True
-    failures_at_start: dict[RunKey, int] = field(default_factory=dict, compare=False, repr=False)
+    index: int
+    count: int
 
     def __post_init__(self) -> None:
-        # Failed attempts recorded before this worker started: a newer one is another worker's attempt this round.
-        self.failures_at_start.update({key: len(self.store.failures(key)) for key in self.config.grid()})
+        if not 1 <= self.index <= self.count:
+            msg = f"A shard is I/N with 1 <= I <= N, got {self.index}/{self.count}."
+            raise BenchmarkConfigError(msg)
 
-    def mismatches(self) -> list[str]:
-        """Finished runs in the folder whose model or data configuration differs from the current one."""
-        problems = []
-        for key in self.config.grid():
-            record = self.store.finished(key)
-            if record is None:
-                continue
-            expected = {
-                "model": self.config.model(key.model).configuration_for(key.dataset),
-                "data": self.config.dataset(key.dataset).configuration_for(key.category),
-                "score_normalization": self.config.score_normalization,
-            }
-            stored = {
-                "model": record.model_config,
-                "data": record.data_config,
-                "score_normalization": record.score_normalization,
-            }
-            for part, value in expected.items():
-                if stored[part] != value:
-                    problems.append(f"{key.label}: {part} was {stored[part]}, is now {value} ({record.path})")
-        return problems
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
-    def check_folder(self) -> None:
-        """Refuse an output folder that holds finished runs of another configuration under the same names.
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` (as ``--shard`` takes it).
 
         Raises:
-            BenchmarkConfigError: Some finished run's model, data or ``score_normalization`` differs (up to five are
-                listed).
+            BenchmarkConfigError: Not two whole numbers ``I/N`` with ``1 <= I <= N``.
         """
-        mismatches = self.mismatches()
-        if not mismatches:
-            return
-        listed = "\n  ".join(mismatches[:5]) + (
-            f"\n  ... and {len(mismatches) - 5} more" if len(mismatches) > 5 else ""
-        )
-        msg = (
-            f"{self.config.output} holds finished runs of another configuration under the same names; their results "
-            f"would be mixed with this one's. Use another output folder, or rename the model or data set:\n  {listed}"
-        )
-        raise BenchmarkConfigError(msg)
+        index, _, count = text.partition("/")
+        if not (index.strip().isdigit() and count.strip().isdigit()):
+            msg = f"--shard takes I/N (the I-th of N parts of the grid, e.g. 2/8), got {text!r}."
+            raise BenchmarkConfigError(msg)
+        return cls(int(index), int(count))
 
-    def is_done(self, key: RunKey) -> bool:
-        """Whether ``key`` is not left to do: it finished, or it failed and is not retried (now) by this worker.
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Shard | None:
+        """The shard of a SLURM job array's task, ``None`` outside one.
 
-        A failure is not retried when ``retry_failed`` is off, or when it was recorded after this generator was made
-        (another worker's attempt of this round).
+        SLURM numbers an array's tasks as given to ``--array`` (``0-9``, ``1-10``, ``0-18:2``):
+        ``SLURM_ARRAY_TASK_ID`` is the task's number, ``SLURM_ARRAY_TASK_MIN``/``_MAX`` the first and last,
+        ``SLURM_ARRAY_TASK_STEP`` the step and ``SLURM_ARRAY_TASK_COUNT`` how many. The shard is the task's position
+        in that range: ``(ID - MIN) / STEP + 1`` of ``COUNT``. A list that is not a range (``--array=1,4,5``) has no
+        such position; there each task must be given its ``--shard``.
+
+        Raises:
+            BenchmarkConfigError: The array's numbers are not a regular range, or a variable is missing.
         """
-        earlier = self.store.latest(key)
-        if earlier is None:
-            return False
-        if earlier.status == "finished" or not self.retry_failed:
-            return True
-        return len(self.store.failures(key)) > self.failures_at_start.get(key, 0)  # retried this round already
+        environ = os.environ if environ is None else environ
+        if "SLURM_ARRAY_TASK_ID" not in environ:
+            return None
+        try:
+            task = int(environ["SLURM_ARRAY_TASK_ID"])
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+            first = int(environ.get("SLURM_ARRAY_TASK_MIN", task if count == 1 else ""))
+            last = int(environ.get("SLURM_ARRAY_TASK_MAX", first + count - 1))
+            step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1"))
+        except (KeyError, ValueError) as error:
+            msg = (
+                f"SLURM_ARRAY_TASK_ID is set, but the array's SLURM_ARRAY_TASK_COUNT/_MIN/_MAX/_STEP are missing or "
+                f"not numbers ({error}); pass --shard I/N."
+            )
+            raise BenchmarkConfigError(msg) from None
+        position, off_step = divmod(task - first, step) if step > 0 else (-1, 0)
+        if off_step or not 0 <= position < count or last - first != (count - 1) * step:
+            msg = (
+                f"The SLURM array's task numbers are not the range {first}-{last}:{step} of {count} tasks (task "
+                f"{task}), so the task's part of the grid is not defined by them; give each task --shard I/N, or "
+                "submit --array as a range (e.g. --array=0-7)."
+            )
+            raise BenchmarkConfigError(msg)
+        return cls(position + 1, count)
 
-    def generate_jobs(self) -> Iterator[tuple[RunKey, RunJob | None]]:
-        """Every run of the grid in order, with the job that executes it, or ``None`` when it is not left to do.
+    def select(self, keys: Sequence[RunKey]) -> list[RunKey]:
+        """This shard's runs of ``keys`` (the expanded grid, in its order)."""
+        return [key for position, key in enumerate(keys) if position % self.count == self.index - 1]
 
-        Lazy: whether a run is left to do is read from the store when the previous run has been recorded.
-        """
-        for key in self.config.grid():
-            yield key, None if self.is_done(key) else RunJob(key, self.config)
+
+def _keys(config: BenchmarkConfig, shard: Shard | None) -> list[RunKey]:
+    grid = config.grid()
+    return grid if shard is None else shard.select(grid)
+
+
+def mismatches(config: BenchmarkConfig, store: RunStore) -> list[str]:
+    """Finished runs in the folder whose model or data configuration differs from the current one."""
+    problems = []
+    for key in config.grid():
+        record = store.finished(key)
+        if record is None:
+            continue
+        expected = {
+            "model": config.model(key.model).configuration_for(key.dataset),
+            "data": config.dataset(key.dataset).configuration_for(key.category),
+            "score_normalization": config.score_normalization,
+        }
+        stored = {
+            "model": record.model_config,
+            "data": record.data_config,
+            "score_normalization": record.score_normalization,
+        }
+        for part, value in expected.items():
+            if stored[part] != value:
+                problems.append(f"{key.label}: {part} was {stored[part]}, is now {value} ({record.path})")
+    return problems
+
+
+def check_folder(config: BenchmarkConfig) -> None:
+    """Refuse an output folder that holds finished runs of another configuration under the same names.
+
+    Raises:
+        BenchmarkConfigError: Some finished run's model, data or ``score_normalization`` differs (up to five are
+            listed).
+    """
+    problems = mismatches(config, RunStore(config.output / "runs"))
+    if not problems:
+        return
+    listed = "\n  ".join(problems[:5]) + (f"\n  ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+    msg = (
+        f"{config.output} holds finished runs of another configuration under the same names; their results "
+        f"would be mixed with this one's. Use another output folder, or rename the model or data set:\n  {listed}"
+    )
+    raise BenchmarkConfigError(msg)
+
+
+def _is_done(store: RunStore, key: RunKey, retry_failed: bool, failures_at_start: int) -> bool:
+    """Whether ``key`` is not left to do: it finished, or it failed and is not retried (now) by this worker.
+
+    A failure is not retried when ``retry_failed`` is off, or when it was recorded after this worker started (more
+    than ``failures_at_start`` failed attempts: another worker's attempt of this round).
+    """
+    earlier = store.latest(key)
+    if earlier is None:
+        return False
+    if earlier.status == "finished" or not retry_failed:
+        return True
+    return len(store.failures(key)) > failures_at_start
 
 
 class TrainingSubset(Callback):
@@ -198,24 +267,116 @@ class TrainingSubset(Callback):
         logger.info("Fitting on %d of %d training images (seed %d).", self.k, len(dataset), self.seed)
 
 
-@dataclass(frozen=True)
-class RunJob:
-    """The job: one run of the grid (a model on a category of a data set with a seed) through anomalib's Engine.
+@dataclass
+class RunOutcome:
+    """What a :class:`BenchmarkJob` did with its run.
+
+    Attributes:
+        key: The run.
+        state: ``"executed"`` (``record`` says whether it finished or failed), ``"skipped"`` (it finished before, or
+            failed and is not retried), ``"held"`` (another worker runs it; ``reason`` names it) or ``"blocked"``
+            (its record or claim could not be written; ``reason`` says why).
+        config: The benchmark configuration (for the report).
+        paper: Whether the report includes the paper's tables.
+        record: The run's record, when executed.
+        reason: Who holds it, or why it could not be run or recorded.
+        claim_failed: The claim could not be made (when no claim of a worker can be made, the output folder cannot be
+            written).
+    """
+
+    key: RunKey
+    state: Literal["executed", "skipped", "held", "blocked"]
+    config: BenchmarkConfig
+    paper: bool = False
+    record: RunRecord | None = None
+    reason: str = ""
+    claim_failed: bool = False
+
+
+@dataclass
+class BenchmarkJob(Job):
+    """One run of the grid (a model on a category of a data set with a seed), claimed, executed and recorded.
 
     Args:
         key: The run.
         config: The benchmark configuration (the model and data specifications, Engine settings, output folder).
+        retry_failed: Run it again when its earlier attempt failed.
+        failures_at_start: Its failed attempts recorded before this worker started (a newer one is another worker's
+            attempt of this round).
+        paper: The report includes the paper's tables.
+        show_progress: Print a line with the run's outcome.
+        worker: The run id of the worker (the ``run_id`` of its claims' owner records: a worker's jobs may run in
+            several processes, one per GPU). Defaults to a new one.
     """
+
+    name = "benchmark"
 
     key: RunKey
     config: BenchmarkConfig
+    retry_failed: bool = True
+    failures_at_start: int = 0
+    paper: bool = False
+    show_progress: bool = True
+    worker: str | None = field(default=None, compare=False)
+    device: int | None = field(default=None, compare=False)
 
-    def run(self) -> RunRecord:
-        """Run; any exception is recorded, not raised (``KeyboardInterrupt`` still stops).
+    def run(self, task_id: int | None = None) -> RunOutcome:
+        """Claim the run, execute it unless it is done, record it, release the claim.
+
+        Args:
+            task_id: The GPU of this job when anomalib's ``ParallelRunner`` runs it (one process per GPU); ``None``
+                in a serial run.
 
         Returns:
-            The run's record, ``"finished"`` with its metrics or ``"failed"`` with the error and its traceback; the
-            caller stores it.
+            What was done, with the record of an executed run.
+        """
+        outcome = self._claimed(RunStore(self.config.output / "runs"), task_id)
+        if self.show_progress and outcome.state != "skipped":
+            from tqdm import tqdm  # noqa: PLC0415  (the bar of anomalib's SerialRunner)
+
+            tqdm.write(f"{self.key.label}: {_describe(outcome)}")
+        return outcome
+
+    def _claimed(self, store: RunStore, task_id: int | None) -> RunOutcome:
+        made = {"key": self.key, "config": self.config, "paper": self.paper}
+        with contextlib.ExitStack() as claim:
+            try:
+                # The owner record names the process that runs the job (with ParallelRunner, not the one that
+                # made it).
+                claim.enter_context(store.claim(self.key, Owner.this_process(self.worker)))
+            except LockHeldError as held:
+                return RunOutcome(**made, state="held", reason=str(held))
+            except (LockError, OSError) as error:  # the folder cannot be written
+                return RunOutcome(**made, state="blocked", reason=str(error), claim_failed=True)
+            if _is_done(store, self.key, self.retry_failed, self.failures_at_start):  # before, or by another worker
+                return RunOutcome(**made, state="skipped")
+            self.device = task_id
+            record = self.execute()
+            try:
+                store.save(record)
+            except FileExistsError:
+                logger.warning("%s was finished by another worker meanwhile; this result is not kept.", self.key.label)
+                return RunOutcome(**made, state="skipped")
+            except OSError as error:  # a full disk, a folder made read-only: the run is run again next time
+                reason = (
+                    f"its record could not be written ({error.strerror or error}) under {store.root}; free space (or "
+                    "make the folder writable) and run the command again: this run is run again, the runs recorded "
+                    "so far are kept"
+                )
+                return RunOutcome(**made, state="blocked", reason=reason)
+            return RunOutcome(**made, state="executed", record=record)
+
+    def engine_arguments(self) -> dict[str, Any]:
+        """The Engine's arguments: the configuration's, on this job's GPU when it has one (``ParallelRunner``)."""
+        arguments = {**DEFAULT_ENGINE_ARGUMENTS, **self.config.engine}
+        return arguments if self.device is None else {**arguments, "devices": [self.device]}
+
+    def execute(self) -> RunRecord:
+        """Execute the run; any exception is recorded, not raised (``KeyboardInterrupt`` still stops).
+
+        Returns:
+            The run's record, ``"finished"`` with its metrics or ``"failed"`` with the error and its traceback;
+            :meth:`run` stores it.
         """
         from anomalib import LearningType  # noqa: PLC0415
         from anomalib.callbacks import ModelCheckpoint  # noqa: PLC0415
@@ -260,11 +421,7 @@ class RunJob:
                 callbacks.append(evaluator)
                 # Lightning logs a metric object only when it is a submodule of the LightningModule.
                 model.add_module(EVALUATOR_ATTRIBUTE, evaluator)
-            engine = Engine(
-                default_root_dir=artifacts,
-                callbacks=callbacks,
-                **{**DEFAULT_ENGINE_ARGUMENTS, **config.engine},
-            )
+            engine = Engine(default_root_dir=artifacts, callbacks=callbacks, **self.engine_arguments())
             if model.learning_type == LearningType.ONE_CLASS:
                 start = time.perf_counter()
                 engine.fit(model, datamodule=datamodule)
@@ -292,6 +449,121 @@ class RunJob:
         record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return record
 
+    @staticmethod
+    def collect(results: list[RunOutcome]) -> BenchmarkResult | None:
+        """The outcomes of this worker's jobs, as a result without a report yet (``None`` without a job)."""
+        if not results:
+            return None
+        return BenchmarkResult(
+            report_dir=None,
+            rows=[],
+            records=[outcome.record for outcome in results if outcome.record is not None],
+            executed=[outcome.key for outcome in results if outcome.state == "executed"],
+            skipped=[outcome.key for outcome in results if outcome.state == "skipped"],
+            held=[outcome.key for outcome in results if outcome.state == "held"],
+            blocked={outcome.key: outcome.reason for outcome in results if outcome.state == "blocked"},
+            # Not one run could be claimed: the output folder cannot be written, which is one error, not a run's.
+            unwritable=results[0].reason if all(outcome.claim_failed for outcome in results) else None,
+            config=results[0].config,
+            with_paper=results[0].paper,
+        )
+
+    @staticmethod
+    def save(results: BenchmarkResult | None) -> None:
+        """Write the report when no run of the grid is left: each has a record and none is held by another worker.
+
+        A worker that could not run or record some of its runs leaves the report to the next command.
+        """
+        if results is None or results.config is None or results.blocked:
+            return
+        config = results.config
+        store = RunStore(config.output / "runs")
+        results.still_held = [
+            key for key in dict.fromkeys(results.held) if store.finished(key) is None and store.in_use(key)
+        ]
+        if results.still_held:
+            return
+        unfinished = [key for key in config.grid() if store.finished(key) is None]
+        if any(store.latest(key) is None for key in unfinished):  # left to other shards or workers
+            return
+        if any(store.in_use(key) for key in unfinished):  # a failed run being tried again by another worker
+            return
+        report = write_reports(config, paper=results.with_paper, only_if_new=True)
+        for name in ("report_dir", "rows", "records", "results_csv", "runs_csv", "markdown", "plots", "paper"):
+            setattr(results, name, getattr(report, name))
+        results.report_by_other = report.report_by_other
+
+
+class BenchmarkJobGenerator(JobGenerator):
+    """A :class:`BenchmarkJob` for every run of the grid (or of a :class:`Shard` of it), in the grid's order.
+
+    After the last one, the runs that another worker held when their job came and that are free now (that worker died
+    or stopped without recording them) get a job again.
+
+    Args:
+        config: The benchmark configuration.
+        retry_failed: Run again the runs whose earlier attempt failed. Defaults to ``True``.
+        shard: Only this part of the grid. Defaults to the whole grid.
+        paper: The report includes the paper's tables.
+        show_progress: Print a line per run.
+    """
+
+    def __init__(
+        self,
+        config: BenchmarkConfig,
+        *,
+        retry_failed: bool = True,
+        shard: Shard | None = None,
+        paper: bool = False,
+        show_progress: bool = True,
+    ) -> None:
+        self.config, self.shard, self.retry_failed = config, shard, retry_failed
+        self.paper, self.show_progress = paper, show_progress
+        self.store = RunStore(config.output / "runs")
+        self.keys = _keys(config, shard)
+        # Failed attempts recorded before this worker started: a newer one is another worker's attempt this round.
+        self.failures_at_start = {key: len(self.store.failures(key)) for key in self.keys}
+        # This worker: its claims' owner records carry its run id (and the PID of the process that runs each job).
+        self.owner = Owner.this_process()
+
+    @property
+    def job_class(self) -> type[BenchmarkJob]:
+        """:class:`BenchmarkJob`."""
+        return BenchmarkJob
+
+    def job(self, key: RunKey) -> BenchmarkJob:
+        """The job of ``key``."""
+        return BenchmarkJob(
+            key,
+            self.config,
+            retry_failed=self.retry_failed,
+            failures_at_start=self.failures_at_start[key],
+            paper=self.paper,
+            show_progress=self.show_progress,
+            worker=self.owner.run_id,
+        )
+
+    def is_done(self, key: RunKey) -> bool:
+        """Whether ``key`` is not left to do for this worker (see :class:`BenchmarkJob`)."""
+        return _is_done(self.store, key, self.retry_failed, self.failures_at_start[key])
+
+    def generate_jobs(self, args: dict | None = None, prev_stage_result: Any = None) -> Iterator[BenchmarkJob]:
+        """Every run's job; lazily, so that each is read from the store after the previous one was recorded.
+
+        Args:
+            args: Unused (the configuration was given to the generator).
+            prev_stage_result: Unused.
+        """
+        del args, prev_stage_result
+        held = []
+        for key in self.keys:
+            if not self.is_done(key) and self.store.in_use(key):
+                held.append(key)
+            yield self.job(key)
+        for key in held:  # abandoned by their worker since
+            if not self.is_done(key) and not self.store.in_use(key):
+                yield self.job(key)
+
 
 @dataclass
 class BenchmarkResult:
@@ -311,11 +583,15 @@ class BenchmarkResult:
         plots: ``plot_<dataset>.png`` per data set.
         paper: The paper-table report's files by name (``paper_tables.md``, ...; see
             :mod:`~anomalib_adaclip.benchmark.paper`), empty unless asked for.
-        held: Runs other workers held when this worker passed them (and, at its end, still held: ``still_held``).
-        still_held: Runs other workers still held when this worker ended; the last of them writes the report.
-        blocked: Runs that could not be claimed, with the reason (a claim file that is not a claim, a folder that
-            cannot be written).
+        held: Runs other workers held when this worker's job for them came.
+        still_held: Runs of the grid that other workers still held when this worker ended; the last of them writes
+            the report.
+        blocked: Runs that could not be claimed or recorded, with the reason (a folder that cannot be written, a full
+            disk).
         report_by_other: The report covering these records had been written by another worker already.
+        unwritable: Why no run could be claimed (the output folder cannot be written), else ``None``.
+        config: The configuration that was run.
+        with_paper: Whether the report includes the paper's tables.
     """
 
     report_dir: Path | None
@@ -332,6 +608,9 @@ class BenchmarkResult:
     still_held: list[RunKey] = field(default_factory=list)
     blocked: dict[RunKey, str] = field(default_factory=dict)
     report_by_other: bool = False
+    unwritable: str | None = None
+    config: BenchmarkConfig | None = field(default=None, repr=False)
+    with_paper: bool = False
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -348,8 +627,15 @@ def _signature(records: list[RunRecord], store: RunStore) -> list[str]:
     return sorted(str(Path(record.path).relative_to(store.root)) for record in records if record.path is not None)
 
 
-def _report_lock(config: BenchmarkConfig) -> OwnedLock:
-    return OwnedLock(config.output / "reports.lock", what=f"The benchmark report of {config.output}")
+@contextlib.contextmanager
+def _report_lock(config: BenchmarkConfig) -> Iterator[None]:
+    """One report at a time per output folder; a second writer waits (reports are short) and says so once."""
+    lock = OwnedLock(config.output / "reports.lock", what=f"The benchmark report of {config.output}")
+    lock.acquire(wait=True, poll=0.2, on_wait=logger.warning)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_reports(
@@ -377,9 +663,7 @@ def write_reports(
     """
     store = RunStore(config.output / "runs")
     state = config.output / LAST_REPORT_FILE
-    lock = _report_lock(config)
-    lock.acquire(wait=True, poll=0.2, on_wait=logger.warning)  # reports are short: wait for the other one
-    try:
+    with _report_lock(config):
         records = _latest_records(config, store)
         signature = _signature(records, store)
         if only_if_new and state.is_file():
@@ -395,8 +679,6 @@ def write_reports(
         temporary = state.with_name(f"{state.name}.{os.getpid()}.tmp")
         temporary.write_text(json.dumps({"report": str(report_dir), "records": signature, "paper": paper}))
         os.replace(temporary, state)  # the one file that is replaced: a note of which report is the latest
-    finally:
-        lock.release()
     return _result(report_dir, rows, records, executed, skipped, plots=plots, paper=paper_files)
 
 
@@ -429,181 +711,73 @@ def run_benchmark(
     retry_failed: bool = True,
     show_progress: bool = True,
     paper: bool = False,
-    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+    shard: Shard | None = None,
 ) -> BenchmarkResult:
-    """Run the grid (skipping runs that finished before in the same output folder) and write a new report.
+    """Run the grid, or a shard of it (skipping runs that finished before in the same output folder), and report.
 
-    Other workers may run the same grid on the same output folder at the same time: each run is claimed before it
-    starts and runs held by others are passed over; the worker that ends when no run is left or held writes the report.
+    The jobs of :class:`BenchmarkJobGenerator` run on anomalib's ``SerialRunner``, or on its ``ParallelRunner`` with one
+    process per GPU when the machine has several and each run uses one (``engine: {devices: 1}``, the default). Other
+    workers may run the same grid on the same output folder at the same time; the worker that ends when no run of the
+    grid is left writes the report.
 
     Args:
         config: A :class:`~anomalib_adaclip.benchmark.config.BenchmarkConfig`, a YAML file or its content as a mapping.
         output: Output folder; overrides the configuration's.
         retry_failed: Run again the runs whose earlier attempt failed. Defaults to ``True``.
-        show_progress: Show a progress bar over the grid. Defaults to ``True``.
+        show_progress: Print a line per run with its metrics or error. Defaults to ``True``.
         paper: Also write the paper-table report (the AdaCLIP paper's Tables 1 and 2 beside this run's numbers; see
             :mod:`~anomalib_adaclip.benchmark.paper`). Defaults to ``False``.
-        heartbeat_timeout: Seconds without a heartbeat after which a claim of a worker on another host is taken over
-            (one on this host is taken over as soon as its process is gone). Defaults to 300.
+        shard: Run only this part of the grid (a task of a job array). Defaults to the whole grid.
 
     Returns:
-        The report paths, the rows and the run records.
+        The report paths, the rows and the run records; without a report (runs of the grid left to other workers or
+        shards) the records of the runs this worker executed.
 
     Raises:
-        BenchmarkConfigError: The configuration is invalid, or the output folder holds finished runs of a different
-            configuration under the same names.
+        BenchmarkConfigError: The configuration is invalid, the output folder holds finished runs of a different
+            configuration under the same names, or it cannot be written.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     if not isinstance(config, BenchmarkConfig):
         config = load_config(config, output=output)
     elif output is not None:
         config = replace(config, output=Path(output))
-    if heartbeat_timeout <= 0:
-        msg = f"heartbeat_timeout must be a positive number of seconds, got {heartbeat_timeout}."
-        raise BenchmarkConfigError(msg)
-    store = RunStore(config.output / "runs")
-    generator = RunGenerator(config, store, retry_failed=retry_failed)
-    generator.check_folder()
-    worker = _Worker(generator, heartbeat_timeout)
-    total = len(config.grid())
-    logger.info(
-        "Benchmark %s: %d runs, output %s, worker %s", config.source, total, config.output, worker.owner.describe()
+    check_folder(config)
+    generator = BenchmarkJobGenerator(
+        config, retry_failed=retry_failed, shard=shard, paper=paper, show_progress=show_progress
     )
-    with tqdm(total=total, desc="benchmark", unit="run", disable=not show_progress, dynamic_ncols=True) as progress:
-        for key, job in generator.generate_jobs():
-            progress.set_postfix_str(key.label)
-            if job is None:
-                worker.skipped.append(key)
-            else:
-                worker.attempt(key, job, progress)
-            progress.update()
-        worker.take_over_abandoned(progress)
-    still_held = [key for key in dict.fromkeys(worker.held) if worker.held_by_another(key)]
-    if still_held or worker.blocked:
-        return BenchmarkResult(
-            report_dir=None,
-            rows=[],
-            records=worker.records,
-            executed=worker.executed,
-            skipped=worker.skipped,
-            held=worker.held,
-            still_held=still_held,
-            blocked=worker.blocked,
-        )
-    result = write_reports(config, paper=paper, executed=worker.executed, skipped=worker.skipped, only_if_new=True)
-    result.held = worker.held
+    part = f" (shard {shard}: {len(generator.keys)} runs)" if shard is not None else ""
+    logger.info(
+        "Benchmark %s: %d runs%s, output %s, worker %s",
+        config.source,
+        len(config.grid()),
+        part,
+        config.output,
+        generator.owner.describe(),
+    )
+    result = _runner(generator, config).run({})
+    if result is None:  # an empty shard
+        result = BenchmarkResult(report_dir=None, rows=[], records=[], executed=[], skipped=[], config=config)
+    if result.unwritable is not None:
+        raise BenchmarkConfigError(result.unwritable)
     return result
 
 
-@dataclass
-class _Worker:
-    """One worker's share of a grid: what it ran, passed over (held by others) or could not claim."""
+def _runner(generator: BenchmarkJobGenerator, config: BenchmarkConfig) -> Runner:
+    """Anomalib's ParallelRunner over the GPUs when there are several and each run takes one, else its SerialRunner."""
+    import torch  # noqa: PLC0415
 
-    generator: RunGenerator
-    heartbeat_timeout: float
-    owner: Owner = field(default_factory=Owner.this_process)
-    executed: list[RunKey] = field(default_factory=list)
-    skipped: list[RunKey] = field(default_factory=list)
-    held: list[RunKey] = field(default_factory=list)
-    blocked: dict[RunKey, str] = field(default_factory=dict)
-    records: list[RunRecord] = field(default_factory=list)
-
-    @property
-    def store(self) -> RunStore:
-        return self.generator.store
-
-    def attempt(self, key: RunKey, job: RunJob, progress: Any) -> None:
-        """Claim, run and record ``key``, or note why not (another worker holds it, the claim cannot be made)."""
-        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
-        outcome = _claim_and_run(key, job, claim, self.generator, self.heartbeat_timeout)
-        if isinstance(outcome, RunRecord):
-            self.executed.append(key)
-            self.records.append(outcome)
-            progress.write(f"{key.label}: {_outcome(outcome)}")
-        elif outcome is None:
-            self.skipped.append(key)
-        elif isinstance(outcome, LockHeldError):
-            self.held.append(key)
-            progress.write(f"{key.label}: run by another worker, {outcome.holder.describe()}")
-        elif isinstance(outcome, LockError) and not isinstance(outcome, NotALockFileError):
-            # The output folder cannot be written (read-only, full): no run can be claimed, so stop with one line.
-            raise BenchmarkConfigError(str(outcome))
-        else:
-            self.blocked[key] = str(outcome)
-            progress.write(f"{key.label}: not run: {outcome}")
-
-    def take_over_abandoned(self, progress: Any) -> None:
-        """Run the runs that another worker held when this one passed them and left unfinished (it died, or stopped)."""
-        while True:
-            free = [
-                key
-                for key in dict.fromkeys(self.held)
-                if not self.generator.is_done(key) and not self.held_by_another(key)
-            ]
-            if not free:
-                return
-            self.held = [key for key in self.held if key not in free]
-            for key in free:
-                self.attempt(key, RunJob(key, self.generator.config), progress)
-
-    def held_by_another(self, key: RunKey) -> bool:
-        """Whether another worker holds ``key`` now (a claim whose worker lives, or whose heartbeat is recent)."""
-        claim = self.store.claim(key, self.owner, self.heartbeat_timeout)
-        try:
-            holder = claim.holder()
-            touched = claim.path.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        except LockError:
-            return True
-        return holder is not None and claim.stale_reason(holder, touched) is None
+    engine = {**DEFAULT_ENGINE_ARGUMENTS, **config.engine}
+    gpus = torch.cuda.device_count()
+    if gpus > 1 and engine.get("accelerator", "auto") in {"auto", "gpu", "cuda"} and engine.get("devices", 1) == 1:
+        return ParallelRunner(generator, n_jobs=gpus)
+    return SerialRunner(generator)
 
 
-def _claim_and_run(
-    key: RunKey,
-    job: RunJob,
-    claim: OwnedLock,
-    generator: RunGenerator,
-    heartbeat_timeout: float,
-) -> RunRecord | LockError | str | None:
-    """Claim a run, execute and record it, release the claim.
-
-    Returns:
-        The run's record; ``None`` when another worker finished it meanwhile; the :class:`LockHeldError` of the worker
-        that holds it; another :class:`LockError` (a claim file that is not a claim, a folder that cannot be
-        written); or why the finished run's record could not be written.
-    """
-    try:
-        claim.try_acquire()
-    except LockError as error:
-        return error
-    try:
-        if generator.is_done(key):  # finished (or tried) by another worker between the plan and the claim
-            return None
-        claim.keep_alive(max(1.0, heartbeat_timeout / 5))
-        record = job.run()
-        try:
-            generator.store.save(record)
-        except FileExistsError:
-            # A worker thought dead (its heartbeat stopped, e.g. suspended) finished after another took the run over.
-            logger.warning("%s was finished by another worker meanwhile; this result is not kept.", key.label)
-            return None
-        except OSError as error:  # a full disk, a folder made read-only: the run is run again next time
-            return (
-                f"its record could not be written ({error.strerror or error}) under {generator.store.root}; free "
-                "space (or make the folder writable) and run the command again: this run is run again, the runs "
-                "recorded so far are kept"
-            )
-        if claim.lost:
-            logger.warning("%s: another worker took this run over meanwhile; this worker's record was kept.", key.label)
-        return record
-    finally:
-        claim.release()
-
-
-def _outcome(record: RunRecord) -> str:
-    """The progress line of a run: its metrics in percent, or its error."""
+def _describe(outcome: RunOutcome) -> str:
+    """The progress line of a run: its metrics in percent, its error, or why it was not run."""
+    record = outcome.record
+    if record is None:
+        return f"run by another worker, {outcome.reason}" if outcome.state == "held" else f"not run: {outcome.reason}"
     if record.status != "finished":
         return f"FAILED: {record.error}"
     return ", ".join(

@@ -6,9 +6,9 @@ name of :func:`anomalib_adaclip.output_files.write_new_file`). A rerun skips eve
 Records appear complete or not at all (written to a temporary file, then linked to their name), so a report never
 reads half a run.
 
-While a worker executes a run it holds the run's claim, ``seed<k>.claim`` beside the records (an
-:class:`~anomalib_adaclip.locks.OwnedLock` with a heartbeat): any number of workers on one output folder, on one
-machine or on several sharing the file system, run each run once between them (:func:`RunStore.claim`).
+While a worker executes a run it holds the run's claim, ``seed<k>.claim`` beside the records (a non-blocking
+:class:`~anomalib_adaclip.locks.OwnedLock`, which a killed worker leaves free at once): any number of workers on one
+output folder run each run once between them (:func:`RunStore.claim`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from anomalib_adaclip.locks import NotALockFileError, OwnedLock, Owner
+from anomalib_adaclip.locks import OwnedLock, Owner
 from anomalib_adaclip.output_files import write_new_file
 
 from .config import BenchmarkConfigError, RunKey
@@ -161,25 +161,14 @@ class RunStore:
         """The claim file of a run: ``seed<k>.claim`` beside its records."""
         return self.root / key.folder / f"seed{key.seed}.claim"
 
-    def claim(self, key: RunKey, owner: Owner, stale_after: float | None) -> OwnedLock:
-        """The claim of a run for the worker ``owner`` (not taken yet).
+    def claim(self, key: RunKey, owner: Owner) -> OwnedLock:
+        """The claim of a run for the worker ``owner`` (not taken yet): a non-blocking lock, taken with ``with``."""
+        return OwnedLock(self.claim_path(key), what=f"The benchmark run {key.label}", owner=owner)
 
-        Args:
-            key: The run.
-            owner: The worker.
-            stale_after: Seconds without a heartbeat after which a claim of another host is taken over (a claim of
-                this host is taken over as soon as its process is gone).
-        """
-        return OwnedLock(
-            self.claim_path(key),
-            what=f"The benchmark run {key.label}",
-            stale_after=stale_after,
-            owner=owner,
-        )
+    def in_use(self, key: RunKey) -> bool:
+        """Whether a worker holds the claim of ``key`` now (a probe: it writes no record, creates no claim file)."""
+        return OwnedLock(self.claim_path(key), what=key.label).in_use()
 
     def claimed_by(self, key: RunKey) -> Owner | None:
-        """The worker whose claim of ``key`` is on disk (live or not), ``None`` without one or with a broken one."""
-        try:
-            return OwnedLock(self.claim_path(key), what=key.label).holder()
-        except NotALockFileError:
-            return None
+        """The worker that holds the claim of ``key`` now, ``None`` when it is free (or its record cannot be read)."""
+        return OwnedLock(self.claim_path(key), what=key.label).holder()

@@ -170,7 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import anomalib_adaclip  # noqa: F401, PLC0415  (registers AdaCLIP as an anomalib model)
     from anomalib_adaclip.compat import anomalib_cli_main  # noqa: PLC0415
 
-    from .predict import predict_arguments  # noqa: PLC0415
+    from .predict import predict_arguments, reserve_resumed_table  # noqa: PLC0415
+
+    reserved = []
+
+    def before_instantiate(config: object) -> None:
+        # A resumed table in use is refused here, before the model is built; the lock is held through the run.
+        reserved.append(reserve_resumed_table(config))
 
     if arguments[:1] == ["predict"]:
         # Rewritten in sys.argv too: Lightning starts the other DDP processes with this process's sys.argv.
@@ -182,12 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = sys.argv[0] if sys.argv else "anomalib-adaclip"
     sys.argv = [program, *arguments]
     try:
-        anomalib_cli_main()
+        anomalib_cli_main(before_instantiate if arguments[:1] == ["predict"] else None)
     except (LockError, PredictionTableError) as error:
         # Another run holds the output, or the table cannot be resumed: one line, what to do, no traceback.
         print(f"anomalib-adaclip {arguments[0] if arguments else ''}: error: {error}", file=sys.stderr)
         return 1
     finally:
+        for lock in filter(None, reserved):
+            lock.release()
         _close_process_group()
     return 0
 

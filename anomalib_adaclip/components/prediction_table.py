@@ -7,9 +7,11 @@ One predict run writes one CSV (``predictions.csv``, or the next free ``-vN`` na
 - which table a resumed run appends to (:func:`resume_target`): the one table of the folder, or the one named;
 - reading a table back (:func:`read_finished`): the images that already have a row. A last row cut off by a killed
   process (no line end) is removed from the file, so that its image is scored again;
-- one writer per table (:func:`table_lock`, :func:`start_table`): a run holds ``<table>.lock`` (an
-  :class:`~anomalib_adaclip.locks.OwnedLock`) while it writes, so a second run that would append to the same table
-  stops before it scores anything, naming the first; a new table is locked before it is created;
+- one writer per table (:func:`table_lock`, :func:`start_table`, :func:`reserve_table`): a run holds ``<table>.lock``
+  (an :class:`~anomalib_adaclip.locks.OwnedLock`, a kernel lock) while it writes, so a second run that would append to
+  the same table stops before it scores anything, naming the first; a new table is locked before it is created. The
+  command line takes a resumed table's lock before it builds the model (:func:`reserve_table`) and the writer takes
+  that very lock over, so no other run can slip in between;
 - the parts of a run on several processes (:func:`part_path`, :func:`existing_parts`, :func:`merge_parts`): each
   process appends its rows, with the data-loader and data-set index of each image, to its own part file next to the
   table; at the end the global-rank-zero process merges them into the table in data-set order, each image once (a
@@ -50,6 +52,7 @@ __all__ = [
     "path_key",
     "read_finished",
     "repair",
+    "reserve_table",
     "resume_target",
     "start_table",
     "table_lock",
@@ -208,18 +211,49 @@ def read_finished(path: str | Path) -> FinishedImages:
     return finished
 
 
-def table_lock(table: str | Path, run_id: str | None = None) -> OwnedLock:
-    """The lock of one writer of ``table``: ``<table name>.lock`` beside it (not taken yet).
+# Table locks this process took before its writer existed (:func:`reserve_table`), by lock file; the writer takes them.
+_reserved: dict[Path, OwnedLock] = {}
 
-    A lock of another host is trusted until it is deleted (predict runs have no heartbeat): the message says so.
+
+def _lock_key(table: Path) -> Path:
+    return table.with_name(f"{table.name}.lock").resolve()
+
+
+def table_lock(table: str | Path, run_id: str | None = None) -> OwnedLock:
+    """The lock of one writer of ``table``: ``<table name>.lock`` beside it.
+
+    Not taken yet, unless this process reserved it (:func:`reserve_table`): then it is that held lock, handed over
+    once.
     """
     table = Path(table)
+    reserved = _reserved.pop(_lock_key(table), None)
+    if reserved is not None and reserved.held:
+        return reserved
     return OwnedLock(
         table.with_name(f"{table.name}.lock"),
         what=f"The predictions table {table}",
         remedy="Nothing was scored. Wait for that run and resume afterwards, or write to another results folder.",
         owner=Owner.this_process(run_id),
     )
+
+
+def reserve_table(directory: str | Path, filename: str, resume: bool | str | Path) -> OwnedLock:
+    """Take the lock of the table a resumed run will append to, before anything else of the run is built.
+
+    The table is the one :func:`resume_target` finds (or ``filename``, which the run then starts). The lock stays
+    held; the writer of this process takes it over through :func:`table_lock`. The caller releases it at the end
+    (releasing twice does nothing).
+
+    Raises:
+        LockHeldError: Another run holds the table.
+        LockError: The folder cannot be written.
+        PredictionTableError: Which table to resume cannot be told, or the named one does not exist.
+    """
+    table = resume_target(directory, filename, resume) or Path(directory) / filename
+    lock = table_lock(table)
+    lock.try_acquire()
+    _reserved[_lock_key(table)] = lock
+    return lock
 
 
 def start_table(directory: str | Path, filename: str, *, resuming: bool = False) -> tuple[Path, OwnedLock]:
@@ -240,7 +274,7 @@ def start_table(directory: str | Path, filename: str, *, resuming: bool = False)
 
     Raises:
         LockHeldError: ``resuming``, and another run is starting the table.
-        LockError: A lock file beside a free name is not a lock, or the folder cannot be written.
+        LockError: The folder cannot be written.
         PredictionTableError: ``resuming``, and the table appeared meanwhile (run the command again to resume it).
         OSError: The table cannot be created.
     """

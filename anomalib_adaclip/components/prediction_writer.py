@@ -15,7 +15,9 @@ each process writes its own part file and the global-rank-zero process merges th
 One writer per table: the global-rank-zero process holds the table's lock (``<table>.lock``,
 :func:`~.prediction_table.table_lock`) from before the table is chosen until the run ends, also when it fails; the
 other processes of the same run write only their parts and learn rank zero's answer by broadcast, so the run is one
-writer. Another run that would append to a locked table stops before it scores anything, naming the holder.
+writer. Another run that would append to a locked table stops before it scores anything, naming the holder. Under
+``anomalib-adaclip predict --resume`` the command line took that lock before the model was built
+(:func:`~.prediction_table.reserve_table`), and :func:`~.prediction_table.table_lock` hands it to this writer.
 """
 
 from __future__ import annotations

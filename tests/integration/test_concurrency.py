@@ -11,11 +11,10 @@ of one process with a stand-in job, are in ``tests/unit/benchmark/test_shared_gr
 from __future__ import annotations
 
 import csv
-import dataclasses
 import errno
 import json
-import logging
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,23 +24,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anomalib_adaclip import cli
+from anomalib_adaclip import cli, lightning_model
+from anomalib_adaclip.components import prediction_table
 from anomalib_adaclip.components.prediction_table import CSV_COLUMNS
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
-from anomalib_adaclip.locks import Owner
+from anomalib_adaclip.locks import OwnedLock, Owner
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
 from tests.helpers import (
     RUN_DIR,
     explain,
+    hold_lock,
     predict_arguments,
     subprocess_environment,
     table_paths,
     write_part_images,
 )
-
-
-def sleeping_process() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 
 
 def write_table(table: Path, paths: list[str]) -> bytes:
@@ -51,8 +48,14 @@ def write_table(table: Path, paths: list[str]) -> bytes:
     return table.read_bytes()
 
 
-def test_a_resume_stops_before_scoring_while_another_run_holds_the_table_and_takes_it_over_once_that_run_is_gone(
-    micro_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+def is_free(lock: Path) -> bool:
+    """Whether no process holds ``lock`` and no owner record is left beside it."""
+    owned = OwnedLock(lock, what="the table")
+    return not owned.in_use() and not owned.record_path.exists()
+
+
+def test_a_resume_stops_before_the_model_is_built_while_another_run_holds_the_table_and_runs_once_it_is_killed(
+    micro_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, root = tmp_path / "images", tmp_path / "run"
     truth = sorted(write_part_images(data, 6))
@@ -61,34 +64,33 @@ def test_a_resume_stops_before_scoring_while_another_run_holds_the_table_and_tak
     before = write_table(table, truth[:2])
     arguments = [*predict_arguments(micro_weights, data, root), "--resume"]
 
-    # Garbage where the lock goes: never taken over, the message says how to clear it.
-    lock.write_text("not a lock\n")
-    assert cli.main(arguments) == 1
-    error = capsys.readouterr().err
-    assert f"{lock} is not a lock file of anomalib-adaclip" in error and f"rm {lock}" in error
-    assert "Traceback" not in error and table.read_bytes() == before
-
-    # Another run (a live process of this host) holds the table: the resume stops before it scores anything.
-    other = sleeping_process()
+    # Another run (a live process of this host) holds the table: the resume stops before it builds the model.
+    other = hold_lock(lock, tmp_path)
     try:
-        holder = dataclasses.replace(Owner.this_process(), pid=other.pid, process_start="")
-        lock.write_text(holder.to_json())
-        assert cli.main(arguments) == 1
+        with monkeypatch.context() as patch:
+            patch.setattr(lightning_model, "AdaCLIPModel", refuse_to_build)
+            assert cli.main(arguments) == 1
         error = capsys.readouterr().err
-        assert f"is in use by another run: PID {other.pid} on host {holder.host} since {holder.since}" in error
-        assert f"kill {other.pid}" in error and "Nothing was scored" in error and "Traceback" not in error
+        holder = Owner.read(OwnedLock(lock, what="").record_path)
+        assert f"is in use by another run: PID {other.pid} on host {socket.gethostname()} since {holder.since}" in error
+        assert f"command: hold_lock.py {lock}" in error and f"kill {other.pid}" in error
+        assert "Nothing was scored" in error and "Traceback" not in error
         assert len(error.strip().splitlines()) == 1, error
         assert table.read_bytes() == before and not list((root / RUN_DIR).rglob("*.png"))
     finally:
         other.send_signal(signal.SIGKILL)
         other.wait()
 
-    # Its process is gone (killed): the next resume takes the lock over with a warning and finishes the table.
-    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.locks"):
-        assert cli.main(arguments) == 0
-    assert f"from PID {other.pid} on host {holder.host}" in caplog.text and "is gone" in caplog.text
+    # Its process is gone (killed): the lock is free at once, and the next resume finishes the table.
+    assert not OwnedLock(lock, what="the table").in_use()
+    assert cli.main(arguments) == 0
+    assert not prediction_table._reserved  # the lock taken before the model was the writer's (same table)
     assert table_paths(table)[:2] == truth[:2] and Counter(table_paths(table)) == Counter(truth)
-    assert not lock.exists()
+    assert is_free(lock)
+
+
+def refuse_to_build(*arguments: object, **options: object) -> None:
+    raise AssertionError("the model was built before the lock was checked")
 
 
 def start_predict(arguments: list[str], log: Path) -> subprocess.Popen:
@@ -108,7 +110,7 @@ def wait_for_rows(table: Path, process: subprocess.Popen, rows: int, log: Path) 
 
 
 @pytest.mark.slow
-def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_leaves_a_lock_taken_over(
+def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_after_a_kill_9_a_resume_at_once_runs(
     micro_weights: Path, tmp_path: Path
 ) -> None:
     """Process A starts a table (no --resume); B resumes the same output meanwhile; A is killed; C finishes."""
@@ -128,7 +130,9 @@ def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_le
         assert second.returncode == 1, explain(second)
         assert f"is in use by another run: PID {first.pid} on host" in second.stderr, explain(second)
         assert "Traceback" not in second.stderr and "AdaCLIP predicted" not in second.stdout
-        assert json.loads(lock.read_text())["pid"] == first.pid
+        assert "has no trained prompts" not in second.stderr  # refused before the model was built (its warning)
+        assert "has no trained prompts" in (tmp_path / "a.log").read_text()
+        assert json.loads(lock.with_name(f"{lock.name}.owner.json").read_text())["pid"] == first.pid
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
@@ -140,10 +144,10 @@ def test_a_resume_started_while_a_new_run_writes_stops_naming_it_and_a_kill_9_le
         [sys.executable, "-m", "anomalib_adaclip", *arguments, "--resume"],
         capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=1800, check=False,
     )  # fmt: skip
-    assert third.returncode == 0, explain(third)
-    assert f"from PID {first.pid}" in third.stderr and "is gone" in third.stderr, explain(third)
+    assert third.returncode == 0, explain(third)  # started at once: not refused, the kernel freed the lock
     assert Counter(table_paths(table)) == Counter(truth)
-    assert [path.name for path in sorted((root / RUN_DIR).glob("predictions*"))] == ["predictions.csv"]
+    names = [path.name for path in sorted((root / RUN_DIR).glob("predictions*"))]
+    assert names == ["predictions.csv", "predictions.csv.lock"] and is_free(lock)
 
 
 @pytest.mark.slow
@@ -165,7 +169,7 @@ def test_two_resumes_started_at_once_score_each_image_once_and_the_second_names_
     loser_log = logs[runs.index(next(run for run in runs if run.returncode == 1))]
     assert f"is in use by another run: PID {winner.pid} on host" in loser_log and "Traceback" not in loser_log
     assert table_paths(table)[:5] == truth[:5] and Counter(table_paths(table)) == Counter(truth)
-    assert not table.with_name("predictions.csv.lock").exists()
+    assert is_free(table.with_name("predictions.csv.lock"))
 
 
 def worker_grid(root: Path, weights: Path) -> Path:
@@ -229,7 +233,7 @@ def check_complete_report(output: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {row["status"] for row in rows} == {"finished"}
     assert len(list((output / "runs").rglob("seed*.json"))) == 4
-    assert not list(output.rglob("*.claim")) and not list(output.rglob("*.tmp"))
+    assert all(is_free(claim) for claim in output.rglob("*.claim")) and not list(output.rglob("*.tmp"))
 
 
 @pytest.mark.slow
@@ -251,7 +255,7 @@ def test_three_benchmark_workers_at_once_run_every_run_once_and_write_one_report
 
 
 @pytest.mark.slow
-def test_a_benchmark_worker_killed_mid_run_leaves_a_claim_that_the_next_worker_takes_over(
+def test_a_benchmark_worker_killed_mid_run_leaves_its_claim_free_and_the_next_worker_runs_that_run_again(
     micro_weights: Path, tmp_path: Path
 ) -> None:
     config = worker_grid(tmp_path, micro_weights)
@@ -264,19 +268,18 @@ def test_a_benchmark_worker_killed_mid_run_leaves_a_claim_that_the_next_worker_t
             assert time.monotonic() < deadline, "no run started within 15 minutes"
             time.sleep(0.1)
         (claim,) = list((output / "runs").rglob("*.claim"))
-        assert json.loads(claim.read_text())["pid"] == first.pid
+        assert OwnedLock(claim, what="a run").holder().pid == first.pid
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
         if first.poll() is None:
             first.kill()
-    assert claim.exists()  # left by kill -9
+    assert not OwnedLock(claim, what="a run").in_use()  # free at once after kill -9
     second = subprocess.run(
         [sys.executable, "-m", "anomalib_adaclip", "benchmark", "--config", str(config)],
         capture_output=True, text=True, env=subprocess_environment(OMP_NUM_THREADS="1"), timeout=1800, check=False,
     )  # fmt: skip
     assert second.returncode == 0, explain(second)
-    assert f"from PID {first.pid}" in second.stderr and "is gone" in second.stderr, explain(second)
     runs = executions_per_run(output)
     killed_run = str(claim.parent.relative_to(output / "runs") / claim.stem)
     assert runs[killed_run] == 2 and {count for run, count in runs.items() if run != killed_run} == {1}, runs
@@ -315,6 +318,6 @@ def test_a_full_disk_during_predict_is_one_line_keeps_the_rows_written_and_resum
     assert f"Cannot write to {table}: No space left on device. The rows written before are kept" in error
     assert "--resume" in error and "Traceback" not in error
     assert len(table_paths(table)) == 1  # the row that reached the disk
-    assert not table.with_name("predictions.csv.lock").exists()  # released on the error
+    assert is_free(table.with_name("predictions.csv.lock"))  # released on the error
     assert cli.main([*arguments, "--resume"]) == 0
     assert Counter(table_paths(table)) == Counter(truth)

@@ -13,7 +13,7 @@ import yaml
 from anomalib_adaclip import cli
 from anomalib_adaclip.benchmark import cli as benchmark_cli
 from anomalib_adaclip.benchmark.config import load_config
-from anomalib_adaclip.benchmark.runner import DEFAULT_HEARTBEAT_TIMEOUT
+from anomalib_adaclip.benchmark.runner import Shard
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import adaclip_entry, folder_entry
@@ -33,10 +33,10 @@ def test_the_parsers_defaults_and_options() -> None:
     arguments = benchmark_cli.build_parser().parse_args(["--config", "grid.yaml"])
     assert arguments.config == Path("grid.yaml") and arguments.output is None
     assert not (arguments.dry_run or arguments.skip_failed or arguments.paper)
-    assert arguments.heartbeat_timeout == DEFAULT_HEARTBEAT_TIMEOUT
+    assert arguments.shard is None
     given = ["--config", "g.yaml", "--output", "out", "--dry-run", "--skip-failed", "--paper"]
-    arguments = benchmark_cli.build_parser().parse_args([*given, "--heartbeat-timeout", "90"])
-    assert (arguments.output, arguments.heartbeat_timeout) == (Path("out"), 90.0)
+    arguments = benchmark_cli.build_parser().parse_args([*given, "--shard", "2/5"])
+    assert (arguments.output, arguments.shard) == (Path("out"), Shard(2, 5))
     assert arguments.dry_run and arguments.skip_failed and arguments.paper
     report = benchmark_cli.build_report_parser().parse_args(["--config", "g.yaml", "--paper"])
     assert (report.config, report.output, report.paper) == (Path("g.yaml"), None, True)
@@ -46,7 +46,10 @@ def test_the_parsers_defaults_and_options() -> None:
     ("arguments", "message"),
     [
         ([], "the following arguments are required: --config"),
-        (["--config", "g.yaml", "--heartbeat-timeout", "soon"], "argument --heartbeat-timeout: invalid float value"),
+        (["--config", "g.yaml", "--shard", "2"], "argument --shard: --shard takes I/N"),
+        (["--config", "g.yaml", "--shard", "4/3"], "argument --shard: A shard is I/N with 1 <= I <= N, got 4/3"),
+        (["--config", "g.yaml", "--shard", "0/3"], "argument --shard: A shard is I/N with 1 <= I <= N, got 0/3"),
+        (["--config", "g.yaml", "--heartbeat-timeout", "90"], "unrecognized arguments: --heartbeat-timeout 90"),
         (["--config", "g.yaml", "--dry_run"], "unrecognized arguments: --dry_run"),
         (["report", "--config", "g.yaml", "--dry-run"], "unrecognized arguments: --dry-run"),  # report runs nothing
         (["report"], "the following arguments are required: --config"),

@@ -1,4 +1,4 @@
-"""The generator of runs: the grid minus what finished, failed runs retried or not, a changed folder refused.
+"""The job generator: a job per run of the grid (or of a shard), what is left to do, a changed folder refused.
 
 Nothing runs: the jobs are generated, not executed.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
-from anomalib_adaclip.benchmark.runner import RunGenerator, RunJob
+from anomalib_adaclip.benchmark.runner import BenchmarkJob, BenchmarkJobGenerator, check_folder, mismatches
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from tests.helpers import adaclip_entry, folder_entry
 
@@ -32,13 +32,13 @@ def test_jobs_are_the_grid_minus_the_finished_runs(tmp_path: Path, retry_failed:
     store = RunStore(tmp_path / "runs")
     stored(store, config, 0, "finished")
     stored(store, config, 1, "failed")
-    generator = RunGenerator(config, store, retry_failed=retry_failed)
-    generator.check_folder()  # the stored runs have this configuration
+    generator = BenchmarkJobGenerator(config, retry_failed=retry_failed)
+    check_folder(config)  # the stored runs have this configuration
     planned = list(generator.generate_jobs())
-    assert [key for key, _ in planned] == config.grid()
-    left = [key for key, job in planned if job is not None]
+    assert [job.key for job in planned] == config.grid()
+    left = [job.key for job in planned if not generator.is_done(job.key)]
     assert left == config.grid()[1 if retry_failed else 2 :]
-    assert all(job == RunJob(key, config) for key, job in planned if job is not None)
+    assert all(job == BenchmarkJob(job.key, config, retry_failed=retry_failed) for job in planned[2:])
 
 
 def test_a_folder_of_another_configuration_is_refused(tmp_path: Path) -> None:
@@ -49,10 +49,9 @@ def test_a_folder_of_another_configuration_is_refused(tmp_path: Path) -> None:
         {"models": [adaclip_entry(init_args={"backbone_weights": None, "image_size": 140})], "data": [folder_entry()]},
         output=tmp_path,
     )
-    generator = RunGenerator(changed, store)
-    assert len(generator.mismatches()) == 1
+    assert len(mismatches(changed, store)) == 1
     with pytest.raises(BenchmarkConfigError, match="another configuration") as error:
-        generator.check_folder()
+        check_folder(changed)
     assert "AdaCLIP · parts/gear · seed 0: model was" in str(error.value) and "'image_size': 140" in str(error.value)
 
 

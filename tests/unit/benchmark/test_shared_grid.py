@@ -1,17 +1,18 @@
-"""Many workers, one grid: each run claimed and executed once, claims of dead workers taken over, one report.
+"""Many workers, one grid: each run claimed and executed once, a killed worker's claim free at once, one report.
 
 The workers are :func:`run_benchmark` calls in threads of this process (each its own run id, so its own worker);
-``RunJob.run`` is replaced, for this test only, by a stand-in that writes a line per execution into a marker file
-and returns a finished record, so nothing is trained or tested. The truth is the marker file: how often each run
-was executed. Real processes on real runs: ``tests/integration/test_concurrency.py``.
+``BenchmarkJob.execute`` is replaced, for this test only, by a stand-in that writes a line per execution into a marker
+file and returns a finished record, so nothing is trained or tested. The truth is the marker file: how often each run
+was executed. Another worker that holds a claim is a real process (``tests.helpers.hold_lock``). Real processes on
+real runs: ``tests/integration/test_concurrency.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
-import os
+import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -20,14 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from anomalib_adaclip import locks
 from anomalib_adaclip.benchmark import store as store_module
 from anomalib_adaclip.benchmark.cli import main as benchmark_main
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
 from anomalib_adaclip.benchmark.metrics import BENCHMARK_METRICS
-from anomalib_adaclip.benchmark.runner import BenchmarkResult, RunJob, run_benchmark, write_reports
+from anomalib_adaclip.benchmark.runner import BenchmarkJob, BenchmarkResult, Shard, run_benchmark, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
-from anomalib_adaclip.locks import OwnedLock, Owner
-from tests.helpers import adaclip_entry, folder_entry
+from anomalib_adaclip.locks import OwnedLock
+from tests.helpers import adaclip_entry, folder_entry, hold_lock
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def executions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The marker file: one line per executed run (appended, so concurrent executions all show)."""
     marker = tmp_path / "executions.txt"
 
-    def run(self: RunJob) -> RunRecord:
+    def run(self: BenchmarkJob) -> RunRecord:
         with marker.open("a") as handle:
             handle.write(f"{self.key.label}\n")
         time.sleep(0.05)  # long enough for the other workers to find the claim
@@ -57,7 +59,7 @@ def executions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             score_normalization=config.score_normalization,
         )  # fmt: skip
 
-    monkeypatch.setattr(RunJob, "run", run)
+    monkeypatch.setattr(BenchmarkJob, "execute", run)
     return marker
 
 
@@ -101,58 +103,53 @@ def test_three_workers_at_once_execute_every_run_once_and_one_report_covers_them
     assert sum(result.report_dir is not None and not result.report_by_other for result in results) == 1
     runs_csv = (report / "runs.csv").read_text().splitlines()
     assert len(runs_csv) == 1 + len(labels) and all(",finished," in line for line in runs_csv[1:])
-    assert not list(config.output.rglob("*.claim")) and not (config.output / "reports.lock").exists()
-    assert not list(config.output.rglob("*.tmp"))
+    assert not any(OwnedLock(claim, what="a run").in_use() for claim in config.output.rglob("*.claim"))
+    assert not OwnedLock(config.output / "reports.lock", what="the report").in_use()
+    assert not list(config.output.rglob("*.tmp")) and not list(config.output.rglob("*.owner.json"))
     # A rerun finds everything finished: nothing executed, no new report for the same records.
     rerun = run_benchmark(config, show_progress=False)
     assert rerun.executed == [] and rerun.report_by_other and reports(config) == [report]
 
 
-def test_a_claim_left_by_a_killed_worker_is_taken_over_and_the_grid_completes(
-    config: BenchmarkConfig, executions: Path, caplog: pytest.LogCaptureFixture
+def test_shards_run_disjoint_parts_and_the_last_one_writes_the_report(
+    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = config.grid()
+    first = run_benchmark(config, show_progress=False, shard=Shard(1, 2))
+    assert first.executed == grid[0::2] and executed(executions) == Counter(key.label for key in grid[0::2])
+    assert first.report_dir is None and reports(config) == []  # the other shard's runs are left: no report yet
+    arguments = ["--config", str(config.source), "--output", str(config.output), "--shard", "2/2"]
+    assert benchmark_main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "Runs: 3 executed, 0 skipped" in out and "Report: " in out
+    assert executed(executions) == Counter(key.label for key in grid)  # each run once, by one of the two shards
+    (report,) = reports(config)
+    assert len((report / "runs.csv").read_text().splitlines()) == 1 + len(grid)
+    again = run_benchmark(config, show_progress=False, shard=Shard(1, 2))  # a resubmitted shard: nothing left
+    assert again.executed == [] and again.skipped == grid[0::2] and again.report_by_other
+
+
+def test_a_claim_held_by_another_worker_is_passed_over_and_free_at_once_when_that_worker_is_killed(
+    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     store = RunStore(config.output / "runs")
     key = config.grid()[2]
-    killed = store.claim(key, dataclasses.replace(Owner.this_process(), pid=2**22 + 17), None)  # a PID not in use
-    killed.try_acquire()  # what kill -9 leaves behind: the claim, no record
-    with caplog.at_level(logging.WARNING, logger="anomalib_adaclip.locks"):
+    other = hold_lock(store.claim_path(key), tmp_path)  # another worker, busy with this run
+    try:
         result = run_benchmark(config, show_progress=False)
-    assert "is gone" in caplog.text and f"The benchmark run {key.label}" in caplog.text
-    assert executed(executions) == Counter(k.label for k in config.grid())
-    assert result.report_dir is not None and not store.claim_path(key).exists()
-
-
-def test_another_hosts_claim_is_left_alone_until_its_heartbeat_times_out(
-    config: BenchmarkConfig, executions: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    store = RunStore(config.output / "runs")
-    key = config.grid()[0]
-    remote = dataclasses.replace(Owner.this_process(), host="node-elsewhere", pid=4242)
-    store.claim(key, remote, None).try_acquire()
-    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
-    assert result.report_dir is None and result.still_held == [key] and key not in executed(executions)
-    assert reports(config) == []  # the grid is not complete: no report from a half-done grid
-    assert benchmark_main(["--config", str(config.source), "--output", str(config.output), "--dry-run"]) == 0
-    assert f"pending   {key.label} (claimed by PID 4242 on host node-elsewhere" in capsys.readouterr().out
-    old = time.time() - 61
-    os.utime(store.claim_path(key), (old, old))  # that worker's heartbeat stopped a minute ago
-    result = run_benchmark(config, show_progress=False, heartbeat_timeout=60)
+        assert result.report_dir is None and result.still_held == [key] and key not in executed(executions)
+        assert result.held == [key]
+        assert reports(config) == []  # the grid is not complete: no report from a half-done grid
+        assert benchmark_main(["--config", str(config.source), "--output", str(config.output), "--dry-run"]) == 0
+        plan = capsys.readouterr().out
+        assert f"pending   {key.label} (claimed by PID {other.pid} on host {socket.gethostname()}" in plan
+    finally:
+        other.send_signal(signal.SIGKILL)  # what kill -9 leaves behind: its claim file and record, no run record
+        other.wait()
+    assert store.claimed_by(key) is None  # free at once: no waiting, no takeover
+    result = run_benchmark(config, show_progress=False)
     assert result.executed == [key] and result.report_dir is not None
     assert executed(executions) == Counter(k.label for k in config.grid())
-
-
-def test_a_claim_file_that_is_not_a_claim_blocks_only_its_run_with_the_way_out(
-    config: BenchmarkConfig, executions: Path
-) -> None:
-    store = RunStore(config.output / "runs")
-    key = config.grid()[1]
-    store.claim_path(key).parent.mkdir(parents=True)
-    store.claim_path(key).write_text("garbage")
-    result = run_benchmark(config, show_progress=False)
-    assert list(result.blocked) == [key] and f"rm {store.claim_path(key)}" in result.blocked[key]
-    assert result.report_dir is None and len(executed(executions)) == len(config.grid()) - 1
-    store.claim_path(key).unlink()
-    assert run_benchmark(config, show_progress=False).executed == [key]
 
 
 def test_a_full_disk_while_recording_keeps_every_earlier_record_and_says_what_to_do(
@@ -172,18 +169,16 @@ def test_a_full_disk_while_recording_keeps_every_earlier_record_and_says_what_to
     reason = result.blocked[config.grid()[1]]
     assert "No space left on device" in reason and "run the command again" in reason
     assert result.report_dir is None and RunStore(config.output / "runs").finished(first) is not None
-    assert not list(config.output.rglob("*.tmp")) and not list(config.output.rglob("*.claim"))
+    assert not list(config.output.rglob("*.tmp")) and not list(config.output.rglob("*.owner.json"))  # all free
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_code_2(
     config: BenchmarkConfig, executions: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from anomalib_adaclip import locks
-
-    def read_only(path: Path, text: str) -> None:
+    def read_only(self: object, *arguments: object, **options: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(locks, "_write_file", read_only)
+    monkeypatch.setattr(locks.FileLock, "acquire", read_only)
     with pytest.raises(BenchmarkConfigError, match=r"Read-only file system\. The folder .* must be writable"):
         run_benchmark(config, show_progress=False)
     assert benchmark_main(["--config", str(config.source), "--output", str(config.output)]) == 2

@@ -19,7 +19,7 @@ from anomalib_adaclip.cli import dispatch
 def anomalib_argv(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Replace anomalib's CLI by a recorder of the ``sys.argv`` it would parse."""
     seen: list[list[str]] = []
-    monkeypatch.setattr(compat, "anomalib_cli_main", lambda: seen.append(list(sys.argv)))
+    monkeypatch.setattr(compat, "anomalib_cli_main", lambda before_instantiate=None: seen.append(list(sys.argv)))
     monkeypatch.setattr(sys, "argv", ["anomalib-adaclip"])
     return seen
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from anomalib_adaclip.cli.predict import RESUME_FLAG, WRITER_CLASS, predict_arguments
+from anomalib_adaclip.cli.predict import RESUME_FLAG, WRITER_CLASS, predict_arguments, reserve_resumed_table
 from anomalib_adaclip.components import PredictionCSVWriter
 
 
@@ -58,3 +61,53 @@ def test_resume_becomes_a_resuming_writer(arguments: list[str], resume: str | bo
     assert predict_arguments(rewritten) == rewritten
     with pytest.raises(SystemExit, match="given twice"):
         predict_arguments([*arguments, "--resume"])
+
+
+class _ParsedError(Exception):
+    """Raised by the hook below: the command is parsed, nothing is built."""
+
+
+def parsed_predict(monkeypatch: pytest.MonkeyPatch, arguments: list[str]) -> object:
+    """The parsed ``predict`` configuration, as the hook before the model's construction receives it."""
+    from anomalib_adaclip.compat import anomalib_cli_main
+
+    configs: list[object] = []
+
+    def capture(config: object) -> None:
+        configs.append(config)
+        raise _ParsedError
+
+    monkeypatch.setattr(sys, "argv", ["anomalib-adaclip", "predict", *predict_arguments(arguments)])
+    with pytest.raises(_ParsedError):
+        anomalib_cli_main(capture)
+    return configs[0]
+
+
+@pytest.mark.parametrize("data", ["folder", "images"])
+def test_a_resume_locks_the_table_in_the_results_folder_the_engine_will_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: str
+) -> None:
+    from anomalib.data import Folder
+    from anomalib.engine import Engine
+
+    from anomalib_adaclip.components import prediction_table
+
+    images = tmp_path / "images"
+    if data == "folder":
+        module = Folder(name="line3", root=images, normal_dir="good")
+        options = ["--data", "Folder", "--data.name", "line3", "--data.root", str(images), "--data.normal_dir", "good"]
+    else:
+        module, options = None, ["--data", str(images)]
+    root = tmp_path / "results"
+    config = parsed_predict(monkeypatch, ["--model", "AdaCLIP", *options, "--default_root_dir", str(root), "--resume"])
+    # The Engine's own rule, on what it receives (a data module, or none for a folder of images).
+    engine = Engine(default_root_dir=root)
+    engine._setup_workspace(model=SimpleNamespace(name="AdaCLIP"), datamodule=module)
+    expected = Path(engine._cache.args["default_root_dir"]) / "predictions.csv.lock"
+    lock = reserve_resumed_table(config)
+    try:
+        assert lock is not None and lock.held and lock.path == expected
+        assert prediction_table.table_lock(expected.with_suffix("")) is lock  # what the writer will take
+    finally:
+        lock.release()
+    assert reserve_resumed_table(parsed_predict(monkeypatch, ["--model", "AdaCLIP", "--data", str(images)])) is None

@@ -21,6 +21,7 @@ from anomalib_adaclip.components.prediction_table import (
     path_key,
     read_finished,
     repair,
+    reserve_table,
     resume_target,
     start_table,
     table_lock,
@@ -167,8 +168,35 @@ def test_a_new_table_is_locked_before_it_exists_and_a_name_another_run_is_starti
     assert not (tmp_path / "predictions-v2.csv").exists()
     starting.release()
     lock.release()
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions-v1.csv"]
+    locks = ["predictions-v1.csv.lock", "predictions.csv.lock"]  # lock files stay, free; no owner record
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["predictions-v1.csv", *locks]
     (tmp_path / "predictions.csv").write_text(HEADER)  # written meanwhile by a run that has ended
     with pytest.raises(PredictionTableError, match="run the command again to resume it"):
         start_table(tmp_path, "predictions.csv", resuming=True)
-    assert not (tmp_path / "predictions.csv.lock").exists()
+    assert not table_lock(tmp_path / "predictions.csv").in_use()  # released on the error
+
+
+def test_a_reserved_table_lock_is_handed_once_to_the_writer_of_this_process_and_refuses_every_other(
+    tmp_path: Path,
+) -> None:
+    table = tmp_path / "predictions.csv"
+    table.write_text(HEADER)
+    reserved = reserve_table(tmp_path, "predictions.csv", resume=True)  # the command line, before the model
+    assert reserved.held and reserved.path == tmp_path / "predictions.csv.lock"
+    assert table_lock(table) is reserved  # the writer takes the held lock: no moment without it
+    with pytest.raises(LockHeldError, match=rf"predictions.csv is in use by another run: PID {os.getpid()}"):
+        table_lock(table).try_acquire()  # handed over once: any other writer is refused
+    with pytest.raises(LockHeldError):
+        reserve_table(tmp_path, "predictions.csv", resume=True)
+    with pytest.raises(PredictionTableError, match="does not exist"):
+        reserve_table(tmp_path, "predictions.csv", resume=tmp_path / "missing.csv")
+    reserved.release()
+    reserved.release()  # the writer released it already: nothing happens
+
+    # Nothing to resume yet: the table the run will start is reserved, and start_table takes that lock.
+    empty = tmp_path / "empty"
+    reserved = reserve_table(empty, "predictions.csv", resume=True)
+    started, lock = start_table(empty, "predictions.csv", resuming=True)
+    assert started == empty / "predictions.csv" and lock is reserved and lock.held
+    lock.release()
+    assert not table_lock(started).in_use()
