@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -40,6 +41,7 @@ __all__ = [
     "TestSplitHook",
     "anomalib_checkpoint_io",
     "anomalib_safe_globals",
+    "batch_sampler_of",
     "check",
     "create_versioned_dir",
     "engine_results_folder",
@@ -47,8 +49,10 @@ __all__ = [
     "generate_output_filename",
     "get_exportable_transform",
     "ignore_in_ddp",
+    "regroup_loaders",
     "release_predict_batch_indices",
     "resolve_versioned_path",
+    "restore_loaders",
     "setup_predict_data",
 ]
 
@@ -221,6 +225,82 @@ def setup_predict_data(trainer: Trainer) -> None:
     trainer.predict_loop.setup_data()
 
 
+class _RegroupedSource:
+    """A loop's source of data loaders, with every ``DataLoader`` it gives passed through ``regroup``."""
+
+    def __init__(self, source: Any, regroup: Callable[[Any], Any]) -> None:
+        self.source, self.regroup = source, regroup
+
+    def dataloader(self) -> Any:
+        from lightning_utilities.core.apply_func import apply_to_collection  # noqa: PLC0415
+        from torch.utils.data import DataLoader  # noqa: PLC0415
+
+        return apply_to_collection(self.source.dataloader(), DataLoader, self.regroup)
+
+    def is_defined(self) -> bool:
+        return self.source.is_defined()
+
+    def is_module(self) -> bool:
+        return self.source.is_module()
+
+    @property
+    def instance(self) -> Any:
+        return self.source.instance
+
+    @instance.setter
+    def instance(self, value: Any) -> None:  # the data connector attaches each call's data here
+        self.source.instance = value
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def _stage_loops(trainer: Trainer) -> dict[str, Any]:
+    return {
+        "fit": trainer.fit_loop.epoch_loop.val_loop,
+        "validate": trainer.validate_loop,
+        "test": trainer.test_loop,
+        "predict": trainer.predict_loop,
+    }
+
+
+def regroup_loaders(trainer: Trainer, stage: str, regroup: Callable[[Any], Any]) -> None:
+    """Have the loop of this run's ``stage`` request its evaluation loaders through ``regroup`` (a loader each).
+
+    Called from a callback's ``setup``: the loop requests its loaders after it, and Lightning then processes the
+    regrouped loaders as any (distributed sampler, the predict loop's index tracking). ``fit`` regroups its validation
+    loaders. :func:`restore_loaders` undoes it (at the run's end).
+
+    Relies on: each of the Trainer's loops keeping its source of loaders as ``_data_source`` (an object with
+    ``dataloader()``, ``is_defined()``, ``is_module()``, ``instance`` and ``name``), whose ``dataloader()`` the loop's
+    ``setup_data`` calls inside Lightning's ``_request_dataloader``, so that a ``BatchSampler`` subclass built in
+    ``regroup`` has its arguments recorded and can be re-created with Lightning's (distributed) sampler.
+    """
+    loop = _stage_loops(trainer)[stage]
+    source = loop._data_source
+    if isinstance(source, _RegroupedSource):
+        source = source.source
+    loop._data_source = _RegroupedSource(source, regroup)
+
+
+def restore_loaders(trainer: Trainer) -> None:
+    """Undo :func:`regroup_loaders` on every loop of the Trainer (nothing where it was not applied)."""
+    for loop in _stage_loops(trainer).values():
+        if isinstance(loop._data_source, _RegroupedSource):
+            loop._data_source = loop._data_source.source
+
+
+def batch_sampler_of(loader: Any) -> Any:
+    """A processed predict loader's own batch sampler (``None`` without one).
+
+    Relies on: the predict loop wrapping the loader's batch sampler in ``_IndexBatchSamplerWrapper``, which keeps the
+    wrapped one as ``_batch_sampler``.
+    """
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    return getattr(batch_sampler, "_batch_sampler", batch_sampler)
+
+
 def release_predict_batch_indices(loader: Any, batch_idx: int) -> None:
     """Drop the data-set indices Lightning keeps for a finished predict batch (memory that grows with the run).
 
@@ -282,6 +362,44 @@ def _check_predict_loop() -> None:
     list(wrapper)
     if getattr(wrapper, "seen_batch_indices", None) != [[0, 1], [2, 3]]:
         raise _changed("lightning", "_IndexBatchSamplerWrapper.seen_batch_indices")
+    if not isinstance(batch_sampler_of(SimpleNamespace(batch_sampler=wrapper)), torch.utils.data.BatchSampler):
+        raise _changed("lightning", "_IndexBatchSamplerWrapper._batch_sampler")
+
+
+def _check_regroup_loaders() -> None:
+    from lightning.pytorch import Trainer  # noqa: PLC0415
+    from lightning.pytorch.trainer.connectors.data_connector import _request_dataloader  # noqa: PLC0415
+    from lightning.pytorch.trainer.states import RunningStage  # noqa: PLC0415
+    from lightning.pytorch.utilities.data import _update_dataloader  # noqa: PLC0415
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler  # noqa: PLC0415
+
+    class Fixed(BatchSampler):
+        def __init__(self, sampler: Any, batches: list[list[int]], drop_last: bool = False) -> None:
+            super().__init__(sampler, 1, drop_last)
+            self.batches = batches
+
+        def __iter__(self) -> Any:
+            return iter(self.batches)
+
+    trainer = Trainer(logger=False, enable_progress_bar=False)
+    for stage, loop in _stage_loops(trainer).items():
+        source = getattr(loop, "_data_source", None)
+        if not all(hasattr(source, name) for name in ("dataloader", "is_defined", "is_module", "instance", "name")):
+            raise _changed("lightning", f"the {stage} loop's _data_source")
+    data = list(range(4))
+    trainer.predict_loop._data_source.instance = DataLoader(data)
+    regroup_loaders(trainer, "predict", lambda loader: DataLoader(data, batch_sampler=Fixed(loader.sampler, [[2, 3]])))
+    loader = _request_dataloader(trainer.predict_loop._data_source)
+    distributed = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+    try:
+        batches = list(_update_dataloader(loader, distributed, mode=RunningStage.PREDICTING).batch_sampler)
+    except TypeError as error:
+        raise _changed("lightning", "re-creating a BatchSampler subclass with its recorded arguments") from error
+    if batches != [[2, 3]]:
+        raise _changed("lightning", "re-creating a BatchSampler subclass with its recorded arguments")
+    restore_loaders(trainer)
+    if isinstance(trainer.predict_loop._data_source, _RegroupedSource):
+        raise _changed("lightning", "the predict loop's _data_source")
 
 
 def check() -> None:
@@ -301,3 +419,4 @@ def check() -> None:
     _check_data_module()
     _check_ddp()
     _check_predict_loop()
+    _check_regroup_loaders()

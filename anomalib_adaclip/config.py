@@ -53,6 +53,7 @@ __all__ = [
     "TilingConfig",
     "check_phrases",
     "moved_argument_message",
+    "quarter_blocks",
     "settings_group",
 ]
 
@@ -229,9 +230,7 @@ class AdaCLIPConfig:
 
     def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
         """The feature layers, else the paper's blocks n/4, n/2, 3n/4 and n (6, 12, 18 and 24 for ViT-L)."""
-        if self.feature_layers is not None:
-            return self.feature_layers
-        return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))
+        return self.feature_layers if self.feature_layers is not None else quarter_blocks(n_vision_blocks)
 
     @property
     def uses_paper_prompts(self) -> bool:
@@ -383,18 +382,29 @@ def _check_int_list(values: Any, argument: str, minimum: int, what: str) -> tupl
     return values
 
 
+def quarter_blocks(n_vision_blocks: int) -> tuple[int, ...]:
+    """The last block of each quarter of a tower, 1-based: AdaCLIP's and MuSc's default feature layers.
+
+    ``(6, 12, 18, 24)`` for 24 blocks, ``(3, 6, 9, 12)`` for 12; a tower of fewer than 4 blocks has fewer distinct
+    quarters, and each block is kept once (``(1, 2)`` for 2). MuSc's config writes the same blocks 0-based
+    (``[5, 11, 17, 23]``).
+    """
+    return tuple(sorted({max(1, n_vision_blocks * quarter // 4) for quarter in (1, 2, 3, 4)}))
+
+
 @dataclass(frozen=True)
 class MutualScoringConfig:
-    """The settings of MuSc's mutual scoring (Li et al., ICLR 2024), with MuSc's defaults for CLIP ViT-L.
+    """The settings of MuSc's mutual scoring (Li et al., ICLR 2024), with MuSc's defaults.
 
     Each image of a group is scored against the other images of the group
     (:mod:`~anomalib_adaclip.model.mutual_scoring` says how, step by step).
 
     Attributes:
-        feature_layers: The vision blocks whose outputs are scored, **counted from 0** (MuSc's config convention:
-            the output of block ``l``). Note that :class:`AdaCLIPConfig`'s ``feature_layers`` count from 1. MuSc uses
-            ``[5, 11, 17, 23]`` for ViT-L (24 blocks) and ``[2, 5, 8, 11]`` for ViT-B (12 blocks). Defaults to
-            ``(5, 11, 17, 23)``.
+        feature_layers: The vision blocks whose outputs are scored, **counted from 1** like
+            :class:`AdaCLIPConfig`'s ``feature_layers`` (the paper's block numbers; MuSc's own config writes them from
+            0, and :func:`~anomalib_adaclip.model.mutual_scoring.musc_blocks` converts). ``None``: MuSc's choice for
+            the tower, the last block of each quarter (:func:`quarter_blocks`: ``[6, 12, 18, 24]`` for ViT-L's 24
+            blocks, ``[3, 6, 9, 12]`` for ViT-B's 12). Defaults to ``None``.
         r_list: Sizes ``r`` of the r x r neighbourhoods the patch features are averaged over (odd; 1 keeps each
             patch as it is). Defaults to ``(1, 3, 5)``.
         topmin_min: Lower end of the averaged interval of each patch's sorted distances to the other images: a
@@ -409,7 +419,7 @@ class MutualScoringConfig:
         ValueError: A value outside its allowed range.
     """
 
-    feature_layers: tuple[int, ...] = (5, 11, 17, 23)
+    feature_layers: tuple[int, ...] | None = None
     r_list: tuple[int, ...] = (1, 3, 5)
     topmin_min: float = 0.0
     topmin_max: float = 0.3
@@ -417,13 +427,14 @@ class MutualScoringConfig:
 
     def __post_init__(self) -> None:
         """Check every value that does not depend on the backbone and store sequences as tuples."""
-        layers = _check_int_list(self.feature_layers, "feature_layers", 0, "0-based block indices")
+        if self.feature_layers is not None:
+            layers = _check_int_list(self.feature_layers, "feature_layers", 1, "1-based block numbers")
+            object.__setattr__(self, "feature_layers", layers)
         r_list = _check_int_list(self.r_list, "r_list", 1, "odd neighbourhood sizes")
         if any(r % 2 == 0 for r in r_list):
             msg = f"r_list must hold odd sizes (each r x r window is centred on its patch), got {list(r_list)}."
             raise ValueError(msg)
         rscin_k = _check_int_list(self.rscin_k, "rscin_k", 0, "neighbour counts (0 switches RsCIN off)")
-        object.__setattr__(self, "feature_layers", layers)
         object.__setattr__(self, "r_list", r_list)
         object.__setattr__(self, "rscin_k", rscin_k)
         for name in ("topmin_min", "topmin_max"):
@@ -432,20 +443,26 @@ class MutualScoringConfig:
             msg = f"topmin_min and topmin_max are equal ({self.topmin_min}): the averaged interval would be empty."
             raise ValueError(msg)
 
-    def check_backbone(self, n_vision_blocks: int) -> None:
-        """Check the feature layers against the vision tower's depth.
+    def resolved_feature_layers(self, n_vision_blocks: int) -> tuple[int, ...]:
+        """The feature layers (1-based), else MuSc's choice for a tower of ``n_vision_blocks`` (:func:`quarter_blocks`).
 
         Raises:
-            ValueError: A feature layer outside ``[0, n_vision_blocks - 1]``.
+            ValueError: A feature layer outside ``[1, n_vision_blocks]``.
         """
-        if any(layer >= n_vision_blocks for layer in self.feature_layers):
-            quarters = [n_vision_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
+        if self.feature_layers is None:
+            return quarter_blocks(n_vision_blocks)
+        if any(layer > n_vision_blocks for layer in self.feature_layers):
             msg = (
-                f"feature_layers count blocks from 0 (MuSc's convention) and must lie in [0, {n_vision_blocks - 1}] "
-                f"for this backbone of {n_vision_blocks} blocks, got {list(self.feature_layers)}; MuSc's choice for "
-                f"it would be {quarters}."
+                f"feature_layers count blocks from 1 and must lie in [1, {n_vision_blocks}] for this backbone of "
+                f"{n_vision_blocks} blocks, got {list(self.feature_layers)}; MuSc's choice for it would be "
+                f"{list(quarter_blocks(n_vision_blocks))}."
             )
             raise ValueError(msg)
+        return self.feature_layers
+
+    def for_backbone(self, n_vision_blocks: int) -> MutualScoringConfig:
+        """These settings with the feature layers resolved for a tower of ``n_vision_blocks`` (checked)."""
+        return dataclasses.replace(self, feature_layers=self.resolved_feature_layers(n_vision_blocks))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""
@@ -480,7 +497,7 @@ class MutualGroupConfig:
     The images of one class name are scored against each other in groups of at most ``group_size`` (data-set order),
     MuSc's way (:mod:`~anomalib_adaclip.model.mutual_scoring`), and fused with AdaCLIP's own outputs
     (:mod:`~anomalib_adaclip.components.mutual_groups` says how, and on which scale). The MuSc settings are those of
-    :class:`MutualScoringConfig`, except that ``feature_layers`` count blocks from 1, like
+    :class:`MutualScoringConfig` (:meth:`scoring`), with ``feature_layers`` counting blocks from 1 in both, like
     ``PromptConfig.feature_layers``.
 
     Attributes:
@@ -520,12 +537,19 @@ class MutualGroupConfig:
         if self.feature_layers is not None:
             layers = _check_int_list(self.feature_layers, "mutual.feature_layers", 1, "1-based block numbers")
             object.__setattr__(self, "feature_layers", layers)
-        # MuSc's own checks of the rest (feature layers aside, whose convention differs)
-        scoring = MutualScoringConfig(
-            r_list=self.r_list, topmin_min=self.topmin_min, topmin_max=self.topmin_max, rscin_k=self.rscin_k
-        )
+        scoring = self.scoring()  # MuSc's own checks of the rest
         for name in ("r_list", "topmin_min", "topmin_max", "rscin_k"):
             object.__setattr__(self, name, getattr(scoring, name))
+
+    def scoring(self) -> MutualScoringConfig:
+        """MuSc's settings of this group (same fields, same 1-based layers)."""
+        return MutualScoringConfig(
+            feature_layers=self.feature_layers,
+            r_list=self.r_list,
+            topmin_min=self.topmin_min,
+            topmin_max=self.topmin_max,
+            rscin_k=self.rscin_k,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for checkpoints, YAML and JSON."""

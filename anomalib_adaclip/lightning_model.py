@@ -61,6 +61,7 @@ from .components.export import ExportGuard
 from .components.lightning_checkpoints import FrozenBackboneCheckpoints
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.post_processor import set_calibrated_thresholds
+from .components.pre_processing import input_resize
 from .components.references import FewShotReferences, ReferenceImages
 from .components.tiling import Tiling
 from .config import (
@@ -215,7 +216,9 @@ class AdaCLIP(AnomalibModule):
         self.class_names = ClassNames(class_settings, self.model.check_class_name)
         self.tiling = tiling_part
         self.references = ReferenceImages(self.model, few_shot_settings.source if few_shot_settings else None)
-        self.mutual_groups: MutualGroupStage | None = mutual_stage(mutual_settings, self.model)
+        resize = input_resize(image_size) if pre_processor is True else None  # the default pre-processor's
+        class_name_of = functools.partial(_class_name_of_path, self)
+        self.mutual_groups: MutualGroupStage | None = mutual_stage(mutual_settings, self.model, class_name_of, resize)
         self.export_guard = ExportGuard()
         self.frozen_checkpoints = FrozenBackboneCheckpoints()
         self.optimizer_settings = OptimizerSettings()
@@ -337,8 +340,8 @@ class AdaCLIP(AnomalibModule):
     def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None, loader_index: int = 0) -> Batch:
         """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
 
-        With ``mutual`` scoring a run's batch gets its images' final values from their groups; outside a run (the
-        demo's ``score_images``) the batch's images of each class name are one group.
+        With ``mutual`` scoring a run's batch is one whole group (the stage regroups the loaders); outside a run (the
+        demo's ``score_images``) the batch is grouped by the same rule (``mutual_groups.plan_groups``).
 
         Args:
             batch: The batch after the pre-processor.
@@ -347,8 +350,8 @@ class AdaCLIP(AnomalibModule):
             loader_index: The index of the batch's data loader (groups are planned per data set).
         """
         names = class_names if class_names is not None else self.class_names.of(batch, self.model.class_name)
-        if self.mutual_groups is not None and self.mutual_groups.running:
-            predictions = self.mutual_groups.score(self, batch.image_path, loader_index)
+        if self.mutual_groups is not None and self.mutual_groups.running:  # the batch is one whole group
+            predictions = self.mutual_groups.score_batch(self.model, batch.image, names, batch.image_path)
         elif self.mutual_groups is not None:
             predictions = self.mutual_groups.score_tensors(self.model, batch.image, names or self.model.class_name)
         elif self.tiling.enabled:
@@ -403,11 +406,12 @@ class AdaCLIP(AnomalibModule):
         export_names = self.class_names.export_names
         if self.mutual_groups is None and export_names is None:
             return super().forward(batch, *args, **kwargs)
-        # anomalib's forward (pre-processor, model, post-processor) with the group or the candidates
-        batch = self.pre_processor(batch) if self.pre_processor else batch
-        if self.mutual_groups is not None:  # the batch is the group (exports refuse mutual scoring)
+        # anomalib's forward (pre-processor, model, post-processor) with the groups or the candidates
+        if self.mutual_groups is not None:  # eager only (exports refuse it): a run's transform, a run's groups
+            batch = self.pre_processor.transform(batch) if self.pre_processor else batch
             batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
         else:
+            batch = self.pre_processor(batch) if self.pre_processor else batch
             batch = self.model(batch, choose_from=export_names)
         return self.post_processor(batch) if self.post_processor else batch
 
@@ -567,6 +571,11 @@ def _tiling_group(tiling: TilingConfig | Mapping[str, Any] | bool | None) -> Til
 
 def _plain_or_none(settings: Any) -> dict[str, Any] | None:
     return None if settings is None else settings.to_dict()
+
+
+def _class_name_of_path(module: AdaCLIP, path: str) -> str:
+    """The class name a run's batch gives an image of this path: the class-name rules, else the run's."""
+    return module.class_names.of_path(path, module.model.class_name)
 
 
 def _loader_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:

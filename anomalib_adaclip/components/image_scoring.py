@@ -5,7 +5,7 @@
 numbers of ``Engine.predict`` on the same image files, without a second inference path. With ``mutual`` the images of
 each class name are scored against each other as one group (mutual scoring, MuSc), also by a model built without
 ``mutual_scoring``: :class:`~anomalib_adaclip.components.mutual_groups.MutualGroupStage`'s own path, with MuSc's
-default settings for the backbone and the default ``mutual_weight``.
+default settings for the backbone and the default ``mutual.weight``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def score_images(
         image_paths: The images' files, kept in the batch (the visualiser reads the original image from them).
         mutual: Score the images of each class name against each other as one group (mutual scoring, fused with
             AdaCLIP's outputs), as a model built with ``mutual_scoring=True`` does outside a run: with the model's own
-            settings when it has them, else MuSc's defaults for the backbone and the default ``mutual_weight``. Needs
+            settings when it has them, else MuSc's defaults for the backbone and the default ``mutual.weight``. Needs
             at least two images of each class name and no tiling. Defaults to ``False`` (a model built with
             ``mutual_scoring`` scores its groups anyway).
 
@@ -67,21 +67,18 @@ def score_images(
     else:
         batch = module.score_batch(batch, names)
     if module.post_processor is not None:
-        module.post_processor.on_predict_batch_end(None, module, batch, batch, 0)
+        module.post_processor.post_process_batch(batch)
     return batch
 
 
 def _pre_processed(
     module: Any, images: torch.Tensor | Sequence[torch.Tensor], image_paths: Sequence[str] | None
 ) -> ImageBatch:
-    """The images in a batch after the module's pre-processor (whose predict hook reads neither Trainer nor index)."""
+    """The images in a batch after the module's pre-processor, as a run's batches."""
     paths = list(image_paths) if image_paths is not None else None
     if isinstance(images, torch.Tensor):
         check_images(images, "images", raw=True)
-        batch = ImageBatch(image=images, image_path=paths)
-        if module.pre_processor is not None:
-            module.pre_processor.on_predict_batch_start(None, module, batch, 0)
-        return batch
+        return ImageBatch(image=_transformed(module, images), image_path=paths)
     if not isinstance(images, Sequence) or isinstance(images, str):
         msg = f"`images` must be a tensor [B, 3, H, W] or a sequence of tensors [3, H, W], got {type(images).__name__}."
         raise TypeError(msg)
@@ -95,10 +92,7 @@ def _pre_processed(
             msg = f"`images[{index}]` must be one raw image [3, H, W], got {shape}."
             raise ValueError(msg)
         check_images(image[None], f"images[{index}]", raw=True)
-        item = ImageBatch(image=image[None])
-        if module.pre_processor is not None:
-            module.pre_processor.on_predict_batch_start(None, module, item, 0)
-        single.append(item.image)
+        single.append(_transformed(module, image[None]))
     sizes = sorted({tuple(image.shape[-2:]) for image in single})
     if len(sizes) > 1:
         msg = (
@@ -109,8 +103,17 @@ def _pre_processed(
     return ImageBatch(image=torch.cat(single), image_path=paths)
 
 
+def _transformed(module: Any, images: torch.Tensor) -> torch.Tensor:
+    """The pre-processor's ``transform`` of raw images: what its ``on_*_batch_start`` hooks apply in a run.
+
+    Not ``pre_processor(images)``: anomalib's ``PreProcessor.forward`` applies the *exportable* transform, whose resize
+    drops antialiasing (for ONNX/OpenVINO), so downscaled images would differ from a run's.
+    """
+    return module.pre_processor.transform(images) if module.pre_processor is not None else images
+
+
 def _mutual_stage(module: Any) -> MutualGroupStage:
-    """The module's own group stage, or one with MuSc's defaults for its backbone and the default ``mutual_weight``."""
+    """The module's own group stage, or one with MuSc's defaults for its backbone and the default ``mutual.weight``."""
     if module.mutual_groups is not None:
         return module.mutual_groups
-    return MutualGroupStage(MutualGroupConfig(), mutual_settings(module.model))
+    return MutualGroupStage(MutualGroupConfig(), mutual_settings(module.model), lambda path: module.model.class_name)

@@ -1,53 +1,51 @@
-"""Mutual scoring (MuSc) inside AdaCLIP's runs: which images form a group, scoring a group, fusing, caching.
+"""Mutual scoring (MuSc) inside AdaCLIP: which images form a group, who scores it, scoring and fusing a group.
 
 MuSc (Li et al., ICLR 2024) scores each image against the *other* unlabelled images of its class: a normal patch has
 close look-alikes in most of them, a defect has none (:mod:`~anomalib_adaclip.model.mutual_scoring` computes it,
-equal to the authors' code). Inside AdaCLIP this module decides everything that is not the arithmetic:
+equal to the authors' code). Inside AdaCLIP this module decides everything that is not the arithmetic.
 
-**Groups** (:func:`plan_groups`). The images of one class name are scored together, in data-set order. A class of
-``n`` images is split into ``ceil(n / mutual_group_size)`` groups of consecutive images whose sizes differ by at most
-one (33 images with a group size of 32 give groups of 17 and 16, never 32 and 1). A class with a single image cannot
-be scored (an error names the class and the image); a class of 2 to 4 images is scored with the core's rule for
-small groups and a warning. The plan is made from the whole data set, before a resumed run leaves out the images
-that already have a row, so a group always has the same members: outputs do not depend on a resume.
+**One planning rule** (:func:`plan_groups`), for every entry point: ``Engine.test``, ``validate`` and ``predict``,
+both command lines, ``AdaCLIP.forward`` on raw images, the demo (:func:`~.image_scoring.score_images`). The images of
+one class name are scored together, in their order. A class of ``n`` images is split into ``ceil(n / group_size)``
+groups of consecutive images whose sizes differ by at most one (33 images with a group size of 32 give groups of 17
+and 16, never 32 and 1); ``group_size=None`` makes one group of each class (MuSc's protocol). A class with a single
+image cannot be scored (an error names the class and the image); a class of 2 to 4 images is scored with the core's
+rule for small groups and a warning. The same images in the same order with the same settings get the same groups,
+so the same scores bit for bit, whichever the path.
 
 **A group's scores** (:func:`score_fused_group`). One frozen CLIP pass per image gives both AdaCLIP's outputs and MuSc's
 plain tokens (:meth:`AdaCLIPModel.score_with_plain_tokens
-<anomalib_adaclip.model.AdaCLIPModel.score_with_plain_tokens>`), run in chunks of :data:`CHUNK_SIZE` images whatever
-the loader's batch size; then MuSc scores the group's tokens and :func:`fuse` combines the two.
+<anomalib_adaclip.model.AdaCLIPModel.score_with_plain_tokens>`), run in chunks of :data:`CHUNK_SIZE` images; then MuSc
+scores the group's tokens and :func:`fuse` combines the two.
 
 **Fusion and scale** (:func:`fuse`). AdaCLIP's map and score are probabilities in [0, 1]. MuSc's map holds distances
 between unit vectors, in [0, 2]; it enters halved, ``d / 2`` (2 is the largest distance two unit vectors can have, so
 the factor is a constant: rankings, AUROC, AUPRO and F1-max of MuSc's map are unchanged, and ``d / 2 = 0.5`` means
 that the patch's closest look-alikes in the other images are at cosine 0.5). MuSc's image score after RsCIN is
 already in [0, 1] (min-max normalised over the group, then averaged); without RsCIN (``rscin_k`` holding 0) it is the
-map's maximum, halved likewise. The fused values are ``(1 - w) * AdaCLIP + w * MuSc`` with ``w = mutual_weight``;
+map's maximum, halved likewise. The fused values are ``(1 - w) * AdaCLIP + w * MuSc`` with ``w = mutual.weight``;
 ``w = 0`` returns AdaCLIP's tensors themselves and ``w = 1`` MuSc's on that scale. MuSc's image score is relative to
 its group (the group's most anomalous-looking image gets the highest), so a fixed image threshold on the fused score
 mixes AdaCLIP's probability with a rank inside the group: thresholds are best learned from labelled validation data
 (``thresholding="auto"``/``"adaptive"``) or from a calibration run with the same setting.
 
-**Runs** (:class:`MutualGroupStage`, a Lightning callback that :class:`~anomalib_adaclip.AdaCLIP` installs). When a
-step meets an image whose group has not been scored, the stage reads the whole group's items from the loader's data
-set (the same pre-processing as the batches), scores it and keeps the group's final maps and scores by image path;
-the step returns those. Each image's CLIP pass runs once per group scoring; metrics, the visualiser and the
-predictions table receive the final values. Memory: one group's tokens while it is scored (beyond
-:data:`SPILL_BYTES` they go to a temporary folder and are read back one layer at a time), and the final outputs of at
-most :data:`CACHED_GROUPS` groups, whatever the number of groups. On several processes each process scores the
-groups its images belong to: Lightning's distributed sampler deals the images out in turn, so every process meets
-nearly every group and the group work is repeated on each process (the outputs are identical, the time is not: run
-mutual scoring on one process per data set, or split the data sets between processes yourself).
+**Runs: the group is the unit of work** (:class:`MutualGroupStage`, a Lightning callback that
+:class:`~anomalib_adaclip.AdaCLIP` owns). When a run asks for its data loaders, the stage plans the groups of each
+loader's data set (paths and class names, read without loading an image) and gives the loader a
+:class:`GroupBatchSampler`: every batch is one whole group, read and pre-processed once, as any batch. The step scores
+the batch as its group (:meth:`MutualGroupStage.score_batch`); metrics, the visualiser and the predictions table
+receive the final values. On several processes each group goes to exactly one process (:func:`assign_groups`), so
+the processes together run one CLIP pass per image and score each group once. A validation run followed by a test run
+of the same model (``Engine.test`` validates first, for the thresholds) does not score a group twice: the validation's
+outputs are kept, by the group's images and class name, until the test run ends.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import math
 import tempfile
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,12 +53,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from anomalib.data import InferenceBatch
 from lightning.pytorch import Callback
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
+from anomalib_adaclip.compat import regroup_loaders, restore_loaders
 from anomalib_adaclip.config import MutualGroupConfig, MutualScoringConfig
-from anomalib_adaclip.model.mutual_scoring import PlainTokens
+from anomalib_adaclip.model.mutual_scoring import PlainTokens, musc_blocks
 from anomalib_adaclip.model.mutual_scoring import score_group as musc_scores
 
-from .input_files import loader_list
 from .prediction_table import path_key
 
 if TYPE_CHECKING:
@@ -71,12 +70,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CACHED_GROUPS",
     "CHUNK_SIZE",
     "SPILL_BYTES",
+    "GroupBatchSampler",
     "GroupPlan",
     "MutualGroupStage",
     "MutualScoringError",
+    "assign_groups",
     "check_mutual_scoring",
     "fuse",
     "mutual_settings",
@@ -85,12 +85,8 @@ __all__ = [
     "score_fused_group",
 ]
 
-MUTUAL_SCORING_SETTINGS = tuple(field.name for field in dataclasses.fields(MutualScoringConfig))
 # Images per CLIP pass inside a group: fixed, so that a group's numbers never depend on the loader's batch size.
 CHUNK_SIZE = 8
-# Groups whose final outputs are kept: two lets a batch span a group boundary; a class name that comes back after
-# others (images of several classes interleaved in the data set) re-scores its group, with the same result.
-CACHED_GROUPS = 2
 # A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
 SPILL_BYTES = 2 << 30
 # MuSc averages the lowest 30 % of the other images' distances: fewer than 5 images leave it none (the core's rule).
@@ -116,35 +112,38 @@ def check_mutual_scoring(mutual_scoring: bool, tiling: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Groups
+# Groups: the one planning rule, and which process scores which group
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupPlan:
-    """The groups of one data set.
+    """The groups of a sequence of images (a data set, or a batch scored outside a run).
 
     Attributes:
-        paths: The image path of every data-set index (as the data set gives it).
-        class_names: The class name of every data-set index.
-        groups: The data-set indices of each group, in data-set order.
-        group_of: :func:`~.prediction_table.path_key` of an image -> its group.
+        paths: The image path (or name) of every index.
+        class_names: The class name of every index.
+        groups: The indices of each group, in the images' order.
     """
 
     paths: tuple[str, ...]
     class_names: tuple[str, ...]
     groups: tuple[tuple[int, ...], ...]
-    group_of: dict[str, int]
+
+    def key(self, group: int) -> tuple[str, tuple[str, ...]]:
+        """A group's identity: its class name and its images' :func:`~.prediction_table.path_key`."""
+        indices = self.groups[group]
+        return self.class_names[indices[0]], tuple(path_key(self.paths[index]) for index in indices)
 
 
 def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: int | None) -> GroupPlan:
-    """Split the images of each class name into near-equal groups of consecutive images (data-set order).
+    """Split the images of each class name into near-equal groups of consecutive images (their order kept).
 
     A class of ``n`` images gets ``ceil(n / group_size)`` groups; their sizes differ by at most one, the larger
-    first. Classes follow the order of their first image; within a class the data-set order is kept.
+    first. Classes follow the order of their first image; within a class the order is kept.
 
     Args:
-        paths: The image path of every data-set index.
-        class_names: The class name of every data-set index.
-        group_size: Most images per group (at least 2); ``None``: each class is one group.
+        paths: The image path (or a name, for messages) of every index.
+        class_names: The class name of every index.
+        group_size: Most images per group (at least 2), or ``None`` for one group of each class.
 
     Raises:
         MutualScoringError: A class name has a single image (nothing to score it against).
@@ -158,8 +157,8 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
         if count == 1:
             msg = (
                 f"Mutual scoring compares each image with the other images of its class, but the class {name!r} has "
-                f"a single image: {paths[indices[0]]}. Add images of that class to the run, give it another class "
-                "name (classes.map), or score it with mutual=None."
+                f"a single image: {paths[indices[0]]}. Add images of that class, give it another class name "
+                "(classes.map), or score it with mutual=None."
             )
             raise MutualScoringError(msg)
         n_groups = 1 if group_size is None else math.ceil(count / group_size)
@@ -178,8 +177,72 @@ def plan_groups(paths: Sequence[str], class_names: Sequence[str], group_size: in
             "/".join(map(str, small)),
             SMALL_GROUP,
         )
-    group_of = {path_key(paths[index]): number for number, group in enumerate(groups) for index in group}
-    return GroupPlan(tuple(map(str, paths)), tuple(class_names), tuple(groups), group_of)
+    return GroupPlan(tuple(map(str, paths)), tuple(class_names), tuple(groups))
+
+
+def assign_groups(sizes: Sequence[int], world_size: int) -> list[list[int]]:
+    """Which process scores which group: every group goes to exactly one process.
+
+    The largest groups are dealt first, each to the process with the fewest images so far (the lowest rank on a tie),
+    so that the processes' CLIP passes differ by at most one group; each process then scores its groups in plan
+    order. The rule depends only on the sizes and the number of processes, so every process computes the same.
+
+    Args:
+        sizes: The number of images of each group, in plan order.
+        world_size: The number of processes.
+
+    Returns:
+        The group numbers of each process (rank), in plan order.
+    """
+    loads = [0] * world_size
+    assigned: list[list[int]] = [[] for _ in range(world_size)]
+    for group in sorted(range(len(sizes)), key=lambda number: (-sizes[number], number)):
+        rank = min(range(world_size), key=lambda candidate: (loads[candidate], candidate))
+        assigned[rank].append(group)
+        loads[rank] += sizes[group]
+    return [sorted(groups) for groups in assigned]
+
+
+class GroupBatchSampler(BatchSampler):
+    """Batches that are whole groups: the groups of one process, each as one batch of data-set indices.
+
+    Lightning re-creates a loader's batch sampler with a (distributed) sampler of its own when it runs on several
+    processes or predicts; this one takes it (``sampler``) and ignores it: the groups of the process are fixed when
+    the stage builds it (``groups``, shared by the copies, so that a resume's :meth:`leave_out` reaches them all).
+
+    Args:
+        sampler: The sampler Lightning passes; not read.
+        plan: The data set's groups.
+        groups: The group numbers of this process, in plan order.
+        drop_last: Part of ``BatchSampler``'s signature (Lightning sets it); a group is never cut.
+    """
+
+    def __init__(
+        self, sampler: Sampler | Sequence[int], plan: GroupPlan, groups: list[int], drop_last: bool = False
+    ) -> None:
+        super().__init__(sampler, batch_size=1, drop_last=drop_last)
+        self.plan, self.groups = plan, groups
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for group in list(self.groups):
+            yield list(self.plan.groups[group])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def leave_out(self, finished: set[str]) -> int:
+        """Leave out the groups whose images all have a :func:`~.prediction_table.path_key` in ``finished``.
+
+        A group with some finished images is scored whole (its members never change), and its finished images'
+        rows are the caller's to skip.
+
+        Returns:
+            The number of images left out.
+        """
+        kept = [group for group in self.groups if any(key not in finished for key in self.plan.key(group)[1])]
+        left_out = sum(len(self.plan.groups[group]) for group in self.groups if group not in kept)
+        self.groups[:] = kept
+        return left_out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -259,7 +322,7 @@ def _check_group_images(images: torch.Tensor, image_size: int, class_name: str, 
 @torch.no_grad()
 def score_fused_group(
     model: AdaCLIPModel,
-    chunks: Callable[[], Any] | torch.Tensor,
+    images: torch.Tensor,
     class_name: str,
     settings: MutualScoringConfig,
     weight: float,
@@ -268,33 +331,31 @@ def score_fused_group(
 ) -> InferenceBatch:
     """AdaCLIP's and MuSc's outputs of one group, fused: the final map ``[N, H, W]`` and score ``[N]``.
 
+    The CLIP passes run in chunks of :data:`CHUNK_SIZE` images, whatever the group's size or the loader's batch size.
     The group's plain tokens stay in memory up to ``spill_bytes`` (all layers together); beyond, they go to a
     temporary folder (deleted afterwards), and MSM reads them back one layer at a time.
 
     Args:
         model: The AdaCLIP model (eval mode).
-        chunks: The group's normalised images ``[N, 3, S, S]`` (``S`` the model's ``image_size``), or a callable that
-            yields them in chunks (the run's stage reads them from the data set one chunk at a time).
+        images: The group's normalised images ``[N, 3, S, S]`` (``S`` the model's ``image_size``).
         class_name: The group's class name (one for all its images).
-        settings: MuSc's settings.
-        weight: ``mutual_weight``.
+        settings: MuSc's settings, feature layers resolved (1-based,
+            :meth:`~anomalib_adaclip.config.MutualScoringConfig.for_backbone`).
+        weight: ``mutual.weight``.
         paths: The images' paths, for error messages.
         spill_bytes: Most bytes of plain tokens kept in memory. Defaults to :data:`SPILL_BYTES` (2 GiB).
 
     Raises:
         MutualScoringError: Fewer than two images, or images not at ``image_size``.
     """
-    if isinstance(chunks, torch.Tensor):
-        images = chunks
-        chunks = lambda: (images[start : start + CHUNK_SIZE] for start in range(0, len(images), CHUNK_SIZE))  # noqa: E731
+    _check_group_images(images, model.image_size, class_name, paths)
+    blocks = musc_blocks(settings.feature_layers)
     outputs: list[InferenceBatch] = []
-    store = _TokenStore(len(settings.feature_layers), spill_bytes)
+    store = _TokenStore(len(blocks), spill_bytes)
     try:
-        for images in chunks():
-            _check_group_images(images, model.image_size, class_name, paths)
-            batch, tokens = model.score_with_plain_tokens(
-                images, [class_name] * len(images), plain_layers=list(settings.feature_layers)
-            )
+        for start in range(0, len(images), CHUNK_SIZE):
+            chunk = images[start : start + CHUNK_SIZE]
+            batch, tokens = model.score_with_plain_tokens(chunk, [class_name] * len(chunk), plain_layers=blocks)
             outputs.append(batch)
             if weight > 0:
                 store.add(tokens)
@@ -336,20 +397,14 @@ def _fuse_group(
 # ----------------------------------------------------------------------------------------------------------------------
 # Runs
 # ----------------------------------------------------------------------------------------------------------------------
-def _snapshot(dataset: Any) -> Any:
-    """A copy of a data set that keeps its full list of images when a resumed run cuts the original."""
-    snapshot = copy.copy(dataset)
-    filenames = getattr(dataset, "image_filenames", None)
-    if isinstance(filenames, list):
-        snapshot.image_filenames = list(filenames)
-    return snapshot
-
-
-def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
-    """Every image path of a data set and each item's own class name (``None`` where it has none).
+def dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
+    """Every image path of a data set and each item's own class name (``None`` where it has none), in index order.
 
     anomalib's ``PredictDataset`` (``image_filenames``) and ``AnomalibDataset`` (``samples``) are read without loading
     an image; other data sets are read item by item once.
+
+    Raises:
+        MutualScoringError: An item without ``image_path``.
     """
     filenames = getattr(dataset, "image_filenames", None)
     if isinstance(filenames, list):
@@ -365,8 +420,8 @@ def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
         if path is None:
             msg = (
                 f"Mutual scoring finds each image's group by its path, but item {index} of {type(dataset).__name__} "
-                "has no image_path. Use a data set that gives paths (anomalib's do), or score a group of tensors with "
-                "anomalib_adaclip.components.mutual_groups.score_fused_group."
+                "has no image_path. Use a data set that gives paths (anomalib's do), or score the images with "
+                "AdaCLIP.forward or anomalib_adaclip.components.image_scoring.score_images."
             )
             raise MutualScoringError(msg)
         paths.append(str(path))
@@ -374,239 +429,243 @@ def _dataset_paths(dataset: Any) -> tuple[list[str], list[str | None]]:
     return paths, own
 
 
+class _GroupCollate:
+    """The loader's collate, with each image of a group of several sizes first resized on its own (``resize``)."""
+
+    def __init__(
+        self, collate: Callable[[list[Any]], Any], resize: Callable[[torch.Tensor], torch.Tensor] | None
+    ) -> None:
+        self.collate, self.resize = collate, resize
+
+    def __call__(self, items: list[Any]) -> Any:
+        images = [getattr(item, "image", None) for item in items]
+        sizes = {tuple(image.shape[-2:]) for image in images if isinstance(image, torch.Tensor)}
+        if self.resize is not None and len(sizes) > 1:
+            for item in items:  # fresh items of this batch; the data set is not touched
+                item.image = self.resize(item.image)
+                if getattr(item, "gt_mask", None) is not None:
+                    item.gt_mask = self.resize(item.gt_mask)
+        return self.collate(items)
+
+
 def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig:
     """MuSc's settings for an AdaCLIP model's backbone: ``settings`` given, MuSc's defaults for the rest.
 
-    The default feature layers are MuSc's choice for the backbone's depth, the last block of each quarter of the
-    tower (``[5, 11, 17, 23]`` for 24 blocks, ``[2, 5, 8, 11]`` for 12).
+    The feature layers count blocks from 1; without them, MuSc's choice for the tower's depth
+    (:func:`~anomalib_adaclip.config.quarter_blocks`: ``[6, 12, 18, 24]`` for 24 blocks, ``[3, 6, 9, 12]`` for 12).
 
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
-    n_blocks = len(model.clip.visual.transformer.resblocks)
-    # A tower of fewer than 4 blocks has fewer distinct quarters: each block is kept once.
-    settings.setdefault("feature_layers", sorted({max(n_blocks * quarter // 4 - 1, 0) for quarter in (1, 2, 3, 4)}))
-    scoring = MutualScoringConfig(**settings)
-    scoring.check_backbone(n_blocks)
-    return scoring
+    return MutualScoringConfig(**settings).for_backbone(len(model.clip.visual.transformer.resblocks))
 
 
-def mutual_stage(config: MutualGroupConfig | None, model: AdaCLIPModel) -> MutualGroupStage | None:
+def mutual_stage(
+    config: MutualGroupConfig | None,
+    model: AdaCLIPModel,
+    class_name_of: Callable[[str], str],
+    resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> MutualGroupStage | None:
     """The group stage of an AdaCLIP with the mutual group ``config``, or ``None`` without mutual scoring.
 
-    MuSc's settings are the group's; its 1-based ``feature_layers`` become MuSc's 0-based blocks here (``None`` keeps
-    MuSc's default, see :func:`mutual_settings`).
+    Args:
+        config: The ``mutual`` group (``None``: off). Its MuSc settings are :meth:`MutualGroupConfig.scoring
+            <anomalib_adaclip.config.MutualGroupConfig.scoring>`, resolved for the backbone by :func:`mutual_settings`.
+        model: The torch model (its tower resolves the default feature layers).
+        class_name_of: The class name a run gives an image, from its path.
+        resize: The pre-processor's resize (see :class:`MutualGroupStage`).
 
     Raises:
-        ValueError: An invalid setting, or feature layers the backbone does not have.
+        ValueError: Feature layers the backbone does not have.
     """
     if config is None:
         return None
-    given = {name: getattr(config, name) for name in MUTUAL_SCORING_SETTINGS if name != "feature_layers"}
-    if config.feature_layers is not None:
-        given["feature_layers"] = [layer - 1 for layer in config.feature_layers]
-    return MutualGroupStage(config, mutual_settings(model, **given))
-
-
-def _class_name_of(pl_module: Any, path: str) -> str:
-    """The class name a batch would give the image: the module's class-name rules on its path, else the run's."""
-    return pl_module.class_names.of_path(path, pl_module.model.class_name)
+    settings = config.scoring().for_backbone(len(model.clip.visual.transformer.resblocks))
+    return MutualGroupStage(config, settings, class_name_of, resize)
 
 
 class MutualGroupStage(Callback):
-    """The group stage of a run: plans the groups, scores each group once, hands out its images' final outputs.
+    """Mutual scoring in runs and outside them: plans groups, regroups a run's loaders, scores and fuses each group.
 
-    :class:`~anomalib_adaclip.AdaCLIP` owns one and returns it from ``configure_callbacks`` (before the predictions
-    writer) when ``mutual_scoring`` is on; its steps call :meth:`score`.
+    :class:`~anomalib_adaclip.AdaCLIP` owns one when its ``mutual`` group is given and returns it from
+    ``configure_callbacks`` (before the predictions writer); its steps call :meth:`score_batch`, ``forward`` and
+    :func:`~.image_scoring.score_images` call :meth:`score_tensors`.
+
+    Counts, for this process (the totals of a run on several processes are their sums): :attr:`images_passed`, the
+    CLIP passes; :attr:`groups_scored`, the groups scored; :attr:`groups_reused`, groups of a test run whose outputs
+    the validation run before it had scored.
 
     Args:
-        config: On/off, weight and group size.
-        settings: MuSc's settings.
+        config: The ``mutual`` group: weight, group size and MuSc's settings.
+        settings: MuSc's settings, feature layers resolved (:func:`mutual_settings`).
+        class_name_of: The class name a run gives an image, from its path (the owner's class-name rules); used where
+            the data set gives none.
+        resize: The pre-processor's resize to the model's input. A group whose images differ in size gets each image
+            resized by it when the batch is collated (the pre-processor's own resize then leaves them as they are), so
+            that every image is resized once, on its own, as outside a run; without it anomalib's collate first brings
+            them all to the largest size. Defaults to ``None``.
     """
 
-    def __init__(self, config: MutualGroupConfig, settings: MutualScoringConfig) -> None:
-        self.config = config
-        self.settings = settings
-        self._datasets: dict[int, Any] = {}  # loader index -> the full data set (a snapshot for predict runs)
-        self._plans: dict[int, GroupPlan] = {}
-        self._cache: OrderedDict[tuple[int, int], dict[str, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
-        self.groups_scored = 0  # in this run (a group met again after it left the cache counts again)
-        self.running = False  # inside a Trainer's run: batches are scored by their groups
+    def __init__(
+        self,
+        config: MutualGroupConfig,
+        settings: MutualScoringConfig,
+        class_name_of: Callable[[str], str],
+        resize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.config, self.settings, self.class_name_of, self.resize = config, settings, class_name_of, resize
+        self.images_passed = self.groups_scored = self.groups_reused = 0
+        self._samplers: dict[int, GroupBatchSampler] = {}  # id(data set) -> its groups, for the run
+        self._planned: set[tuple[str, tuple[str, ...]]] = set()
+        # A validation run's outputs, by group key, for the test run that follows it (Engine.test validates first).
+        self._validated: dict[tuple[str, tuple[str, ...]], InferenceBatch] = {}
+        self._validated_by: int | None = None  # id() of the validating Trainer (no reference kept)
+        self._stage: str | None = None
+        self.running = False  # inside a Trainer's run: batches are whole groups
 
-    def _reset(self) -> None:
-        self._datasets, self._plans, self._cache, self.groups_scored = {}, {}, OrderedDict(), 0
-
+    # -- a run ---------------------------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Before a predict run: keep the full data sets, so that a resume's cut leaves every group whole."""
+        """Regroup the loaders this run will ask for; keep a validation's outputs only for the test run after it."""
         del pl_module
-        self._reset()
-        self.running = True
-        if stage != "predict":
-            return
-        # The predictions writer cuts finished images out of these same data set objects in its own setup, which runs
-        # after this one; the groups are planned on the copies.
-        trainer.predict_loop.setup_data()
-        for index, loader in enumerate(loader_list(trainer.predict_dataloaders)):
-            dataset = getattr(loader, "dataset", None)
-            if dataset is not None:
-                self._datasets[index] = _snapshot(dataset)
+        self.images_passed = self.groups_scored = self.groups_reused = 0
+        self._samplers, self._planned, self._stage, self.running = {}, set(), stage, True
+        if stage != "test" or id(trainer) != self._validated_by:  # Engine.test: one Trainer validates, then tests
+            self._validated = {}
+        self._validated_by = id(trainer) if stage == "validate" else None
+        regroup_loaders(trainer, stage, lambda loader: self._regrouped(trainer, loader))
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Drop the plans and the cached outputs."""
-        del trainer, pl_module, stage
-        self._reset()
-        self.running = False
+        """Forget the run's groups (a validation's outputs stay for the next run, which drops them unless a test)."""
+        del pl_module
+        restore_loaders(trainer)
+        if self.groups_scored + self.groups_reused:
+            logger.info(
+                "Mutual scoring on process %d of %d: %d CLIP pass(es), %d group(s) scored, %d reused.",
+                trainer.global_rank,
+                trainer.world_size,
+                self.images_passed,
+                self.groups_scored,
+                self.groups_reused,
+            )
+        if stage == "test":
+            self._validated = {}
+        self._samplers, self._planned, self.running = {}, set(), False
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """A failed run leaves nothing cached."""
+        """A failed run leaves nothing behind."""
         self.teardown(trainer, pl_module, "")
+        self._validated = {}
 
+    def _regrouped(self, trainer: Trainer, loader: DataLoader) -> DataLoader:
+        """The loader with whole groups for batches: this process's groups of its data set, one batch each."""
+        dataset = loader.dataset
+        sampler = self._samplers.get(id(dataset))
+        if sampler is None:
+            paths, own = dataset_paths(dataset)
+            names = [name or self.class_name_of(path) for path, name in zip(paths, own, strict=True)]
+            plan = plan_groups(paths, names, self.config.group_size)
+            if len(plan.groups) < trainer.world_size and not trainer.predicting:
+                # A process without a batch skips its loop, and the metrics' end-of-run synchronisation would wait.
+                msg = (
+                    f"Mutual scoring scores each group on one process, but this data set has {len(plan.groups)} "
+                    f"group(s) for {trainer.world_size} processes: use at most {len(plan.groups)} device(s) for this "
+                    "run, or a smaller mutual.group_size."
+                )
+                raise MutualScoringError(msg)
+            mine = assign_groups([len(group) for group in plan.groups], trainer.world_size)[trainer.global_rank]
+            sampler = GroupBatchSampler(SequentialSampler(dataset), plan, mine)
+            self._samplers[id(dataset)] = sampler
+            self._planned.update(plan.key(group) for group in range(len(plan.groups)))
+            logger.info(
+                "Mutual scoring: %d image(s) of %d class name(s) in %d group(s) (%s); %d group(s) on this process.",
+                len(paths),
+                len(set(names)),
+                len(plan.groups),
+                f"at most {self.config.group_size} images each" if self.config.group_size else "one per class",
+                len(mine),
+            )
+        workers = loader.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=GroupBatchSampler(sampler.sampler, sampler.plan, sampler.groups),
+            collate_fn=_GroupCollate(loader.collate_fn, self.resize),
+            num_workers=workers,
+            pin_memory=loader.pin_memory,
+            timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn,
+            multiprocessing_context=loader.multiprocessing_context if workers else None,
+            generator=loader.generator,
+            prefetch_factor=loader.prefetch_factor if workers else None,
+            persistent_workers=loader.persistent_workers if workers else False,
+        )
+
+    @torch.no_grad()
+    def score_batch(self, model: AdaCLIPModel, batch_images: torch.Tensor, class_names: Sequence[str] | None,
+                    image_paths: Sequence[str] | None) -> InferenceBatch:  # fmt: skip
+        """Score a run's batch, which is one whole group (the stage regrouped the loader), as that group.
+
+        ``class_names``: the batch's, or ``None`` when every image has the model's class name.
+
+        A group that the validation run before this test run scored is not scored again: its outputs are reused.
+
+        Raises:
+            MutualScoringError: The batch has no image paths, or is not one of the planned groups (its loader could
+                not be regrouped: a data loader Lightning does not request from a ``DataLoader``).
+        """
+        if image_paths is None:
+            msg = (
+                "Mutual scoring finds each image's group by its path, but the batch carries no image_path. Use a data "
+                "set that gives paths (anomalib's do), or score images with AdaCLIP.forward."
+            )
+            raise MutualScoringError(msg)
+        paths = [image_paths] if isinstance(image_paths, str) else [str(path) for path in image_paths]
+        class_name = class_names[0] if class_names else model.class_name
+        key = (class_name, tuple(path_key(path) for path in paths))
+        if key not in self._planned:
+            msg = (
+                f"This batch ({paths[0]}, ... {len(paths)} image(s)) is not one whole mutual-scoring group: the stage "
+                "regroups every torch DataLoader a run requests, so that each batch is a group. Give the run "
+                "DataLoaders over map-style data sets with image paths (anomalib's data modules and PredictDataset)."
+            )
+            raise MutualScoringError(msg)
+        if key in self._validated:
+            self.groups_reused += 1
+            kept = self._validated[key]
+            return InferenceBatch(pred_score=kept.pred_score.clone(), anomaly_map=kept.anomaly_map.clone())
+        fused = self._score_group(model, batch_images, class_name, paths)
+        if self._stage == "validate":
+            self._validated[key] = InferenceBatch(
+                pred_score=fused.pred_score.clone(), anomaly_map=fused.anomaly_map.clone()
+            )
+        return fused
+
+    # -- outside a run ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
     def score_tensors(
         self, model: AdaCLIPModel, images: torch.Tensor, class_names: str | Sequence[str]
     ) -> InferenceBatch:
-        """Score pre-processed images outside a run: the images of each class name form one group (any size).
+        """Score pre-processed images outside a run: grouped by :func:`plan_groups`, as a run would group them.
 
-        The demo and ``AdaCLIP.forward`` use it: the batch is the group, so it needs at least two images of each class.
+        The demo and ``AdaCLIP.forward`` use it: the same images in the same order get the scores of a run.
 
         Raises:
             MutualScoringError: A class name with a single image.
         """
         names = [class_names] * len(images) if isinstance(class_names, str) else list(class_names)
+        plan = plan_groups([f"image {index}" for index in range(len(images))], names, self.config.group_size)
         scores = torch.empty(len(images), device=images.device)
         maps = torch.empty(len(images), *images.shape[-2:], device=images.device)
-        for name in dict.fromkeys(names):
-            rows = [index for index, other in enumerate(names) if other == name]
-            if len(rows) == 1:
-                msg = (
-                    f"Mutual scoring compares each image with the other images of its class, but the class {name!r} "
-                    f"has a single image in this batch (image {rows[0]}): score at least two images of it together."
-                )
-                raise MutualScoringError(msg)
-            if len(rows) < SMALL_GROUP:
-                logger.warning(
-                    "Mutual scoring: a group of %d images of %r (see the rule for small groups).", len(rows), name
-                )
-            fused = score_fused_group(model, images[rows], name, self.settings, self.config.weight)
+        for indices in plan.groups:
+            rows = list(indices)
+            fused = self._score_group(model, images[rows], names[rows[0]], [plan.paths[row] for row in rows])
             scores[rows], maps[rows] = fused.pred_score.to(scores), fused.anomaly_map.to(maps)
         return InferenceBatch(pred_score=scores, anomaly_map=maps)
 
-    def _dataset(self, trainer: Trainer, loader_index: int) -> Any:
-        if loader_index not in self._datasets:
-            if trainer.predicting:
-                loaders = trainer.predict_dataloaders
-            elif trainer.testing:
-                loaders = trainer.test_dataloaders
-            else:
-                loaders = trainer.val_dataloaders
-            loaders = loader_list(loaders)
-            dataset = getattr(loaders[loader_index], "dataset", None) if loader_index < len(loaders) else None
-            if dataset is None:
-                msg = "Mutual scoring reads each group from the loader's data set, but this loader has none."
-                raise MutualScoringError(msg)
-            self._datasets[loader_index] = dataset
-        return self._datasets[loader_index]
-
-    def _plan(self, pl_module: Any, loader_index: int) -> GroupPlan:
-        if loader_index not in self._plans:
-            dataset = self._dataset(pl_module.trainer, loader_index)
-            paths, own = _dataset_paths(dataset)
-            names = [name or _class_name_of(pl_module, path) for path, name in zip(paths, own, strict=True)]
-            self._plans[loader_index] = plan_groups(paths, names, self.config.group_size)
-            plan = self._plans[loader_index]
-            logger.info(
-                "Mutual scoring: %d image(s) of %d class name(s) in %d group(s) (at most %s images each).",
-                len(paths),
-                len(set(names)),
-                len(plan.groups),
-                self.config.group_size or "all",
-            )
-        return self._plans[loader_index]
-
-    def _group_chunks(self, pl_module: Any, dataset: Any, indices: Sequence[int]) -> Callable[[], Any]:
-        """The group's images, read from the data set and pre-processed one by one as the loader's batches are."""
-        transform = getattr(getattr(pl_module, "pre_processor", None), "transform", None)
-        device = pl_module.device
-
-        def chunks() -> Any:
-            for start in range(0, len(indices), CHUNK_SIZE):
-                images = []
-                for index in indices[start : start + CHUNK_SIZE]:
-                    image = dataset[index].image.unsqueeze(0)
-                    images.append(transform(image) if transform is not None else image)
-                sizes = {tuple(image.shape[-2:]) for image in images}
-                if len(sizes) > 1:
-                    msg = (
-                        f"The images of a mutual-scoring group have different sizes after pre-processing "
-                        f"({sorted(sizes)}); AdaCLIP's pre-processor resizes every image to image_size, so this "
-                        "happens only without it (pre_processor=False): resize the images to one size."
-                    )
-                    raise MutualScoringError(msg)
-                yield torch.cat(images).to(device)
-
-        return chunks
-
-    def _group_outputs(
-        self, pl_module: Any, loader_index: int, group: int
-    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        key = (loader_index, group)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        plan = self._plans[loader_index]
-        indices = plan.groups[group]
-        paths = [plan.paths[index] for index in indices]
-        while len(self._cache) >= CACHED_GROUPS:  # dropped before the next group is scored: memory stays flat
-            self._cache.popitem(last=False)
-        fused = score_fused_group(
-            pl_module.model,
-            self._group_chunks(pl_module, self._datasets[loader_index], indices),
-            plan.class_names[indices[0]],
-            self.settings,
-            self.config.weight,
-            paths,
-        )
+    def _score_group(
+        self, model: AdaCLIPModel, images: torch.Tensor, class_name: str, paths: Sequence[str]
+    ) -> InferenceBatch:
+        fused = score_fused_group(model, images, class_name, self.settings, self.config.weight, paths)
+        self.images_passed += len(images)
         self.groups_scored += 1
-        logger.info(
-            "Mutual scoring: scored group %d of %d (class %r, %d images, from %s).",
-            group + 1,
-            len(plan.groups),
-            plan.class_names[indices[0]],
-            len(indices),
-            paths[0],
-        )
-        outputs = {
-            path_key(path): (fused.pred_score[position], fused.anomaly_map[position])
-            for position, path in enumerate(paths)
-        }
-        self._cache[key] = outputs
-        return outputs
-
-    def score(self, pl_module: Any, image_paths: Sequence[str] | None, loader_index: int = 0) -> InferenceBatch:
-        """The final outputs of a batch's images (their groups scored where needed), in the batch's order.
-
-        Args:
-            pl_module: The AdaCLIP module of the run.
-            image_paths: The batch's image paths.
-            loader_index: The index of the batch's data loader.
-
-        Raises:
-            MutualScoringError: The batch has no image paths, or an image is not in the loader's data set.
-        """
-        if image_paths is None:
-            msg = (
-                "Mutual scoring finds each image's group by its path, but the batch carries no image_path. Use a data "
-                "set that gives paths (anomalib's do), or score a group of tensors with score_fused_group."
-            )
-            raise MutualScoringError(msg)
-        paths = [image_paths] if isinstance(image_paths, str) else list(image_paths)
-        plan = self._plan(pl_module, loader_index)
-        scores, maps = [], []
-        for path in paths:
-            group = plan.group_of.get(path_key(path))
-            if group is None:
-                msg = f"{path} is not in the data set of data loader {loader_index}, so it has no mutual-scoring group."
-                raise MutualScoringError(msg)
-            score, anomaly_map = self._group_outputs(pl_module, loader_index, group)[path_key(path)]
-            scores.append(score)
-            maps.append(anomaly_map)
-        return InferenceBatch(pred_score=torch.stack(scores), anomaly_map=torch.stack(maps))
+        logger.info("Mutual scoring: scored the group of %d image(s) of %r from %s.", len(images), class_name, paths[0])
+        return fused

@@ -33,12 +33,13 @@ from typing import IO, TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from anomalib_adaclip.compat import release_predict_batch_indices, setup_predict_data
+from anomalib_adaclip.compat import batch_sampler_of, release_predict_batch_indices, setup_predict_data
 from anomalib_adaclip.locks import LockError, OwnedLock
 
 from .class_names import ClassNamedModule
 from .decisions import anomalous_area_fraction, applied_threshold, decision, image_file_size
-from .input_files import iter_loader_datasets, loader_list
+from .input_files import loader_list
+from .mutual_groups import GroupBatchSampler
 from .prediction_table import (
     CSV_COLUMNS,
     DEFAULT_CSV_NAME,
@@ -224,7 +225,17 @@ class PredictionCSVWriter(BasePredictionWriter):
         # them now means the sampler, the batch count and the workers see only what is left.
         setup_predict_data(trainer)
         uncut, refilled = [], False
-        for dataset in iter_loader_datasets(trainer.predict_dataloaders):
+        for loader in loader_list(trainer.predict_dataloaders):
+            batch_sampler = batch_sampler_of(loader)
+            if isinstance(batch_sampler, GroupBatchSampler):
+                # Batches are whole mutual-scoring groups: the finished groups are left out, the data set is not
+                # touched (a group's members never change); a group with some finished images is scored whole.
+                self._left_out += batch_sampler.leave_out(finished)
+                self._skip = finished
+                continue
+            dataset = getattr(loader, "dataset", None)
+            if dataset is None:
+                continue
             size = len(dataset) if hasattr(dataset, "__len__") else 0
             dropped = drop_finished_images(dataset, finished, minimum=trainer.world_size)
             if dropped is None:

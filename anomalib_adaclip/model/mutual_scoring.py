@@ -7,8 +7,9 @@ none. This module computes what the authors' code computes (its ``models/modules
 ``_RsCIN.py`` and the glue of ``MuSc.make_category_data``), re-implemented, not copied:
 
 1. **Tokens** (:func:`plain_tokens`): the plain, un-prompted CLIP vision pass; for every feature layer ``l`` the
-   residual stream after block ``l`` **counted from 0** (MuSc's config; its code adds 1 because its transformer counts
-   from 1; AdaCLIP's own ``feature_layers`` count from 1), before ``ln_post``, class token dropped; and the image
+   residual stream after block ``l`` **counted from 1** (the paper's block numbers, as AdaCLIP's ``feature_layers``;
+   MuSc's config writes ``l - 1``, and :func:`musc_blocks` is the one place that converts), before ``ln_post``, class
+   token dropped; and the image
    embedding ``ln_post(class token of the last block) @ proj``, L2-normalised. The positional embedding is resized
    to the input grid as for AdaCLIP (bicubic, ``align_corners=False``, no antialias;
    :func:`~anomalib_adaclip.model.backbone.create_clip`). AdaCLIP's frozen pass is the same function
@@ -98,6 +99,7 @@ __all__ = [
     "averaged_interval",
     "group_patch_scores",
     "lnamd",
+    "musc_blocks",
     "mutual_patch_scores",
     "plain_tokens",
     "rscin",
@@ -114,7 +116,7 @@ class PlainTokens(NamedTuple):
 
     Attributes:
         patch_tokens: One tensor per MuSc feature layer (in the order of the layers asked for), ``[B, h*w, C]``: the
-            output of that 0-based block, before ``ln_post``, class token dropped.
+            output of that block, before ``ln_post``, class token dropped.
         embedding: The image embedding ``ln_post(class token of the last block) @ proj``, L2-normalised, ``[B, D]``.
     """
 
@@ -456,6 +458,15 @@ def score_group(
     return InferenceBatch(pred_score=scores, anomaly_map=maps)
 
 
+def musc_blocks(feature_layers: Sequence[int]) -> list[int]:
+    """The 0-based block indices of MuSc's code (and of the vision pass) for 1-based feature layers.
+
+    The one place where the paper's block numbers (``feature_layers``, 1-based, as everywhere in this package) meet
+    MuSc's config convention (``[5, 11, 17, 23]`` for the blocks 6, 12, 18 and 24 of ViT-L).
+    """
+    return [layer - 1 for layer in feature_layers]
+
+
 def plain_tokens(
     visual: VisionTransformer, images: torch.Tensor, feature_layers: Sequence[int], max_batch: int = 8
 ) -> PlainTokens:
@@ -464,10 +475,10 @@ def plain_tokens(
     Args:
         visual: The CLIP vision tower.
         images: Normalised images ``[N, 3, H, W]``.
-        feature_layers: 0-based blocks (MuSc's convention).
+        feature_layers: 1-based block numbers (converted by :func:`musc_blocks`).
         max_batch: Most images per pass (bounds memory).
     """
-    layers = list(feature_layers)
+    layers = musc_blocks(feature_layers)
     chunks_tokens: list[list[torch.Tensor]] = [[] for _ in layers]
     embeddings = []
     for start in range(0, images.shape[0], max_batch):
@@ -496,7 +507,9 @@ class MutualScoring(nn.Module):
             ``None`` for random weights); a state dict of the vision tower alone (``visual.*`` keys) is enough.
             Defaults to ``"openai"``.
         image_size: Input side length; the positional embedding is resized to its grid. Defaults to 518, MuSc's.
-        feature_layers: 0-based blocks whose outputs are scored (MuSc's convention). Defaults to ``[5, 11, 17, 23]``.
+        feature_layers: Blocks whose outputs are scored, counted from 1 (the paper's numbers; MuSc's config writes
+            them from 0). Defaults to ``None``: MuSc's choice for the tower, the last block of each quarter
+            (:func:`~anomalib_adaclip.config.quarter_blocks`; ``[6, 12, 18, 24]`` for ViT-L-14-336).
         r_list: LNAMD neighbourhood sizes. Defaults to ``(1, 3, 5)``.
         topmin_min: Lower end of the averaged interval of the other images (:func:`mutual_patch_scores`).
         topmin_max: Upper end. Defaults to 0.3.
@@ -511,7 +524,7 @@ class MutualScoring(nn.Module):
         >>> tiny = {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": 4, "width": 64, "head_width": 32,
         ...         "patch_size": 16}, "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32,
         ...         "heads": 2, "layers": 1}}
-        >>> model = MutualScoring(backbone=tiny, backbone_weights=None, image_size=64, feature_layers=[1, 3])
+        >>> model = MutualScoring(backbone=tiny, backbone_weights=None, image_size=64, feature_layers=[2, 4])
         >>> out = model(torch.randn(5, 3, 64, 64))
         >>> out.anomaly_map.shape, out.pred_score.shape
         (torch.Size([5, 64, 64]), torch.Size([5]))
@@ -522,7 +535,7 @@ class MutualScoring(nn.Module):
         backbone: str | Mapping[str, Any] = "ViT-L-14-336",
         backbone_weights: BackboneWeights = "openai",
         image_size: int = 518,
-        feature_layers: Sequence[int] = (5, 11, 17, 23),
+        feature_layers: Sequence[int] | None = None,
         r_list: Sequence[int] = (1, 3, 5),
         topmin_min: float = 0.0,
         topmin_max: float = 0.3,
@@ -530,11 +543,10 @@ class MutualScoring(nn.Module):
         max_batch: int = 8,
     ) -> None:
         super().__init__()
-        self.settings = MutualScoringConfig(
+        settings = MutualScoringConfig(
             feature_layers=feature_layers, r_list=r_list, topmin_min=topmin_min, topmin_max=topmin_max, rscin_k=rscin_k
         )
-        clip_config = backbone_config(backbone)
-        self.settings.check_backbone(int(clip_config["vision_cfg"].get("layers", 12)))
+        self.settings = settings.for_backbone(int(backbone_config(backbone)["vision_cfg"].get("layers", 12)))
         self.image_size = image_size
         self.max_batch = max_batch
         # Only the vision tower is kept; the text tower of the built CLIP is dropped with it.

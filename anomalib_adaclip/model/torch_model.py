@@ -711,8 +711,8 @@ class AdaCLIPModel(nn.Module):
         Args:
             images: Normalised images ``[B, 3, image_size, image_size]``.
             class_names: As for :meth:`forward`.
-            plain_layers: Blocks whose outputs are returned, **counted from 0** (MuSc's ``feature_layers``; this
-                model's own ``feature_layers`` count from 1).
+            plain_layers: Blocks whose outputs are returned, **counted from 0** (the vision pass's indices:
+                :func:`~anomalib_adaclip.model.mutual_scoring.musc_blocks` of MuSc's 1-based ``feature_layers``).
             choose_from: As for :meth:`forward`.
 
         Returns:
@@ -730,8 +730,8 @@ class AdaCLIPModel(nn.Module):
         layers = list(plain_layers)
         if not layers or any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < n_blocks for b in layers):
             msg = (
-                f"plain_layers must be a non-empty list of 0-based blocks in [0, {n_blocks - 1}] (MuSc's convention), "
-                f"got {plain_layers!r}."
+                f"plain_layers must be a non-empty list of 0-based blocks in [0, {n_blocks - 1}] (the vision pass's "
+                f"indices), got {plain_layers!r}."
             )
             raise ValueError(msg)
         features, plain = self._features(images, class_names, choose_from, layers)

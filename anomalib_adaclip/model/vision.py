@@ -7,8 +7,8 @@ pass of the mutual scoring (:mod:`.mutual_scoring`) all go through it, so a froz
 exactly what each of them computes alone.
 
 Blocks are counted **from 0** here (``keep_blocks``): block ``b``'s output is the residual stream after it, before
-``ln_post``. AdaCLIP's ``feature_layers`` count from 1 (layer ``l`` is block ``l - 1``); MuSc's ``feature_layers``
-count from 0 (its code adds 1 because its transformer counts from 1).
+``ln_post``. The package's ``feature_layers`` (AdaCLIP's and MuSc's) count from 1: layer ``l`` is block ``l - 1``
+(:func:`~anomalib_adaclip.model.mutual_scoring.musc_blocks` converts MuSc's).
 """
 
 from __future__ import annotations

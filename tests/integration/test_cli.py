@@ -254,8 +254,8 @@ def test_every_mutual_setting_is_settable(source: str, tmp_path: Path, micro_wei
     model = _cli_model({**arguments, "mutual": MUTUAL_KNOBS, "visualizer": False}, source, tmp_path)
     assert model.hparams["mutual"] == MUTUAL_KNOBS
     assert model.mutual_groups.config.to_dict() == MUTUAL_KNOBS
-    scoring = model.mutual_groups.settings  # MuSc's own settings: its layers counted from 0
-    assert (list(scoring.feature_layers), list(scoring.r_list), list(scoring.rscin_k)) == ([0, 3], [1, 3], [1, 2])
+    scoring = model.mutual_groups.settings  # MuSc's own settings: 1-based layers as the group's
+    assert (list(scoring.feature_layers), list(scoring.r_list), list(scoring.rscin_k)) == ([1, 4], [1, 3], [1, 2])
     assert (scoring.topmin_min, scoring.topmin_max) == (0.1, 0.5)
 
 

@@ -1,15 +1,17 @@
-"""Mutual scoring (MuSc) through anomalib's loops: Engine, the CLI, streaming predict, a resume and two processes.
+"""Mutual scoring (MuSc) through anomalib's loops: Engine, the CLI, streaming predict, a resume, several processes.
 
 Everything runs on the micro CLIP of ``tests/conftest.py`` (4 blocks at 112 px; MuSc's layers are then the last block
-of each quarter, 0 to 3) and the 15 tire images of ``tests/data``. The truths: AdaCLIP's zero-shot outputs (for
-``mutual_weight=0``), :class:`~anomalib_adaclip.MutualScoring` on the same images and weights (for ``mutual_weight=1``),
-the same run with another batch size, on one process, or without the kill.
+of each quarter, 1 to 4) and the 15 tire images of ``tests/data``, or 40 random images of one class. The truths:
+AdaCLIP's zero-shot outputs (for ``mutual.weight=0``), :class:`~anomalib_adaclip.MutualScoring` on the same images and
+weights (for ``mutual.weight=1``), the same run with another batch size, on one process, or without the kill, the
+Engine's outputs for the paths outside a run, and the counts of images and groups.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def test_outputs_do_not_depend_on_the_batch_size(runs: SimpleNamespace) -> None:
 def micro_musc(weights: Path) -> MutualScoring:
     """MuSc's own module on the micro CLIP: MuSc's layer choice for 4 blocks, the last of each quarter."""
     return MutualScoring(
-        backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, feature_layers=[0, 1, 2, 3]
+        backbone=MICRO_BACKBONE, backbone_weights=str(weights), image_size=IMAGE_SIZE, feature_layers=[1, 2, 3, 4]
     ).eval()
 
 
@@ -174,12 +176,12 @@ def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
     assert 6 <= len(before) < 15, f"{len(before)} rows when killed"
     written = {row[0] for row in before}
     order = [str(path) for path in PredictDataset(TEST_IMAGES).image_filenames]  # the data-set order
-    unfinished = {index // 5 + 1 for index, path in enumerate(order) if path not in written}
+    unfinished = {order[index // 5 * 5] for index, path in enumerate(order) if path not in written}  # first images
 
     with caplog.at_level(logging.INFO, logger="anomalib_adaclip.components.mutual_groups"):
         assert cli.main([*arguments(tmp_path / "killed"), "--resume"]) == 0
     scored = {
-        int(record.args[0]) for record in caplog.records if record.getMessage().startswith("Mutual scoring: scored")
+        str(record.args[2]) for record in caplog.records if record.getMessage().startswith("Mutual scoring: scored")
     }
     assert scored == unfinished  # whole finished groups are skipped; an unfinished one is scored whole
     after = table_rows(killed)
@@ -207,3 +209,113 @@ def test_exports_refuse_and_forward_scores_the_batch_as_one_group(micro_weights:
     with torch.no_grad():
         output = model(raw)
     assert output.pred_score.shape == (3,) and ((output.pred_score >= 0) & (output.pred_score <= 1)).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One planning rule: 40 images of one class scored outside a run and by the Engine
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def forty_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 random 128 x 96 RGB images of one class (downscaled to 112 px: the resize matters)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("forty") / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(40)
+    for index in range(40):
+        pixels = torch.randint(0, 256, (96, 128, 3), generator=generator, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.mark.parametrize(("group_size", "groups"), [(32, [20, 20]), (None, [40])], ids=["groups-of-32", "whole-class"])
+def test_forty_images_get_the_engines_scores_outside_a_run(
+    micro_weights: Path, forty_images: Path, tmp_path: Path, group_size: int | None, groups: list[int]
+) -> None:
+    """``AdaCLIP.forward`` and the demo's ``score_images`` on raw images equal ``Engine.predict``, bit for bit.
+
+    40 images with a group size of 32 are two groups of 20 on every path (before, ``forward`` and the demo scored the
+    batch as one group of any size and failed beyond 8 images); ``None`` is one group of the whole class.
+    """
+    from anomalib_adaclip.components.image_scoring import score_images
+
+    model = make_adaclip(micro_weights, thresholds=FIXED, mutual={"group_size": group_size})
+    dataset = PredictDataset(forty_images)
+    loader = DataLoader(dataset, batch_size=3, collate_fn=dataset.collate_fn)  # the loader's batch size is not read
+    batches = make_engine(tmp_path).predict(model, dataloaders=loader, return_predictions=True)
+    assert [len(batch) for batch in batches] == groups  # every step received one whole group
+    stage = model.mutual_groups
+    assert (stage.images_passed, stage.groups_scored) == (40, len(groups))
+    engine_paths = [str(path) for batch in batches for path in batch.image_path]
+    engine_scores = torch.cat([batch.pred_score for batch in batches])
+    engine_maps = torch.cat([batch.anomaly_map for batch in batches])
+
+    raw = torch.stack([read_image(path, as_tensor=True) for path in engine_paths])
+    with torch.no_grad():
+        eager = model.eval()(raw)
+    assert (stage.images_passed, stage.groups_scored) == (80, 2 * len(groups))  # outside a run: the same groups
+    assert torch.equal(eager.pred_score, engine_scores)
+    assert torch.equal(eager.anomaly_map.squeeze(1), engine_maps.squeeze(1))
+    demo = score_images(model, raw, model.model.class_name, engine_paths)
+    assert torch.equal(demo.pred_score, engine_scores)
+    assert torch.equal(demo.anomaly_map.squeeze(1), engine_maps.squeeze(1))
+
+
+def test_engine_test_scores_each_group_once_for_validation_and_test(
+    micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``Engine.test`` validates first (adaptive thresholds); with ``same_as_test`` the test reuses those groups."""
+    model = make_adaclip(micro_weights, mutual={"group_size": 5}, thresholds={"mode": "auto"})
+    datamodule = MVTecAD(
+        root=TIRE_ROOT, category="tire", num_workers=0, eval_batch_size=4, val_split_mode="same_as_test"
+    )
+    with caplog.at_level(logging.INFO, logger="anomalib_adaclip.components.mutual_groups"):
+        make_engine(tmp_path).test(model, datamodule=datamodule)
+    scored = [record for record in caplog.records if record.getMessage().startswith("Mutual scoring: scored")]
+    assert sum(int(record.args[0]) for record in scored) == 15  # CLIP passes: each image once in the whole call
+    assert len(scored) == 3  # 15 images in groups of 5: scored in validation, reused by the test
+    assert (model.mutual_groups.groups_scored, model.mutual_groups.groups_reused) == (0, 3)  # the test run's counts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Several processes: each group scored by one process
+# ----------------------------------------------------------------------------------------------------------------------
+COUNTS = re.compile(r"Mutual scoring on process (\d+) of (\d+): (\d+) CLIP pass\(es\), (\d+) group\(s\) scored")
+
+
+@pytest.mark.slow
+def test_one_two_and_three_processes_pass_each_image_once_and_score_each_group_once(
+    micro_weights: Path, tmp_path: Path
+) -> None:
+    """15 images in 4 groups (4, 4, 4, 3) on 1, 2 and 3 processes (DDP on CPUs, gloo): the totals are the images and
+    the groups, and the table of every run is the table of one process, row for row."""
+    script = tmp_path / "predict.py"  # a script file: Lightning's DDP launcher re-runs it for the other processes
+    script.write_text(
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "from anomalib_adaclip import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    torch.manual_seed(0)  # prompts from a file: every process of every run gets the same
+    donor = AdaCLIPModel(backbone=MICRO_BACKBONE, backbone_weights=None, image_size=IMAGE_SIZE, prompting_type="S")
+    prompts = save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), tmp_path / "prompts.pt")
+    tables = {}
+    for processes in (1, 2, 3):
+        root = tmp_path / f"p{processes}"
+        arguments = [*predict_arguments(micro_weights, TEST_IMAGES, root), "--model.mutual.group_size", "4",
+                     "--model.checkpoint", str(prompts), "--trainer.devices", str(processes)]  # fmt: skip
+        if processes > 1:
+            arguments += ["--trainer.strategy", "ddp"]
+        result = subprocess.run(
+            [sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=900, check=False,
+            env=subprocess_environment(OMP_NUM_THREADS="1"),
+        )  # fmt: skip
+        assert result.returncode == 0, explain(result)
+        counts = [tuple(map(int, match)) for match in COUNTS.findall(result.stdout + result.stderr)]
+        assert sorted(rank for rank, *_ in counts) == list(range(processes)), counts
+        assert all(world == processes for _, world, *_ in counts)
+        assert sum(passes for *_, passes, _ in counts) == 15  # one CLIP pass per image, all processes together
+        assert sum(groups for *_, groups in counts) == 4  # each group scored once
+        tables[processes] = table_rows(root / "AdaCLIP" / "latest" / "predictions.csv")
+    assert tables[2] == tables[1] and tables[3] == tables[1]

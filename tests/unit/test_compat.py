@@ -38,15 +38,6 @@ PUBLIC_ANOMALIB = {
 }
 # Private-looking names that are public API: namedtuple methods (underscored so as not to clash with fields).
 NAMEDTUPLE_API = {"_asdict", "_replace", "_fields", "_make"}
-# Call sites the scan flags that another change of issue 27 (item 3, the mutual-scoring rework) replaces: file ->
-# the uses found there. Each entry must still be found (a stale one fails), so it is removed when its file is fixed.
-PENDING = {
-    "anomalib_adaclip/components/image_scoring.py": {
-        "hook call on_predict_batch_end(None, ...)",
-        "hook call on_predict_batch_start(None, ...)",
-    },
-    "anomalib_adaclip/components/mutual_groups.py": {"attribute chain predict_loop.setup_data"},
-}
 
 
 def _private_holders() -> set[str]:
@@ -145,7 +136,7 @@ def test_no_private_names_of_anomalib_lightning_or_torch_outside_compat() -> Non
                 own.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
                 own.add(node.id)
-    offenders, stale = {}, {}
+    offenders = {}
     holders = _private_holders()
     for path, tree in trees.items():
         if path.name == "compat.py":
@@ -155,14 +146,9 @@ def test_no_private_names_of_anomalib_lightning_or_torch_outside_compat() -> Non
             for use in _private_uses(tree, holders)
             if not (use.startswith("attribute ") and use.split()[1] in own | NAMEDTUPLE_API)
         }
-        name = str(path.relative_to(PROJECT_ROOT))
-        pending = PENDING.get(name, set())
-        if pending - uses:
-            stale[name] = sorted(pending - uses)
-        if uses - pending:
-            offenders[name] = sorted(uses - pending)
+        if uses:
+            offenders[str(path.relative_to(PROJECT_ROOT))] = sorted(uses)
     assert not offenders, f"private names of anomalib, Lightning or torch outside compat.py: {offenders}"
-    assert not stale, f"fixed: remove these entries of PENDING: {stale}"
 
 
 def test_the_scan_catches_chains_into_private_classes_and_hooks_called_without_a_trainer() -> None:

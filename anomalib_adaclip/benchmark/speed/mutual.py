@@ -16,17 +16,16 @@ import torch
 
 from anomalib_adaclip.benchmark.speed import PeakMemory
 from anomalib_adaclip.benchmark.speed.measure import autocast, gigabytes, synchronize, time_runs
-from anomalib_adaclip.config import MutualScoringConfig
+from anomalib_adaclip.config import MutualScoringConfig, quarter_blocks
 from anomalib_adaclip.model import AdaCLIPModel
-from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, score_group
+from anomalib_adaclip.model.mutual_scoring import PlainTokens, averaged_interval, musc_blocks, score_group
 
 __all__ = ["PlainPass", "format_mutual", "measure_mutual_groups", "mutual_feature_layers", "mutual_report"]
 
 
 def mutual_feature_layers(model: AdaCLIPModel) -> list[int]:
-    """MuSc's feature layers for the model's tower: the last block of each quarter (``[5, 11, 17, 23]`` of 24)."""
-    n_blocks = len(model.clip.visual.transformer.resblocks)
-    return [n_blocks * quarter // 4 - 1 for quarter in (1, 2, 3, 4)]
+    """MuSc's feature layers for the model's tower, 1-based (:func:`~anomalib_adaclip.config.quarter_blocks`)."""
+    return list(quarter_blocks(len(model.clip.visual.transformer.resblocks)))
 
 
 class PlainPass:
@@ -41,7 +40,7 @@ class PlainPass:
 
     def __call__(self, images: torch.Tensor, names: list[str]) -> PlainTokens:
         """Score ``images`` and keep their plain tokens (returned)."""
-        self.last = self.model.score_with_plain_tokens(images, names, plain_layers=self.layers)[1]
+        self.last = self.model.score_with_plain_tokens(images, names, plain_layers=musc_blocks(self.layers))[1]
         return self.last
 
 

@@ -93,7 +93,7 @@ def test_mutual_scoring_scores_the_uploaded_images_against_each_other(
     together = session.predict(files, "tire", mutual=True)
     assert "Mutual scoring: the 3 images were also scored against each other" in together.message
     musc = MutualScoring(
-        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, feature_layers=[0, 1, 2, 3]
+        backbone=MICRO_BACKBONE, backbone_weights=str(micro_weights), image_size=112, feature_layers=[1, 2, 3, 4]
     )
     transform = AdaCLIP.configure_pre_processor(112).transform
     with torch.no_grad():

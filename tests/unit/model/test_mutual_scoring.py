@@ -16,7 +16,14 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip import MutualScoring, MutualScoringConfig
 from anomalib_adaclip.model import PlainTokens, mutual_patch_scores
-from anomalib_adaclip.model.mutual_scoring import anomaly_maps, averaged_interval, lnamd, rscin, score_group
+from anomalib_adaclip.model.mutual_scoring import (
+    anomaly_maps,
+    averaged_interval,
+    lnamd,
+    musc_blocks,
+    rscin,
+    score_group,
+)
 from tests.conftest import TINY_BACKBONE, load_reference
 from tests.musc_oracle import musc_lnamd, musc_msm_loop, musc_rscin
 
@@ -34,7 +41,7 @@ def build(musc: dict[str, Any], **overrides: Any) -> MutualScoring:
         "backbone": config["open_clip_model_cfg"],
         "backbone_weights": musc["state_dict"],  # the vision tower's keys only
         "image_size": config["image_size"],
-        "feature_layers": config["feature_layers"],
+        "feature_layers": [layer + 1 for layer in config["feature_layers"]],  # MuSc's 0-based -> the paper's 1-based
         "r_list": config["r_list"],
         "topmin_min": config["topmin_min"],
         "topmin_max": config["topmin_max"],
@@ -119,7 +126,7 @@ def musc_pipeline(
 
 def test_held_out_setting_equals_musc_glue(musc: dict[str, Any]) -> None:
     """Another size (positions resized from 14 x 14 to 10 x 10), other layers, r values, RsCIN k and image count."""
-    setting = {"image_size": 160, "feature_layers": [1, 7, 11], "r_list": [1, 5], "rscin_k": [1, 4]}
+    setting = {"image_size": 160, "feature_layers": [2, 8, 12], "r_list": [1, 5], "rscin_k": [1, 4]}  # 1-based
     model = build(musc, **setting)
     images = F.interpolate(musc["images"][3:11], size=160, mode="bicubic", align_corners=False)
     output = model(images)
@@ -278,7 +285,7 @@ def test_layers_must_hold_the_same_images() -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 def test_settings_are_validated() -> None:
     assert MutualScoringConfig().to_dict() == {
-        "feature_layers": [5, 11, 17, 23],
+        "feature_layers": None,  # MuSc's choice for the tower (quarter_blocks)
         "r_list": [1, 3, 5],
         "topmin_min": 0.0,
         "topmin_max": 0.3,
@@ -287,7 +294,7 @@ def test_settings_are_validated() -> None:
     for changes, message in (
         ({"r_list": [2]}, "odd"),
         ({"r_list": []}, "non-empty"),
-        ({"feature_layers": [-1]}, "0-based"),
+        ({"feature_layers": [0]}, "1-based"),
         ({"feature_layers": [3, 3]}, "repeat"),
         ({"topmin_max": 1.5}, "whole"),
         ({"topmin_max": -0.1}, "fraction"),
@@ -299,8 +306,21 @@ def test_settings_are_validated() -> None:
 
 
 def test_feature_layers_beyond_the_backbone_are_refused(musc: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=r"count blocks from 0.*\[0, 11\].*\[2, 5, 8, 11\]"):
-        build(musc, feature_layers=[5, 12])
+    with pytest.raises(ValueError, match=r"count blocks from 1.*\[1, 12\].*\[3, 6, 9, 12\]"):
+        build(musc, feature_layers=[6, 13])
+
+
+def test_feature_layers_count_from_one_and_meet_musc_at_its_boundary(musc: dict[str, Any]) -> None:
+    """The reference's layers are MuSc's 0-based [2, 5, 8, 11]: the blocks 3, 6, 9 and 12, MuSc's default for 12."""
+    assert musc["config"]["feature_layers"] == [2, 5, 8, 11]
+    assert musc_blocks([3, 6, 9, 12]) == musc["config"]["feature_layers"]
+    default = build(musc, feature_layers=None)  # MuSc's choice for the reference's 12-block tower
+    assert default.settings.feature_layers == (3, 6, 9, 12)
+    assert MutualScoringConfig().resolved_feature_layers(24) == (6, 12, 18, 24)  # ViT-L's [5, 11, 17, 23] in MuSc
+    with torch.no_grad():
+        output = default(musc["images"])
+    torch.testing.assert_close(output.anomaly_map, musc["anomaly_maps"][:, 0], rtol=0, atol=TOLERANCE)
+    torch.testing.assert_close(output.pred_score, musc["image_scores_rscin"], rtol=0, atol=TOLERANCE)
 
 
 def test_images_of_another_size_are_refused(model: MutualScoring) -> None:
@@ -310,7 +330,7 @@ def test_images_of_another_size_are_refused(model: MutualScoring) -> None:
 
 def test_another_image_size_resizes_the_positions(musc: dict[str, Any]) -> None:
     """At 160 px (a 10 x 10 grid) the maps come at 160 px; scores stay finite."""
-    out = build(musc, image_size=160, feature_layers=[3, 11], r_list=[3], rscin_k=[1, 4])(
+    out = build(musc, image_size=160, feature_layers=[4, 12], r_list=[3], rscin_k=[1, 4])(
         F.interpolate(musc["images"][:6], size=160, mode="bilinear")
     )
     assert out.anomaly_map.shape == (6, 160, 160)
@@ -335,7 +355,7 @@ def test_score_with_plain_tokens(make_model: Callable[..., Any], overrides: dict
         backbone=TINY_BACKBONE,
         backbone_weights=load_reference()["clip_state_dict"],  # a whole CLIP's state dict is accepted too
         image_size=224,
-        feature_layers=layers,
+        feature_layers=[layer + 1 for layer in layers],
     )
     own = mutual.tokens(images)
     for mine, theirs in zip(plain.patch_tokens, own.patch_tokens, strict=True):

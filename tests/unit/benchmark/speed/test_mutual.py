@@ -26,9 +26,9 @@ def test_mutual_group_sizes_split_the_cost_between_clip_and_mutual_scoring(
     assert "mutual scoring: the rows above are the CLIP passes" in printed and "total s/image" in printed
     assert "groups of [2, 3] images use the small-group rule" in printed  # MuSc's 30 % of 1 or 2 others is none
     mutual = json.loads(output.read_text())["mutual"]
-    # MuSc's layers for a 4-block tower (the last block of each quarter); the micro CLIP's shapes at 112 px: an 8 x 8
-    # grid of width-64 tokens, 32-dimensional embeddings.
-    assert mutual["feature_layers"] == [0, 1, 2, 3] and mutual["r_list"] == [1, 3, 5]
+    # MuSc's layers for a 4-block tower (the last block of each quarter, counted from 1); the micro CLIP's shapes at
+    # 112 px: an 8 x 8 grid of width-64 tokens, 32-dimensional embeddings.
+    assert mutual["feature_layers"] == [1, 2, 3, 4] and mutual["r_list"] == [1, 3, 5]
     assert mutual["token_shape"] == [[64, 64]] * 4 and mutual["embedding_dim"] == 32
     assert [group["group_size"] for group in mutual["groups"]] == [2, 3]
     report = json.loads(output.read_text())
@@ -43,7 +43,7 @@ def test_mutual_group_sizes_split_the_cost_between_clip_and_mutual_scoring(
 
 @pytest.mark.parametrize(
     ("blocks", "layers"),
-    [(24, [5, 11, 17, 23]), (12, [2, 5, 8, 11]), (4, [0, 1, 2, 3])],  # MuSc's ViT-L (24 blocks): 5, 11, 17, 23
+    [(24, [6, 12, 18, 24]), (12, [3, 6, 9, 12]), (4, [1, 2, 3, 4])],  # 1-based: MuSc's ViT-L 5, 11, 17, 23 from 0
 )
 def test_mutual_feature_layers_are_the_last_block_of_each_quarter(blocks: int, layers: list[int]) -> None:
     transformer = SimpleNamespace(resblocks=[None] * blocks)
