@@ -31,6 +31,8 @@ PUBLIC_ANOMALIB = {
     "anomalib.metrics",
     "anomalib.models",
     "anomalib.models.components",
+    "anomalib.pipelines.components",  # the pipeline's Job, JobGenerator, Runner (anomalib's documented extension point)
+    "anomalib.pipelines.components.runners",
     "anomalib.post_processing",
     "anomalib.pre_processing",
     "anomalib.visualization",
