@@ -29,15 +29,19 @@ class AdaCLIPCLI(AnomalibCLI):
 
     Args:
         args: The command line, without the program (default: ``sys.argv[1:]``).
+        run: Run the subcommand once the classes are built (anomalib's argument); ``False`` only builds them.
         before_instantiate: Called with the subcommand's parsed configuration (a jsonargparse ``Namespace``) after
             parsing and seeding, before any class of it, the model included, is built.
     """
 
     def __init__(
-        self, args: Sequence[str] | None = None, before_instantiate: Callable[[Any], None] | None = None
+        self,
+        args: Sequence[str] | None = None,
+        run: bool = True,
+        before_instantiate: Callable[[Any], None] | None = None,
     ) -> None:
         self._before_instantiate = before_instantiate  # set first: the base class parses and builds in __init__
-        super().__init__(args)
+        super().__init__(args, run=run)
 
     def before_instantiate_classes(self) -> None:
         """Anomalib's preparation of the config, the seed (before the model's random weights are drawn), the hook."""
@@ -59,4 +63,4 @@ def run(arguments: Sequence[str] | None = None, before_instantiate: Callable[[An
         before_instantiate: See :class:`AdaCLIPCLI`.
     """
     configure_logging()
-    AdaCLIPCLI(None if arguments is None else list(arguments), before_instantiate)
+    AdaCLIPCLI(None if arguments is None else list(arguments), before_instantiate=before_instantiate)
