@@ -12,7 +12,7 @@ import torch
 from anomalib.models import Padim
 
 from anomalib_adaclip import AdaCLIP
-from anomalib_adaclip.components.export import exporting, keep_earlier_export
+from anomalib_adaclip.components.export import export_lock, exporting, keep_earlier_export
 from tests.conftest import MICRO_BACKBONE
 from tests.helpers import make_engine
 
@@ -98,7 +98,10 @@ def test_two_exports_of_one_name_at_once_neither_mix_nor_lose_a_file(
     }
     assert pairs == {"a": "weights of a", "b": "weights of b"}  # each export whole, one of them moved aside
     assert "Waiting: The onnx export" in caplog.text and "is in use by another run" in caplog.text
-    assert sorted(path.name for path in folder.iterdir()) == ["earlier", "model.onnx", "model.onnx.data"]
+    # The kernel lock's file stays beside the export, free (locks.py: a lock file is never removed)
+    names = ["earlier", "model.export.lock", "model.onnx", "model.onnx.data"]
+    assert sorted(path.name for path in folder.iterdir()) == names
+    assert not export_lock(tmp_path, "onnx", "model").in_use()
 
 
 def test_the_guard_refuses_tiling_and_mutual_scoring_and_keeps_an_earlier_export(
