@@ -88,10 +88,14 @@ def test_mutual_group_size_none_is_the_whole_class() -> None:
 
 
 def test_mutual_feature_layers_are_one_based_and_become_muscs_zero_based_blocks(micro_weights: Path) -> None:
-    """The micro CLIP has 4 blocks: 1-based [1, 4] are MuSc's blocks 0 and 3; MuSc's default is every quarter."""
+    """The micro CLIP has 4 blocks: 1-based [1, 4] stay 1-based in MuSc's settings and are MuSc's blocks 0 and 3 where
+    they meet its code (``musc_blocks``); MuSc's default is every quarter."""
+    from anomalib_adaclip.model.mutual_scoring import musc_blocks
+
     model = make_adaclip(micro_weights, mutual={"feature_layers": [1, 4]})
-    assert list(model.mutual_groups.settings.feature_layers) == [0, 3]
-    assert list(make_adaclip(micro_weights, mutual={}).mutual_groups.settings.feature_layers) == [0, 1, 2, 3]
+    assert list(model.mutual_groups.settings.feature_layers) == [1, 4]
+    assert musc_blocks(model.mutual_groups.settings.feature_layers) == [0, 3]
+    assert list(make_adaclip(micro_weights, mutual={}).mutual_groups.settings.feature_layers) == [1, 2, 3, 4]
     with pytest.raises(ValueError, match="1-based block numbers"):
         MutualGroupConfig(feature_layers=[0, 3])  # block 0 does not exist in the 1-based numbering
     with pytest.raises(ValueError, match="feature_layers"):
