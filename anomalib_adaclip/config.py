@@ -926,7 +926,7 @@ class RarityScoringConfig:
 
 @dataclass(frozen=True)
 class RarityGroupConfig:
-    """AdaCLIP's rarity group (``AdaCLIP(rarity=...)``; ``rarity=None`` is off): RareCLIP's online scoring inside AdaCLIP.
+    """AdaCLIP's rarity group (``AdaCLIP(rarity=...)``; ``rarity=None`` is off): RareCLIP's online scoring in AdaCLIP.
 
     Every image is scored, in the order it comes, against a bank of the images of its class name seen before (one
     bank per class name), from the plain CLIP pass AdaCLIP already runs, and fused with AdaCLIP's own outputs

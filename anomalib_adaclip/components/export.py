@@ -95,7 +95,7 @@ def exporting(export_root: Path | str, kind: ExportType, model_file_name: str) -
 
 
 def check_exportable(tiling: bool, mutual_scoring: bool = False, rarity_scoring: bool = False) -> None:
-    """Refuse to export a tiling model (the tile grid depends on each image's size), or one with mutual or rarity scoring.
+    """Refuse to export a tiling model (the tile grid depends on each image's size), or one scoring groups or a bank.
 
     Raises:
         NotImplementedError: ``tiling``, ``mutual_scoring`` or ``rarity_scoring`` is on.
