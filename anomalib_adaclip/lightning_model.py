@@ -61,7 +61,7 @@ from .components.export import ExportGuard
 from .components.lightning_checkpoints import FrozenBackboneCheckpoints
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.post_processor import set_calibrated_thresholds
-from .components.rarity import RarityBanks, check_rarity_scoring, rarity_banks
+from .components.rarity import NewBanksPerRun, RarityBanks, check_rarity_scoring, rarity_banks
 from .components.references import FewShotReferences, ReferenceImages
 from .components.tiling import Tiling
 from .config import (
@@ -274,6 +274,8 @@ class AdaCLIP(AnomalibModule):
             callbacks.append(FewShotReferences(self.prepare_references, self.references, self.image_class_names))
         if self.mutual_groups is not None:  # before the writer: it plans the groups before a resume cuts the data
             callbacks.append(self.mutual_groups)
+        if self.rarity is not None:
+            callbacks.append(NewBanksPerRun(self.rarity))
         trainer_callbacks = trainer.callbacks if (trainer := attached_trainer(self)) is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]

@@ -19,6 +19,12 @@ are explicit state: :meth:`RarityBanks.state_dict` / :meth:`RarityBanks.load_sta
 (per class name), so a line can snapshot them; :meth:`RarityBanks.score` and :meth:`RarityBanks.admit` separate
 scoring from learning for a caller that decides what enters a bank (the line's admission threshold).
 
+**Runs** (:class:`NewBanksPerRun`, a Lightning callback that :class:`~anomalib_adaclip.AdaCLIP` installs). Every
+validation, test and predict run starts with empty banks: anomalib's Engine validates on the test images before it
+tests (to learn thresholds), and a test image must not be scored against a bank that already holds it. A resumed
+``predict`` therefore starts a new bank too (the rows already written came from the earlier one); the line
+(``anomalib-adaclip watch``) is the mode whose bank survives restarts.
+
 **The text side** (``rarity.text_branch``). ``"tpb"``: RareCLIP's own text branch (its prompt ensemble through
 AdaCLIP's CLIP text tower, and the TPB linear layers of ``rarity.tpb_weights``), its published setting.
 ``"adaclip"``: AdaCLIP's own map, average-pooled onto the patch grid, and AdaCLIP's image probability take the text
@@ -44,6 +50,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
+from lightning.pytorch import Callback
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_adaclip.config import RarityGroupConfig
@@ -58,6 +65,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RARITY_MAP_SCALE",
     "RARITY_SCORE_SCALE",
+    "NewBanksPerRun",
     "PendingImage",
     "RarityBanks",
     "check_rarity_scoring",
@@ -197,10 +205,10 @@ class RarityBanks:
             return PendingImage(InferenceBatch(pred_score=adaclip.pred_score, anomaly_map=adaclip.anomaly_map),
                                 class_name, None)  # fmt: skip
         scorer = self._scorer_on(tokens.embedding.device)
-        if class_name in self.banks:
-            scorer.bank = self.banks[class_name]
-        else:
+        if class_name not in self.banks:  # an empty bank, kept: an image scored against it can be admitted later
             scorer.reset()
+            self.banks[class_name] = scorer.bank
+        scorer.bank = self.banks[class_name]
         scored = scorer.score_tokens(PlainTokens(tokens.patch_tokens, tokens.embedding), self._text_side(adaclip))
         if scored.output is None:  # one of the k_shot normal images: AdaCLIP's outputs stand alone
             return PendingImage(InferenceBatch(pred_score=adaclip.pred_score, anomaly_map=adaclip.anomaly_map),
@@ -215,8 +223,7 @@ class RarityBanks:
         """
         if pending.scored is None:
             return
-        current = self.banks.get(pending.class_name)
-        if current is not None and pending.scored.base is not current:
+        if pending.scored.base is not self.banks.get(pending.class_name):
             msg = (
                 f"This image was scored against another state of the bank of {pending.class_name!r} (an image was "
                 "admitted or the bank restored since): score it again."
@@ -252,6 +259,32 @@ class RarityBanks:
         grid = self.scorer.grid
         pooled = F.adaptive_avg_pool2d(adaclip.anomaly_map.reshape(1, 1, *adaclip.anomaly_map.shape[-2:]), grid)
         return pooled.reshape(1, grid * grid), adaclip.pred_score.reshape(1)
+
+
+class NewBanksPerRun(Callback):
+    """Empty the rarity banks when a validation, test or predict run starts (see the module: no run sees another's).
+
+    Args:
+        banks: The model's rarity part.
+    """
+
+    def __init__(self, banks: RarityBanks) -> None:
+        self.banks = banks
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        """A new bank per class name for the run."""
+        del trainer, pl_module
+        self.banks.reset()
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+        """A new bank per class name for the run."""
+        del trainer, pl_module
+        self.banks.reset()
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        """A new bank per class name for the run."""
+        del trainer, pl_module
+        self.banks.reset()
 
 
 def rarity_banks(config: RarityGroupConfig | None, model: AdaCLIPModel) -> RarityBanks | None:

@@ -88,10 +88,10 @@ class RarityLineScorer:
         self.banks: dict[str, Any] = {}
 
     def _use(self, class_name: str) -> Any:
-        if class_name in self.banks:
-            self.scorer.bank = self.banks[class_name]
-        else:
+        if class_name not in self.banks:  # an empty bank, kept: an image scored against it can be admitted later
             self.scorer.reset()
+            self.banks[class_name] = self.scorer.bank
+        self.scorer.bank = self.banks[class_name]
         return self.scorer
 
     def score(self, image: torch.Tensor, class_name: str) -> LineScore:
@@ -113,7 +113,7 @@ class RarityLineScorer:
         self.banks[class_name] = self.scorer.bank
 
     def state_dict(self) -> dict[str, Any]:
-        """Every class name's bank."""
+        """Every class name's bank (an empty one too)."""
         return {class_name: bank.state_dict() for class_name, bank in sorted(self.banks.items())}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
