@@ -43,8 +43,26 @@ def engine_predictions(model: AdaCLIP, root: Path, batch_size: int) -> tuple[lis
     return paths, torch.cat([b.pred_score for b in batches]), torch.cat([b.anomaly_map for b in batches])
 
 
+def counted_predictions(model: AdaCLIP, root: Path) -> tuple[list[str], torch.Tensor, torch.Tensor, int]:
+    """Paths, scores and maps at batch size 8, and how many images went through CLIP's patch embedding (all passes)."""
+    calls: list[int] = []
+    hook = model.model.clip.visual.conv1.register_forward_hook(lambda module, inputs, output: calls.append(len(output)))
+    try:
+        paths, scores, maps = engine_predictions(model, root, 8)
+    finally:
+        hook.remove()
+    return paths, scores, maps, sum(calls)
+
+
+@pytest.fixture(scope="module")
+def adaclip_alone(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ...]:
+    """AdaCLIP without the group: the truth for weight 0 and for the number of CLIP passes."""
+    model = make_adaclip(micro_weights, thresholds={"mode": "fixed"}, visualizer=False)
+    return counted_predictions(model, tmp_path_factory.mktemp("plain"))
+
+
 def test_batch_1_equals_batch_8_through_the_engine_and_rareclips_text_branch_is_available(
-    micro_weights: Path, tmp_path: Path
+    micro_weights: Path, tmp_path: Path, adaclip_alone: tuple[Any, ...]
 ) -> None:
     model = rarity_model(micro_weights, text_branch="tpb")
     paths1, scores1, maps1 = engine_predictions(model, tmp_path / "b1", 1)
@@ -55,22 +73,23 @@ def test_batch_1_equals_batch_8_through_the_engine_and_rareclips_text_branch_is_
         list(model.rarity.banks) == ["tire"] and model.rarity.banks["tire"].seen == 15
     )  # a new bank per run (the Engine
     # validates on the same images first: they must not be in the bank when they are tested)
-    plain = make_adaclip(micro_weights, thresholds={"mode": "fixed"}, visualizer=False)
-    _, adaclip_scores, _ = engine_predictions(plain, tmp_path / "plain", 8)
-    assert not torch.allclose(scores8, adaclip_scores)  # the rarity branch is in the scores
+    assert not torch.allclose(scores8, adaclip_alone[1])  # the rarity branch is in the scores
 
 
-def test_weight_0_is_adaclip_bitwise_and_weight_1_the_rarity_branch_alone(micro_weights: Path, tmp_path: Path) -> None:
-    _, adaclip_scores, adaclip_maps = engine_predictions(
-        make_adaclip(micro_weights, thresholds={"mode": "fixed"}, visualizer=False), tmp_path / "plain", 8
-    )
+def test_weight_0_is_adaclip_bitwise_and_weight_1_the_rarity_branch_alone_without_another_clip_pass(
+    micro_weights: Path, tmp_path: Path, adaclip_alone: tuple[Any, ...]
+) -> None:
+    _, adaclip_scores, adaclip_maps, adaclip_passes = adaclip_alone
     weight0 = rarity_model(micro_weights, weight=0.0)
-    _, scores, maps = engine_predictions(weight0, tmp_path / "w0", 8)
+    _, scores, maps, _ = counted_predictions(weight0, tmp_path / "w0")
     assert torch.equal(scores, adaclip_scores) and torch.equal(maps, adaclip_maps)
     assert weight0.rarity.banks == {}  # the branch did not run
 
     weight1 = rarity_model(micro_weights, weight=1.0)
-    paths, scores, maps = engine_predictions(weight1, tmp_path / "w1", 8)
+    paths, scores, maps, passes = counted_predictions(weight1, tmp_path / "w1")
+    # The rarity branch reads AdaCLIP's frozen plain pass: no pass of its own. AdaCLIP runs two per image (the plain
+    # one and the prompted one), for the 15 images of each of the Engine's two runs (it validates, then predicts).
+    assert passes == adaclip_passes == 2 * 15 * 2
     # The independent path: RareCLIP's scorer on the tokens of AdaCLIP's pass, image after image, by hand.
     host = weight1.model.eval()
     scorer = RarityScoring.on_clip(host.clip, host.image_size, weight1.rarity.config.scoring, text_branch=False)
@@ -84,26 +103,6 @@ def test_weight_0_is_adaclip_bitwise_and_weight_1_the_rarity_branch_alone(micro_
         scorer.commit(scored)
         torch.testing.assert_close(scores[index], scored.output.pred_score[0] / RARITY_SCORE_SCALE, rtol=0, atol=1e-6)
         torch.testing.assert_close(maps[index], scored.output.anomaly_map[0] / RARITY_MAP_SCALE, rtol=0, atol=1e-6)
-
-
-def test_the_rarity_branch_adds_no_clip_pass(micro_weights: Path, tmp_path: Path) -> None:
-    """AdaCLIP's passes per image (counted on its patch embedding) are the same with the rarity branch."""
-    counts = {}
-    for name, model in (
-        ("adaclip", make_adaclip(micro_weights, thresholds={"mode": "fixed"}, visualizer=False)),
-        ("rarity", rarity_model(micro_weights)),
-    ):
-        calls: list[int] = []
-        hook = model.model.clip.visual.conv1.register_forward_hook(
-            lambda module, inputs, output, calls=calls: calls.append(len(output))
-        )
-        engine_predictions(model, tmp_path / name, 8)
-        hook.remove()
-        counts[name] = sum(calls)  # images through the patch embedding
-    assert counts["rarity"] == counts["adaclip"]
-    # AdaCLIP's own passes, the frozen plain one (which the rarity branch reads) and the prompted one, for each of the
-    # 15 images in each of the Engine's two runs (it validates on the test images, then predicts)
-    assert counts["adaclip"] == 2 * 15 * 2
 
 
 def test_exports_refuse_rarity_scoring_and_mutual_or_tiling_with_it_are_refused(
