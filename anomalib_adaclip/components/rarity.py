@@ -208,6 +208,8 @@ class RarityBanks:
         if class_name not in self.banks:  # an empty bank, kept: an image scored against it can be admitted later
             scorer.reset()
             self.banks[class_name] = scorer.bank
+        elif self.banks[class_name].foreground.device != scorer.neighbours.device:  # restored before a move
+            self.banks[class_name] = self.banks[class_name].to(scorer.neighbours.device)
         scorer.bank = self.banks[class_name]
         scored = scorer.score_tokens(PlainTokens(tokens.patch_tokens, tokens.embedding), self._text_side(adaclip))
         if scored.output is None:  # one of the k_shot normal images: AdaCLIP's outputs stand alone
