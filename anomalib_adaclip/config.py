@@ -46,7 +46,9 @@ __all__ = [
     "PromptConfig",
     "PromptingBranch",
     "PromptingType",
+    "RarityGroupConfig",
     "RarityScoringConfig",
+    "RarityTextBranch",
     "ThresholdConfig",
     "ThresholdingMode",
     "TileScore",
@@ -61,6 +63,7 @@ PromptingType = Literal["S", "D", "SD"]
 PromptingBranch = Literal["V", "L", "VL"]
 TileScore = Literal["max", "whole"]
 ThresholdingMode = Literal["auto", "fixed", "adaptive"]
+RarityTextBranch = Literal["tpb", "adaclip"]
 
 # The class name of the prompts when neither the user nor the data gives one (anomalib's WinCLIP uses the same).
 DEFAULT_CLASS_NAME = "object"
@@ -943,3 +946,58 @@ class RarityScoringConfig:
         return {
             key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()
         }
+
+
+@dataclass(frozen=True)
+class RarityGroupConfig:
+    """AdaCLIP's rarity group (``AdaCLIP(rarity=...)``; ``rarity=None`` is off): RareCLIP's online scoring in AdaCLIP.
+
+    Every image is scored, in the order it comes, against a bank of the images of its class name seen before (one
+    bank per class name), from the plain CLIP pass AdaCLIP already runs, and fused with AdaCLIP's own outputs
+    (:mod:`~anomalib_adaclip.components.rarity` says how, and on which scale). The RareCLIP settings are those of
+    :class:`RarityScoringConfig` (``scoring``), layers counted from 1.
+
+    Attributes:
+        weight: Weight ``w`` of the rarity part: ``(1 - w) * AdaCLIP + w * rarity`` for the map and the image score,
+            on the scale :mod:`~anomalib_adaclip.components.rarity` documents; 0 gives AdaCLIP's outputs bit for
+            bit (the rarity branch is not run), 1 the rarity branch's alone. Defaults to 0.5.
+        text_branch: The text side of the rarity branch: ``"tpb"``, RareCLIP's own text branch (its prompt ensemble
+            and TPB linear layers, ``tpb_weights``), which reproduces its published setting; or ``"adaclip"``,
+            AdaCLIP's own map (pooled onto the patch grid) and image probability in its place, so no TPB weights
+            are needed. Defaults to ``"tpb"``.
+        tpb_weights: RareCLIP's TPB weight file (the authors' ``weights/*.pth`` with a ``trainable_linearlayer``
+            entry, or a state dict file), for ``text_branch="tpb"``; ``None`` leaves the layers random (a warning:
+            the text map is then meaningless). Defaults to ``None``.
+        scoring: RareCLIP's settings (:class:`RarityScoringConfig`, given as it or as a mapping of its fields:
+            ``--model.rarity.scoring.topk 3``). Defaults to the authors' (layers for a 24-block ViT-L).
+
+    Raises:
+        ValueError: A value outside its allowed range.
+    """
+
+    weight: float = 0.5
+    text_branch: RarityTextBranch = "tpb"
+    tpb_weights: str | None = None
+    scoring: RarityScoringConfig = dataclasses.field(default_factory=RarityScoringConfig)
+
+    def __post_init__(self) -> None:
+        """Check the weight and the text branch; a mapping of ``scoring`` becomes its dataclass."""
+        object.__setattr__(self, "weight", _check_fraction(self.weight, "rarity.weight", 0.0, 1.0))
+        if self.text_branch not in ("tpb", "adaclip"):
+            msg = (
+                f"rarity.text_branch must be 'tpb' (RareCLIP's) or 'adaclip' (AdaCLIP's map), got {self.text_branch!r}."
+            )
+            raise ValueError(msg)
+        if self.tpb_weights is not None and not isinstance(self.tpb_weights, str | PurePath):
+            msg = f"rarity.tpb_weights must be a path or None, got {self.tpb_weights!r}."
+            raise ValueError(msg)
+        if self.tpb_weights is not None:
+            object.__setattr__(self, "tpb_weights", str(self.tpb_weights))
+        scoring = settings_group(self.scoring, RarityScoringConfig, "rarity.scoring")
+        object.__setattr__(self, "scoring", scoring if scoring is not None else RarityScoringConfig())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for checkpoints, YAML and JSON."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values["scoring"] = self.scoring.to_dict()
+        return values

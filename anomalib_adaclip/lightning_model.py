@@ -62,6 +62,7 @@ from .components.lightning_checkpoints import FrozenBackboneCheckpoints
 from .components.mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_stage
 from .components.post_processor import set_calibrated_thresholds
 from .components.pre_processing import input_resize
+from .components.rarity import NewBanksPerRun, RarityBanks, check_rarity_scoring, rarity_banks
 from .components.references import FewShotReferences, ReferenceImages
 from .components.tiling import Tiling
 from .config import (
@@ -73,6 +74,7 @@ from .config import (
     MutualGroupConfig,
     OptimizerSettings,
     PromptConfig,
+    RarityGroupConfig,
     ThresholdConfig,
     ThresholdingMode,
     TilingConfig,
@@ -140,6 +142,9 @@ class AdaCLIP(AnomalibModule):
             ``"object"``.
         thresholds: Fixed thresholds and the thresholding mode (:class:`~anomalib_adaclip.config.ThresholdConfig`).
             Defaults to 0.5, 0.5 and ``"auto"``.
+        rarity: Every image also scored, in the order it comes, against the earlier images of its class name,
+            RareCLIP (:class:`~anomalib_adaclip.config.RarityGroupConfig`; :mod:`~anomalib_adaclip.components.rarity`;
+            one bank per class name in :attr:`rarity`). Defaults to ``None``: off.
         pre_processor: Pre-processor, ``True`` for the default, ``False`` for none.
         post_processor: Post-processor, ``True`` for the default, ``False`` for none.
         evaluator: Evaluator, ``True`` for the default metrics, ``False`` for none.
@@ -164,6 +169,7 @@ class AdaCLIP(AnomalibModule):
         tiling: TilingConfig | dict[str, Any] | bool | None = None,
         classes: ClassConfig | dict[str, Any] | None = None,
         thresholds: ThresholdConfig | dict[str, Any] | None = None,
+        rarity: RarityGroupConfig | dict[str, Any] | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -175,14 +181,16 @@ class AdaCLIP(AnomalibModule):
         tiling_settings = _tiling_group(tiling)
         class_settings = settings_group(classes, ClassConfig, "classes") or ClassConfig()
         threshold_settings = settings_group(thresholds, ThresholdConfig, "thresholds") or ThresholdConfig()
+        rarity_settings = settings_group(rarity, RarityGroupConfig, "rarity")
         config = prompt_settings.model_config(backbone, image_size)
         tiling_part = Tiling(tiling_settings, image_size)  # checks the overlap against the tile
         check_mutual_scoring(mutual_settings is not None, tiling_part.enabled)
+        check_rarity_scoring(rarity_settings is not None, mutual_settings is not None, tiling_part.enabled)
         # anomalib saves the arguments as they are now (save_hyperparameters): plain types, loadable with
         # torch.load(weights_only=True); a loaded checkpoint gives them back to this constructor.
         prompts, classes, thresholds = prompt_settings.to_dict(), class_settings.to_dict(), threshold_settings.to_dict()
         few_shot, mutual = _plain_or_none(few_shot_settings), _plain_or_none(mutual_settings)
-        tiling = _plain_or_none(tiling_settings)
+        tiling, rarity = _plain_or_none(tiling_settings), _plain_or_none(rarity_settings)
         self._default_pre_processor = pre_processor is True
         # The default components depend on init arguments, so they are built before the base class would build them.
         super().__init__(
@@ -219,6 +227,7 @@ class AdaCLIP(AnomalibModule):
         resize = input_resize(image_size) if pre_processor is True else None  # the default pre-processor's
         class_name_of = functools.partial(_class_name_of_path, self)
         self.mutual_groups: MutualGroupStage | None = mutual_stage(mutual_settings, self.model, class_name_of, resize)
+        self.rarity: RarityBanks | None = rarity_banks(rarity_settings, self.model)
         self.export_guard = ExportGuard()
         self.frozen_checkpoints = FrozenBackboneCheckpoints()
         self.optimizer_settings = OptimizerSettings()
@@ -268,6 +277,8 @@ class AdaCLIP(AnomalibModule):
             callbacks.append(FewShotReferences(self.prepare_references, self.references, self.image_class_names))
         if self.mutual_groups is not None:  # before the writer: it plans the groups before a resume cuts the data
             callbacks.append(self.mutual_groups)
+        if self.rarity is not None:
+            callbacks.append(NewBanksPerRun(self.rarity))
         trainer_callbacks = trainer.callbacks if (trainer := attached_trainer(self)) is not None else []
         if any(isinstance(callback, ThresholdCalibration) for callback in trainer_callbacks):
             return [callback for callback in callbacks if not isinstance(callback, Visualizer)]
@@ -354,6 +365,8 @@ class AdaCLIP(AnomalibModule):
             predictions = self.mutual_groups.score_batch(self.model, batch.image, names, batch.image_path)
         elif self.mutual_groups is not None:
             predictions = self.mutual_groups.score_tensors(self.model, batch.image, names or self.model.class_name)
+        elif self.rarity is not None:
+            predictions = self.rarity.score_images(self.model, batch.image, names or self.model.class_name)
         elif self.tiling.enabled:
             predictions = self.tiling.predict(self.model, batch.image, names)
         else:
@@ -404,12 +417,15 @@ class AdaCLIP(AnomalibModule):
         if not is_tracing():
             check_images(batch, "batch", raw=True)
         export_names = self.class_names.export_names
-        if self.mutual_groups is None and export_names is None:
+        if self.mutual_groups is None and self.rarity is None and export_names is None:
             return super().forward(batch, *args, **kwargs)
         # anomalib's forward (pre-processor, model, post-processor) with the groups or the candidates
         if self.mutual_groups is not None:  # eager only (exports refuse it): a run's transform, a run's groups
             batch = self.pre_processor.transform(batch) if self.pre_processor else batch
             batch = self.mutual_groups.score_tensors(self.model, batch, self.model.class_name)
+        elif self.rarity is not None:  # eager only (exports refuse it): a run's transform, image by image into the bank
+            batch = self.pre_processor.transform(batch) if self.pre_processor else batch
+            batch = self.rarity.score_images(self.model, batch, self.model.class_name)
         else:
             batch = self.pre_processor(batch) if self.pre_processor else batch
             batch = self.model(batch, choose_from=export_names)
@@ -441,6 +457,7 @@ class AdaCLIP(AnomalibModule):
         """
         settings = _tiling_group(tiling)
         check_mutual_scoring(self.mutual_groups is not None, settings is not None)
+        check_rarity_scoring(self.rarity is not None, False, settings is not None)
         self.tiling.set(settings)
         if self._default_pre_processor and self.pre_processor is not None:
             transform = adaclip_transform(self.model.image_size, self.tiling.enabled)
@@ -494,6 +511,7 @@ class AdaCLIP(AnomalibModule):
             model_file_name,
             tiling=self.tiling.enabled,
             mutual_scoring=self.mutual_groups is not None,
+            rarity_scoring=self.rarity is not None,
             class_names=self.class_names.export_names or self.model.class_name,
         )
 

@@ -59,6 +59,28 @@ _HELP = {
 }
 
 
+def _scorer_settings(value: str) -> dict:
+    """A JSON object given inline, or the path of a JSON or YAML file holding one."""
+    path = Path(value)
+    if path.suffix.lower() in {".json", ".yaml", ".yml"}:
+        if not path.is_file():
+            msg = f"--scorer-settings: no such file {path}"
+            raise argparse.ArgumentTypeError(msg)
+        import yaml  # noqa: PLC0415  (YAML is a superset of JSON)
+
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    else:
+        try:
+            settings = json.loads(value)
+        except json.JSONDecodeError as error:
+            msg = f"--scorer-settings: not a JSON object ({error}) nor a .json/.yaml file"
+            raise argparse.ArgumentTypeError(msg) from error
+    if not isinstance(settings, dict):
+        msg = f"--scorer-settings must hold a mapping of the scorer's keyword arguments, got {type(settings).__name__}"
+        raise argparse.ArgumentTypeError(msg)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``anomalib-adaclip watch`` parser."""
     parser = argparse.ArgumentParser(
@@ -75,10 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scorer",
         default="rarity",
-        help="'rarity' (the rarity scorer) or 'package.module:factory' returning a LineScorer (default %(default)s)",
+        help=(
+            "'rarity' (the rarity scorer), 'adaclip' (AdaCLIP with its rarity group) or 'package.module:factory' "
+            "returning a LineScorer (default %(default)s)"
+        ),
     )
     parser.add_argument(
-        "--scorer-settings", type=json.loads, default={}, help="the scorer's keyword arguments as a JSON object"
+        "--scorer-settings",
+        type=_scorer_settings,
+        default={},
+        help="the scorer's keyword arguments: a JSON object, or a .json/.yaml file holding one",
     )
     parser.add_argument(
         "--exit-when-idle", type=float, default=None, help="stop when no file arrived for this many seconds"

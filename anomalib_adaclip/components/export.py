@@ -2,7 +2,8 @@
 
 :class:`ExportGuard` guards anomalib's ``to_torch``, ``to_onnx`` and ``to_openvino``: a tiling model is refused (the
 tile grid depends on each image's size), and so is a model with mutual scoring (its outputs depend on the other images
-of a group, which an exported graph and an inferencer fed one image at a time do not have); ONNX defaults to opset 18,
+of a group, which an exported graph and an inferencer fed one image at a time do not have), and so is one with rarity
+scoring (its outputs depend on a bank of the images before, which changes at every image); ONNX defaults to opset 18,
 and the log names the class name baked into the prompts. anomalib's contract is that an export goes to
 ``<export_root>/weights/<kind>/<name>.*``, replacing what is there (its own models do; its integration routine exports
 every model into one project folder). AdaCLIP keeps that contract without losing anything: an earlier export of the same
@@ -93,12 +94,21 @@ def exporting(export_root: Path | str, kind: ExportType, model_file_name: str) -
         lock.release()
 
 
-def check_exportable(tiling: bool, mutual_scoring: bool = False) -> None:
-    """Refuse to export a tiling model (the tile grid depends on each image's size) or one with mutual scoring.
+def check_exportable(tiling: bool, mutual_scoring: bool = False, rarity_scoring: bool = False) -> None:
+    """Refuse to export a tiling model (the tile grid depends on each image's size), or one scoring groups or a bank.
 
     Raises:
-        NotImplementedError: ``tiling`` or ``mutual_scoring`` is on.
+        NotImplementedError: ``tiling``, ``mutual_scoring`` or ``rarity_scoring`` is on.
     """
+    if rarity_scoring:
+        msg = (
+            "A model with rarity scoring cannot be exported: RareCLIP scores each image against a bank of the images "
+            "before it and then adds the image to the bank, so its output depends on the images seen so far and the "
+            "bank changes at every image. An exported graph is a fixed function of one image and keeps no state "
+            "between calls. Export the model with rarity=None (AdaCLIP's own scores), and run rarity scoring in "
+            "Python (Engine / anomalib-adaclip predict, anomalib-adaclip watch, or anomalib_adaclip.RarityScoring)."
+        )
+        raise NotImplementedError(msg)
     if mutual_scoring:
         msg = (
             "A model with mutual scoring cannot be exported: MuSc scores each image against the other images of its "
@@ -140,6 +150,7 @@ class ExportGuard:
         tiling: bool,
         mutual_scoring: bool,
         class_names: str | tuple[str, ...],
+        rarity_scoring: bool = False,
     ) -> Iterator[None]:
         """Check the export, hold its lock, move an earlier one aside, log the class names; the export runs inside.
 
@@ -149,12 +160,13 @@ class ExportGuard:
             model_file_name: The export's file name without suffix.
             tiling: Whether the model tiles (refused).
             mutual_scoring: Whether the model scores groups (refused).
+            rarity_scoring: Whether the model scores against a bank of earlier images (refused).
             class_names: The class name baked into the prompts, or the export's candidate class names.
 
         Raises:
-            NotImplementedError: ``tiling`` or ``mutual_scoring``.
+            NotImplementedError: ``tiling``, ``mutual_scoring`` or ``rarity_scoring``.
         """
-        check_exportable(tiling, mutual_scoring)
+        check_exportable(tiling, mutual_scoring, rarity_scoring)
         with exporting(export_root, kind, model_file_name):
             keep_earlier_export(export_root, kind, model_file_name)
             if isinstance(class_names, str):

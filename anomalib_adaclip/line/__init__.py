@@ -10,11 +10,12 @@ from .config import LineConfig
 from .hot_folder import HotFolder, ReadyFile, is_temporary
 from .latency import LatencyLog
 from .runner import NOT_SCORED, LineError, LineRunner, LineSummary
-from .scorer import LineScore, LineScorer, RarityLineScorer, ScorerError, load_scorer
+from .scorer import AdaCLIPLineScorer, LineScore, LineScorer, RarityLineScorer, ScorerError, load_scorer
 from .snapshots import Snapshot, SnapshotError, bank_lock, load_snapshot, save_snapshot
 
 __all__ = [
     "NOT_SCORED",
+    "AdaCLIPLineScorer",
     "Admission",
     "HotFolder",
     "LatencyLog",

@@ -323,6 +323,16 @@ def load_tpb_weights(source: str | Path | Mapping[str, torch.Tensor], head: Text
     head.load_state_dict({key: value.float() for key, value in content.items()})
 
 
+def _patch(vision: nn.Module) -> int:
+    patch = vision.conv1.kernel_size
+    return int(patch[0] if isinstance(patch, tuple | list) else patch)
+
+
+def _grid(config: Mapping[str, Any], image_size: int) -> int:
+    patch = config["vision_cfg"].get("patch_size", 16)
+    return image_size // int(patch[0] if isinstance(patch, list | tuple) else patch)
+
+
 class RarityScoring(nn.Module):
     """RareCLIP's online zero-shot anomaly maps and scores: each image scored against the images before it.
 
@@ -383,18 +393,72 @@ class RarityScoring(nn.Module):
             raise TypeError(msg)
         self.settings = RarityScoringConfig(text_layers=text_layers, rarity_layers=rarity_layers, **settings)
         config = backbone_config(backbone)
-        vision = config["vision_cfg"]
-        patch = vision.get("patch_size", 16)
-        patch = int(patch[0] if isinstance(patch, list | tuple) else patch)
-        self.image_size = image_size
-        self.grid = image_size // patch
-        self.settings.check_backbone(int(vision.get("layers", 12)), self.grid * self.grid)
+        self.settings.check_backbone(int(config["vision_cfg"].get("layers", 12)), _grid(config, image_size) ** 2)
         # RareCLIP's vendored open_clip resizes the positions with open_clip's default antialiasing.
         clip = create_clip(backbone, backbone_weights, image_size=image_size, antialias_positions=True)
+        self._build(clip, image_size, tpb_weights, text_branch=True)
         self.visual = clip.visual
-        self.register_buffer("text_features", rarity_text_features(clip).float(), persistent=False)
-        self.tpb = TextProjection(int(vision["width"]), int(config["embed_dim"]), len(self.settings.text_layers))
-        if tpb_weights is None:
+
+    @classmethod
+    def on_clip(
+        cls,
+        clip: CLIP,
+        image_size: int,
+        settings: RarityScoringConfig,
+        tpb_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+        *,
+        text_branch: bool = True,
+    ) -> RarityScoring:
+        """A scorer that reads the tokens of its host's plain pass (:meth:`score_tokens`): it holds no vision tower.
+
+        The host (AdaCLIP) runs the CLIP pass once per image and hands the tokens of :attr:`token_blocks` over; the
+        scorer keeps only RareCLIP's text features and TPB layers (with ``text_branch``) and the bank. Its
+        :meth:`tokens`, :meth:`score` and :meth:`step` (which read an image) are refused.
+
+        Args:
+            clip: The host's open_clip CLIP (its text tower gives RareCLIP's text features; nothing is kept of it).
+            image_size: The host's input size.
+            settings: RareCLIP's settings.
+            tpb_weights: As for the constructor.
+            text_branch: ``False`` when the host supplies the text side (:meth:`score_tokens`'s ``text``): no text
+                features and no TPB layers are built.
+
+        Raises:
+            ValueError: Layers outside the tower, or banks smaller than ``topk``.
+        """
+        vision = clip.visual
+        scorer = cls.__new__(cls)
+        nn.Module.__init__(scorer)
+        scorer.settings = settings
+        grid = image_size // _patch(vision)
+        settings.check_backbone(len(vision.transformer.resblocks), grid * grid)
+        scorer._build(clip, image_size, tpb_weights, text_branch=text_branch)
+        scorer.visual = None
+        return scorer
+
+    def _build(
+        self,
+        clip: CLIP,
+        image_size: int,
+        tpb_weights: str | Path | Mapping[str, torch.Tensor] | None,
+        *,
+        text_branch: bool,
+    ) -> None:
+        """Everything but the vision tower: text features, TPB layers, token blocks, neighbourhoods, an empty bank."""
+        vision = clip.visual
+        self.image_size = image_size
+        self.grid = image_size // _patch(vision)
+        self.width = int(vision.conv1.out_channels)
+        self.embed_dim = int(vision.output_dim)
+        n_text = len(self.settings.text_layers)
+        if text_branch:
+            self.register_buffer("text_features", rarity_text_features(clip).float(), persistent=False)
+        else:  # the host gives the text side
+            self.register_buffer("text_features", torch.zeros(self.embed_dim, 0), persistent=False)
+        self.tpb = TextProjection(self.width, self.embed_dim, n_text if text_branch else 0)
+        if not text_branch:
+            pass
+        elif tpb_weights is None:
             logger.warning("RarityScoring's TPB layers are RANDOM (tpb_weights=None): its text map is meaningless.")
         else:
             load_tpb_weights(tpb_weights, self.tpb)
@@ -431,10 +495,10 @@ class RarityScoring(nn.Module):
         bank = bank.to(device)
         for features in bank.features:
             for feature in features:
-                if feature.numel() and feature.shape[-1] != self.visual.conv1.out_channels:
+                if feature.numel() and feature.shape[-1] != self.width:
                     msg = (
                         f"The rarity bank holds prototypes of width {feature.shape[-1]}, this scorer's tower has "
-                        f"width {self.visual.conv1.out_channels} (a snapshot of another backbone?)."
+                        f"width {self.width} (a snapshot of another backbone?)."
                     )
                     raise ValueError(msg)
         if bank.foreground.numel() not in (0, self.grid * self.grid):
@@ -448,6 +512,12 @@ class RarityScoring(nn.Module):
     @torch.no_grad()
     def tokens(self, image: torch.Tensor) -> PlainTokens:
         """The plain CLIP pass of one normalised image ``[1, 3, S, S]`` at :attr:`token_blocks` (0-based)."""
+        if self.visual is None:
+            msg = (
+                "This scorer reads the tokens of its host's CLIP pass (RarityScoring.on_clip): give them to "
+                "score_tokens()/step_tokens()."
+            )
+            raise RuntimeError(msg)
         self._check_image(image)
         embedding, kept = vision_forward(self.visual, image, keep_blocks=set(self.token_blocks), native_blocks=True)
         return PlainTokens([kept[block] for block in self.token_blocks], unit_embedding(embedding))
@@ -500,9 +570,16 @@ class RarityScoring(nn.Module):
         return self._run(tokens, update=False).output
 
     @torch.no_grad()
-    def score_tokens(self, tokens: PlainTokens) -> ScoredImage:
-        """:meth:`score` from precomputed plain-pass tokens of one image (at :attr:`token_blocks`, in that order)."""
-        return self._run(tokens, update=True)
+    def score_tokens(self, tokens: PlainTokens, text: tuple[torch.Tensor, torch.Tensor] | None = None) -> ScoredImage:
+        """:meth:`score` from precomputed plain-pass tokens of one image (at :attr:`token_blocks`, in that order).
+
+        Args:
+            tokens: The plain-pass tokens.
+            text: The text side given by the host instead of RareCLIP's text branch: a patch map ``[1, h*w]`` and an
+                image probability ``[1]`` (AdaCLIP's, for ``rarity.text_branch="adaclip"``); ``None`` computes
+                RareCLIP's (TPB). It enters everywhere RareCLIP's does: the foreground map, the combination, the score.
+        """
+        return self._run(tokens, update=True, text=text)
 
     def _check_image(self, image: torch.Tensor) -> None:
         check_images(image, "image", image_size=self.image_size)
@@ -518,18 +595,18 @@ class RarityScoring(nn.Module):
         if len(tokens.patch_tokens) != len(blocks):
             msg = f"Got {len(tokens.patch_tokens)} layers of tokens; this scorer reads the blocks {blocks} (1-based)."
             raise ValueError(msg)
-        shape = (1, self.grid * self.grid, self.visual.conv1.out_channels)
+        shape = (1, self.grid * self.grid, self.width)
         for block, layer in zip(blocks, tokens.patch_tokens, strict=True):
             if tuple(layer.shape) != shape:
                 msg = f"The tokens of block {block} have shape {tuple(layer.shape)}; expected {shape} (one image)."
                 raise ValueError(msg)
-        if tokens.embedding.shape != (1, self.text_features.shape[0]):
-            msg = (
-                f"The embedding has shape {tuple(tokens.embedding.shape)}; expected (1, {self.text_features.shape[0]})."
-            )
+        if tokens.embedding.shape != (1, self.embed_dim):
+            msg = f"The embedding has shape {tuple(tokens.embedding.shape)}; expected (1, {self.embed_dim})."
             raise ValueError(msg)
 
-    def _run(self, tokens: PlainTokens, *, update: bool) -> ScoredImage:  # noqa: PLR0912, PLR0915
+    def _run(  # noqa: PLR0912, PLR0915
+        self, tokens: PlainTokens, *, update: bool, text: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> ScoredImage:
         """One image of the authors' ``process_image_and_update``, as a function of the bank (which stays as it is)."""
         self._check_tokens(tokens)
         cfg, base = self.settings, self.bank
@@ -543,12 +620,18 @@ class RarityScoring(nn.Module):
             sim = embedding @ embeddings.T
 
         # Text branch.
-        text_prob = (cfg.text_temp * embedding @ self.text_features).softmax(dim=-1)[:, 1]
-        text_map = 0
-        for projected in self.tpb([layers[i] for i in self._text_index]):
-            unit = projected / projected.norm(dim=-1, keepdim=True)
-            text_map = text_map + (cfg.text_temp * unit @ self.text_features).softmax(dim=-1)[:, :, 1]
-        text_map = text_map / len(self._text_index)
+        if text is not None:
+            text_map, text_prob = text[0].float().reshape(1, -1), text[1].float().reshape(1)
+        elif self.text_features.shape[-1] == 0:
+            msg = "This scorer was built without RareCLIP's text branch (text_branch=False): give the text side."
+            raise ValueError(msg)
+        else:
+            text_prob = (cfg.text_temp * embedding @ self.text_features).softmax(dim=-1)[:, 1]
+            text_map = 0
+            for projected in self.tpb([layers[i] for i in self._text_index]):
+                unit = projected / projected.norm(dim=-1, keepdim=True)
+                text_map = text_map + (cfg.text_temp * unit @ self.text_features).softmax(dim=-1)[:, :, 1]
+            text_map = text_map / len(self._text_index)
         foreground = base.foreground
         if update:
             foreground = (foreground * seen + text_map[0]) / (seen + 1) if foreground.numel() else text_map[0]

@@ -33,6 +33,7 @@ def test_parameter_table_lists_every_argument_with_its_actual_default(parameter_
         FewShotConfig,
         MutualGroupConfig,
         PromptConfig,
+        RarityGroupConfig,
         ThresholdConfig,
         TilingConfig,
     )
@@ -44,6 +45,7 @@ def test_parameter_table_lists_every_argument_with_its_actual_default(parameter_
         "tiling": TilingConfig,
         "classes": ClassConfig,
         "thresholds": ThresholdConfig,
+        "rarity": RarityGroupConfig,
     }
     assert docgen().argument_groups() == groups
     expected = {}
@@ -51,7 +53,10 @@ def test_parameter_table_lists_every_argument_with_its_actual_default(parameter_
         if name != "self":
             expected[name] = parameter.default
             for field in dataclasses.fields(groups[name]) if name in groups else ():
-                expected[f"{name}.{field.name}"] = field.default
+                default = docgen().field_default(field)
+                expected[f"{name}.{field.name}"] = default
+                for inner in dataclasses.fields(default) if dataclasses.is_dataclass(default) else ():
+                    expected[f"{name}.{field.name}.{inner.name}"] = inner.default  # rarity.scoring.topk
     assert list(parameter_rows) == list(expected), "the parameter table's settings differ from AdaCLIP's"
     for name, default in expected.items():
         assert parameter_rows[name][2] == docgen().render_default(default), name

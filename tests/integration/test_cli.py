@@ -22,6 +22,7 @@ from PIL import Image
 
 from anomalib_adaclip import AdaCLIPModel, cli
 from anomalib_adaclip.cli.quickstart import SMOKE_KEY, SMOKE_NOTE
+from anomalib_adaclip.config import RarityScoringConfig
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
 from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
@@ -170,6 +171,7 @@ def every_knob(micro_weights: Path, tmp_path_factory: pytest.TempPathFactory) ->
             "export_names": ["metal-nut", "screw"],
         },
         "thresholds": {"image": 0.3, "pixel": 0.7, "mode": "fixed"},
+        "rarity": None,  # tiling is on above, which rarity scoring refuses (see test_every_rarity_setting_is_settable)
         "pre_processor": True,
         "post_processor": True,
         "evaluator": False,
@@ -257,6 +259,33 @@ def test_every_mutual_setting_is_settable(source: str, tmp_path: Path, micro_wei
     scoring = model.mutual_groups.settings  # MuSc's own settings: 1-based layers as the group's
     assert (list(scoring.feature_layers), list(scoring.r_list), list(scoring.rscin_k)) == ([1, 4], [1, 3], [1, 2])
     assert (scoring.topmin_min, scoring.topmin_max) == (0.1, 0.5)
+
+
+RARITY_KNOBS = {
+    "weight": 0.5,
+    "text_branch": "adaclip",
+    "tpb_weights": None,
+    "scoring": {"text_layers": [2, 4], "rarity_layers": [1, 3], "topk": 2, "keep_ftime": 2.0, "sigma": 1.0},
+}
+
+
+@pytest.mark.parametrize("source", ["yaml", "flags"])
+def test_every_rarity_setting_is_settable(source: str, tmp_path: Path, micro_weights: Path) -> None:
+    arguments = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": 112}
+    if source == "yaml":
+        model = _cli_model({**arguments, "rarity": RARITY_KNOBS, "visualizer": False}, source, tmp_path)
+    else:  # nested groups as flags: --model.rarity.weight 0.5 --model.rarity.scoring.topk 2
+        flags = ["--model", "anomalib_adaclip.AdaCLIP", "--model.visualizer", "false"]
+        for key, value in arguments.items():
+            flags += [f"--model.{key}", _flag_value(value)]
+        flags += ["--model.rarity.weight", "0.5", "--model.rarity.text_branch", "adaclip"]
+        for setting, value in RARITY_KNOBS["scoring"].items():
+            flags += [f"--model.rarity.scoring.{setting}", _flag_value(value)]
+        model = AnomalibCLI(["test", *flags, "--default_root_dir", str(tmp_path)], run=False).model
+    expected = {**RARITY_KNOBS, "scoring": {**RarityScoringConfig().to_dict(), **RARITY_KNOBS["scoring"]}}
+    assert model.hparams["rarity"] == expected
+    assert model.rarity.config.to_dict() == expected
+    assert model.rarity.plain_layers == [0, 1, 2, 3]  # the 1-based layers 1 to 4 as the plain pass's 0-based blocks
 
 
 @pytest.mark.parametrize("source", ["yaml", "flags", "init_args_flags"])

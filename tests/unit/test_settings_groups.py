@@ -22,6 +22,8 @@ from anomalib_adaclip.config import (
     FewShotConfig,
     MutualGroupConfig,
     PromptConfig,
+    RarityGroupConfig,
+    RarityScoringConfig,
     ThresholdConfig,
     TilingConfig,
     settings_group,
@@ -35,6 +37,7 @@ GROUPS = {
     "tiling": TilingConfig,
     "classes": ClassConfig,
     "thresholds": ThresholdConfig,
+    "rarity": RarityGroupConfig,
 }
 
 
@@ -72,13 +75,28 @@ def test_a_group_is_the_same_model_as_its_dataclass_or_its_dict(micro_weights: P
 def test_none_means_off_or_the_defaults(micro_weights: Path) -> None:
     model = make_adaclip(micro_weights)
     assert model.model.few_shot.k_shot == 0 and model.model.few_shot_memory is None  # zero-shot
-    assert model.mutual_groups is None and not model.tiling.enabled
+    assert model.mutual_groups is None and not model.tiling.enabled and model.rarity is None
     assert model.hparams["prompts"] == PromptConfig().to_dict()  # the paper's
     assert model.class_names.settings == ClassConfig() and model.post_processor.mode == "auto"
     on = make_adaclip(micro_weights, mutual={}, thresholds=ThresholdConfig(mode="fixed"))
     assert on.mutual_groups is not None and on.mutual_groups.config == MutualGroupConfig()
     assert make_adaclip(micro_weights, tiling=True).tiling.settings == TilingConfig()
     assert make_adaclip(micro_weights, tiling={"overlap": 8}).tiling.overlap == 8
+
+
+def test_the_rarity_group_nests_rareclips_settings_and_checks_its_own() -> None:
+    group = settings_group(
+        {"weight": 0.25, "scoring": {"topk": 2, "rarity_layers": [1, 3]}}, RarityGroupConfig, "rarity"
+    )
+    assert group.scoring == RarityScoringConfig(topk=2, rarity_layers=(1, 3))  # the nested mapping is its dataclass
+    assert RarityGroupConfig(**group.to_dict()) == group  # plain types round-trip (checkpoints, YAML)
+    assert group.to_dict()["scoring"]["rarity_layers"] == [1, 3]
+    with pytest.raises(ValueError, match=r"rarity.weight must be a number in \[0.0, 1.0\]"):
+        RarityGroupConfig(weight=1.5)
+    with pytest.raises(ValueError, match=r"rarity\.text_branch must be 'tpb'"):
+        RarityGroupConfig(text_branch="clip")
+    with pytest.raises(TypeError, match=r"`rarity.scoring` has no setting 'layers'"):
+        RarityGroupConfig(scoring={"layers": [1]})
 
 
 def test_mutual_group_size_none_is_the_whole_class() -> None:

@@ -87,6 +87,8 @@ def render_default(value: Any) -> str:
     """A default as it is written in YAML configs and JSON (``null``, ``true``, ``"SD"``, ``4.0``)."""
     if isinstance(value, tuple):
         value = list(value)
+    if dataclasses.is_dataclass(value):  # a nested group at its defaults: its fields are the rows below it
+        return "`{}`"
     if isinstance(value, str | int | float | bool | list | dict) or value is None:
         return f"`{json.dumps(value)}`"
     return f"`{value!r}`"
@@ -112,7 +114,19 @@ def descriptions() -> dict[str, str]:
     described = docstring_arguments(AdaCLIP)
     for group, config in argument_groups().items():
         described |= {f"{group}.{name}": text for name, text in docstring_arguments(config, "Attributes:").items()}
+        for field in dataclasses.fields(config):
+            nested = field_default(field)
+            if dataclasses.is_dataclass(nested):
+                inner = docstring_arguments(type(nested), "Attributes:")
+                described |= {f"{group}.{field.name}.{name}": text for name, text in inner.items()}
     return described
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    """A field's default, the factory's value for a field with a ``default_factory`` (a nested group)."""
+    if field.default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def _type_name(annotation: Any) -> str:
@@ -129,8 +143,14 @@ def parameter_rows() -> list[tuple[str, str, Any]]:
             continue
         rows.append((name, _type_name(parameter.annotation), parameter.default))
         if name in groups:
-            fields = dataclasses.fields(groups[name])
-            rows += [(f"{name}.{field.name}", _type_name(field.type), field.default) for field in fields]
+            for field in dataclasses.fields(groups[name]):
+                default = field_default(field)
+                rows.append((f"{name}.{field.name}", _type_name(field.type), default))
+                if dataclasses.is_dataclass(default):  # a nested group (rarity.scoring): each of its fields too
+                    rows += [
+                        (f"{name}.{field.name}.{inner.name}", _type_name(inner.type), field_default(inner))
+                        for inner in dataclasses.fields(default)
+                    ]
     return rows
 
 

@@ -21,7 +21,7 @@ import torch
 from anomalib_adaclip.cli.watch import build_parser, main
 from anomalib_adaclip.line import LineConfig, LineRunner, load_snapshot
 from anomalib_adaclip.locks import OwnedLock
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT
 from tests.helpers import (
     PatchMemoryScorer,
     painted_tire_defects,
@@ -94,6 +94,46 @@ def test_a_folder_is_watched_until_idle(tmp_path: Path) -> None:
         "predictions.csv.lock",
     ]
     assert not any(OwnedLock(output / name, what=name).in_use() for name in ("bank.pt.lock", "predictions.csv.lock"))
+
+
+def test_the_adaclip_scorer_with_its_rarity_group_from_a_yaml_file(tmp_path: Path, micro_weights: Path) -> None:
+    """``--scorer adaclip --scorer-settings line.yaml``: AdaCLIP with its rarity group on the line, its bank learns."""
+    import yaml
+
+    folder, output = tmp_path / "camera", tmp_path / "out"
+    images = shrink_images(tire_good_images()[:3], folder)
+    settings = {
+        "backbone": MICRO_BACKBONE,
+        "backbone_weights": str(micro_weights),
+        "image_size": 112,
+        "rarity": {
+            "weight": 0.5,
+            "text_branch": "adaclip",
+            "scoring": {"text_layers": [2, 4], "rarity_layers": [1, 3]},
+        },
+    }
+    (tmp_path / "line.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    arguments = [str(folder), "--output", str(output), "--scorer", "adaclip", "--scorer-settings"]
+    arguments += [str(tmp_path / "line.yaml"), "--threshold", "100", "--settle", "0", "--poll", "0.01"]
+    assert main([*arguments, "--exit-when-idle", "0"]) == 0
+    rows = rows_of(output / "predictions.csv")
+    assert [Path(row[0]).name for row in rows] == [path.name for path in images]
+    assert [row[3] for row in rows] == ["OK"] * 3
+    snapshot = load_snapshot(output / "bank.pt")
+    assert snapshot.scorer_type == "anomalib_adaclip.line.scorer.AdaCLIPLineScorer"
+    assert int(snapshot.scorer["object"]["seen"]) == 3  # AdaCLIP's rarity bank of the class name, three images in it
+
+
+def test_scorer_settings_are_json_or_a_json_or_yaml_file(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("image_size: 64\npatch: 8\n", encoding="utf-8")
+    (tmp_path / "s.json").write_text('{"image_size": 64, "patch": 8}', encoding="utf-8")
+    parser = build_parser()
+    for value in ('{"image_size": 64, "patch": 8}', str(tmp_path / "s.yaml"), str(tmp_path / "s.json")):
+        options = parser.parse_args(["in", "--output", "out", "--scorer-settings", value])
+        assert options.scorer_settings == {"image_size": 64, "patch": 8}
+    for bad in ("[1, 2]", "{not json", str(tmp_path / "missing.yaml")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["in", "--output", "out", "--scorer-settings", bad])
 
 
 def wait_for_rows(table: Path, count: int, process: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:

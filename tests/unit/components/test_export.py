@@ -104,7 +104,7 @@ def test_two_exports_of_one_name_at_once_neither_mix_nor_lose_a_file(
     assert not export_lock(tmp_path, "onnx", "model").in_use()
 
 
-def test_the_guard_refuses_tiling_and_mutual_scoring_and_keeps_an_earlier_export(
+def test_the_guard_refuses_tiling_mutual_and_rarity_scoring_and_keeps_an_earlier_export(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``ExportGuard`` is told what the model does; nothing is written or moved when it refuses."""
@@ -115,6 +115,13 @@ def test_the_guard_refuses_tiling_and_mutual_scoring_and_keeps_an_earlier_export
         with pytest.raises(NotImplementedError), guard.guard(tmp_path, "torch", "model", tiling=tiling,
                                                               mutual_scoring=mutual, class_names="x"):  # fmt: skip
             pytest.fail("the export must not run")
+    with (
+        pytest.raises(NotImplementedError, match="A model with rarity scoring cannot be exported"),
+        guard.guard(
+            tmp_path, "torch", "model", tiling=False, mutual_scoring=False, rarity_scoring=True, class_names="x"
+        ),
+    ):
+        pytest.fail("the export must not run")
     assert not list(tmp_path.iterdir())
     folder = tmp_path / "weights" / "torch"
     folder.mkdir(parents=True)
