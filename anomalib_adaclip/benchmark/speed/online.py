@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -263,8 +264,12 @@ def measure_online(
     }
 
 
-def measure_online_memory(scorer: RarityScoring, images: int, every: int = 100) -> list[dict[str, Any]]:
+def measure_online_memory(
+    scorer: RarityScoring, images: int, every: int = 100, on_row: Callable[[dict[str, Any]], Any] | None = None
+) -> list[dict[str, Any]]:
     """Step ``images`` images of random plain-pass tokens through an empty bank; the memory every ``every`` images.
+
+    ``on_row`` is called with each row as it is measured (a long run shows its progress).
 
     Returns:
         After images ``every``, ``2 * every``, ... (and the last): ``images``, the bank's sizes (see
@@ -289,6 +294,8 @@ def measure_online_memory(scorer: RarityScoring, images: int, every: int = 100) 
                         "memory_kind": memory.kind,
                     }
                 )
+                if on_row is not None:
+                    on_row(rows[-1])
     scorer.reset()
     return rows
 
@@ -345,9 +352,21 @@ def run_online(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
         report["online"].update(measure_online(scorer, banks, args.images, args.warmup, args.precision))
     if args.online_memory_images:
         report["online"]["memory_every"] = args.online_memory_every
-        report["online"]["memory"] = measure_online_memory(scorer, args.online_memory_images, args.online_memory_every)
+        report["online"]["memory"] = measure_online_memory(
+            scorer, args.online_memory_images, args.online_memory_every, on_row=_print_progress
+        )
     report["load_average_after"] = load_average()
     return report
+
+
+def _print_progress(row: dict[str, Any]) -> None:
+    """A memory row on standard error as it is measured (the report prints them all at the end)."""
+    print(
+        f"memory after {row['images']} images: bank {_megabytes(row['bank_bytes'])}, resident "
+        f"{_megabytes(row['resident_bytes'])}, peak {_megabytes(row['peak_memory_bytes'])}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _megabytes(value: float | None) -> str:

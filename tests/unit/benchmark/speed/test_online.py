@@ -92,7 +92,9 @@ def test_the_online_mode_times_the_clip_pass_and_each_bank_and_follows_the_memor
     arguments = ["--backbone", MICRO, "--image-size", "56", "--images", "2", "--warmup", "0", "--json", str(output)]
     extra = ["--online-banks", "1", "40", "--online-memory-images", "12", "--online-memory-every", "5"]
     assert speed.main([*arguments, *extra, "--online-keep-inum", "4"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert captured.err.count("memory after ") == 3  # the progress of the memory run, row by row
     assert "RareCLIP's online rarity scoring" in printed and "CLIP pass" in printed and "step, N=40" in printed
     online = json.loads(output.read_text())["online"]
     assert online["token_shape"] == [4, 16, 64] and online["keep_inum"] == 4
