@@ -35,6 +35,18 @@ Example:
         python -m anomalib_adaclip.benchmark.speed --backbone ViT-L-14-336 --image-size 518 --batch-size 1 \\
             --images 2 --warmup 0 --mutual-group-sizes 2 4 8 16 --json mutual.json
 
+With ``--online-banks 10 100 1000`` RareCLIP's online rarity scoring
+(:class:`~anomalib_adaclip.model.rarity.RarityScoring`) is measured instead, one image at a time: the plain CLIP pass
+and the rarity step (score and bank update) on banks that hold that many earlier images, side by side, p50 and p95 per
+image over ``--images`` runs, with the bank's bytes; ``--online-memory-images 2000`` follows the memory over that many
+steps (:mod:`.online`).
+
+Example:
+    RareCLIP's setting on the CPU, 3 timed runs::
+
+        python -m anomalib_adaclip.benchmark.speed --backbone ViT-L-14-336 --image-size 518 --images 3 \\
+            --online-banks 10 100 1000 --json online.json
+
 Peak memory is the peak resident set size of the process on the CPU (reset before each measurement on Linux, see
 :class:`PeakMemory`) and ``torch.cuda.max_memory_allocated`` on a GPU.
 
@@ -44,8 +56,8 @@ The package, one concern per module (every name is importable from here, as from
 - :mod:`.measure`: what every measurement shares (devices, precisions, the random model and images) and the torch
   runtime's timing (:func:`measure`, :func:`profile_sections`);
 - :mod:`.runtimes`: the other runtimes (the OpenVINO export) timed side by side with torch, and their report lines;
-- :mod:`.few_shot` and :mod:`.mutual`: the measured modes besides zero-shot (``--k-shot``,
-  ``--mutual-group-sizes``), each with its report lines;
+- :mod:`.few_shot`, :mod:`.mutual` and :mod:`.online`: the measured modes besides zero-shot (``--k-shot``,
+  ``--mutual-group-sizes``, ``--online-banks``), each with its report lines;
 - :mod:`.report`: the report as text; :mod:`.cli`: the arguments, their checks, :func:`run` and :func:`main`
   (``__main__`` calls it).
 """
@@ -74,12 +86,15 @@ __all__ = [
     "main",
     "measure",
     "measure_mutual_groups",
+    "measure_online",
+    "measure_online_memory",
     "measure_runtimes",
     "mutual_feature_layers",
     "parse_args",
     "parse_backbone",
     "profile_sections",
     "run",
+    "synthetic_bank",
 ]
 
 # Read when measuring, so that a test can point them elsewhere (``monkeypatch.setattr(speed, "_CLEAR_REFS", ...)``).
@@ -152,5 +167,6 @@ def current_memory(device: torch.device) -> int | None:
 from .cli import DEFAULTS, build_parser, main, parse_args, run  # noqa: E402
 from .measure import PRECISIONS, SECTIONS, build_model, measure, parse_backbone, profile_sections  # noqa: E402
 from .mutual import measure_mutual_groups, mutual_feature_layers  # noqa: E402
+from .online import measure_online, measure_online_memory, synthetic_bank  # noqa: E402
 from .report import format_report  # noqa: E402
 from .runtimes import RUNTIMES, Runtime, build_exported_model, measure_runtimes  # noqa: E402

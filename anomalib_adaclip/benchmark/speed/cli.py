@@ -27,6 +27,7 @@ from anomalib_adaclip.benchmark.speed.measure import (
     torch_device,
 )
 from anomalib_adaclip.benchmark.speed.mutual import PlainPass, mutual_feature_layers, mutual_report
+from anomalib_adaclip.benchmark.speed.online import run_online
 from anomalib_adaclip.benchmark.speed.report import format_report
 from anomalib_adaclip.benchmark.speed.runtimes import RUNTIMES, Runtime, run_runtimes
 from anomalib_adaclip.config import AdaCLIPConfig, MutualScoringConfig
@@ -64,6 +65,8 @@ def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
     device, group_sizes, runtimes = _check_args(args)
+    if args.online_banks or args.online_memory_images:
+        return run_online(args, device)
     if runtimes != ["torch"]:
         return run_runtimes(args, runtimes, device)
     if args.threads:
@@ -171,6 +174,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also measure mutual scoring (MuSc) per group size: the CLIP passes keep MuSc's tokens, and one group of "
         "each size N is scored on random tokens of the real shapes (e.g. 2 4 8 16)",
+    )
+    parser.add_argument(
+        "--online-banks",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="measure RareCLIP's online rarity scoring instead: the plain CLIP pass and the rarity step (score + bank "
+        "update) on banks of N earlier images, one image at a time, --images timed runs each (e.g. 10 100 1000)",
+    )
+    parser.add_argument(
+        "--online-memory-images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="online mode: also step N images of random tokens through an empty bank and report the memory "
+        "(e.g. 2000) (default: 0)",
+    )
+    parser.add_argument(
+        "--online-memory-every", type=int, default=100, help="online mode: images between memory rows (default: 100)"
+    )
+    parser.add_argument(
+        "--online-keep-inum",
+        type=int,
+        default=0,
+        help="online mode: remembered earlier images (RareCLIP's keep_inum; default: 0, the authors' 1000)",
     )
     parser.add_argument("--profile", action="store_true", help="report how the time splits between the parts")
     parser.add_argument("--profile-batches", type=int, default=1, help="batches profiled (default: 1)")

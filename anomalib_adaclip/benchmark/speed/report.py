@@ -7,6 +7,7 @@ from typing import Any
 from anomalib_adaclip.benchmark.speed.few_shot import format_few_shot
 from anomalib_adaclip.benchmark.speed.measure import SECTIONS, gigabytes
 from anomalib_adaclip.benchmark.speed.mutual import format_mutual
+from anomalib_adaclip.benchmark.speed.online import format_online
 from anomalib_adaclip.benchmark.speed.runtimes import format_runtimes
 
 __all__ = ["format_report"]
@@ -15,9 +16,11 @@ __all__ = ["format_report"]
 def format_report(report: dict[str, Any]) -> str:
     """The report as text."""
     backbone = report["backbone"] if isinstance(report["backbone"], str) else "custom config"
+    model = "HSF " + ("on" if report["hsf"] else "off")
+    if "online" in report:
+        model = "RareCLIP's online rarity scoring"
     lines = [
-        f"AdaCLIP speed: {backbone} @ {report['image_size']} px, {report['precision']}, HSF "
-        f"{'on' if report['hsf'] else 'off'}, random weights",
+        f"AdaCLIP speed: {backbone} @ {report['image_size']} px, {report['precision']}, {model}, random weights",
         f"device: {report['device']} ({report['device_name']}"
         + (f", CPU kernels {report['cpu_capability']}" if report.get("cpu_capability") else "")
         + f"), {report['torch_threads']} torch threads, torch {report['torch_version']}",
@@ -36,6 +39,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     if "runtimes" in report:
         lines.extend(format_runtimes(report))
+        return "\n".join(lines)
+    if "online" in report:
+        lines.extend(format_online(report["online"]))
         return "\n".join(lines)
     lines.append(
         f"{'batch':>5} {'images':>6} {'images/s':>9} {'s/image':>8} {'median s/image':>14} {'CPU s/image':>11} "
