@@ -31,6 +31,10 @@ PUBLIC_ANOMALIB = {
     "anomalib.metrics",
     "anomalib.models",
     "anomalib.models.components",
+    # the pipeline pieces anomalib's own benchmark is built from, exported by these packages' __all__ and documented in
+    # anomalib's API reference (Pipelines): the benchmark's runner builds on them (issue 28)
+    "anomalib.pipelines.components",
+    "anomalib.pipelines.components.runners",
     "anomalib.post_processing",
     "anomalib.pre_processing",
     "anomalib.visualization",
