@@ -86,12 +86,12 @@ __all__ = [
 ]
 
 MUTUAL_SCORING_SETTINGS = tuple(field.name for field in dataclasses.fields(MutualScoringConfig))
-# Images per CLIP pass inside a group: fixed, so that a group's numbers never depend on the loader's batch size.
+#: Images per CLIP pass inside a group, fixed so that a group's numbers never depend on the loader's batch size.
 CHUNK_SIZE = 8
-# Groups whose final outputs are kept: two lets a batch span a group boundary; a class name that comes back after
-# others (images of several classes interleaved in the data set) re-scores its group, with the same result.
+#: Groups whose final outputs are kept; two lets a batch span a group boundary; a class name that comes back after
+#: others (images of several classes interleaved in the data set) re-scores its group, with the same result.
 CACHED_GROUPS = 2
-# A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
+#: A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
 SPILL_BYTES = 2 << 30
 # MuSc averages the lowest 30 % of the other images' distances: fewer than 5 images leave it none (the core's rule).
 SMALL_GROUP = 5

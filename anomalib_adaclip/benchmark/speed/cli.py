@@ -62,7 +62,7 @@ def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
+    """Run the benchmark described by parsed arguments and return the report (see :func:`.report.format_report`)."""
     device, group_sizes, runtimes = _check_args(args)
     if runtimes != ["torch"]:
         return run_runtimes(args, runtimes, device)
