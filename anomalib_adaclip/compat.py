@@ -56,7 +56,7 @@ __all__ = [
     "setup_predict_data",
 ]
 
-# The minor series each reliance below was checked against (pyproject pins `<` the next minor of each).
+#: The minor series each reliance below was checked against (pyproject pins `<` the next minor of each).
 TESTED_VERSIONS = {"anomalib": "2.7", "lightning": "2.6", "torch": "2.14"}
 
 

@@ -739,7 +739,7 @@ class ThresholdConfig:
 _PROMPT_TO_MODEL = {"depth": "prompting_depth", "length": "prompting_length", "type": "prompting_type",
                     "branch": "prompting_branch"}  # fmt: skip
 
-# AdaCLIP's flat arguments before the settings were grouped -> their place now (a 0.x change).
+#: AdaCLIP's flat arguments before the settings were grouped -> their place now (a 0.x change).
 MOVED_ARGUMENTS: dict[str, str] = {
     **{name: f"prompts.{name}" for name in ("feature_layers", "use_hsf", "k_clusters", "blur_sigma")},
     **{name: f"prompts.{name}" for name in ("normal_states", "abnormal_states", "templates")},

@@ -28,7 +28,8 @@ __all__ = [
     "shipped_configs",
 ]
 
-# Installed: the package data; in a checkout: the link anomalib_adaclip/configs -> ../configs.
+#: The shipped configurations (installed, the package data; in a checkout, the link anomalib_adaclip/configs ->
+#: ../configs).
 CONFIG_DIR = Path(str(files("anomalib_adaclip") / "configs"))
 
 ConfigKind = Literal["anomalib", "benchmark", "train"]

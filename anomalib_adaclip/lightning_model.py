@@ -306,7 +306,7 @@ class AdaCLIP(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """No Trainer argument is needed: AdaCLIP does not fit on the target data."""
+        """No Trainer argument is needed (AdaCLIP does not fit on the target data)."""
         return {}
 
     @property

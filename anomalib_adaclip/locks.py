@@ -149,7 +149,7 @@ class OwnedLock:
 
     @property
     def record_path(self) -> Path:
-        """The owner record beside the lock: ``<lock>.owner.json``."""
+        """The owner record beside the lock, ``<lock>.owner.json``."""
         return self.path.with_name(f"{self.path.name}.owner.json")
 
     @property

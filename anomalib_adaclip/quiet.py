@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 __all__ = ["LOG_FORMAT", "configure_logging", "quiet_loggers"]
 
-# anomalib's console format (anomalib.loggers.configure_logger), so that lines read as in anomalib's own commands.
+#: anomalib's console format (anomalib.loggers.configure_logger), so that lines read as in anomalib's own commands.
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 

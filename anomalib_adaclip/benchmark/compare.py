@@ -3,22 +3,31 @@
 This module is the stable import path of the benchmark (``from anomalib_adaclip.benchmark.compare import
 load_config, run_benchmark``); it only re-exports. The parts live in:
 
-- :mod:`~anomalib_adaclip.benchmark.config`: the YAML schema and its validation (:class:`BenchmarkConfig`,
-  :class:`RunKey`, :class:`BenchmarkConfigError`, :func:`load_config`);
+- :mod:`~anomalib_adaclip.benchmark.config`: the YAML schema and its validation
+  (:class:`~anomalib_adaclip.benchmark.config.BenchmarkConfig`, :class:`~anomalib_adaclip.benchmark.config.RunKey`,
+  :class:`~anomalib_adaclip.benchmark.config.BenchmarkConfigError`,
+  :func:`~anomalib_adaclip.benchmark.config.load_config`);
 - :mod:`~anomalib_adaclip.benchmark.specs`: a model and a data set of the grid and how they are built
-  (:class:`ModelSpec`, :class:`DataSpec`);
+  (:class:`~anomalib_adaclip.benchmark.specs.ModelSpec`, :class:`~anomalib_adaclip.benchmark.specs.DataSpec`);
 - :mod:`~anomalib_adaclip.benchmark.metrics`: the six metrics and the evaluator every run gets, which leaves out and
-  explains the metrics a data set cannot have (:data:`BENCHMARK_METRICS`, :func:`benchmark_evaluator`,
-  :class:`BenchmarkEvaluator`, :func:`not_applicable_reasons`);
-- :mod:`~anomalib_adaclip.benchmark.store`: the resumable run records on disk (:class:`RunRecord`, :class:`RunStore`);
-- :mod:`~anomalib_adaclip.benchmark.runner`: the grid as an anomalib pipeline, a job generator and the job that
-  executes one run through anomalib's Engine, run by anomalib's runners in :func:`run_benchmark`
-  (:class:`BenchmarkResult`, :class:`Shard`);
-- :mod:`~anomalib_adaclip.benchmark.report`: summaries and the CSV, Markdown and PNG reports (:class:`ResultRow`,
-  :func:`summarise`, :func:`write_report`);
-- :mod:`~anomalib_adaclip.benchmark.published`: the AdaCLIP paper's numbers (:func:`load_published`);
-  :mod:`~anomalib_adaclip.benchmark.paper`: the paper's Tables 1 and 2 beside a run (:func:`write_paper_report`);
-- :mod:`~anomalib_adaclip.benchmark.cli`: the command ``anomalib-adaclip benchmark`` (:func:`main`).
+  explains the metrics a data set cannot have (:data:`~anomalib_adaclip.benchmark.metrics.BENCHMARK_METRICS`,
+  :func:`~anomalib_adaclip.benchmark.metrics.benchmark_evaluator`,
+  :class:`~anomalib_adaclip.benchmark.metrics.BenchmarkEvaluator`,
+  :func:`~anomalib_adaclip.benchmark.metrics.not_applicable_reasons`);
+- :mod:`~anomalib_adaclip.benchmark.store`: the resumable run records on disk
+  (:class:`~anomalib_adaclip.benchmark.store.RunRecord`, :class:`~anomalib_adaclip.benchmark.store.RunStore`);
+- :mod:`~anomalib_adaclip.benchmark.runner`: the grid as an anomalib pipeline, a job generator and the job that executes
+  one run through anomalib's Engine, run by anomalib's runners in
+  :func:`~anomalib_adaclip.benchmark.runner.run_benchmark` (:class:`~anomalib_adaclip.benchmark.runner.BenchmarkResult`,
+  :class:`~anomalib_adaclip.benchmark.runner.Shard`);
+- :mod:`~anomalib_adaclip.benchmark.report`: summaries and the CSV, Markdown and PNG reports
+  (:class:`~anomalib_adaclip.benchmark.report.ResultRow`, :func:`~anomalib_adaclip.benchmark.report.summarise`,
+  :func:`~anomalib_adaclip.benchmark.report.write_report`);
+- :mod:`~anomalib_adaclip.benchmark.published`: the AdaCLIP paper's numbers
+  (:func:`~anomalib_adaclip.benchmark.published.load_published`); :mod:`~anomalib_adaclip.benchmark.paper`: the paper's
+  Tables 1 and 2 beside a run (:func:`~anomalib_adaclip.benchmark.paper.write_paper_report`);
+- :mod:`~anomalib_adaclip.benchmark.cli`: the command ``anomalib-adaclip benchmark``
+  (:func:`~anomalib_adaclip.benchmark.cli.main`).
 
 The grid, the output folder and the Engine settings come from a YAML file (``configs/benchmark/*.yaml``)::
 

@@ -45,9 +45,11 @@ __all__ = [
 ]
 
 NO_CATEGORY_FOLDER = "_"
+#: The top-level keys a benchmark configuration may have.
 CONFIG_KEYS = ("models", "data", "seeds", "output", "engine", "visualize", "score_normalization")
 MODEL_KEYS = ("name", "class_path", "init_args", "init_args_by_dataset", "train_images")
 DATA_KEYS = ("name", "class_path", "init_args", "categories")
+#: The Engine's arguments of every run; a configuration's ``engine`` section overrides them.
 DEFAULT_ENGINE_ARGUMENTS: dict[str, Any] = {
     "accelerator": "auto",
     "devices": 1,

@@ -18,7 +18,7 @@ import torch
 
 __all__ = ["PACKAGES", "cpu_has_native_bf16", "cpu_name", "environment", "load_average", "package_versions"]
 
-# The packages whose versions a figure depends on, in the order they are reported.
+#: The packages whose versions a figure depends on, in the order they are reported.
 PACKAGES = ("anomalib", "torch", "open_clip", "lightning", "anomalib_adaclip")
 _CPUINFO = Path("/proc/cpuinfo")
 

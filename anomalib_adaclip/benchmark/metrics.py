@@ -7,7 +7,7 @@ Some data sets cannot have every metric: HeadCT, BrainMRI and Br35H come without
 ColonDB, ClinicDB and TN3K without normal test images (pixel-level only). anomalib computes an image AUROC of 0.0 and
 an F1-max of 1.0 on labels of one class, which would enter averages as if they were results. The evaluator therefore
 decides from the test data itself which metrics are *not applicable* (:func:`not_applicable_reasons`), leaves them
-out, and says why (:attr:`BenchmarkEvaluator.not_applicable`); the run store keeps the reasons and the reports print
+out, and says why (:attr:`.BenchmarkEvaluator.not_applicable`); the run store keeps the reasons and the reports print
 "n/a" with them.
 """
 
@@ -33,7 +33,7 @@ __all__ = [
     "not_applicable_reasons",
 ]
 
-# anomalib's metric names (prefix + class name); "AUPR" is average precision: sum over recall steps of precision.
+#: anomalib's metric names (prefix + class name); "AUPR" is average precision, the sum over recall steps of precision.
 BENCHMARK_METRICS: tuple[str, ...] = (
     "image_AUROC",
     "image_AUPR",
@@ -131,7 +131,9 @@ class BenchmarkEvaluator(Evaluator):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: What the test set held (:class:`EvaluatedCounts`).
         self.content = EvaluatedCounts()
+        #: Each metric left out after the last test epoch, and why.
         self.not_applicable: dict[str, str] = {}
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -63,12 +63,13 @@ __all__ = [
     "write_paper_report",
 ]
 
+#: The category of a group-average cell of the paper's tables.
 AVERAGE = "average"
 NOT_RUN = "not run"
 NOT_PUBLISHED = "not published"
 PAPER_MARKDOWN = "paper_tables.md"
 PAPER_CSV = "paper_tables.csv"
-# The published column a run model is compared with, by the name of its class.
+#: The published column a run model is compared with, by the name of its class.
 PUBLISHED_COUNTERPARTS = {"AdaCLIP": "AdaCLIP", "WinClip": "WinCLIP"}
 _PAPER_LABELS = {
     "image_AUROC": "image AUROC",

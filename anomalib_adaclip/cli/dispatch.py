@@ -20,7 +20,7 @@ from anomalib_adaclip.config_files import UnknownConfigError, resolve_config_arg
 
 __all__ = ["COMMANDS", "PREDICT_HELP", "command_parsers", "main"]
 
-# name -> (handler taking the remaining arguments and returning an exit code, one-line help)
+#: The subcommands, name -> (handler taking the remaining arguments and returning an exit code, one-line help)
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {}
 
 

@@ -5,12 +5,12 @@ Two things differ from ``anomalib predict`` (the arguments are rewritten before 
 - predictions are not returned by default (``--return_predictions false``): the visualiser and the predictions table
   write every batch to disk, and Lightning would otherwise keep every batch's outputs (images, maps) in memory until
   the run ends. ``--return_predictions true`` (or a config file that sets it) still returns them;
-- ``--resume [TABLE]`` carries on an interrupted run: it appends to the run's predictions table (the one in the
-  results folder, or ``TABLE``) and leaves out the images that already have a row
-  (:class:`~anomalib_adaclip.components.PredictionCSVWriter` with ``resume``). One run writes a table at a time: a
-  ``--resume`` of a table that another run is writing stops before it scores anything, with one line naming that run
-  (host, PID, command) and exit code 1, before the model is built (:func:`reserve_resumed_table`); a killed run's
-  lock is free at once (``<table>.lock``, a kernel lock: :mod:`anomalib_adaclip.locks`, the concurrency guide).
+- ``--resume [TABLE]`` carries on an interrupted run: it appends to the run's predictions table (the one in the results
+  folder, or ``TABLE``) and leaves out the images that already have a row
+  (:class:`~anomalib_adaclip.components.prediction_writer.PredictionCSVWriter` with ``resume``). One run writes a table
+  at a time: a ``--resume`` of a table that another run is writing stops before it scores anything, with one line naming
+  that run (host, PID, command) and exit code 1, before the model is built (:func:`reserve_resumed_table`); a killed
+  run's lock is free at once (``<table>.lock``, a kernel lock: :mod:`anomalib_adaclip.locks`, the concurrency guide).
 
 Several processes, GPUs or nodes are Lightning's own: ``--trainer.strategy ddp --trainer.devices N
 --trainer.num_nodes M`` (under ``srun`` or ``torchrun`` too); Lightning starts the other local processes with the

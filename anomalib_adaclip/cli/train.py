@@ -1,8 +1,8 @@
 """``anomalib-adaclip train --config configs/train/<name>.yaml``: train AdaCLIP's prompts from a configuration.
 
 The parser (jsonargparse) has the sections ``model`` (:class:`~anomalib_adaclip.AdaCLIP`), ``data``
-(:class:`~anomalib_adaclip.data.AuxiliaryDataModule`), ``optimizer``, ``checkpointing`` and ``trainer``; the run
-itself is :func:`anomalib_adaclip.training.train`.
+(:class:`~anomalib_adaclip.data.auxiliary.AuxiliaryDataModule`), ``optimizer``, ``checkpointing`` and ``trainer``; the
+run itself is :func:`~anomalib_adaclip.training.train.train`.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ __all__ = [
     "keep_earlier_export",
 ]
 
-# anomalib's default opset (14) makes the exporter write opset 18 anyway, after a failed down-conversion.
+#: The ONNX opset of exports (anomalib's default, 14, makes the exporter write opset 18 anyway, after a failed
+#: down-conversion).
 ONNX_OPSET = 18
 
 ExportType = Literal["torch", "onnx", "openvino"]

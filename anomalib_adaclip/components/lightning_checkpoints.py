@@ -16,6 +16,7 @@ from anomalib_adaclip.weights import CheckpointError, check_state_dict
 
 __all__ = ["FROZEN_PREFIX", "FrozenBackboneCheckpoints"]
 
+#: The state-dict prefix of the frozen CLIP, whose tensors Lightning checkpoints leave out.
 FROZEN_PREFIX = "model.clip."
 
 

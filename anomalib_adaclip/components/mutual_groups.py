@@ -85,9 +85,9 @@ __all__ = [
     "score_fused_group",
 ]
 
-# Images per CLIP pass inside a group: fixed, so that a group's numbers never depend on the loader's batch size.
+#: Images per CLIP pass inside a group, fixed so that a group's numbers never depend on the loader's batch size.
 CHUNK_SIZE = 8
-# A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
+#: A group's plain tokens above this size go to a temporary folder; MSM then reads one layer at a time from it.
 SPILL_BYTES = 2 << 30
 # MuSc averages the lowest 30 % of the other images' distances: fewer than 5 images leave it none (the core's rule).
 SMALL_GROUP = 5

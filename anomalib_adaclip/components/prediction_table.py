@@ -60,6 +60,7 @@ __all__ = [
     "table_rows",
 ]
 
+#: The columns of the predictions CSV, in order.
 CSV_COLUMNS = ("path", "class_name", "score", "decision", "anomalous_area_fraction")
 DEFAULT_CSV_NAME = "predictions.csv"
 # A part row is a table row after the image's data-loader index and its index in that loader's data set.

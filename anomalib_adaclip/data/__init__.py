@@ -5,8 +5,8 @@
   ``DTDSynthetic``, ``HeadCT``, ``BrainMRI``, ``Br35H``, ``ISIC``, ``ColonDB``, ``ClinicDB``, ``TN3K``), reading
   :mod:`.mvtec_tree` trees;
 - :mod:`.preparation`: the public releases converted into those trees (``anomalib-adaclip prepare-data``);
-- :mod:`.auxiliary`: :class:`AuxiliaryDataModule`, annotated images (the test splits of anomalib data sets and
-  ``Folder`` roots) to train the prompts on;
+- :mod:`.auxiliary`: :class:`~anomalib_adaclip.data.auxiliary.AuxiliaryDataModule`, annotated images (the test splits of
+  anomalib data sets and ``Folder`` roots) to train the prompts on;
 - :mod:`.synthetic`: small generated data sets with drawn defects and masks (smoke tests, notebooks, tests).
 """
 

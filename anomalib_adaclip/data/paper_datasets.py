@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 Task = Literal["image", "pixel", "both"]
-"""What the paper evaluates on a data set: image-level metrics only, pixel-level only, or both."""
+"""What the paper evaluates on a data set, image-level metrics only, pixel-level only, or both."""
 
 PROCESSED_LAYOUT = (
     "<root>/<category>/train/good/          (may be empty: the benchmark is zero-shot)\n"
@@ -90,7 +90,7 @@ class PaperDataset:
 
     @property
     def key(self) -> str:
-        """The registry key: the data module's class name (``"KSDD"``, ``"MVTecAD"``)."""
+        """The registry key, the data module's class name (``"KSDD"``, ``"MVTecAD"``)."""
         return self.datamodule.rsplit(".", 1)[-1]
 
     @property

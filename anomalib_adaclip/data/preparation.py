@@ -1,8 +1,8 @@
 """The public releases of the paper's data sets converted into the MVTec-style trees of the paper's data modules.
 
 :func:`prepare_dataset` (``anomalib-adaclip prepare-data NAME --source SRC --dest DEST``) reads a release as it is
-unpacked from its source (the layouts are :attr:`PaperDataset.raw_layout
-<anomalib_adaclip.data.paper_datasets.PaperDataset.raw_layout>`) and writes ``DEST/<category>/`` as
+unpacked from its source (the layouts are the ``raw_layout`` of
+:class:`~anomalib_adaclip.data.paper_datasets.PaperDataset`) and writes ``DEST/<category>/`` as
 :data:`~anomalib_adaclip.data.paper_datasets.PROCESSED_LAYOUT` describes, for the data module whose ``root`` is
 ``DEST``. The authors' processed copies already have that layout and need no preparation.
 

@@ -37,7 +37,7 @@ class Snapshot:
         table: The name of the predictions table whose rows it covers.
         rows: How many rows of that table it covers (the images judged before it was taken).
         scorer: The scorer's ``state_dict()``.
-        admission: :meth:`~.admission.Admission.state_dict`.
+        admission: :meth:`~anomalib_adaclip.line.Admission.state_dict`.
         scorer_type: The scorer's class, checked on load.
     """
 

@@ -464,10 +464,13 @@ class RarityScoring(nn.Module):
             load_tpb_weights(tpb_weights, self.tpb)
         self.tpb.requires_grad_(False)
         blocks = sorted(set(self.settings.text_layers) | set(self.settings.rarity_layers))
+        #: The 0-based blocks of the plain pass whose tokens :meth:`score_tokens` and :meth:`step_tokens` take, in
+        #: order.
         self.token_blocks: tuple[int, ...] = tuple(block - 1 for block in blocks)
         self._text_index = [blocks.index(layer) for layer in self.settings.text_layers]
         self._rarity_index = [blocks.index(layer) for layer in self.settings.rarity_layers]
         self.register_buffer("neighbours", neighbourhood_index(self.grid, self.grid, 3), persistent=False)
+        #: The images seen so far, as exact state (empty at first; :meth:`commit` and :meth:`step` replace it).
         self.bank = RarityBank.empty(len(self.settings.rarity_layers), len(_R_LIST))
         self.eval()
 
@@ -477,7 +480,7 @@ class RarityScoring(nn.Module):
 
     @property
     def prototypes_kept(self) -> int:
-        """Prototypes each bank keeps after sampling: ``int(keep_ftime * h * w)``."""
+        """The prototypes each bank keeps after sampling, ``int(keep_ftime * h * w)``."""
         return int(self.settings.keep_ftime * self.grid * self.grid)
 
     def reset(self) -> None:

@@ -650,8 +650,8 @@ class AdaCLIPModel(nn.Module):
 
         Per image: focal loss of the image probabilities against the label, plus, for every feature layer, the focal
         loss of the layer's softmax map and the Dice losses of its abnormal channel against the mask and of its normal
-        channel against the inverted mask (:func:`~anomalib_adaclip.loss.adaclip_loss`). The image probabilities use
-        HSF (when enabled) as in the reference's training. The frozen CLIP gets no gradient.
+        channel against the inverted mask (:func:`~anomalib_adaclip.model.loss.adaclip_loss`). The image probabilities
+        use HSF (when enabled) as in the reference's training. The frozen CLIP gets no gradient.
 
         Args:
             images: Normalised images ``[B, 3, image_size, image_size]``.

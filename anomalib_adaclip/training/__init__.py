@@ -1,6 +1,7 @@
 """Training AdaCLIP's prompts, prompt generators and projections on auxiliary annotated data (the CLIP stays frozen).
 
-:func:`train` runs Lightning on an :class:`~anomalib_adaclip.data.AuxiliaryDataModule` into a versioned run folder;
+:func:`~anomalib_adaclip.training.train.train` runs Lightning on an
+:class:`~anomalib_adaclip.data.auxiliary.AuxiliaryDataModule` into a versioned run folder;
 ``anomalib-adaclip train --config`` (:mod:`anomalib_adaclip.cli.train`) does the same from a configuration.
 """
 

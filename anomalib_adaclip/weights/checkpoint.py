@@ -59,7 +59,7 @@ def read_checkpoint(
             as it is, not checked against any hash), a state dict in either layout, or a dict in our format.
 
     Returns:
-        The state dict with keys of :class:`~anomalib_adaclip.torch_model.AdaCLIPModel` and the stored model
+        The state dict with keys of :class:`~anomalib_adaclip.model.AdaCLIPModel` and the stored model
         configuration (``None`` for the released layout, which stores none).
     """
     if isinstance(checkpoint, Mapping):

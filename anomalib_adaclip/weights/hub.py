@@ -52,11 +52,12 @@ __all__ = [
 ]
 
 
+#: The Hugging Face repository of the released checkpoints.
 HF_REPO_ID = "cubert-gmbh/adaclip"
 
-# The commit of HF_REPO_ID every released checkpoint is downloaded from: the one place that pins it. It is the commit
-# the mirror's publishers pin for these three files in their own AdaCLIP plugin (cubert-hyperspectral/cuvis-ai-adaclip,
-# with the same three sha256 values as RELEASED_SHA256 below); to move it, check the three hashes at the new commit.
+#: The commit of HF_REPO_ID every released checkpoint is downloaded from, the one place that pins it. It is the commit
+#: the mirror's publishers pin for these three files in their own AdaCLIP plugin (cubert-hyperspectral/cuvis-ai-adaclip,
+#: with the same three sha256 values as RELEASED_SHA256 below); to move it, check the three hashes at the new commit.
 RELEASED_REVISION = "16153b4ba74c2fe54a99679fc2e1b1e29993dc3f"
 
 
@@ -242,7 +243,7 @@ def download_released_checkpoint(name: str) -> Path:
 
     ``ADACLIP_WEIGHTS_DIR`` is searched first for the checkpoint's file name; the download is pinned to
     :data:`RELEASED_REVISION`. Wherever the file comes from, its sha256 must be the published one
-    (:attr:`ReleasedCheckpoint.sha256`); each file is hashed once per process while its size and mtime are unchanged.
+    (``ReleasedCheckpoint.sha256``); each file is hashed once per process while its size and mtime are unchanged.
     A checkpoint given by its path is not looked up here and not checked.
 
     Args:

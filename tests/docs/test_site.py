@@ -12,6 +12,7 @@ import json
 import os
 import re
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,41 @@ def test_ci_and_read_the_docs_build_the_site_with_warnings_as_errors() -> None:
     assert rtd["sphinx"]["configuration"] == "docs/source/conf.py"
     assert rtd["sphinx"]["fail_on_warning"] is True
     assert {"method": "pip", "path": ".", "extra_requirements": ["docs"]} in rtd["python"]["install"]
+
+
+def _code_block_page(folder: Path, with_site_css: bool) -> Path:
+    """A page with the site's article markup, one 300-column code block and (or not) the site's ``custom.css``."""
+    css = (SITE / "_static" / "custom.css").read_text() if with_site_css else ""
+    line = "anomalib-adaclip predict " + " ".join(f"--option-{index} value" for index in range(20))
+    page = folder / ("wrapped.html" if with_site_css else "plain.html")
+    page.write_text(
+        f"<html><head><style>{css}</style></head><body><main class='bd-main'><div class='bd-content'>"
+        f"<div class='bd-article-container'><article class='bd-article'><div class='highlight'><pre>{line}</pre>"
+        "</div></article></div></div></main></body></html>"
+    )
+    return folder
+
+
+def test_code_blocks_are_not_cut_off_in_a_1400_pixel_window(tmp_path: Path) -> None:
+    """The site's CSS wraps a code block wider than the window; without it the same block is cut off (so this can fail).
+
+    The whole built site is checked the same way by ``tools/check_code_blocks.py`` after the build in ``.ci/run``.
+    """
+    if importlib.util.find_spec("playwright") is None:
+        _browser_missing("playwright is not installed (pip install -e '.[test]')")
+    if not (os.environ.get("ADACLIP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):
+        _browser_missing("chromium not found: apt-get update && apt-get install -y chromium (.ci/run does this)")
+    check = runpy.run_path(str(PROJECT_ROOT / "tools" / "check_code_blocks.py"))["cut_off_blocks"]
+    wrapped, plain = tmp_path / "wrapped", tmp_path / "plain"
+    wrapped.mkdir()
+    plain.mkdir()
+    assert check(_code_block_page(wrapped, with_site_css=True), width=1400) == (1, {})
+    total, cut = check(_code_block_page(plain, with_site_css=False), width=1400)
+    assert (total, list(cut)) == (1, ["plain.html"])
+
+
+def _browser_missing(message: str) -> None:
+    """Skip on a developer's machine; fail where ``CI`` is set, so that CI never passes without the browser check."""
+    if os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}:
+        pytest.fail(f"{message} (CI is set, so a missing browser fails the run)")
+    pytest.skip(message)

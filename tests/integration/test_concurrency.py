@@ -176,7 +176,8 @@ def worker_grid(root: Path, weights: Path) -> Path:
     """AdaCLIP (micro CLIP) on the tire sample and a generated data set, two seeds: 4 runs of a few seconds."""
     generated = root / "generated"
     generate_defect_dataset(generated, "widget", n_train=2, n_good=3, n_defect=3, size=96)
-    adaclip = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": 112, "k_clusters": 4}
+    adaclip = {"backbone": MICRO_BACKBONE, "backbone_weights": str(weights), "image_size": 112}
+    adaclip["prompts"] = {"k_clusters": 4}
     grid = {
         "output": str(root / "benchmark"),
         "seeds": [0, 1],

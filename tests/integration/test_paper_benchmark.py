@@ -33,7 +33,7 @@ from tests.helpers import with_overrides
 
 CUT = {"DTDSynthetic": "Blotchy_099", "HeadCT": "headct", "ISIC": "isic"}
 # A tiny random CLIP instead of ViT-L/14@336, without the released prompts (the tests are offline).
-TINY_ADACLIP = {"backbone": MICRO_BACKBONE, "image_size": 112, "k_clusters": 4, "checkpoint": None}
+TINY_ADACLIP = {"backbone": MICRO_BACKBONE, "image_size": 112, "prompts": {"k_clusters": 4}, "checkpoint": None}
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def _model(weights: Path, seed: int = 0, **overrides: Any) -> AdaCLIP:
         "backbone": MICRO_BACKBONE,
         "backbone_weights": str(weights),
         "image_size": 112,
-        "k_clusters": 4,  # HSF on 20 of the 64 patches: quicker than the default 20 clusters of (at most) 100
+        "prompts": {"k_clusters": 4},  # HSF on 20 of the 64 patches: quicker than the default 20 of (at most) 100
         "visualizer": False,
     }
     arguments.update(overrides)

@@ -52,19 +52,24 @@ __all__ = [
 ]
 
 PAPER = "Cao et al., AdaCLIP, ECCV 2024 (arXiv 2407.15795v1)"
+#: The package's CSV of the AdaCLIP paper's published cells.
 PUBLISHED_FILE = "adaclip_eccv2024.csv"
+#: The metrics of the paper's tables, by the benchmark's names.
 PAPER_METRICS: tuple[str, ...] = ("image_AUROC", "image_F1Max", "pixel_AUROC", "pixel_F1Max")
+#: The methods of the paper's tables, in its column order.
 PAPER_METHODS: tuple[str, ...] = ("SAA", "WinCLIP", "DINOv2", "SAM", "APRIL-GAN", "AdaCLIP")
-# Every metric a published line may carry, by the benchmark's names where it computes the metric (anomalib's "AUPR" is
-# average precision); pixel AP ("pixel_AUPR") is published by MuSc but not computed by the benchmark.
+#: Every metric a published line may carry, by the benchmark's names where it computes the metric (anomalib's "AUPR" is
+#: average precision); pixel AP ("pixel_AUPR") is published by MuSc but not computed by the benchmark.
 PUBLISHED_METRICS: tuple[str, ...] = (*PAPER_METRICS, "image_AUPR", "pixel_AUPR", "pixel_AUPRO")
+#: The methods published elsewhere whose numbers the package ships beside the paper's.
 PEER_METHODS: tuple[str, ...] = ("MuSc",)
+#: The package's CSV of each peer method's published cells, by method.
 PEER_FILES = {"MuSc": "musc_iclr2024.csv"}
 PEER_PUBLICATIONS = {
     "MuSc": "Li et al., MuSc, ICLR 2024 (README of github.com/xrli-U/MuSc, commit b76b93d; MIT licence)",
 }
-# The paper averages unrounded cells and rounds the average to 0.1: the printed average and the mean of the printed
-# cells differ by up to 0.05 + 0.05 (SAM's industrial pixel AUROC: 91.7 printed, 91.63 recomputed).
+#: The paper averages unrounded cells and rounds the average to 0.1; the printed average and the mean of the printed
+#: cells differ by up to 0.05 + 0.05 (SAM's industrial pixel AUROC: 91.7 printed, 91.63 recomputed).
 AVERAGE_TOLERANCE = 0.1
 DATASET_LABELS = {
     "MVTecAD": "MVTec AD",

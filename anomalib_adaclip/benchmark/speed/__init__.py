@@ -1,4 +1,4 @@
-r"""Speed benchmark of :class:`~anomalib_adaclip.AdaCLIPModel`: throughput, latency, peak memory, time split.
+r"""Speed benchmark of :class:`~anomalib_adaclip.model.AdaCLIPModel`: throughput, latency, peak memory, time split.
 
 The model is built with random weights (nothing is downloaded) and scores random images of one class; its numbers
 mean nothing, but it does all the work of a real AdaCLIP: both vision passes, the prompted text tower, HSF, the
@@ -54,11 +54,13 @@ The package, one concern per module (every name is importable from here, as from
 
 - this module: :class:`PeakMemory`, :class:`BenchmarkError` and the re-exports;
 - :mod:`.measure`: what every measurement shares (devices, precisions, the random model and images) and the torch
-  runtime's timing (:func:`measure`, :func:`profile_sections`);
+  runtime's timing (:func:`~anomalib_adaclip.benchmark.speed.measure.measure`,
+  :func:`~anomalib_adaclip.benchmark.speed.measure.profile_sections`);
 - :mod:`.runtimes`: the other runtimes (the OpenVINO export) timed side by side with torch, and their report lines;
 - :mod:`.few_shot`, :mod:`.mutual` and :mod:`.online`: the measured modes besides zero-shot (``--k-shot``,
   ``--mutual-group-sizes``, ``--online-banks``), each with its report lines;
-- :mod:`.report`: the report as text; :mod:`.cli`: the arguments, their checks, :func:`run` and :func:`main`
+- :mod:`.report`: the report as text; :mod:`.cli`: the arguments, their checks,
+  :func:`~anomalib_adaclip.benchmark.speed.cli.run` and :func:`~anomalib_adaclip.benchmark.speed.cli.main`
   (``__main__`` calls it).
 """
 

@@ -63,7 +63,7 @@ def _check_args(args: argparse.Namespace) -> tuple[torch.device, list[int], list
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the benchmark described by parsed arguments and return the report (see :func:`format_report`)."""
+    """Run the benchmark described by parsed arguments and return the report (see :func:`.report.format_report`)."""
     device, group_sizes, runtimes = _check_args(args)
     if args.online_banks or args.online_memory_images:
         return run_online(args, device)

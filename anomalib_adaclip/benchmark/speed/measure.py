@@ -71,7 +71,7 @@ def parse_backbone(text: str) -> str | dict[str, Any]:
 
 
 def torch_device(name: str) -> torch.device:
-    """The torch device of ``--device``: cpu or an available cuda device, else :class:`BenchmarkError`."""
+    """The torch device of ``--device``: cpu or an available cuda device, else :class:`.BenchmarkError`."""
     try:
         device = torch.device(name)
     except RuntimeError as error:
