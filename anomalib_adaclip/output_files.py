@@ -102,14 +102,8 @@ def write_new_file(path: str | Path, content: str | bytes, *, next_free: bool = 
         OSError: The folder cannot be written (no space, read-only, ...).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode("utf-8") if isinstance(content, str) else content
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with temporary.open("xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with _synced_temporary(path, data) as temporary:
         for candidate in candidate_paths(path):
             try:
                 if candidate.is_symlink():  # a dangling link counts as taken: writing through it creates its target
@@ -120,9 +114,6 @@ def write_new_file(path: str | Path, content: str | bytes, *, next_free: bool = 
                     raise FileExistsError(f"{candidate} exists: it is never replaced.") from None
                 continue
             return candidate
-    finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
     raise AssertionError  # candidate_paths has no end
 
 
@@ -148,20 +139,27 @@ def replace_file(path: str | Path, content: str | bytes) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder: a snapshot file cannot replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode("utf-8") if isinstance(content, str) else content
+    with _synced_temporary(path, data) as temporary:
+        os.replace(temporary, path)
+    _sync_directory(path.parent)
+    return path
+
+
+@contextlib.contextmanager
+def _synced_temporary(path: Path, data: bytes) -> Iterator[Path]:
+    """A complete temporary copy of ``data`` beside ``path``, flushed to disk; removed on exit unless it was renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with temporary.open("xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        yield temporary
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
-    _sync_directory(path.parent)
-    return path
 
 
 def _sync_directory(directory: Path) -> None:

@@ -83,7 +83,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.functional import gaussian_blur
 
-from anomalib_adaclip.config import RarityScoringConfig
+from anomalib_adaclip.config import NORMAL_STATES, RarityScoringConfig
 from anomalib_adaclip.weights.loading import CheckpointError, check_state_dict, load_state_dict_file, torch_load
 
 from .backbone import BackboneWeights, backbone_config, create_clip
@@ -111,15 +111,7 @@ __all__ = [
 
 # RareCLIP's prompt ensemble (its encode_text_with_prompt_ensemble): each state with "object" and with "texture",
 # crossed with 35 templates.
-RARECLIP_NORMAL_STATES: tuple[str, ...] = (
-    "{}",
-    "flawless {}",
-    "perfect {}",
-    "unblemished {}",
-    "{} without flaw",
-    "{} without defect",
-    "{} without damage",
-)
+RARECLIP_NORMAL_STATES: tuple[str, ...] = NORMAL_STATES  # the same seven states as AdaCLIP's ensemble
 RARECLIP_ABNORMAL_STATES: tuple[str, ...] = (
     "damaged {}",
     "broken {}",
