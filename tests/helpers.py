@@ -25,6 +25,15 @@ from PIL import Image
 from scipy.ndimage import maximum_filter
 
 from anomalib_adaclip.benchmark.config import BenchmarkConfig, BenchmarkConfigError, load_config
+from anomalib_adaclip.config import (
+    ClassConfig,
+    FewShotConfig,
+    MutualGroupConfig,
+    PromptConfig,
+    RarityGroupConfig,
+    ThresholdConfig,
+    TilingConfig,
+)
 from anomalib_adaclip.line import LineScore
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
 
@@ -42,6 +51,7 @@ __all__ = [
     "OWN_PROMPTS",
     "OWN_SENTENCES",
     "RUN_DIR",
+    "SETTINGS_GROUPS",
     "SPEED_RESULT_FIELDS",
     "PatchMemoryScorer",
     "adaclip_entry",
@@ -68,6 +78,18 @@ __all__ = [
     "write_part_images",
     "write_png",
 ]
+
+# AdaCLIP's settings groups, argument -> dataclass, in the constructor's order: the truth the constructor's and the
+# parameters page's tests compare with (written out, not read from the code they test).
+SETTINGS_GROUPS = {
+    "prompts": PromptConfig,
+    "few_shot": FewShotConfig,
+    "mutual": MutualGroupConfig,
+    "tiling": TilingConfig,
+    "classes": ClassConfig,
+    "thresholds": ThresholdConfig,
+    "rarity": RarityGroupConfig,
+}
 
 # The input size of MICRO_BACKBONE: every Engine run of the suite uses it.
 IMAGE_SIZE = 112

@@ -28,31 +28,14 @@ def parameter_rows() -> dict[str, list[str]]:
 def test_parameter_table_lists_every_argument_with_its_actual_default(parameter_rows: dict[str, list[str]]) -> None:
     """Every argument, each followed by every field of its group, with the actual default and a description."""
     from anomalib_adaclip import AdaCLIP
-    from anomalib_adaclip.config import (
-        ClassConfig,
-        FewShotConfig,
-        MutualGroupConfig,
-        PromptConfig,
-        RarityGroupConfig,
-        ThresholdConfig,
-        TilingConfig,
-    )
+    from tests.helpers import SETTINGS_GROUPS
 
-    groups = {
-        "prompts": PromptConfig,
-        "few_shot": FewShotConfig,
-        "mutual": MutualGroupConfig,
-        "tiling": TilingConfig,
-        "classes": ClassConfig,
-        "thresholds": ThresholdConfig,
-        "rarity": RarityGroupConfig,
-    }
-    assert docgen().argument_groups() == groups
+    assert docgen().argument_groups() == SETTINGS_GROUPS
     expected = {}
     for name, parameter in inspect.signature(AdaCLIP.__init__).parameters.items():
         if name != "self":
             expected[name] = parameter.default
-            for field in dataclasses.fields(groups[name]) if name in groups else ():
+            for field in dataclasses.fields(SETTINGS_GROUPS[name]) if name in SETTINGS_GROUPS else ():
                 default = docgen().field_default(field)
                 expected[f"{name}.{field.name}"] = default
                 for inner in dataclasses.fields(default) if dataclasses.is_dataclass(default) else ():

@@ -28,17 +28,7 @@ from anomalib_adaclip.config import (
     TilingConfig,
     settings_group,
 )
-from tests.helpers import make_adaclip
-
-GROUPS = {
-    "prompts": PromptConfig,
-    "few_shot": FewShotConfig,
-    "mutual": MutualGroupConfig,
-    "tiling": TilingConfig,
-    "classes": ClassConfig,
-    "thresholds": ThresholdConfig,
-    "rarity": RarityGroupConfig,
-}
+from tests.helpers import SETTINGS_GROUPS, make_adaclip
 
 
 def test_the_constructor_takes_a_handful_of_arguments_in_anomalibs_shape() -> None:
@@ -46,10 +36,10 @@ def test_the_constructor_takes_a_handful_of_arguments_in_anomalibs_shape() -> No
     assert len(parameters) <= 15  # WinClip takes 8, AnomalyDINO 10
     assert parameters == [
         "backbone", "backbone_weights", "image_size", "checkpoint",
-        *GROUPS,
+        *SETTINGS_GROUPS,
         "pre_processor", "post_processor", "evaluator", "visualizer",
     ]  # fmt: skip
-    for name, group in GROUPS.items():
+    for name, group in SETTINGS_GROUPS.items():
         assert dataclasses.is_dataclass(group) and group.__dataclass_params__.frozen, name
 
 
@@ -61,7 +51,9 @@ def test_a_group_is_the_same_model_as_its_dataclass_or_its_dict(micro_weights: P
         "thresholds": {"image": 0.25, "mode": "fixed"},
     }
     as_dicts = make_adaclip(micro_weights, **settings)
-    as_classes = make_adaclip(micro_weights, **{name: GROUPS[name](**value) for name, value in settings.items()})
+    as_classes = make_adaclip(
+        micro_weights, **{name: SETTINGS_GROUPS[name](**value) for name, value in settings.items()}
+    )
     assert dict(as_dicts.hparams) == dict(as_classes.hparams)
     assert as_dicts.hparams["prompts"]["depth"] == 2 and as_dicts.hparams["mutual"] is None  # plain types
     assert as_dicts.model.config == as_classes.model.config
@@ -128,7 +120,7 @@ def test_an_old_flat_name_gives_one_line_that_names_its_new_place(name: str) -> 
     assert "\n" not in message
     assert f"`{name}` is now `{MOVED_ARGUMENTS[name]}`" in message
     group = MOVED_ARGUMENTS[name].split(".")[0].split(" ")[0]
-    assert group in GROUPS
+    assert group in SETTINGS_GROUPS
     assert "0.x" in message
 
 
@@ -144,7 +136,7 @@ def test_a_prefixed_name_inside_a_group_names_the_field() -> None:
 def test_every_old_flat_name_has_a_new_place_that_exists() -> None:
     for name, place in MOVED_ARGUMENTS.items():
         group, _, setting = place.split(" ")[0].partition(".")
-        fields = {field.name for field in dataclasses.fields(GROUPS[group])}
+        fields = {field.name for field in dataclasses.fields(SETTINGS_GROUPS[group])}
         assert not setting or setting in fields, name
     prompt_fields = {field.name for field in dataclasses.fields(AdaCLIPConfig)} - {"backbone", "image_size"}
     assert prompt_fields <= set(MOVED_ARGUMENTS)  # every hyper-parameter that used to be flat is mapped
