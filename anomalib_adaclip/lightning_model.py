@@ -348,7 +348,7 @@ class AdaCLIP(AnomalibModule):
             set_calibrated_thresholds(self.post_processor, result.image_threshold, result.pixel_threshold)
         return result
 
-    def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None, loader_index: int = 0) -> Batch:
+    def score_batch(self, batch: Batch, class_names: Sequence[str] | None = None) -> Batch:
         """Score a pre-processed batch (in tiles with ``tiling``); the steps and ``score_images`` call it.
 
         With ``mutual`` scoring a run's batch is one whole group (the stage regroups the loaders); outside a run (the
@@ -358,7 +358,6 @@ class AdaCLIP(AnomalibModule):
             batch: The batch after the pre-processor.
             class_names: One class name per image; by default the batch's own, from the class-name rules, or the
                 run's.
-            loader_index: The index of the batch's data loader (groups are planned per data set).
         """
         names = class_names if class_names is not None else self.class_names.of(batch, self.model.class_name)
         if self.mutual_groups is not None and self.mutual_groups.running:  # the batch is one whole group
@@ -394,15 +393,18 @@ class AdaCLIP(AnomalibModule):
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a validation batch (anomalib collects thresholds from it)."""
-        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
+        del args, kwargs
+        return self.score_batch(batch)
 
     def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a test batch."""
-        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
+        del args, kwargs
+        return self.score_batch(batch)
 
     def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score a prediction batch."""
-        return self.score_batch(batch, loader_index=_loader_index(args, kwargs))
+        del args, kwargs
+        return self.score_batch(batch)
 
     def val_dataloader(self) -> list:
         """No validation data of its own, so ``Engine.predict`` runs on a bare image folder (a data module's win)."""
@@ -594,8 +596,3 @@ def _plain_or_none(settings: Any) -> dict[str, Any] | None:
 def _class_name_of_path(module: AdaCLIP, path: str) -> str:
     """The class name a run's batch gives an image of this path: the class-name rules, else the run's."""
     return module.class_names.of_path(path, module.model.class_name)
-
-
-def _loader_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The data-loader index of a step's ``(batch_idx, dataloader_idx)`` (Lightning passes it with several loaders)."""
-    return kwargs.get("dataloader_idx", args[1] if len(args) > 1 else 0)
