@@ -43,10 +43,10 @@ def score_images(
         class_names: One class name for every image, or one per image.
         image_paths: The images' files, kept in the batch (the visualiser reads the original image from them).
         mutual: Score the images of each class name against each other as one group (mutual scoring, fused with
-            AdaCLIP's outputs), as a model built with ``mutual_scoring=True`` does outside a run: with the model's own
+            AdaCLIP's outputs), as a model built with ``mutual={...}`` does outside a run: with the model's own
             settings when it has them, else MuSc's defaults for the backbone and the default ``mutual.weight``. Needs
             at least two images of each class name and no tiling. Defaults to ``False`` (a model built with
-            ``mutual_scoring`` scores its groups anyway).
+            ``mutual`` scores its groups anyway).
 
     Returns:
         The post-processed batch: ``pred_score``, ``pred_label``, ``anomaly_map``, ``pred_mask``.

@@ -351,7 +351,7 @@ class DemoSession:
             pixel_threshold: A pixel is anomalous when its probability is above it. Defaults to 0.5.
             tiling: Score each image at full resolution in tiles of the model's input size. Defaults to ``False``.
             mutual: Also score the images against each other (mutual scoring, MuSc; they form one group, each resized
-                to the input size), fused with AdaCLIP's scores with the default ``mutual_weight``; needs at least two
+                to the input size), fused with AdaCLIP's scores with the default ``mutual.weight``; needs at least two
                 images and no tiling. Defaults to ``False``.
             progress: Called as ``progress(done, total, what)`` before each step.
 

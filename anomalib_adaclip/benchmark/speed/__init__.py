@@ -18,7 +18,7 @@ load falls on both alike.
 With ``--k-shot N`` a second model with a few-shot memory of ``N`` random reference images is measured in the same
 run at the same batch sizes, side by side with the zero-shot one, and the time to encode the references is reported.
 
-With ``--mutual-group-sizes 2 4 8 16`` the cost of mutual scoring (MuSc, ``AdaCLIP(mutual_scoring=True)``) is
+With ``--mutual-group-sizes 2 4 8 16`` the cost of mutual scoring (MuSc, ``AdaCLIP(mutual={...})``) is
 measured per group size, in two parts that add up to a run's cost per image:
 
 - the CLIP passes: the timed rows are then AdaCLIP's passes that also keep MuSc's plain tokens
