@@ -148,6 +148,12 @@ def _combination_problem(tiling: bool, mutual: bool, rarity: bool) -> str:
 def _rarity_message(run: RunResult, part: RarityBanks, bank: SessionBank, class_name: str, before: int) -> str:
     """What online scoring did in a run: the text side, the order, the first image of a bank, the bank now."""
     config = part.config
+    scored = [result for result in run.results if result.scored]
+    if not scored:
+        return (
+            f"Online (rarity) scoring: no image was scored, so none entered this session's bank (it holds "
+            f"{bank.count(class_name)} image(s) of {class_name!r})."
+        )
     text = "RareCLIP's TPB text branch" if config.text_branch == "tpb" else "AdaCLIP's map and probability"
     lines = [
         f"Online (rarity) scoring: each image was also scored against the earlier images of {class_name!r} in this "
@@ -155,8 +161,7 @@ def _rarity_message(run: RunResult, part: RarityBanks, bank: SessionBank, class_
         f"in upload order, and then added to the bank: it holds {bank.count(class_name)} image(s) of "
         f"{class_name!r} now."
     ]
-    scored = [result for result in run.results if result.scored]
-    if before == 0 and scored:
+    if before == 0:
         lines.append(
             f"{scored[0].name} is the first image of {class_name!r} in this session's bank: its rarity part is the "
             "text side alone (there was nothing to compare it with yet)."
