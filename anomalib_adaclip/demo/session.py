@@ -1,15 +1,14 @@
 """The demo's requests, without any web page: what :mod:`.app` shows comes from here.
 
 :class:`DemoSession` answers a request (images, a class name, thresholds, tiling, references, mutual scoring, online
-rarity scoring with a browser session's bank): it
-checks the inputs, makes the model ready (:class:`~.models.KeptModels`: built on first use and kept, rebuilt only
-when its :class:`~.models.DemoModelSettings` change, and says so), scores the images and has the run's files written
-(:mod:`.run_files`). Images are scored by the package's own path, the same as ``anomalib predict`` on image files:
-anomalib's ``read_image``, then :func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's
-pre-processor, its scoring, tiled or not, or the images as one mutual-scoring group, and its post-processor with the
-chosen thresholds), then the decision and the anomalous-area fraction of :mod:`~anomalib_adaclip.components.decisions`
-and the picture of :class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a
-time use the model.
+scoring with a browser session's bank): it checks the inputs, makes the model ready (:class:`~.models.KeptModels`: built
+on first use and kept, rebuilt only when its :class:`~.models.DemoModelSettings` change, and says so), scores the images
+and has the run's files written (:mod:`.run_files`). Images are scored by the package's own path, the same as ``anomalib
+predict`` on image files: anomalib's ``read_image``, then
+:func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's pre-processor, its scoring, tiled or not,
+or the images as one mutual-scoring group, and its post-processor with the chosen thresholds), then the decision and the
+anomalous-area fraction of :mod:`~anomalib_adaclip.components.decisions` and the picture of
+:class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a time use the model.
 
 Every problem with a request (no images, an empty class name, a file that is not an image or is damaged, 16-bit
 grayscale, an image above the size limit, weights that are not on disk) comes back as text in the result, never as
@@ -430,12 +429,13 @@ class DemoSession:
                 "Mutual scoring needs at least two readable images to compare: the image was scored with the "
                 "prompts only."
             )
-        part = self._rarity_part(run, rarity) if rarity is not None else None
-        if rarity is not None and part is None:
-            return False
-        before = rarity.count(class_name) if rarity is not None else 0
+        part, lending, before = None, contextlib.nullcontext(), 0
+        if rarity is not None:
+            if (part := self._rarity_part(run, rarity)) is None:
+                return False
+            lending, before = rarity.lent_to(part), rarity.count(class_name)
         # In upload order, one image at a time: each is admitted into the bank before the next is scored.
-        with rarity.lent_to(part) if rarity is not None and part is not None else contextlib.nullcontext():
+        with lending:
             for index, path in enumerate(paths):
                 report(index, len(paths), path.name)
                 run.results.append(self._score(path, path.name, class_name, part))
