@@ -2,7 +2,8 @@
 
 ``anomalib-adaclip demo`` serves the page on http://127.0.0.1:7860 with the released ``mvtec_colondb`` checkpoint on
 ViT-L-14-336 (``openai`` weights) at 518 px; the model is built on the first run and kept. ``--smoke`` uses the quick
-start's tiny random backbone instead (offline, meaningless outputs, and the page says so). Needs
+start's tiny random backbone instead (offline, meaningless outputs, and the page says so). The page's online (rarity)
+scoring uses AdaCLIP's map as its text side, or RareCLIP's own text branch with ``--rarity-tpb-weights FILE``. Needs
 ``pip install -e ".[demo]"`` (gradio).
 """
 
@@ -53,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-megapixels", type=float, default=50.0, help="larger images are refused with a message (default 50)"
     )
     parser.add_argument(
+        "--rarity-tpb-weights",
+        type=Path,
+        default=None,
+        help=(
+            "RareCLIP's TPB weight file: the page's online (rarity) scoring then uses RareCLIP's own text branch "
+            "(ViT-L backbones); without it AdaCLIP's map is the text side"
+        ),
+    )
+    parser.add_argument(
         "--output", type=Path, default=None, help="folder of the runs' CSV and zip files (default: a temporary one)"
     )
     return parser
@@ -71,6 +81,9 @@ def main(arguments: list[str]) -> int:
     from anomalib_adaclip.demo.app import launch  # noqa: PLC0415  (imports gradio)
 
     offline = options.offline or downloads_disabled()
+    if options.rarity_tpb_weights is not None and not options.rarity_tpb_weights.is_file():
+        print(f"--rarity-tpb-weights: no such file: {options.rarity_tpb_weights}", file=sys.stderr)
+        return 2
     settings = None
     if not options.smoke:
         settings = DemoModelSettings(options.backbone, options.backbone_weights, options.checkpoint, options.image_size)
@@ -81,6 +94,7 @@ def main(arguments: list[str]) -> int:
         offline=offline,
         max_megapixels=options.max_megapixels,
         output_dir=options.output,
+        tpb_weights=options.rarity_tpb_weights,
     )
     model = session.default_settings.describe()
     print(f"AdaCLIP demo: {model} on {session.device}; the model is built on the first run.")

@@ -5,7 +5,10 @@
 numbers of ``Engine.predict`` on the same image files, without a second inference path. With ``mutual`` the images of
 each class name are scored against each other as one group (mutual scoring, MuSc), also by a model built without
 ``mutual_scoring``: :class:`~anomalib_adaclip.components.mutual_groups.MutualGroupStage`'s own path, with MuSc's
-default settings for the backbone and the default ``mutual.weight``.
+default settings for the backbone and the default ``mutual.weight``. With ``rarity`` the images are scored in order,
+each against the bank of its class name and then admitted (online rarity scoring, RareCLIP), with the given
+:class:`~anomalib_adaclip.components.rarity.RarityBanks`, also by a model built without ``rarity`` (the demo lends
+each browser session's banks this way).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from anomalib_adaclip.config import MutualGroupConfig
 from anomalib_adaclip.model.inputs import check_images, image_class_names
 
 from .mutual_groups import MutualGroupStage, check_mutual_scoring, mutual_settings
+from .rarity import RarityBanks, check_rarity_scoring
 
 __all__ = ["score_images"]
 
@@ -32,6 +36,7 @@ def score_images(
     image_paths: Sequence[str] | None = None,
     *,
     mutual: bool = False,
+    rarity: RarityBanks | None = None,
 ) -> ImageBatch:
     """Score raw images as a ``predict`` run does: pre-processor, model (tiled with ``tiling``), post-processor.
 
@@ -47,6 +52,12 @@ def score_images(
             settings when it has them, else MuSc's defaults for the backbone and the default ``mutual.weight``. Needs
             at least two images of each class name and no tiling. Defaults to ``False`` (a model built with
             ``mutual`` scores its groups anyway).
+        rarity: Score the images in the order given, each against the bank of its class name in these banks and then
+            admitted into it (online rarity scoring, fused with AdaCLIP's outputs with ``rarity.config.weight``), as a
+            model built with ``rarity={...}`` does with its own (:meth:`RarityBanks.score_images
+            <anomalib_adaclip.components.rarity.RarityBanks.score_images>`; the banks must have been made for
+            ``module``'s torch model). Not with ``mutual`` or tiling. Defaults to ``None`` (a model built with
+            ``rarity`` uses its own banks anyway).
 
     Returns:
         The post-processed batch: ``pred_score``, ``pred_label``, ``anomaly_map``, ``pred_mask``.
@@ -55,15 +66,20 @@ def score_images(
         TypeError: ``images`` is not a floating-point tensor (or a sequence of them).
         ValueError: Bad shape or values, images of several sizes after pre-processing, an empty or too long class
             name, or ``mutual`` with tiling or with a class name of a single image
-            (:class:`~anomalib_adaclip.components.mutual_groups.MutualScoringError`).
+            (:class:`~anomalib_adaclip.components.mutual_groups.MutualScoringError`), or ``rarity`` with mutual scoring
+            or tiling.
     """
     if mutual:
         check_mutual_scoring(mutual, module.tiling.enabled)
+    if rarity is not None:
+        check_rarity_scoring(True, mutual or module.mutual_groups is not None, module.tiling.enabled)
     batch = _pre_processed(module, images, image_paths)
     names = image_class_names(class_names, len(batch.image))  # each name is checked by the model when it scores
     names = [names] * len(batch.image) if isinstance(names, str) else names
     if mutual:
         batch.update(**_mutual_stage(module).score_tensors(module.model, batch.image, names)._asdict())
+    elif rarity is not None:
+        batch.update(**rarity.score_images(module.model, batch.image, names)._asdict())
     else:
         batch = module.score_batch(batch, names)
     if module.post_processor is not None:

@@ -4,6 +4,11 @@ Everything is computed by a :class:`~anomalib_adaclip.demo.session.DemoSession`;
 wires the events. Nothing on the page reaches the internet: gradio's analytics are off (``GRADIO_ANALYTICS_ENABLED``
 is set before gradio is imported), the theme's fonts are served by the app itself, no share link is made unless asked,
 and the predict event runs one request at a time (``concurrency_limit=1``; others wait in gradio's queue).
+
+Each browser session has its own rarity bank (:class:`~.banks.SessionBank`) in gradio's per-session state
+(``gr.State``): the page's online-scoring option scores against it, its "New bank" button empties it, and gradio
+deletes it with the session's state when the tab is closed (after its grace period for a reconnect; the delete
+callback empties it).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no usage statistics, no version check
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from anomalib_adaclip.config import SMOKE_NOTE, AdaCLIPConfig
 from anomalib_adaclip.model.prompting import sentences_text
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS
 
+from .banks import SessionBank
 from .models import DemoModelSettings
 from .results import TABLE_HEADERS
 from .session import EXAMPLES_DIR, DemoSession, example_images
@@ -55,6 +62,73 @@ def _settings(
     if not backbone or not backbone_weights:
         return "Name the backbone and its weights (an open_clip pretrained tag such as openai, or a file)."
     return DemoModelSettings(backbone, backbone_weights, checkpoint, default.image_size)
+
+
+def _predict_handler(session: DemoSession) -> Callable[..., tuple[Any, ...]]:
+    """The function behind the Run button: the page's inputs in, the status, results, files and bank line out."""
+
+    def predict(
+        files: list[str] | None,
+        class_name: str,
+        checkpoint_choice: str,
+        checkpoint_path: str | None,
+        backbone_name: str,
+        weights: str,
+        image_level: float,
+        pixel_level: float,
+        tiled: bool,
+        reference_files: list[str] | None = None,
+        together: bool = False,
+        online: bool = False,
+        session_bank: SessionBank | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
+    ) -> tuple[Any, ...]:
+        bank_text = session_bank.describe() if session_bank is not None else SessionBank().describe()
+        settings = _settings(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
+        if isinstance(settings, str):
+            return settings, [], [], None, None, bank_text
+        if online and session_bank is None:  # a call without the page's state (the page always passes it)
+            session_bank = SessionBank()
+
+        def report(done: int, total: int, what: str) -> None:
+            progress((done, total), desc=what, unit="images")
+
+        result = session.predict(
+            files or [],
+            class_name,
+            settings=settings,
+            image_threshold=image_level,
+            pixel_threshold=pixel_level,
+            tiling=tiled,
+            references=reference_files or [],
+            mutual=together,
+            rarity=session_bank if online else None,
+            progress=report,
+        )
+        csv_path = str(result.csv_path) if result.csv_path else None
+        zip_path = str(result.zip_path) if result.zip_path else None
+        bank_text = session_bank.describe() if session_bank is not None else bank_text
+        return result.message, result.gallery(), result.table(), csv_path, zip_path, bank_text
+
+    return predict
+
+
+def _online_controls() -> tuple[gr.Checkbox, gr.Markdown, gr.Button, gr.State]:
+    """The online-scoring option, the bank's line and its "New bank" button, and the browser session's bank."""
+    rarity = gr.Checkbox(
+        value=False,
+        label=(
+            "Score each image against the earlier images of this browser session too (online rarity scoring, "
+            "RareCLIP; in upload order, one bank per session and class name)"
+        ),
+        elem_id="rarity",
+    )
+    with gr.Row():
+        bank_status = gr.Markdown(SessionBank().describe(), elem_id="bank")
+        new_bank = gr.Button("New bank", size="sm", elem_id="new-bank")
+    # This browser session's bank; gradio deletes a closed session's state (the callback empties the bank).
+    bank = gr.State(SessionBank(), delete_callback=SessionBank.clear)
+    return rarity, bank_status, new_bank, bank
 
 
 def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
@@ -140,6 +214,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                     label="Score the images against each other too (mutual scoring, MuSc; at least two images)",
                     elem_id="mutual",
                 )
+                rarity, bank_status, new_bank, bank = _online_controls()
                 run = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
@@ -163,41 +238,7 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                     csv_file = gr.File(label="Predictions CSV", interactive=False, elem_id="csv")
                     zip_file = gr.File(label="Overlays (zip)", interactive=False, elem_id="zip")
 
-        def predict(
-            files: list[str] | None,
-            class_name: str,
-            checkpoint_choice: str,
-            checkpoint_path: str | None,
-            backbone_name: str,
-            weights: str,
-            image_level: float,
-            pixel_level: float,
-            tiled: bool,
-            reference_files: list[str] | None = None,
-            together: bool = False,
-            progress: gr.Progress = gr.Progress(),  # noqa: B008  (gradio's way to report progress)
-        ) -> tuple[Any, ...]:
-            settings = _settings(session, checkpoint_choice, checkpoint_path, backbone_name, weights)
-            if isinstance(settings, str):
-                return settings, [], [], None, None
-
-            def report(done: int, total: int, what: str) -> None:
-                progress((done, total), desc=what, unit="images")
-
-            result = session.predict(
-                files or [],
-                class_name,
-                settings=settings,
-                image_threshold=image_level,
-                pixel_threshold=pixel_level,
-                tiling=tiled,
-                references=reference_files or [],
-                mutual=together,
-                progress=report,
-            )
-            csv_path = str(result.csv_path) if result.csv_path else None
-            zip_path = str(result.zip_path) if result.zip_path else None
-            return result.message, result.gallery(), result.table(), csv_path, zip_path
+        predict = _predict_handler(session)
 
         run.click(
             predict,
@@ -213,10 +254,13 @@ def build_app(session: DemoSession, class_name: str = "") -> gr.Blocks:
                 tiling,
                 references,
                 mutual,
+                rarity,
+                bank,
             ],
-            outputs=[status, gallery, table, csv_file, zip_file],
+            outputs=[status, gallery, table, csv_file, zip_file, bank_status],
             concurrency_limit=1,  # one forward on the model at a time; the session's lock guards it as well
         )
+        new_bank.click(session.new_bank, inputs=[bank], outputs=[bank_status])
         show_prompts.click(lambda text: _prompts(session, text), inputs=[name], outputs=[prompts])
         examples.click(lambda: [str(path) for path in example_images()], outputs=[images])
     return app

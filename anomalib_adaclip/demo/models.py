@@ -5,7 +5,8 @@
 with and without references rebuilds nothing; it says what it built or rebuilt, and checks every weight file before
 anything is built (:class:`MissingWeightsError` names each missing one). The few-shot model's memory is refilled
 through :meth:`AdaCLIP.set_references <anomalib_adaclip.AdaCLIP.set_references>` only when the references (their
-contents), the class name or tiling change.
+contents), the class name or tiling change. The rarity part of a kept model (:meth:`KeptModels.rarity_part`, the
+scorer without banks: every browser session lends it its own, :mod:`.banks`) is built once and kept with it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from anomalib_adaclip.components.rarity import RarityBanks
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
-from anomalib_adaclip.config import SMOKE_BACKBONE, SMOKE_IMAGE_SIZE, AdaCLIPConfig, FewShotConfig, ThresholdConfig
+from anomalib_adaclip.config import (
+    SMOKE_BACKBONE,
+    SMOKE_IMAGE_SIZE,
+    AdaCLIPConfig,
+    FewShotConfig,
+    RarityGroupConfig,
+    ThresholdConfig,
+)
 from anomalib_adaclip.weights import RELEASED_CHECKPOINTS, WeightsNotFoundError, hub_cache_only, locate_weights
 
 if TYPE_CHECKING:
@@ -165,6 +174,8 @@ class KeptModels:
         self._models: dict[DemoModelSettings, AdaCLIP] = {}
         # What the few-shot memory of a kept model holds: (class name, tiling, digest of the reference files).
         self._filled: dict[DemoModelSettings, tuple[str, bool, str]] = {}
+        # The rarity part of a kept model, for the rarity settings it was built with.
+        self._rarity: dict[DemoModelSettings, tuple[RarityGroupConfig, RarityBanks]] = {}
 
     def __contains__(self, settings: object) -> bool:
         """Whether the model of ``settings`` is kept (using it builds nothing)."""
@@ -198,6 +209,7 @@ class KeptModels:
         previous = previous or (other_kind if keep is None else None)
         self._models = {keep: self._models[keep]} if keep is not None else {}
         self._filled = {kept: filled for kept, filled in self._filled.items() if kept in self._models}
+        self._rarity = {kept: part for kept, part in self._rarity.items() if kept in self._models}
         self.model, self.settings = None, None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -240,3 +252,18 @@ class KeptModels:
         model.set_references({class_name: list(paths)})
         self._filled[settings] = key
         return f"read in {time.perf_counter() - start:.1f} s"
+
+    def rarity_part(self, config: RarityGroupConfig) -> RarityBanks:
+        """The current model's rarity part of ``config`` (built on first use and kept with the model), without banks.
+
+        Raises:
+            ValueError: Layers the backbone does not have, or banks smaller than ``topk``.
+            OSError: The TPB weight file cannot be read.
+        """
+        model, settings = self.model, self.settings
+        assert model is not None and settings is not None  # loaded by the caller
+        kept = self._rarity.get(settings)
+        if kept is None or kept[0] != config:
+            kept = (config, RarityBanks(config, model.model))
+            self._rarity[settings] = kept
+        return kept[1]

@@ -1,14 +1,14 @@
 """The demo's requests, without any web page: what :mod:`.app` shows comes from here.
 
-:class:`DemoSession` answers a request (images, a class name, thresholds, tiling, references, mutual scoring): it
-checks the inputs, makes the model ready (:class:`~.models.KeptModels`: built on first use and kept, rebuilt only
-when its :class:`~.models.DemoModelSettings` change, and says so), scores the images and has the run's files written
-(:mod:`.run_files`). Images are scored by the package's own path, the same as ``anomalib predict`` on image files:
-anomalib's ``read_image``, then :func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's
-pre-processor, its scoring, tiled or not, or the images as one mutual-scoring group, and its post-processor with the
-chosen thresholds), then the decision and the anomalous-area fraction of :mod:`~anomalib_adaclip.components.decisions`
-and the picture of :class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a
-time use the model.
+:class:`DemoSession` answers a request (images, a class name, thresholds, tiling, references, mutual scoring, online
+scoring with a browser session's bank): it checks the inputs, makes the model ready (:class:`~.models.KeptModels`: built
+on first use and kept, rebuilt only when its :class:`~.models.DemoModelSettings` change, and says so), scores the images
+and has the run's files written (:mod:`.run_files`). Images are scored by the package's own path, the same as ``anomalib
+predict`` on image files: anomalib's ``read_image``, then
+:func:`~anomalib_adaclip.components.image_scoring.score_images` (the model's pre-processor, its scoring, tiled or not,
+or the images as one mutual-scoring group, and its post-processor with the chosen thresholds), then the decision and the
+anomalous-area fraction of :mod:`~anomalib_adaclip.components.decisions` and the picture of
+:class:`~anomalib_adaclip.components.visualizer.AdaCLIPVisualizer`. A lock lets one request at a time use the model.
 
 Every problem with a request (no images, an empty class name, a file that is not an image or is damaged, 16-bit
 grayscale, an image above the size limit, weights that are not on disk) comes back as text in the result, never as
@@ -22,10 +22,16 @@ few-shot model of the same settings, so switching between them rebuilds nothing;
 refilled only when the references (their contents), the class name or tiling change, and the model is rebuilt, with a
 message, only when the number of references (``k_shot``) changes. References are checked like the query images; a bad
 one is answered and nothing is scored.
+
+Online (rarity) scoring scores each image also against the earlier images of its class name in the browser session's
+own bank (:class:`~.banks.SessionBank`, which the page keeps per session; :mod:`.banks` says how), in upload order,
+each admitted before the next: one request of 8 images equals 8 requests of 1. Every session's bank goes through the
+kept model's one rarity part (:meth:`~.models.KeptModels.rarity_part`), lent under the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -45,11 +51,13 @@ from anomalib_adaclip.components.decisions import (
 )
 from anomalib_adaclip.components.image_scoring import score_images
 from anomalib_adaclip.components.input_files import check_image_file
+from anomalib_adaclip.components.rarity import RarityBanks, check_rarity_scoring
 from anomalib_adaclip.components.references import FewShotReferenceError
 from anomalib_adaclip.components.visualizer import AdaCLIPVisualizer
 from anomalib_adaclip.config import SMOKE_NOTE
 from anomalib_adaclip.weights import CheckpointError, WeightsNotFoundError
 
+from .banks import SessionBank, demo_rarity_settings
 from .models import DemoModelSettings, KeptModels, MissingWeightsError, smoke_settings
 from .results import ImageResult, RunResult
 from .run_files import RunFiles
@@ -121,6 +129,45 @@ def _distinct_files(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     return distinct, repeats
 
 
+def _combination_problem(tiling: bool, mutual: bool, rarity: bool) -> str:
+    """Why the ticked ways of scoring cannot be combined ('' when they can)."""
+    if mutual and tiling:
+        return (
+            "Mutual scoring and tiled inference cannot be combined (mutual scoring compares whole images at the "
+            "model's input size): untick one of them. No image was scored."
+        )
+    try:
+        check_rarity_scoring(rarity, mutual, tiling)
+    except ValueError as error:
+        other = "mutual scoring" if mutual else "tiled inference"
+        return f"Online (rarity) scoring cannot be combined with {other}: {error} No image was scored."
+    return ""
+
+
+def _rarity_message(run: RunResult, part: RarityBanks, bank: SessionBank, class_name: str, before: int) -> str:
+    """What online scoring did in a run: the text side, the order, the first image of a bank, the bank now."""
+    config = part.config
+    scored = [result for result in run.results if result.scored]
+    if not scored:
+        return (
+            f"Online (rarity) scoring: no image was scored, so none entered this session's bank (it holds "
+            f"{bank.count(class_name)} image(s) of {class_name!r})."
+        )
+    text = "RareCLIP's TPB text branch" if config.text_branch == "tpb" else "AdaCLIP's map and probability"
+    lines = [
+        f"Online (rarity) scoring: each image was also scored against the earlier images of {class_name!r} in this "
+        f"session's bank (RareCLIP; text side: {text}; fused with the prompts' scores with weight {config.weight:g}), "
+        f"in upload order, and then added to the bank: it holds {bank.count(class_name)} image(s) of "
+        f"{class_name!r} now."
+    ]
+    if before == 0:
+        lines.append(
+            f"{scored[0].name} is the first image of {class_name!r} in this session's bank: its rarity part is the "
+            "text side alone (there was nothing to compare it with yet)."
+        )
+    return " ".join(lines)
+
+
 class DemoSession:
     """One AdaCLIP model, built when first needed and kept, and the scoring of uploaded images with it.
 
@@ -132,6 +179,8 @@ class DemoSession:
         offline: Look for weights on disk only (``ADACLIP_WEIGHTS_DIR``, the Hugging Face cache), never download.
         max_megapixels: Larger images are refused with a message. Defaults to 50.
         output_dir: Where the CSV, overlays and zip files of the runs go. Defaults to a new temporary folder.
+        tpb_weights: RareCLIP's TPB weight file for online (rarity) scoring: its own text branch. Defaults to
+            ``None``: AdaCLIP's map and probability are the rarity branch's text side (:mod:`.banks`).
 
     Attributes:
         models: The kept models (one zero-shot, one few-shot).
@@ -147,6 +196,7 @@ class DemoSession:
         offline: bool = False,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         output_dir: str | Path | None = None,
+        tpb_weights: str | Path | None = None,
     ) -> None:
         self.default_settings = settings or (smoke_settings() if smoke else DemoModelSettings())
         self.device = _resolve_device(device)
@@ -156,6 +206,7 @@ class DemoSession:
         self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="adaclip_demo_"))
         self.models = KeptModels(self.device, offline)
         self.files = RunFiles(self.output_dir, smoke)
+        self.tpb_weights = str(tpb_weights) if tpb_weights is not None else None
         self._lock = threading.Lock()
 
     @property
@@ -236,23 +287,33 @@ class DemoSession:
         for result in results:
             result.error = f"Not scored: the model failed on this image ({type(error).__name__}: {error})."
 
-    def _score_read(self, read: Sequence[tuple[ImageResult, torch.Tensor]], class_name: str, mutual: bool) -> None:
-        """Score read images (each alone, or with ``mutual`` all as one group) and fill in their results."""
+    def _score_read(
+        self,
+        read: Sequence[tuple[ImageResult, torch.Tensor]],
+        class_name: str,
+        mutual: bool,
+        rarity: RarityBanks | None = None,
+    ) -> None:
+        """Score read images and fill in their results.
+
+        Each alone, or with ``mutual`` all as one group, or with ``rarity`` in order against and into the lent banks.
+        """
         model = self.model
         assert model is not None  # loaded by the caller
         try:  # moving the images to the device fails like the model does when its memory is full
             images = [image.to(self.device) for _, image in read]
-            batch = score_images(model, images, class_name, [result.path for result, _ in read], mutual=mutual)
+            paths = [result.path for result, _ in read]
+            batch = score_images(model, images, class_name, paths, mutual=mutual, rarity=rarity)
         except RuntimeError as error:
             self._failed([result for result, _ in read], error)
             return
         for (result, image), item in zip(read, _on_cpu(batch), strict=True):
             self._fill(result, item, image)
 
-    def _score(self, path: Path, name: str, class_name: str) -> ImageResult:
+    def _score(self, path: Path, name: str, class_name: str, rarity: RarityBanks | None = None) -> ImageResult:
         result, image = self._read(path, name, class_name)
         if image is not None:
-            self._score_read([(result, image)], class_name, mutual=False)
+            self._score_read([(result, image)], class_name, mutual=False, rarity=rarity)
         return result
 
     def _score_together(self, paths: Sequence[Path], class_name: str) -> list[ImageResult] | None:
@@ -325,6 +386,73 @@ class DemoSession:
         )
         return model
 
+    def _rarity_part(self, run: RunResult, bank: SessionBank) -> RarityBanks | None:
+        """The current model's rarity part with ``bank`` made for it (a new bank for another model, said in ``run``).
+
+        ``None`` when the model cannot score online (the reason is in the messages).
+        """
+        model, settings = self.model, self.settings
+        assert model is not None and settings is not None  # loaded by the caller
+        config = demo_rarity_settings(len(model.model.clip.visual.transformer.resblocks), self.tpb_weights)
+        try:
+            part = self.models.rarity_part(config)
+        except (ValueError, OSError, RuntimeError) as error:
+            run.messages.append(
+                f"No image was scored: online (rarity) scoring cannot be used with this model ({type(error).__name__}: "
+                f"{error}). Untick it to score with the prompts."
+            )
+            return None
+        if note := bank.made_for(settings, config):
+            run.messages.append(note)
+        return part
+
+    def _score_request(
+        self,
+        run: RunResult,
+        paths: Sequence[Path],
+        class_name: str,
+        mutual: bool,
+        rarity: SessionBank | None,
+        report: ProgressCallback,
+    ) -> bool:
+        """Score a request's images into ``run`` (the model is ready); ``False`` when online scoring cannot run."""
+        together = self._score_together(paths, class_name) if mutual else None
+        if together is not None:
+            run.results.extend(together)
+            run.messages.append(
+                f"Mutual scoring: the {sum(result.scored for result in together)} images were also scored against "
+                "each other (MuSc; one group, each resized to the input size), fused with the prompts' scores."
+            )
+            return True
+        if mutual:
+            run.messages.append(
+                "Mutual scoring needs at least two readable images to compare: the image was scored with the "
+                "prompts only."
+            )
+        part, lending, before = None, contextlib.nullcontext(), 0
+        if rarity is not None:
+            if (part := self._rarity_part(run, rarity)) is None:
+                return False
+            lending, before = rarity.lent_to(part), rarity.count(class_name)
+        # In upload order, one image at a time: each is admitted into the bank before the next is scored.
+        with lending:
+            for index, path in enumerate(paths):
+                report(index, len(paths), path.name)
+                run.results.append(self._score(path, path.name, class_name, part))
+        if rarity is not None and part is not None:
+            run.messages.append(_rarity_message(run, part, rarity, class_name, before))
+        return True
+
+    def new_bank(self, bank: SessionBank) -> str:
+        """Empty a browser session's rarity bank (after a request that uses it, never during one).
+
+        Returns:
+            What the page says about the bank now.
+        """
+        with self._lock:
+            bank.clear()
+            return f"A new bank. {bank.describe()}"
+
     def predict(
         self,
         images: Sequence[str | Path],
@@ -336,6 +464,7 @@ class DemoSession:
         tiling: bool = False,
         references: Sequence[str | Path] | None = None,
         mutual: bool = False,
+        rarity: SessionBank | None = None,
         progress: ProgressCallback | None = None,
     ) -> RunResult:
         """Score image files and write the run's CSV and overlays; every problem is answered in the result.
@@ -353,6 +482,10 @@ class DemoSession:
             mutual: Also score the images against each other (mutual scoring, MuSc; they form one group, each resized
                 to the input size), fused with AdaCLIP's scores with the default ``mutual.weight``; needs at least two
                 images and no tiling. Defaults to ``False``.
+            rarity: A browser session's bank: score each image also against the earlier images of the class name in
+                it (online rarity scoring, RareCLIP; fused with AdaCLIP's scores with the default ``rarity.weight``),
+                in the order given, each admitted into the bank before the next (:mod:`.banks`). Not with ``mutual``
+                or ``tiling``; a bank made with another model is replaced by a new one. Defaults to ``None``: off.
             progress: Called as ``progress(done, total, what)`` before each step.
 
         Returns:
@@ -366,11 +499,8 @@ class DemoSession:
         if problem := _request_problem(paths, class_name, image_threshold, pixel_threshold):
             run.messages.append(problem)
             return run
-        if mutual and tiling:
-            run.messages.append(
-                "Mutual scoring and tiled inference cannot be combined (mutual scoring compares whole images at the "
-                "model's input size): untick one of them. No image was scored."
-            )
+        if problem := _combination_problem(tiling, mutual, rarity is not None):
+            run.messages.append(problem)
             return run
         reference_paths = [Path(reference) for reference in references or []]
         if problems := self._reference_problems(reference_paths):
@@ -396,21 +526,8 @@ class DemoSession:
                 )
             report(0, len(paths), "scoring")
             model.post_processor.set_fixed_thresholds(image_threshold, pixel_threshold)
-            together = self._score_together(paths, class_name) if mutual else None
-            if together is not None:
-                run.results.extend(together)
-                run.messages.append(
-                    f"Mutual scoring: the {sum(result.scored for result in together)} images were also scored against "
-                    "each other (MuSc; one group, each resized to the input size), fused with the prompts' scores."
-                )
-            elif mutual:
-                run.messages.append(
-                    "Mutual scoring needs at least two readable images to compare: the image was scored with the "
-                    "prompts only."
-                )
-            for index, path in enumerate(paths if together is None else []):
-                report(index, len(paths), path.name)
-                run.results.append(self._score(path, path.name, class_name))
+            if not self._score_request(run, paths, class_name, mutual, rarity, report):
+                return run
             report(len(paths), len(paths), "writing the files")
         self.files.write(run)
         scored = [result for result in run.results if result.scored]
@@ -420,7 +537,8 @@ class DemoSession:
             f"Scored {len(scored)} of {len(run.results)} image(s) with the class name {class_name!r}: "
             f"{defective} NG, {len(scored) - defective} OK (image threshold {image_threshold:g}, "
             f"pixel threshold {pixel_threshold:g}"
-            f"{', tiled' if tiling else ''}; {self.settings.describe() if self.settings else ''})."
+            f"{', tiled' if tiling else ''}{', online rarity scoring' if rarity is not None else ''}; "
+            f"{self.settings.describe() if self.settings else ''})."
         )
         run.messages.append(summary)
         if failed:

@@ -8,6 +8,7 @@ The page is checked as a user sees it: two tire images uploaded,
 the class name typed, Run clicked; scores, decisions and heatmaps appear and the CSV download has one row per image.
 One uploaded known-good reference makes the run few-shot, and the page says so. A corrupt file is answered in the
 page, two browser sessions at once both get their results, and the browser never asks for anything outside 127.0.0.1.
+With online (rarity) scoring ticked, each browser session counts its own bank, and "New bank" empties only its own.
 Screenshots go to pytest's tmp folder (``docs/images/demo.png`` is one of them).
 """
 
@@ -132,7 +133,9 @@ class Visit:
         if not request.url.startswith(("http://127.0.0.1", "data:", "blob:")):
             self.outside.append(request.url)
 
-    def submit(self, files: list[str], class_name: str, references: list[str] | None = None) -> None:
+    def submit(
+        self, files: list[str], class_name: str, references: list[str] | None = None, online: bool = False
+    ) -> None:
         clear = self.page.locator('#images button[aria-label="Clear"]')
         if clear.count():  # an upload adds to the files already there
             clear.first.click()
@@ -143,6 +146,7 @@ class Visit:
             self.page.locator("#references input[type=file]").set_input_files(references)
             self.page.locator(f'#references [aria-label="{Path(references[-1]).name}"]').first.wait_for()
         self.page.locator("#class-name textarea, #class-name input").first.fill(class_name)
+        self.page.locator("#rarity input[type=checkbox]").set_checked(online)
         self.page.click("#run")
 
     def wait_for_status(self, text: str) -> str:
@@ -218,5 +222,23 @@ def test_two_browser_sessions_at_once_both_get_their_results(server: str, browse
     assert "with the class name 'wheel'" in second.wait_for_status("Scored 1 of 1 image(s)")
     assert len(first.csv_rows()) == 2
     assert [row["class_name"] for row in second.csv_rows()] == ["wheel"]
+    first.close()
+    second.close()
+
+
+def test_online_scoring_keeps_one_bank_per_browser_session(server: str, browser: Any) -> None:
+    first, second = Visit(browser, server), Visit(browser, server)
+    assert "bank is empty" in first.page.inner_text("#bank")
+    first.submit(TIRE_IMAGES, "tire", online=True)
+    status = first.wait_for_status("Scored 2 of 2 image(s)")
+    assert "Online (rarity) scoring" in status and "000.png is the first image of 'tire'" in status
+    first.page.locator("#bank").get_by_text("holds 2 image(s) of 'tire'").wait_for()
+    second.submit(TIRE_IMAGES[:1], "tire", online=True)  # another session: its own, empty bank
+    assert "000.png is the first image of 'tire'" in second.wait_for_status("Scored 1 of 1 image(s)")
+    second.page.locator("#bank").get_by_text("holds 1 image(s) of 'tire'").wait_for()
+    first.page.click("#new-bank")
+    first.page.locator("#bank").get_by_text("A new bank. This session's rarity bank is empty.").wait_for()
+    assert "holds 1 image(s) of 'tire'" in second.page.inner_text("#bank")
+    assert first.outside == [] and second.outside == []
     first.close()
     second.close()

@@ -63,6 +63,7 @@ def test_the_defaults_serve_the_released_model_locally(served: dict[str, Any], c
         "offline": False,
         "max_megapixels": 50.0,
         "output_dir": None,
+        "tpb_weights": None,
     }
     assert served["launch"] == {"host": "127.0.0.1", "port": 7860, "share": False, "class_name": ""}
     assert capsys.readouterr().out.startswith("AdaCLIP demo: ")
@@ -88,3 +89,14 @@ def test_offline_comes_from_the_flag_or_the_environment(
     assert demo.main(["--checkpoint", "visa_clinicdb", "--image-size", "336", *flag]) == 0
     assert served["session"]["offline"] is offline
     assert served["settings"].checkpoint == "visa_clinicdb" and served["settings"].image_size == 336
+
+
+def test_rarity_tpb_weights_reach_the_session_and_a_missing_file_is_refused(
+    served: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    weights = tmp_path / "tpb.pth"
+    assert demo.main(["--smoke", "--rarity-tpb-weights", str(weights)]) == 2
+    assert f"--rarity-tpb-weights: no such file: {weights}" in capsys.readouterr().err and "session" not in served
+    weights.write_bytes(b"")
+    assert demo.main(["--smoke", "--rarity-tpb-weights", str(weights)]) == 0
+    assert served["session"]["tpb_weights"] == weights

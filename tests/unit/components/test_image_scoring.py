@@ -108,3 +108,29 @@ def test_bad_input_is_refused_with_what_to_do(micro_weights: Path, prompt_checkp
         score_images(model, [image, image], "tire", mutual=True)
     with pytest.raises(ValueError, match=r"several sizes after pre-processing \(200x150, 800x600\)"):
         score_images(model, [image, read_image(TIRE_IMAGES[0], as_tensor=True)], "tire")
+
+
+def test_lent_rarity_banks_score_as_a_model_built_with_the_group(
+    micro_weights: Path, prompt_checkpoints: list[Path]
+) -> None:
+    """A plain model with lent banks gives the outputs of a model with its own rarity group, and fills the banks."""
+    from anomalib_adaclip.components.rarity import RarityBanks
+    from anomalib_adaclip.config import RarityGroupConfig
+
+    group = RarityGroupConfig(text_branch="adaclip", scoring={"text_layers": [2, 4], "rarity_layers": [1, 3]})
+    built_with_it = _model(micro_weights, prompt_checkpoints, rarity=group)
+    plain = _model(micro_weights, prompt_checkpoints)
+    images = [read_image(path, as_tensor=True) for path in EXAMPLES]
+    own = score_images(built_with_it, images, "tire")
+    banks = RarityBanks(group, plain.model)
+    lent = score_images(plain, images, "tire", rarity=banks)
+    assert torch.equal(own.pred_score, lent.pred_score) and torch.equal(own.anomaly_map, lent.anomaly_map)
+    assert banks.banks["tire"].seen == 3 and plain.rarity is None
+    alone = score_images(plain, images, "tire")
+    assert not torch.allclose(alone.pred_score[1:], lent.pred_score[1:], atol=1e-4)  # the bank is in the scores
+    with pytest.raises(ValueError, match="rarity cannot be combined with mutual"):
+        score_images(plain, images, "tire", mutual=True, rarity=banks)
+    plain.set_tiling(True)
+    with pytest.raises(ValueError, match="rarity cannot be combined with tiling"):
+        score_images(plain, images, "tire", rarity=banks)
+    assert banks.banks["tire"].seen == 3  # nothing was scored
