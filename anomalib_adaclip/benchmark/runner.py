@@ -64,6 +64,7 @@ from anomalib.pipelines.components import Job, JobGenerator, Runner
 from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from anomalib_adaclip.compat import ordered_subsample
 from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
@@ -278,10 +279,11 @@ class SeededTestOrder(Callback):
     not their exact orders.) The batch size does not matter: the rarity part scores image by image inside a batch.
 
     Runs after the data module's ``setup`` (Lightning sets up the data module before the callbacks) and replaces its
-    test set by ``test_data.subsample(permutation)``, which keeps the given order, and its validation set by the same
-    permutation when it holds the test images in the test order (``val_split_mode: same_as_test``): validation and
-    test see one order. ``Engine.test`` sets up twice (validate, then test) while anomalib's data module builds its
-    sets once: sets this callback made are left as they are, and sets built again are drawn again, in the same order.
+    test set by its images in the permuted order (anomalib's ``subsample``, in the given order:
+    :func:`~anomalib_adaclip.compat.ordered_subsample`), and its validation set by the same permutation when it holds
+    the test images in the test order (``val_split_mode: same_as_test``): validation and test see one order.
+    ``Engine.test`` sets up twice (validate, then test) while anomalib's data module builds its sets once: sets this
+    callback made are left as they are, and sets built again are drawn again, in the same order.
 
     Args:
         seed: The run's seed.
@@ -307,9 +309,9 @@ class SeededTestOrder(Callback):
         val = getattr(datamodule, "val_data", None)
         same = val is not None and val is not self.ordered.get("val") and val.samples.equals(test.samples)
         order = self.permutation(len(test))
-        self.ordered["test"] = datamodule.test_data = test.subsample(order)
+        self.ordered["test"] = datamodule.test_data = ordered_subsample(test, order)
         if same:
-            self.ordered["val"] = datamodule.val_data = val.subsample(order)
+            self.ordered["val"] = datamodule.val_data = ordered_subsample(val, order)
         logger.info("Scoring the %d test images in the order of seed %d (online mode).", len(test), self.seed)
 
 
