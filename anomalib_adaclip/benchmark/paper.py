@@ -98,7 +98,8 @@ class PaperCell:
         dataset: Data set name.
         category: ``""`` for a data set row, :data:`AVERAGE` for the group average (its ``dataset`` is ``""``), or a
             category.
-        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``, the peer ``"MuSc"``) or a model of the run.
+        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``, the peers ``"MuSc"`` and ``"RareCLIP"``) or a
+            model of the run.
         kind: ``"published"`` or ``"run"``.
         value: Percent, or ``None`` (see ``status``).
         status: ``"value"``, ``"n/a"`` (the data set cannot have the metric), ``"not run"``, ``"failed"`` or
@@ -515,10 +516,11 @@ def _markdown(cells: Sequence[PaperCell], config: BenchmarkConfig) -> str:
         f"Published numbers: {PAPER}, main Tables 1 (industrial) and 2 (medical), AdaCLIP per category from "
         "Supplementary Tables 9-14. Percent. *(paper)* columns are published; the others are this run (mean over each "
         "data set's categories) with Δ = run − published counterpart (AdaCLIP − AdaCLIP, anomalib's WinCLIP − the "
-        "paper's WinCLIP, AdaCLIP with mutual scoring alone − MuSc). Averages are over the group's data sets that have "
-        "the metric, as in the paper. *(published)* columns are peers outside the paper, with their numbers where "
-        "they published them (– elsewhere). The paper publishes no AP and no AUPRO: this run's are in `results.md`, "
-        "and beside MuSc's in the last table.",
+        "paper's WinCLIP, AdaCLIP with mutual scoring alone − MuSc, AdaCLIP with rarity scoring alone and RareCLIP's "
+        "text branch − RareCLIP). Averages are over the group's data sets that have the metric, as in the paper. "
+        "*(published)* columns are peers outside the paper, with their numbers where they published them (– "
+        "elsewhere). The paper publishes no AP and no AUPRO: this run's are in `results.md`, and beside the peers' in "
+        "the last tables.",
     ]
     lines += _group_tables(index, config) + _category_tables(cells, index, config)
     lines += _peer_tables(cells, index, config) + _notes(cells)

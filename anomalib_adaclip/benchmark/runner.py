@@ -13,8 +13,10 @@ pieces of anomalib's pipelines (:mod:`anomalib.pipelines.components`):
   ``Engine`` with an equal, freshly built :func:`~anomalib_adaclip.benchmark.metrics.benchmark_evaluator` and records
   it in the :class:`~anomalib_adaclip.benchmark.store.RunStore`. A model that learns from normal images
   (``LearningType.ONE_CLASS``) is fitted and then tested; a zero- or few-shot model is tested directly
-  (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). A failure is recorded,
-  not raised, and the grid goes on. ``collect`` gathers the outcomes into a :class:`BenchmarkResult`; ``save`` writes
+  (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). An online model
+  (AdaCLIP with its ``rarity`` group) scores each category in an order drawn with the run's seed
+  (:class:`SeededTestOrder`), on raw scores without that validation. A failure is recorded, not raised, and the grid
+  goes on. ``collect`` gathers the outcomes into a :class:`BenchmarkResult`; ``save`` writes
   the report (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
   :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`) once no run of the grid is left;
 - anomalib's :class:`~anomalib.pipelines.components.runners.SerialRunner` runs the jobs one after the other, or
