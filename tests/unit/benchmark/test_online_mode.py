@@ -23,7 +23,7 @@ from anomalib_adaclip.benchmark.report import summarise
 from anomalib_adaclip.benchmark.runner import BenchmarkJob, SeededTestOrder, TrainingSubset, write_reports
 from anomalib_adaclip.benchmark.store import RunRecord, RunStore
 from tests.conftest import PROJECT_ROOT, TIRE_ROOT
-from tests.helpers import adaclip_entry, folder_entry, paper_dataset
+from tests.helpers import adaclip_entry, folder_entry, make_adaclip, paper_dataset
 
 ONLINE_CONFIG = PROJECT_ROOT / "configs" / "benchmark" / "online.yaml"
 TINY_SCORING = {"text_layers": [2, 4], "rarity_layers": [1, 3]}
@@ -316,3 +316,14 @@ def test_the_written_tables_show_the_mode_and_rareclips_columns(grid: Any) -> No
     )
     assert "## RareCLIP's further metrics: image AP and PRO" in paper
     assert "| MVTec AD | 99.3 | 95.0 | 98.0 | -1.3 | not run | 93.5 |" in paper
+
+
+def test_a_missing_tpb_weights_file_is_named_with_where_to_get_it(micro_weights: Path) -> None:
+    """What an online run of online.yaml records when the authors' TPB file was not fetched (the grid goes on)."""
+    missing = Path("weights/rareclip/visa_pretrained.pth")
+    group = {"weight": 1.0, "text_branch": "tpb", "tpb_weights": str(missing), "scoring": TINY_SCORING}
+    with pytest.raises(FileNotFoundError) as error:
+        make_adaclip(micro_weights, rarity=group)
+    message = str(error.value)
+    assert f"TPB weights file not found: {missing} (absolute: {missing.absolute()})" in message
+    assert "github.com/hjf02/RareCLIP" in message and "text_branch='adaclip'" in message
