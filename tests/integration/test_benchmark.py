@@ -519,7 +519,6 @@ def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micr
     assert runs["AdaCLIP-MuSc"]["pixel_AUROC"] != runs["AdaCLIP-mutual"]["pixel_AUROC"]
 
 
-@pytest.mark.slow  # four runs through the Engine (two online, two with their validation): 15-25 s on 2 cores
 def test_the_online_grid_scores_each_seed_in_its_own_order(
     tmp_path: Path, micro_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
