@@ -49,6 +49,7 @@ __all__ = [
     "generate_output_filename",
     "get_exportable_transform",
     "ignore_in_ddp",
+    "ordered_subsample",
     "regroup_loaders",
     "release_predict_batch_indices",
     "resolve_versioned_path",
@@ -301,6 +302,20 @@ def batch_sampler_of(loader: Any) -> Any:
     return getattr(batch_sampler, "_batch_sampler", batch_sampler)
 
 
+def ordered_subsample(dataset: Any, indices: Sequence[int]) -> Any:
+    """``dataset.subsample(indices)`` with its images in the order of ``indices`` (a copy; ``dataset`` is unchanged).
+
+    anomalib's ``AnomalibDataset.subsample`` keeps the images at ``indices``, but its ``samples`` setter sorts every
+    frame it is given by image path, so no public call keeps another order.
+
+    Relies on: ``AnomalibDataset._samples`` holding the frame that ``samples`` returns, and ``__getitem__`` reading the
+    image, mask and label of position ``i`` from ``samples.iloc[i]``.
+    """
+    subset = dataset.subsample(indices)  # refuses duplicates, copies the data set and its transforms
+    subset._samples = dataset.samples.iloc[list(indices)].reset_index(drop=True)
+    return subset
+
+
 def release_predict_batch_indices(loader: Any, batch_idx: int) -> None:
     """Drop the data-set indices Lightning keeps for a finished predict batch (memory that grows with the run).
 
@@ -337,6 +352,24 @@ def _check_post_processor() -> None:
 def _check_data_module() -> None:
     if not callable(getattr(AnomalibDataModule, "_create_test_split", None)):
         raise _changed("anomalib", "AnomalibDataModule._create_test_split")
+
+
+def _check_ordered_subsample() -> None:
+    from anomalib.data.datasets.base import AnomalibDataset  # noqa: PLC0415
+    from pandas import DataFrame  # noqa: PLC0415
+
+    class Files(AnomalibDataset):
+        pass
+
+    files = [str(Path(__file__)), str(Path(torch.__file__))]  # two files that exist (the setter checks it)
+    dataset = Files()
+    dataset.samples = DataFrame({"image_path": sorted(files), "split": ["test", "test"]})
+    try:
+        ordered = ordered_subsample(dataset, [1, 0])
+    except AttributeError as error:
+        raise _changed("anomalib", "AnomalibDataset._samples") from error
+    if list(ordered.samples.image_path) != sorted(files)[::-1] or list(dataset.samples.image_path) != sorted(files):
+        raise _changed("anomalib", "AnomalibDataset._samples (the frame that samples returns)")
 
 
 def _check_ddp() -> None:
@@ -417,6 +450,7 @@ def check() -> None:
         raise _changed("anomalib", "Engine._setup_workspace()")
     _check_post_processor()
     _check_data_module()
+    _check_ordered_subsample()
     _check_ddp()
     _check_predict_loop()
     _check_regroup_loaders()

@@ -142,12 +142,19 @@ def _print_plan(config: BenchmarkConfig, shard: Shard | None) -> None:
     for key in keys:
         record = store.latest(key)
         state = "pending" if record is None else record.status
-        mutual = config.model(key.model).mutual_settings(key.dataset)
+        model = config.model(key.model)
+        mode = (
+            " (mutual scoring)"
+            if model.mutual_settings(key.dataset)
+            else " (online)"
+            if model.online(key.dataset)
+            else ""
+        )
         running = ""
         if state != "finished" and store.in_use(key):
             holder = store.claimed_by(key)  # None when its record is unreadable (being written, or just removed)
             running = f" (claimed by {holder.describe() if holder is not None else 'another worker'})"
-        print(f"  {state:<9} {key.label}" + (" (mutual scoring)" if mutual else "") + running)
+        print(f"  {state:<9} {key.label}{mode}{running}")
 
 
 def _print_means(result: BenchmarkResult) -> None:

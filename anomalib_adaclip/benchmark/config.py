@@ -28,7 +28,15 @@ from typing import Any, Literal
 
 import yaml
 
-from .specs import CATEGORY_PLACEHOLDER, MUTUAL_ARGUMENT, DataSpec, ModelSpec, has_placeholder, parse_arguments
+from .specs import (
+    CATEGORY_PLACEHOLDER,
+    MUTUAL_ARGUMENT,
+    RARITY_ARGUMENT,
+    DataSpec,
+    ModelSpec,
+    has_placeholder,
+    parse_arguments,
+)
 
 __all__ = [
     "CONFIG_KEYS",
@@ -288,9 +296,10 @@ def _model_spec(entry: Mapping[str, Any], where: str, dataset_names: Sequence[st
             msg = f"{where}: leave out 'evaluator': the benchmark gives every model the same metrics."
             raise BenchmarkConfigError(msg)
         _check_moved(model_class, arguments, where)
-        _check_mutual_class(spec, arguments, where)
+        _check_group_class(spec, arguments, where)
         _check_arguments(model_class, arguments, frozenset({"evaluator"}), f"{where} on {dataset}")
         _check_mutual(spec, dataset, arguments, f"{where} on {dataset}")
+        _check_rarity(spec, dataset, arguments, f"{where} on {dataset}")
     return spec
 
 
@@ -305,15 +314,18 @@ def _check_moved(model_class: type, arguments: Mapping[str, Any], where: str) ->
         raise BenchmarkConfigError(msg)
 
 
-def _check_mutual_class(spec: ModelSpec, arguments: Mapping[str, Any], where: str) -> None:
-    """Mutual-scoring settings on a model that has none: say so, rather than jsonargparse's unknown-key message."""
-    if MUTUAL_ARGUMENT in arguments and MUTUAL_ARGUMENT not in inspect.signature(spec.model_class).parameters:
-        msg = (
-            f"{where}: '{MUTUAL_ARGUMENT}' is the mutual-scoring group of anomalib_adaclip.AdaCLIP; "
-            f"{spec.model_class.__module__}.{spec.model_class.__qualname__} has none (the mutual_scoring mode is "
-            "AdaCLIP's)."
-        )
-        raise BenchmarkConfigError(msg)
+def _check_group_class(spec: ModelSpec, arguments: Mapping[str, Any], where: str) -> None:
+    """Mutual- or rarity-scoring settings on a model that has none: say so, rather than jsonargparse's unknown key."""
+    parameters = inspect.signature(spec.model_class).parameters
+    for argument, what, mode in ((MUTUAL_ARGUMENT, "mutual-scoring", "mutual_scoring"),
+                                 (RARITY_ARGUMENT, "rarity-scoring", "online")):  # fmt: skip
+        if argument in arguments and argument not in parameters:
+            msg = (
+                f"{where}: '{argument}' is the {what} group of anomalib_adaclip.AdaCLIP; "
+                f"{spec.model_class.__module__}.{spec.model_class.__qualname__} has none (the {mode} mode is "
+                "AdaCLIP's)."
+            )
+            raise BenchmarkConfigError(msg)
 
 
 def _check_mutual(spec: ModelSpec, dataset: str, arguments: Mapping[str, Any], where: str) -> None:
@@ -324,6 +336,25 @@ def _check_mutual(spec: ModelSpec, dataset: str, arguments: Mapping[str, Any], w
         if spec.mutual_settings(dataset) is None:
             return
         check_mutual_scoring(True, arguments.get("tiling") not in (None, False))
+    except (TypeError, ValueError) as error:
+        msg = f"{where}: {error}"
+        raise BenchmarkConfigError(msg) from error
+
+
+def _check_rarity(spec: ModelSpec, dataset: str, arguments: Mapping[str, Any], where: str) -> None:
+    """An online model's settings, checked as the model will check them, before any run starts.
+
+    The TPB weights file is not looked for here (``--dry-run`` lists a grid whose files are not fetched yet): a run
+    whose file is missing fails with the file's name and the grid goes on.
+    """
+    from anomalib_adaclip.components.rarity import check_rarity_scoring  # noqa: PLC0415
+
+    try:
+        if spec.rarity_settings(dataset) is None:
+            return
+        check_rarity_scoring(
+            True, arguments.get(MUTUAL_ARGUMENT) is not None, arguments.get("tiling") not in (None, False)
+        )
     except (TypeError, ValueError) as error:
         msg = f"{where}: {error}"
         raise BenchmarkConfigError(msg) from error

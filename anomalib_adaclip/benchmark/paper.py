@@ -4,15 +4,17 @@ For each table (1: industrial, 2: medical) and each of the paper's metrics (imag
 pixel max-F1), a row per data set holds the published baselines (SAA, WinCLIP, DINOv2, SAM, APRIL-GAN), the published
 AdaCLIP and, for each model of the run, its mean over the data set's categories with the difference to its published
 counterpart (:func:`published_counterpart`: AdaCLIP to AdaCLIP, anomalib's WinClip to WinCLIP, AdaCLIP with mutual
-scoring alone (``mutual.weight: 1``) to MuSc; models without one, such as AnomalyVFM or AdaCLIP fused with mutual
+scoring alone (``mutual.weight: 1``) to MuSc, AdaCLIP with RareCLIP's rarity scoring alone (``rarity.weight: 1`` with
+its own text branch) to RareCLIP; models without one, such as AnomalyVFM or AdaCLIP fused with mutual or rarity
 scoring, stand as extra columns without a difference). The last row averages each column over the group's data sets
 that have the metric, as the paper does. Per category, AdaCLIP's image and pixel AUROC of Supplementary Tables 9-14
 stand beside the run's.
 
-The published peers (:data:`~anomalib_adaclip.benchmark.published.PEER_METHODS`: MuSc, Li et al., ICLR 2024) stand
-beside the paper's methods where they published the number (MuSc: MVTec AD, VisA and BTAD); their other cells are
-``–`` (not published), never zero, and they have no group average. MuSc's image AP and PRO, which the AdaCLIP paper
-does not report, get a table of their own beside the run's image AP and pixel AUPRO.
+The published peers (:data:`~anomalib_adaclip.benchmark.published.PEER_METHODS`: MuSc, Li et al., ICLR 2024, and
+RareCLIP, He et al., ICCV 2025) stand beside the paper's methods where they published the number (MuSc: MVTec AD, VisA
+and BTAD; RareCLIP: MVTec AD and VisA); their other cells are ``–`` (not published), never zero, and they have no group
+average. Their image AP and PRO, which the AdaCLIP paper does not report, get a table per peer beside the run's image AP
+and pixel AUPRO.
 
 A cell the data set cannot have is ``n/a`` (a footnote says why); a cell of a data set or model the run does not have is
 ``not run`` (or ``failed``). A run average over fewer data sets than the paper's is compared with the published
@@ -96,7 +98,8 @@ class PaperCell:
         dataset: Data set name.
         category: ``""`` for a data set row, :data:`AVERAGE` for the group average (its ``dataset`` is ``""``), or a
             category.
-        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``, the peer ``"MuSc"``) or a model of the run.
+        column: A published method (``"SAA"``, ..., ``"AdaCLIP"``, the peers ``"MuSc"`` and ``"RareCLIP"``) or a
+            model of the run.
         kind: ``"published"`` or ``"run"``.
         value: Percent, or ``None`` (see ``status``).
         status: ``"value"``, ``"n/a"`` (the data set cannot have the metric), ``"not run"``, ``"failed"`` or
@@ -123,13 +126,18 @@ class PaperCell:
 def published_counterpart(model: ModelSpec, dataset: str = "") -> str | None:
     """The published column a run model is compared with on ``dataset``, or ``None``.
 
-    By class name (:data:`PUBLISHED_COUNTERPARTS`), except for a model with mutual scoring on: with
-    ``mutual.weight`` 1 its maps and scores are MuSc's (compared with MuSc's published numbers); fused with its own
-    (``0 < mutual.weight < 1``) it is a method nobody published (no counterpart).
+    By class name (:data:`PUBLISHED_COUNTERPARTS`), except for a model with mutual or rarity scoring on: with
+    ``mutual.weight`` 1 its maps and scores are MuSc's (compared with MuSc's published numbers), with
+    ``rarity.weight`` 1 and RareCLIP's own text branch (``rarity.text_branch: tpb``) RareCLIP's; fused with its own
+    (a weight between 0 and 1), or with AdaCLIP's map as RareCLIP's text side, it is a method nobody published (no
+    counterpart).
     """
     mutual = model.mutual_settings(dataset)
     if mutual is not None:
         return "MuSc" if mutual.get("weight") == 1 else None
+    rarity = model.rarity_settings(dataset)
+    if rarity is not None:
+        return "RareCLIP" if rarity.get("weight") == 1 and rarity.get("text_branch") == "tpb" else None
     return PUBLISHED_COUNTERPARTS.get(model.model_class.__name__)
 
 
@@ -313,28 +321,32 @@ def paper_cells(
 def _peer_metric_cells(
     config: BenchmarkConfig, means: dict[tuple[str, str], ResultRow], published: PublishedResults
 ) -> list[PaperCell]:
-    """The peers' published image AP and PRO beside every run model's image AP and pixel AUPRO, on the peers' data."""
+    """The peers' published image AP and PRO, and every run model's image AP and pixel AUPRO on the peers' data.
+
+    A model has one cell per metric and data set, compared with its own counterpart's number where that peer
+    published one; each peer's table shows it beside that peer's (the difference only beside its counterpart).
+    """
     groups = {dataset: group.name for group in PAPER_GROUPS for dataset in group.datasets}
     cells = []
     for method in PEER_METHODS:
         for metric in _PEER_METRICS:
             for dataset in published.datasets(method):
                 cell = published.cell(dataset, metric, method)
-                if cell is None:
-                    continue
-                cells.append(
-                    PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", method, "published", cell.value,
-                              "value", note=cell.note)
-                )  # fmt: skip
-                for model in config.models:
-                    if any(c.column == model.name and c.metric == metric and c.dataset == dataset for c in cells):
-                        continue  # a model is listed once, beside the first peer that published the number
-                    value, status, reason = _run_value(means.get((dataset, model.name)), metric)
-                    reference = cell.value if published_counterpart(model, dataset) == method else None
+                if cell is not None:
                     cells.append(
-                        PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", model.name, "run", value, status,
-                                  reference, _difference(value, reference), reason)
+                        PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", method, "published", cell.value,
+                                  "value", note=cell.note)
                     )  # fmt: skip
+    for metric, dataset in dict.fromkeys((cell.metric, cell.dataset) for cell in list(cells)):
+        for model in config.models:
+            value, status, reason = _run_value(means.get((dataset, model.name)), metric)
+            counterpart = published_counterpart(model, dataset)
+            cell = published.cell(dataset, metric, counterpart) if counterpart in PEER_METHODS else None
+            reference = cell.value if cell is not None else None
+            cells.append(
+                PaperCell(_PEER_TABLE, groups[dataset], metric, dataset, "", model.name, "run", value, status,
+                          reference, _difference(value, reference), reason)
+            )  # fmt: skip
     return cells
 
 
@@ -504,10 +516,11 @@ def _markdown(cells: Sequence[PaperCell], config: BenchmarkConfig) -> str:
         f"Published numbers: {PAPER}, main Tables 1 (industrial) and 2 (medical), AdaCLIP per category from "
         "Supplementary Tables 9-14. Percent. *(paper)* columns are published; the others are this run (mean over each "
         "data set's categories) with Δ = run − published counterpart (AdaCLIP − AdaCLIP, anomalib's WinCLIP − the "
-        "paper's WinCLIP, AdaCLIP with mutual scoring alone − MuSc). Averages are over the group's data sets that have "
-        "the metric, as in the paper. *(published)* columns are peers outside the paper, with their numbers where "
-        "they published them (– elsewhere). The paper publishes no AP and no AUPRO: this run's are in `results.md`, "
-        "and beside MuSc's in the last table.",
+        "paper's WinCLIP, AdaCLIP with mutual scoring alone − MuSc, AdaCLIP with rarity scoring alone and RareCLIP's "
+        "text branch − RareCLIP). Averages are over the group's data sets that have the metric, as in the paper. "
+        "*(published)* columns are peers outside the paper, with their numbers where they published them (– "
+        "elsewhere). The paper publishes no AP and no AUPRO: this run's are in `results.md`, and beside the peers' in "
+        "the last tables.",
     ]
     lines += _group_tables(index, config) + _category_tables(cells, index, config)
     lines += _peer_tables(cells, index, config) + _notes(cells)

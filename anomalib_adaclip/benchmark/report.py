@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,9 @@ class ResultRow:
         runs_failed: Runs without a result (their latest attempt failed).
         categories: Categories behind a mean row (1 for a category row with a result, 0 without).
         metrics: Mean of each metric (``None`` where no run has it).
-        std: Standard deviation over the seeds of a category row (``None`` with fewer than two seeds and in mean rows).
+        std: Standard deviation over the seeds: of a category row's metric, or, in a mean row, of the data set's mean
+            (each seed's mean over the categories, as RareCLIP reports ``98.2 ± 0.2``); ``None`` with fewer than two
+            seeds, and in a mean row unless each of its categories has a value for the same seeds.
         not_applicable: The metrics the data cannot have, with the reason: in a category row, those every finished run
             recorded as not applicable; in a mean row, those not applicable in every category with a result. Their
             value is ``None``, and means over categories leave them out.
@@ -94,6 +96,7 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
     rows = []
     for data in config.data:
         category_rows: dict[str, list[ResultRow]] = {model.name: [] for model in config.models}
+        category_runs: dict[str, list[list[RunRecord]]] = {model.name: [] for model in config.models}
         for category in data.categories or ("",):
             for model in config.models:
                 cell = by_cell.get((data.name, category, model.name), [])
@@ -109,6 +112,7 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                 )  # fmt: skip
                 rows.append(row)
                 category_rows[model.name].append(row)
+                category_runs[model.name].append(finished)
         for model in config.models:
             cells = category_rows[model.name]
             with_result = [row for row in cells if row.runs_finished]
@@ -125,12 +129,25 @@ def summarise(records: Sequence[RunRecord], config: BenchmarkConfig) -> list[Res
                     sum(row.runs_failed for row in cells),
                     len(with_result),
                     metrics,
-                    dict.fromkeys(BENCHMARK_METRICS),
+                    {name: _std_of_means(category_runs[model.name], name) for name in BENCHMARK_METRICS},
                     _not_applicable_in_all(with_result, metrics),
                     "/".join(dict.fromkeys(mode for row in with_result for mode in row.mode.split("/") if mode)),
                 )
             )
     return rows
+
+
+def _std_of_means(categories: Sequence[Sequence[RunRecord]], name: str) -> float | None:
+    """The standard deviation over the seeds of the mean over the categories.
+
+    ``None`` unless each category with a value has one for the same two or more seeds.
+    """
+    by_seed = [{record.seed: record.metrics[name] for record in runs if name in record.metrics} for runs in categories]
+    by_seed = [values for values in by_seed if values]
+    seeds = {frozenset(values) for values in by_seed}
+    if len(seeds) != 1 or len(next(iter(seeds))) < 2:
+        return None
+    return statistics.stdev(statistics.fmean(values[seed] for values in by_seed) for seed in sorted(by_seed[0]))
 
 
 def _not_applicable(finished: Sequence[RunRecord], metrics: dict[str, float | None]) -> dict[str, str]:
@@ -269,7 +286,7 @@ def _write_markdown(
             else "Computed on each model's raw scores and maps (before anomalib's normalisation). "
         )
         + f"Seeds: {seeds} (with several, `mean ± standard deviation` over the seeds). The `mean` rows average the "
-        "categories of a data set.",
+        "categories of a data set (their ± is the standard deviation of that average over the seeds).",
     ]
     lines += _models_section(rows, config)
     header = "| Category | Model | " + " | ".join(METRIC_LABELS[name] for name in BENCHMARK_METRICS) + " |"
@@ -319,19 +336,32 @@ def _write_markdown(
 
 
 def _models_section(rows: Sequence[ResultRow], config: BenchmarkConfig) -> list[str]:
-    """The models with their mode (zero-shot, few-shot, one-class, mutual scoring) and their mutual-scoring settings."""
-    lines = ["", "## Models", "", "| Model | Class | Mode | Mutual scoring |", "| --- | --- | --- | --- |"]
+    """The models with their mode (zero-shot, few-shot, one-class, mutual scoring, online) and their group settings."""
+    lines = ["", "## Models", "", "| Model | Class | Mode | Mutual scoring | Rarity scoring |"]
+    lines.append("| --- | --- | --- | --- | --- |")
     for model in config.models:
         modes = "/".join(dict.fromkeys(m for row in rows if row.model == model.name for m in row.mode.split("/") if m))
         label = " / ".join(MODES.get(mode, mode) for mode in modes.split("/")) if modes else "no result"
-        settings = [
-            ", ".join(f"{name} {value}" for name, value in mutual.items())
-            for data in config.data
-            if (mutual := model.mutual_settings(data.name)) is not None
+        groups = [_settings(model.mutual_settings, config), _settings(model.rarity_settings, config)]
+        lines.append(f"| {model.name} | {model.model_class.__name__} | {label} | {' | '.join(groups)} |")
+    if any(model.online(data.name) for model in config.models for data in config.data):
+        lines += [
+            "",
+            "Online runs score each category's test images in an order drawn with the run's seed, one image after "
+            "another against the images before it; their numbers are the mean over the seeds (± their standard "
+            "deviation), as RareCLIP reports them.",
         ]
-        mutual = "; ".join(dict.fromkeys(settings)) if settings else "off"
-        lines.append(f"| {model.name} | {model.model_class.__name__} | {label} | {mutual} |")
     return lines
+
+
+def _settings(settings_on: Callable[[str], dict[str, Any] | None], config: BenchmarkConfig) -> str:
+    """A group's reported settings on each data set (``off`` where it is off everywhere)."""
+    found = [
+        ", ".join(f"{name} {value}" for name, value in settings.items())
+        for data in config.data
+        if (settings := settings_on(data.name)) is not None
+    ]
+    return "; ".join(dict.fromkeys(found)) if found else "off"
 
 
 def _plot(path: Path, rows: Sequence[ResultRow], data: DataSpec, models: Sequence[str]) -> Path:

@@ -13,8 +13,10 @@ pieces of anomalib's pipelines (:mod:`anomalib.pipelines.components`):
   ``Engine`` with an equal, freshly built :func:`~anomalib_adaclip.benchmark.metrics.benchmark_evaluator` and records
   it in the :class:`~anomalib_adaclip.benchmark.store.RunStore`. A model that learns from normal images
   (``LearningType.ONE_CLASS``) is fitted and then tested; a zero- or few-shot model is tested directly
-  (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). A failure is recorded,
-  not raised, and the grid goes on. ``collect`` gathers the outcomes into a :class:`BenchmarkResult`; ``save`` writes
+  (``Engine.test(model, datamodule=...)``, which validates first to collect its thresholds). An online model
+  (AdaCLIP with its ``rarity`` group) scores each category in an order drawn with the run's seed
+  (:class:`SeededTestOrder`), on raw scores without that validation. A failure is recorded, not raised, and the grid
+  goes on. ``collect`` gathers the outcomes into a :class:`BenchmarkResult`; ``save`` writes
   the report (:func:`~anomalib_adaclip.benchmark.report.write_report`; with ``paper=True`` also the paper's tables,
   :func:`~anomalib_adaclip.benchmark.paper.write_paper_report`) once no run of the grid is left;
 - anomalib's :class:`~anomalib.pipelines.components.runners.SerialRunner` runs the jobs one after the other, or
@@ -64,6 +66,7 @@ from anomalib.pipelines.components import Job, JobGenerator, Runner
 from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from anomalib_adaclip.compat import ordered_subsample
 from anomalib_adaclip.locks import LockError, LockHeldError, OwnedLock, Owner
 
 from .config import DEFAULT_ENGINE_ARGUMENTS, BenchmarkConfig, BenchmarkConfigError, RunKey, load_config
@@ -81,6 +84,7 @@ __all__ = [
     "BenchmarkJobGenerator",
     "BenchmarkResult",
     "RunOutcome",
+    "SeededTestOrder",
     "Shard",
     "TrainingSubset",
     "check_folder",
@@ -267,6 +271,52 @@ class TrainingSubset(Callback):
         logger.info("Fitting on %d of %d training images (seed %d).", self.k, len(dataset), self.seed)
 
 
+class SeededTestOrder(Callback):
+    """Score the test images in an order drawn with the run's seed: the online mode's protocol (RareCLIP's).
+
+    An online model (AdaCLIP with its ``rarity`` group) scores each image against the images before it, so its
+    numbers depend on the order. RareCLIP's ``test.py`` shuffles each category with the run's seed (Python's
+    ``random``), scores it with batch 1 and reports the mean over seeds 0-4; the benchmark's mean over seeds is that
+    mean. (The permutation shuffles anomalib's order of the samples, not the authors' file listing: the same protocol,
+    not their exact orders.) The batch size does not matter: the rarity part scores image by image inside a batch.
+
+    Runs after the data module's ``setup`` (Lightning sets up the data module before the callbacks) and replaces its
+    test set by its images in the permuted order (anomalib's ``subsample``, in the given order:
+    :func:`~anomalib_adaclip.compat.ordered_subsample`), and its validation set by the same permutation when it holds
+    the test images in the test order (``val_split_mode: same_as_test``): validation and test see one order.
+    ``Engine.test`` sets up twice (validate, then test) while anomalib's data module builds its sets once: sets this
+    callback made are left as they are, and sets built again are drawn again, in the same order.
+
+    Args:
+        seed: The run's seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.ordered: dict[str, Any] = {}  # "test" / "val" -> the data set this callback made
+
+    def permutation(self, count: int) -> list[int]:
+        """The order of ``count`` test images for this seed: ``random.Random(seed).shuffle`` of ``0 .. count - 1``."""
+        order = list(range(count))
+        random.Random(self.seed).shuffle(order)
+        return order
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Put the test images (and a validation copy of them) in the seeded order, once per data set built."""
+        del pl_module, stage
+        datamodule = getattr(trainer, "datamodule", None)
+        test = getattr(datamodule, "test_data", None)
+        if test is None or test is self.ordered.get("test"):
+            return
+        val = getattr(datamodule, "val_data", None)
+        same = val is not None and val is not self.ordered.get("val") and val.samples.equals(test.samples)
+        order = self.permutation(len(test))
+        self.ordered["test"] = datamodule.test_data = ordered_subsample(test, order)
+        if same:
+            self.ordered["val"] = datamodule.val_data = ordered_subsample(val, order)
+        logger.info("Scoring the %d test images in the order of seed %d (online mode).", len(test), self.seed)
+
+
 @dataclass
 class RunOutcome:
     """What a :class:`BenchmarkJob` did with its run.
@@ -367,9 +417,38 @@ class BenchmarkJob(Job):
             return RunOutcome(**made, state="executed", record=record)
 
     def engine_arguments(self) -> dict[str, Any]:
-        """The Engine's arguments: the configuration's, on this job's GPU when it has one (``ParallelRunner``)."""
+        """The Engine's arguments: the configuration's, on this job's GPU when it has one (``ParallelRunner``).
+
+        An online run on raw scores (``score_normalization: false``) skips the validation that ``Engine.test`` runs
+        first (``limit_val_batches: 0``). That validation scores the same test images in the same order only to learn
+        thresholds and min-max statistics, which no benchmark metric reads on raw scores (F1-max takes the best
+        threshold itself); the banks are emptied when the test starts, so it leaves nothing to the test either. It
+        would double an online run's cost and change none of its numbers; with ``score_normalization: true`` the
+        metrics are computed after the post-processor's normalisation, which it learns, so it is kept.
+        """
         arguments = {**DEFAULT_ENGINE_ARGUMENTS, **self.config.engine}
+        if not self.config.score_normalization and self.config.model(self.key.model).online(self.key.dataset):
+            arguments["limit_val_batches"] = 0
         return arguments if self.device is None else {**arguments, "devices": [self.device]}
+
+    def data_callbacks(self) -> list[Callback]:
+        """The run's callbacks besides the evaluator: no model file, and the run's seed where the data depend on it.
+
+        ``train_images`` fits on a seeded subset of the training images (:class:`TrainingSubset`); an online model
+        scores the test images in a seeded order (:class:`SeededTestOrder`). Every other model's data stay as the
+        data module gives them.
+        """
+        from anomalib.callbacks import ModelCheckpoint  # noqa: PLC0415
+
+        model_spec, seed = self.config.model(self.key.model), self.key.seed
+        # A checkpoint callback that saves nothing keeps anomalib from writing a model file per run (WinCLIP's holds
+        # its whole CLIP).
+        callbacks: list[Callback] = [ModelCheckpoint(save_top_k=0, save_last=False)]
+        if model_spec.train_images is not None:
+            callbacks.append(TrainingSubset(model_spec.train_images, seed))
+        if model_spec.online(self.key.dataset):
+            callbacks.append(SeededTestOrder(seed))
+        return callbacks
 
     def execute(self) -> RunRecord:
         """Execute the run; any exception is recorded, not raised (``KeyboardInterrupt`` still stops).
@@ -379,7 +458,6 @@ class BenchmarkJob(Job):
             :meth:`run` stores it.
         """
         from anomalib import LearningType  # noqa: PLC0415
-        from anomalib.callbacks import ModelCheckpoint  # noqa: PLC0415
         from anomalib.engine import Engine  # noqa: PLC0415
         from lightning.pytorch import seed_everything  # noqa: PLC0415
 
@@ -412,11 +490,7 @@ class BenchmarkJob(Job):
             prepare_or_explain(datamodule)  # a missing paper data set: where to get it, not a download error
             record.learning_type = LearningType(model.learning_type).value
             record.mode = model_spec.mode(key.dataset, record.learning_type)
-            # A checkpoint callback that saves nothing keeps anomalib from writing a model file per run (WinCLIP's
-            # holds its whole CLIP).
-            callbacks = [ModelCheckpoint(save_top_k=0, save_last=False)]
-            if model_spec.train_images is not None:
-                callbacks.append(TrainingSubset(model_spec.train_images, key.seed))
+            callbacks = self.data_callbacks()
             if not config.score_normalization:
                 callbacks.append(evaluator)
                 # Lightning logs a metric object only when it is a submodule of the LightningModule.

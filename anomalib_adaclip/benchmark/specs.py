@@ -23,6 +23,8 @@ __all__ = [
     "MODES",
     "MUTUAL_ARGUMENT",
     "MUTUAL_ARGUMENTS",
+    "RARITY_ARGUMENT",
+    "RARITY_ARGUMENTS",
     "RUNTIME_DATA_ARGUMENTS",
     "DataSpec",
     "ModelSpec",
@@ -38,14 +40,23 @@ RUNTIME_DATA_ARGUMENTS = frozenset({"num_workers", "eval_batch_size"})
 MUTUAL_ARGUMENT = "mutual"
 # The settings of that group a run's mode is reported with.
 MUTUAL_ARGUMENTS = ("weight", "group_size")
-Mode = Literal["zero_shot", "few_shot", "one_class", "mutual_scoring", "few_shot+mutual_scoring"]
-# How the reports name a run's mode: anomalib's learning type, or mutual scoring on top of it.
+# The constructor argument of a model that scores each test image against the images before it (AdaCLIP's rarity
+# scoring, after RareCLIP): its runs are online runs, each category scored in an order drawn with the run's seed.
+RARITY_ARGUMENT = "rarity"
+# The settings of that group a run's mode is reported with.
+RARITY_ARGUMENTS = ("weight", "text_branch")
+Mode = Literal[
+    "zero_shot", "few_shot", "one_class", "mutual_scoring", "few_shot+mutual_scoring", "online", "few_shot+online"
+]
+# How the reports name a run's mode: anomalib's learning type, or mutual or online scoring on top of it.
 MODES: dict[str, str] = {
     "zero_shot": "zero-shot",
     "few_shot": "few-shot",
     "one_class": "one-class",
     "mutual_scoring": "mutual scoring",
     "few_shot+mutual_scoring": "few-shot + mutual scoring",
+    "online": "online",
+    "few_shot+online": "few-shot + online",
 }
 
 
@@ -93,11 +104,35 @@ class ModelSpec:
         settings = settings_group(given, MutualGroupConfig, MUTUAL_ARGUMENT).to_dict()
         return {name: settings[name] for name in MUTUAL_ARGUMENTS}
 
+    def rarity_settings(self, dataset: str) -> dict[str, Any] | None:
+        """The rarity-scoring settings on ``dataset`` (weight and text branch, defaults filled in), ``None`` when off.
+
+        Read from the configuration (nothing is built): ``None`` for a class without a ``rarity`` argument and for
+        ``rarity: null``.
+        """
+        if RARITY_ARGUMENT not in inspect.signature(self.model_class).parameters:
+            return None
+        given = self.arguments_for(dataset).get(RARITY_ARGUMENT)
+        if given is None:
+            return None
+        from anomalib_adaclip.config import RarityGroupConfig, settings_group  # noqa: PLC0415
+
+        settings = settings_group(given, RarityGroupConfig, RARITY_ARGUMENT).to_dict()
+        return {name: settings[name] for name in RARITY_ARGUMENTS}
+
+    def online(self, dataset: str) -> bool:
+        """Whether the model scores online on ``dataset`` (its rarity group is on): its outputs depend on the order."""
+        return self.rarity_settings(dataset) is not None
+
     def mode(self, dataset: str, learning_type: str) -> Mode:
-        """The run's mode: anomalib's ``learning_type`` of the built model, with mutual scoring on top when it is on."""
-        if self.mutual_settings(dataset) is None:
+        """The run's mode: anomalib's ``learning_type`` of the built model, with mutual or online scoring on top."""
+        if self.mutual_settings(dataset) is not None:
+            extra = "mutual_scoring"
+        elif self.online(dataset):
+            extra = "online"
+        else:
             return learning_type  # type: ignore[return-value]
-        return "mutual_scoring" if learning_type == "zero_shot" else f"{learning_type}+mutual_scoring"  # type: ignore[return-value]
+        return extra if learning_type == "zero_shot" else f"{learning_type}+{extra}"  # type: ignore[return-value]
 
     def configuration_for(self, dataset: str) -> dict[str, Any]:
         """What a run record keeps of the model: class path and the arguments as configured."""

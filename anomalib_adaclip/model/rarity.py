@@ -301,7 +301,11 @@ def load_tpb_weights(source: str | Path | Mapping[str, torch.Tensor], head: Text
     else:
         path = Path(source).expanduser()
         if not path.is_file():
-            msg = f"TPB weights file not found: {path}"
+            msg = (
+                f"TPB weights file not found: {path} (absolute: {path.absolute()}). RareCLIP's authors release "
+                "weights/visa_pretrained.pth (for MVTec AD) and weights/mvtec_pretrained.pth (for VisA and other "
+                "data sets) in github.com/hjf02/RareCLIP; text_branch='adaclip' needs no TPB weights."
+            )
             raise FileNotFoundError(msg)
         what = f"The TPB weights {path}"
         content = load_state_dict_file(path) if path.suffix == ".safetensors" else torch_load(path)

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import math
+import random
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,8 +42,9 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from anomalib_adaclip import AdaCLIP, cli
 from anomalib_adaclip.benchmark.compare import BENCHMARK_METRICS, RunRecord
 from anomalib_adaclip.data.synthetic import generate_defect_dataset
+from anomalib_adaclip.weights import save_checkpoint
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
-from tests.helpers import adaclip_entry, clip_normalised, folder_entry
+from tests.helpers import adaclip_entry, clip_normalised, folder_entry, make_adaclip
 
 # A stand-in for WinCLIP's ViT-B-16-plus-240: the same input size, a 240 / 30 = 8 x 8 patch grid (WinCLIP's 2 x 2 and
 # 3 x 3 windows fit), two blocks per tower.
@@ -515,3 +517,96 @@ def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micr
     assert "| AdaCLIP-MuSc | AdaCLIP | mutual scoring | weight 1.0, group_size 8 |" in markdown
     # MuSc alone and fused are different outputs of the same CLIP passes (the fused map mixes in AdaCLIP's).
     assert runs["AdaCLIP-MuSc"]["pixel_AUROC"] != runs["AdaCLIP-mutual"]["pixel_AUROC"]
+
+
+def test_the_online_grid_scores_each_seed_in_its_own_order(
+    tmp_path: Path, micro_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """configs/benchmark/online.yaml with tiny backbones on the tire sample, named MVTecAD, two seeds: RareCLIP's
+    setting (rarity weight 1) scores the test images in a seeded order and records the mode "online", while AdaCLIP
+    alone sees the data set's order on both seeds (and gives the same numbers). The order each run saw is recorded from
+    the model's steps. How the paper tables compare the runs with RareCLIP's published rows:
+    tests/unit/benchmark/test_online_mode.py.
+    """
+    config = yaml.safe_load((PROJECT_ROOT / "configs" / "benchmark" / "online.yaml").read_text())
+    # Prompts from a file: the seed changes the order only (random prompts would be drawn with each run's seed).
+    prompts = tmp_path / "prompts.pt"
+    donor = make_adaclip(micro_weights, prompts={"k_clusters": 4}).model
+    save_checkpoint(donor.trainable_state_dict(), donor.config.to_dict(), prompts)
+    tiny = {"backbone": MICRO_BACKBONE, "backbone_weights": str(micro_weights), "image_size": ADACLIP_SIZE}
+    tiny["checkpoint"] = str(prompts)
+    scoring = {"text_layers": [2, 4], "rarity_layers": [1, 3], "sigma": 1.0, "rs_freq": 2, "keep_ftime": 2.0}
+    config["models"] = [model for model in config["models"] if model["name"] != "AdaCLIP-rarity"]
+    for model in config["models"]:
+        rarity = model["init_args"].get("rarity")
+        group = {"rarity": {"weight": rarity["weight"], "text_branch": "adaclip", "scoring": scoring}} if rarity else {}
+        model["init_args"] = {**tiny, **group}  # no TPB file here: AdaCLIP's map as the text side
+        model.pop("init_args_by_dataset")
+    config.update(
+        output=str(tmp_path / "online"),
+        seeds=[0, 1],
+        engine={"accelerator": "cpu"},
+        data=[
+            {
+                "name": "MVTecAD",
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 4},
+                "categories": ["tire"],
+            }
+        ],
+    )
+    config_file = tmp_path / "online.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    steps: list[tuple[str, bool, list[str], list[float]]] = []
+
+    def recorded(stage: str) -> Any:
+        original = getattr(AdaCLIP, f"{stage}_step")
+
+        def step(self: AdaCLIP, batch: Any, *args: Any, **kwargs: Any) -> Any:
+            output = original(self, batch, *args, **kwargs)
+            paths = [str(Path(path).relative_to(TIRE_ROOT)) for path in batch.image_path]
+            steps.append((stage, self.rarity is not None, paths, output.pred_score.tolist()))
+            return output
+
+        return step
+
+    for stage in ("validation", "test"):
+        monkeypatch.setattr(AdaCLIP, f"{stage}_step", recorded(stage))
+    result = run_command(["--config", str(config_file)])
+    assert result.exit_code == 0, result.stderr[-3000:]
+    runs = read_csv(tmp_path / "online" / "reports" / "v0" / "runs.csv")
+    assert [(row["model"], row["seed"], row["mode"]) for row in runs] == [
+        ("AdaCLIP", "0", "zero_shot"), ("AdaCLIP", "1", "zero_shot"),
+        ("AdaCLIP-RareCLIP", "0", "online"), ("AdaCLIP-RareCLIP", "1", "online"),
+    ]  # fmt: skip
+    # The grid runs model by model, seed by seed: AdaCLIP validates and tests each seed, the online runs only test
+    # (the validation would change none of their raw-score numbers).
+    tests = [(online, paths, scores) for stage, online, paths, scores in steps if stage == "test"]
+    assert [online for online, _, _ in tests] == [False] * 8 + [True] * 8  # 15 images in batches of 4, per run
+    assert [online for stage, online, _, _ in steps if stage == "validation"] == [False] * 8
+
+    def run_order(index: int) -> tuple[list[str], dict[str, float]]:
+        batches = tests[4 * index : 4 * index + 4]
+        order = [path for _, paths, _ in batches for path in paths]
+        return order, {path: score for _, paths, scores in batches for path, score in zip(paths, scores, strict=True)}
+
+    data_order = sorted(run_order(0)[0])
+    (adaclip0, adaclip_scores0), (adaclip1, adaclip_scores1) = run_order(0), run_order(1)
+    (online0, online_scores0), (online1, online_scores1) = run_order(2), run_order(3)
+    assert adaclip0 == adaclip1 == data_order and adaclip_scores0 == adaclip_scores1  # untouched by the seed
+    for seed, order in ((0, online0), (1, online1)):
+        permutation = list(range(15))
+        random.Random(seed).shuffle(permutation)
+        assert order == [data_order[index] for index in permutation]
+    assert online0 != online1
+    # Scored against other earlier images, an image gets another rarity score; the first image of each order has an
+    # empty bank (the text side alone) on both seeds, so its score does not depend on the seed.
+    assert sum(online_scores0[path] != online_scores1[path] for path in data_order) >= 10
+    by_seed = {row["seed"]: row for row in runs if row["model"] == "AdaCLIP-RareCLIP"}
+    assert (
+        by_seed["0"]["image_AUROC"] != by_seed["1"]["image_AUROC"]
+        or by_seed["0"]["pixel_AUROC"] != (by_seed["1"]["pixel_AUROC"])
+    )
+    results = read_csv(tmp_path / "online" / "reports" / "v0" / "results.csv")
+    spread = {(row["model"], row["category"]): row["pixel_AUROC_std"] for row in results}
+    assert float(spread[("AdaCLIP", "mean")]) == 0.0 and float(spread[("AdaCLIP-RareCLIP", "mean")]) > 0.0

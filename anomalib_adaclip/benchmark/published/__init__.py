@@ -13,10 +13,19 @@ The paper publishes no AP and no AUPRO. Data set names are the benchmark's (thos
 DTD-Synthetic.
 
 Published numbers of methods outside the AdaCLIP paper (:data:`PEER_METHODS`) are one CSV per method, in the same
-columns (:data:`PEER_FILES`): ``musc_iclr2024.csv`` holds MuSc's (Li et al., ICLR 2024; the README of its code): seven
-metrics (:data:`PUBLISHED_METRICS`: the paper's four, image AP, pixel AP and PRO) on MVTec AD, VisA and BTAD only, as
-``level=dataset`` lines. A peer lists only what it published: every data set it lists carries the same metrics, none is
-``n/a``, and it has no averages over the paper's groups (the reports show its other cells as not published).
+columns (:data:`PEER_FILES`), as ``level=dataset`` lines with seven metrics (:data:`PUBLISHED_METRICS`: the paper's
+four, image AP, pixel AP and PRO):
+
+- ``musc_iclr2024.csv``: MuSc's (Li et al., ICLR 2024; the README of its code) on MVTec AD, VisA and BTAD;
+- ``rareclip_iccv2025.csv``: RareCLIP's (He et al., ICCV 2025) on MVTec AD and VisA, its online setting (each category
+  in an order drawn with the seed, the mean over seeds 0-4; each line's note gives the standard deviation over the
+  seeds). The source is the results table of the README of its code (``assets/zero-shot.png`` at commit a8e6d46 of
+  github hjf02/RareCLIP, whose history github hy28hy/RareCLIP_v1 carries); its image AUROCs are the abstract's 98.2
+  and 94.4 (the abstract adds 59.4 ms per image on an RTX 3090). The README publishes no per-category numbers and no
+  other data set.
+
+A peer lists only what it published: every data set it lists carries the same metrics, none is ``n/a``, and it has no
+averages over the paper's groups (the reports show its other cells as not published).
 """
 
 from __future__ import annotations
@@ -62,11 +71,16 @@ PAPER_METHODS: tuple[str, ...] = ("SAA", "WinCLIP", "DINOv2", "SAM", "APRIL-GAN"
 #: average precision); pixel AP ("pixel_AUPR") is published by MuSc but not computed by the benchmark.
 PUBLISHED_METRICS: tuple[str, ...] = (*PAPER_METRICS, "image_AUPR", "pixel_AUPR", "pixel_AUPRO")
 #: The methods published elsewhere whose numbers the package ships beside the paper's.
-PEER_METHODS: tuple[str, ...] = ("MuSc",)
+PEER_METHODS: tuple[str, ...] = ("MuSc", "RareCLIP")
 #: The package's CSV of each peer method's published cells, by method.
-PEER_FILES = {"MuSc": "musc_iclr2024.csv"}
+PEER_FILES = {"MuSc": "musc_iclr2024.csv", "RareCLIP": "rareclip_iccv2025.csv"}
+#: Each peer method's publication, as the reports cite it.
 PEER_PUBLICATIONS = {
     "MuSc": "Li et al., MuSc, ICLR 2024 (README of github.com/xrli-U/MuSc, commit b76b93d; MIT licence)",
+    "RareCLIP": (
+        "He et al., RareCLIP, ICCV 2025 (README of github.com/hjf02/RareCLIP, commit a8e6d46, its results table; "
+        "online, mean over seeds 0-4)"
+    ),
 }
 #: The paper averages unrounded cells and rounds the average to 0.1; the printed average and the mean of the printed
 #: cells differ by up to 0.05 + 0.05 (SAM's industrial pixel AUROC: 91.7 printed, 91.63 recomputed).
@@ -339,7 +353,7 @@ def _text(path: str | Path | None, name: str) -> tuple[str, str]:
 def load_published(
     path: str | Path | None = None, peers: dict[str, str | Path | None] | None = None
 ) -> PublishedResults:
-    """Read and check the published numbers: the AdaCLIP paper's and its peers' (MuSc's).
+    """Read and check the published numbers: the AdaCLIP paper's and its peers' (MuSc's, RareCLIP's).
 
     Checks of the paper's file: the columns; each line's level, group, data set, metric, method, value (a
     percentage, or ``n/a`` with a reason) and source; no number twice; every Table 1/2 cell present; every printed
