@@ -304,7 +304,8 @@ def load_tpb_weights(source: str | Path | Mapping[str, torch.Tensor], head: Text
             msg = (
                 f"TPB weights file not found: {path} (absolute: {path.absolute()}). RareCLIP's authors release "
                 "weights/visa_pretrained.pth (for MVTec AD) and weights/mvtec_pretrained.pth (for VisA and other "
-                "data sets) in github.com/hjf02/RareCLIP; text_branch='adaclip' needs no TPB weights."
+                "data sets) in the weights/ folder of their repository (commit a8e6d46, whose history "
+                "github.com/hy28hy/RareCLIP_v1 carries); text_branch='adaclip' needs no TPB weights."
             )
             raise FileNotFoundError(msg)
         what = f"The TPB weights {path}"

@@ -20,7 +20,7 @@ four, image AP, pixel AP and PRO):
 - ``rareclip_iccv2025.csv``: RareCLIP's (He et al., ICCV 2025) on MVTec AD and VisA, its online setting (each category
   in an order drawn with the seed, the mean over seeds 0-4; each line's note gives the standard deviation over the
   seeds). The source is the results table of the README of its code (``assets/zero-shot.png`` at commit a8e6d46 of
-  github hjf02/RareCLIP, whose history github hy28hy/RareCLIP_v1 carries); its image AUROCs are the abstract's 98.2
+  the authors' repository, whose history github hy28hy/RareCLIP_v1 carries); its image AUROCs are the abstract's 98.2
   and 94.4 (the abstract adds 59.4 ms per image on an RTX 3090). The README publishes no per-category numbers and no
   other data set.
 
@@ -78,7 +78,7 @@ PEER_FILES = {"MuSc": "musc_iclr2024.csv", "RareCLIP": "rareclip_iccv2025.csv"}
 PEER_PUBLICATIONS = {
     "MuSc": "Li et al., MuSc, ICLR 2024 (README of github.com/xrli-U/MuSc, commit b76b93d; MIT licence)",
     "RareCLIP": (
-        "He et al., RareCLIP, ICCV 2025 (README of github.com/hjf02/RareCLIP, commit a8e6d46, its results table; "
+        "He et al., RareCLIP, ICCV 2025 (README of its code, commit a8e6d46 in github.com/hy28hy/RareCLIP_v1, its results table; "
         "online, mean over seeds 0-4)"
     ),
 }

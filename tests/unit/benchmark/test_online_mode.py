@@ -224,7 +224,7 @@ def test_rareclips_published_rows_are_its_readme_table() -> None:
         for metric, value in zip(COLUMNS, row, strict=True):
             cell = published.cell(dataset, metric, "RareCLIP")
             assert cell is not None and cell.value == value, (dataset, metric)
-            assert "hjf02/RareCLIP a8e6d46" in cell.source and "seeds 0-4" in cell.note and "@ 518" in cell.note
+            assert "hy28hy/RareCLIP_v1 a8e6d46" in cell.source and "seeds 0-4" in cell.note and "@ 518" in cell.note
     assert "± 0.3" in published.cell("Visa", "image_AUROC", "RareCLIP").note  # the spread over the seeds
     assert "visa_pretrained.pth" in published.cell("MVTecAD", "image_AUROC", "RareCLIP").note
     rareclip = [value for value in published.values if value.method == "RareCLIP"]
@@ -326,4 +326,4 @@ def test_a_missing_tpb_weights_file_is_named_with_where_to_get_it(micro_weights:
         make_adaclip(micro_weights, rarity=group)
     message = str(error.value)
     assert f"TPB weights file not found: {missing} (absolute: {missing.absolute()})" in message
-    assert "github.com/hjf02/RareCLIP" in message and "text_branch='adaclip'" in message
+    assert "github.com/hy28hy/RareCLIP_v1" in message and "text_branch='adaclip'" in message
