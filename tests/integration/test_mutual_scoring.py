@@ -132,6 +132,7 @@ def table_rows(table: Path) -> list[list[str]]:
     return rows[1:]
 
 
+@pytest.mark.slow  # a DDP run of 2 processes, a killed run and its resume (5 start-ups): 30-40 s on 2 cores
 def test_predict_is_the_same_on_two_processes_and_after_a_kill_and_resume(
     micro_weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -113,6 +113,7 @@ def test_a_killed_run_resumes_and_every_image_ends_up_once(micro_weights: Path, 
     assert names == ["predictions.csv", "predictions.csv.lock"]  # the lock file stays (free), no record
 
 
+@pytest.mark.slow  # two DDP runs of 2 processes each (4 interpreter start-ups): 30-40 s on 2 cores
 def test_two_cpu_processes_resume_a_table_each_image_once(micro_weights: Path, tmp_path: Path) -> None:
     """DDP (gloo) on 2 processes: 9 of 11 images left in a table and a killed run's part; then 1 image left."""
     data, root = tmp_path / "images", tmp_path / "run"
