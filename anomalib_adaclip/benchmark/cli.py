@@ -188,10 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code.
     """
-    from anomalib_adaclip.quiet import configure_logging  # noqa: PLC0415
-
     argv = sys.argv[1:] if argv is None else list(argv)
-    configure_logging()
     if argv[:1] == ["report"]:
         return _report(argv[1:])
     arguments = build_parser().parse_args(argv)

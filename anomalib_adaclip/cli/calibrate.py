@@ -65,11 +65,9 @@ def main(arguments: list[str]) -> int:
     import torch  # noqa: PLC0415
 
     from anomalib_adaclip import AdaCLIP  # noqa: PLC0415  (registers the short name AdaCLIP too)
-    from anomalib_adaclip.quiet import configure_logging  # noqa: PLC0415
 
     from .anomalib_cli import AdaCLIPCLI  # noqa: PLC0415
 
-    configure_logging()
     cli = AdaCLIPCLI(["predict", *rest], run=False)  # --seed_everything seeds the model's random draws too
     model = cli.model
     if not isinstance(model, AdaCLIP):

@@ -217,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"anomalib-adaclip: error: {moved}", file=sys.stderr)
         return 2
     if arguments and arguments[0] in COMMANDS:
+        from anomalib_adaclip import quiet  # noqa: PLC0415
+
         handler, _ = COMMANDS[arguments[0]]
+        quiet.configure_logging()  # every subcommand's log lines, once each, in anomalib's format
         return handler(arguments[1:])
     if arguments[:1] in (["--help"], ["-h"]):
         print_commands()

@@ -326,10 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments after ``quickstart``. Defaults to ``sys.argv[1:]``.
     """
-    from anomalib_adaclip.quiet import configure_logging  # noqa: PLC0415
-
     arguments = build_parser().parse_args(argv)
-    configure_logging()
     output = arguments.output or Path("results") / ("quickstart-smoke" if arguments.smoke else "quickstart")
     try:
         return _run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
@@ -129,8 +128,6 @@ def main(arguments: list[str]) -> int:
     from anomalib_adaclip.locks import LockError  # noqa: PLC0415
 
     options = build_parser().parse_args(arguments)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         config = LineConfig(**{name: getattr(options, name) for name in _OPTIONS})
         scorer = load_scorer(options.scorer, options.scorer_settings)

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from anomalib_adaclip import quiet
 from anomalib_adaclip.cli import anomalib_cli, dispatch
 
 
@@ -31,6 +32,17 @@ def test_an_own_subcommand_gets_the_remaining_arguments_and_returns_its_exit_cod
     assert dispatch.main(["echo", "a", "--b", "c"]) == 7
     assert calls == [["a", "--b", "c"]]
     assert anomalib_argv == []  # anomalib's CLI never ran
+
+
+@pytest.mark.parametrize("command", sorted(dispatch.COMMANDS))
+def test_every_own_subcommand_runs_with_the_logs_configured(monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Each subcommand's log lines reach the console once, in anomalib's format: configured before the handler runs."""
+    events: list[str] = []
+    monkeypatch.setattr(quiet, "configure_logging", lambda: events.append("configured"))
+    handler = (lambda arguments: events.append(f"ran {arguments}") or 0, "a test command")
+    monkeypatch.setitem(dispatch.COMMANDS, command, handler)
+    assert dispatch.main([command, "--x"]) == 0
+    assert events == ["configured", "ran ['--x']"]
 
 
 def test_other_commands_go_to_anomalib_unchanged(anomalib_argv: list[list[str]]) -> None:
