@@ -91,7 +91,9 @@ def test_cli_onnx_export_with_hsf_matches_torch(tmp_path: Path) -> None:
     assert onnx_path.is_file()
     assert "No Adapter" not in result.stdout + result.stderr  # opset 18 by default: no failed down-conversion
 
-    model = AdaCLIP(**model_arguments)
+    # The same model in Python: the flag --model.classes.name is the classes group's name.
+    flat = {key: value for key, value in model_arguments.items() if "." not in key}
+    model = AdaCLIP(**flat, classes={"name": model_arguments["classes.name"]})
     deviations = assert_onnx_matches_torch(onnx_path, model)
     print(f"ONNX vs torch, HSF on, max |deviation|: {deviations}")
     assert np.isfinite(list(deviations.values())).all()
