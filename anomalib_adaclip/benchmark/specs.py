@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -94,15 +94,9 @@ class ModelSpec:
         Read from the configuration (nothing is built): ``None`` for a class without a ``mutual`` argument and for
         ``mutual: null``.
         """
-        if MUTUAL_ARGUMENT not in inspect.signature(self.model_class).parameters:
-            return None
-        given = self.arguments_for(dataset).get(MUTUAL_ARGUMENT)
-        if given is None:
-            return None
-        from anomalib_adaclip.config import MutualGroupConfig, settings_group  # noqa: PLC0415
+        from anomalib_adaclip.config import MutualGroupConfig  # noqa: PLC0415
 
-        settings = settings_group(given, MutualGroupConfig, MUTUAL_ARGUMENT).to_dict()
-        return {name: settings[name] for name in MUTUAL_ARGUMENTS}
+        return self._group_settings(dataset, MUTUAL_ARGUMENT, MutualGroupConfig, MUTUAL_ARGUMENTS)
 
     def rarity_settings(self, dataset: str) -> dict[str, Any] | None:
         """The rarity-scoring settings on ``dataset`` (weight and text branch, defaults filled in), ``None`` when off.
@@ -110,15 +104,23 @@ class ModelSpec:
         Read from the configuration (nothing is built): ``None`` for a class without a ``rarity`` argument and for
         ``rarity: null``.
         """
-        if RARITY_ARGUMENT not in inspect.signature(self.model_class).parameters:
+        from anomalib_adaclip.config import RarityGroupConfig  # noqa: PLC0415
+
+        return self._group_settings(dataset, RARITY_ARGUMENT, RarityGroupConfig, RARITY_ARGUMENTS)
+
+    def _group_settings(
+        self, dataset: str, argument: str, group: type, reported: Sequence[str]
+    ) -> dict[str, Any] | None:
+        """The ``reported`` fields of settings group ``argument`` on ``dataset`` (defaults filled in), or ``None``."""
+        if argument not in inspect.signature(self.model_class).parameters:
             return None
-        given = self.arguments_for(dataset).get(RARITY_ARGUMENT)
+        given = self.arguments_for(dataset).get(argument)
         if given is None:
             return None
-        from anomalib_adaclip.config import RarityGroupConfig, settings_group  # noqa: PLC0415
+        from anomalib_adaclip.config import settings_group  # noqa: PLC0415
 
-        settings = settings_group(given, RarityGroupConfig, RARITY_ARGUMENT).to_dict()
-        return {name: settings[name] for name in RARITY_ARGUMENTS}
+        settings = settings_group(given, group, argument).to_dict()
+        return {name: settings[name] for name in reported}
 
     def online(self, dataset: str) -> bool:
         """Whether the model scores online on ``dataset`` (its rarity group is on): its outputs depend on the order."""
