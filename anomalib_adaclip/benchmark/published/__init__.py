@@ -78,8 +78,8 @@ PEER_FILES = {"MuSc": "musc_iclr2024.csv", "RareCLIP": "rareclip_iccv2025.csv"}
 PEER_PUBLICATIONS = {
     "MuSc": "Li et al., MuSc, ICLR 2024 (README of github.com/xrli-U/MuSc, commit b76b93d; MIT licence)",
     "RareCLIP": (
-        "He et al., RareCLIP, ICCV 2025 (README of its code, commit a8e6d46 in github.com/hy28hy/RareCLIP_v1, its results table; "
-        "online, mean over seeds 0-4)"
+        "He et al., RareCLIP, ICCV 2025 (README of its code, commit a8e6d46 in github.com/hy28hy/RareCLIP_v1, its "
+        "results table; online, mean over seeds 0-4)"
     ),
 }
 #: The paper averages unrounded cells and rounds the average to 0.1; the printed average and the mean of the printed
