@@ -457,7 +457,7 @@ def mutual_settings(model: AdaCLIPModel, **settings: Any) -> MutualScoringConfig
     Raises:
         ValueError: An invalid setting, or feature layers the backbone does not have.
     """
-    return MutualScoringConfig(**settings).for_backbone(len(model.clip.visual.transformer.resblocks))
+    return MutualScoringConfig(**settings).for_backbone(model.n_vision_blocks)
 
 
 def mutual_stage(
@@ -480,7 +480,7 @@ def mutual_stage(
     """
     if config is None:
         return None
-    settings = config.scoring().for_backbone(len(model.clip.visual.transformer.resblocks))
+    settings = config.scoring().for_backbone(model.n_vision_blocks)
     return MutualGroupStage(config, settings, class_name_of, resize)
 
 

@@ -393,7 +393,7 @@ class DemoSession:
         """
         model, settings = self.model, self.settings
         assert model is not None and settings is not None  # loaded by the caller
-        config = demo_rarity_settings(len(model.model.clip.visual.transformer.resblocks), self.tpb_weights)
+        config = demo_rarity_settings(model.model.n_vision_blocks, self.tpb_weights)
         try:
             part = self.models.rarity_part(config)
         except (ValueError, OSError, RuntimeError) as error:

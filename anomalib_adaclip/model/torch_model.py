@@ -695,6 +695,11 @@ class AdaCLIPModel(nn.Module):
             return AdaCLIPTrainOutput(layer_maps=self.layer_maps(features), image_probs=probabilities)
         return self._inference_batch(features)
 
+    @property
+    def n_vision_blocks(self) -> int:
+        """The depth of the CLIP's vision tower (the blocks the layer settings count, from 1)."""
+        return len(self.clip.visual.transformer.resblocks)
+
     def score_with_plain_tokens(
         self,
         images: torch.Tensor,
@@ -726,7 +731,7 @@ class AdaCLIPModel(nn.Module):
         if self.training:
             msg = "score_with_plain_tokens gives the eval outputs: call model.eval() first."
             raise RuntimeError(msg)
-        n_blocks = len(self.clip.visual.transformer.resblocks)
+        n_blocks = self.n_vision_blocks
         layers = list(plain_layers)
         if not layers or any(isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < n_blocks for b in layers):
             msg = (

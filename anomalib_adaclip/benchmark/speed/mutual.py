@@ -25,7 +25,7 @@ __all__ = ["PlainPass", "format_mutual", "measure_mutual_groups", "mutual_featur
 
 def mutual_feature_layers(model: AdaCLIPModel) -> list[int]:
     """MuSc's feature layers for the model's tower, 1-based (:func:`~anomalib_adaclip.config.quarter_blocks`)."""
-    return list(quarter_blocks(len(model.clip.visual.transformer.resblocks)))
+    return list(quarter_blocks(model.n_vision_blocks))
 
 
 class PlainPass:

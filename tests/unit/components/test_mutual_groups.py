@@ -174,9 +174,7 @@ def test_mutual_settings_default_to_each_quarter_of_the_tower_and_are_read_only_
     from anomalib_adaclip.components.mutual_groups import mutual_settings
 
     for blocks, expected in ((24, [6, 12, 18, 24]), (12, [3, 6, 9, 12]), (4, [1, 2, 3, 4]), (2, [1, 2]), (1, [1])):
-        model = SimpleNamespace(
-            clip=SimpleNamespace(visual=SimpleNamespace(transformer=SimpleNamespace(resblocks=[None] * blocks)))
-        )
+        model = SimpleNamespace(n_vision_blocks=blocks)  # the tower's depth is all the defaults read
         assert list(mutual_settings(model).feature_layers) == expected, blocks
     two_blocks = {**MICRO_BACKBONE, "vision_cfg": {**MICRO_BACKBONE["vision_cfg"], "layers": 2}}
     assert (

@@ -46,8 +46,7 @@ def test_mutual_group_sizes_split_the_cost_between_clip_and_mutual_scoring(
     [(24, [6, 12, 18, 24]), (12, [3, 6, 9, 12]), (4, [1, 2, 3, 4])],  # 1-based: MuSc's ViT-L 5, 11, 17, 23 from 0
 )
 def test_mutual_feature_layers_are_the_last_block_of_each_quarter(blocks: int, layers: list[int]) -> None:
-    transformer = SimpleNamespace(resblocks=[None] * blocks)
-    model = SimpleNamespace(clip=SimpleNamespace(visual=SimpleNamespace(transformer=transformer)))
+    model = SimpleNamespace(n_vision_blocks=blocks)  # the tower's depth is all the layers depend on
     assert mutual_feature_layers(model) == layers
 
 
