@@ -85,6 +85,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def tire_entry(eval_batch_size: int) -> dict[str, Any]:
+    """The tire sample as a benchmark data entry (MVTec layout, named MVTecAD): its one category, no loader workers."""
+    return {
+        "class_path": "anomalib.data.MVTecAD",
+        "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": eval_batch_size},
+        "categories": ["tire"],
+    }
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*.json")
@@ -127,11 +136,7 @@ def grid_config(root: Path, weights: Path, generated: Path, image_size: int = AD
             },
         ],
         "data": [
-            {
-                "class_path": "anomalib.data.MVTecAD",
-                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 8},
-                "categories": ["tire"],
-            },
+            tire_entry(8),
             {
                 "class_path": "Folder",
                 "init_args": {
@@ -457,13 +462,7 @@ def test_the_few_shot_grid_runs_adaclip_and_winclip_at_each_k(tmp_path: Path, mi
         output=str(tmp_path / "few_shot"),
         engine={"accelerator": "cpu"},
         models=models,
-        data=[
-            {
-                "class_path": "anomalib.data.MVTecAD",
-                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 8},
-                "categories": ["tire"],
-            }
-        ],
+        data=[tire_entry(8)],
     )
     config_file = tmp_path / "few_shot.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -493,14 +492,7 @@ def test_the_mutual_scoring_grid_runs_and_records_each_mode(tmp_path: Path, micr
     config.update(
         output=str(tmp_path / "mutual"),
         engine={"accelerator": "cpu"},
-        data=[
-            {
-                "name": "MVTecAD",
-                "class_path": "anomalib.data.MVTecAD",
-                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 4},
-                "categories": ["tire"],
-            }
-        ],
+        data=[tire_entry(4)],
     )
     config_file = tmp_path / "mutual.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -546,14 +538,7 @@ def test_the_online_grid_scores_each_seed_in_its_own_order(
         output=str(tmp_path / "online"),
         seeds=[0, 1],
         engine={"accelerator": "cpu"},
-        data=[
-            {
-                "name": "MVTecAD",
-                "class_path": "anomalib.data.MVTecAD",
-                "init_args": {"root": str(TIRE_ROOT), "num_workers": 0, "eval_batch_size": 4},
-                "categories": ["tire"],
-            }
-        ],
+        data=[tire_entry(4)],
     )
     config_file = tmp_path / "online.yaml"
     config_file.write_text(yaml.safe_dump(config))
