@@ -139,6 +139,13 @@ def make_adaclip(weights: Path | str, *, seed: int | None = 0, **overrides: Any)
     return AdaCLIP(**arguments)
 
 
+def demo_twin(weights: Path | str, checkpoint: str | None, **overrides: Any) -> AdaCLIP:
+    """AdaCLIP as the demo builds it for class 'tire' on the micro CLIP (fixed thresholds): the model whose
+    ``Engine.predict`` the demo's scores must equal. ``overrides``: the run's groups (``few_shot``, ``rarity``, ...)."""
+    classes, thresholds = {"name": "tire"}, {"mode": "fixed"}
+    return make_adaclip(weights, seed=None, checkpoint=checkpoint, classes=classes, thresholds=thresholds, **overrides)
+
+
 def make_engine(root: Path, **kwargs: Any) -> Engine:
     """anomalib's Engine for the suite: CPU, one device, no logger, no progress bar, outputs under ``root``.
 

@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 import torch
 
-from anomalib_adaclip import AdaCLIP
 from anomalib_adaclip.demo import DemoModelSettings, DemoSession, SessionBank
 from anomalib_adaclip.demo.banks import demo_rarity_settings
 from tests.conftest import MICRO_BACKBONE, TIRE_ROOT
-from tests.helpers import make_engine, shrink_images
+from tests.helpers import demo_twin, make_engine, shrink_images
 
 TIRE_TEST = sorted((TIRE_ROOT / "tire" / "test").glob("*/*.png"))
 
@@ -73,13 +72,9 @@ def test_one_request_of_8_equals_8_requests_of_1_and_engine_predict_with_the_rar
     _assert_same_banks(together, one_by_one)
 
     # The truth: AdaCLIP built with the demo's rarity group, through anomalib's Engine, on the same files in order.
-    model = AdaCLIP(
-        backbone=MICRO_BACKBONE,
-        backbone_weights=str(micro_weights),
-        checkpoint=demo_settings.checkpoint,
-        image_size=112,
-        classes={"name": "tire"},
-        thresholds={"mode": "fixed"},
+    model = demo_twin(
+        micro_weights,
+        demo_settings.checkpoint,
         rarity=demo_rarity_settings(MICRO_BACKBONE["vision_cfg"]["layers"]),
         visualizer=False,
     )

@@ -26,7 +26,7 @@ from anomalib_adaclip.config import AdaCLIPConfig
 from anomalib_adaclip.demo import DemoModelSettings, DemoSession, example_images
 from anomalib_adaclip.model.prompting import sentences_text
 from tests.conftest import MICRO_BACKBONE, PROJECT_ROOT, TIRE_ROOT
-from tests.helpers import make_engine
+from tests.helpers import demo_twin, make_engine
 
 TIRE_IMAGES = [TIRE_ROOT / "tire" / "test" / "cut" / "000.png", TIRE_ROOT / "tire" / "test" / "good" / "001.png"]
 
@@ -56,14 +56,7 @@ def test_scores_and_csv_equal_anomalib_predict_on_the_same_files(
     assert [result.name for result in run.results] == [path.name for path in files]
     assert all(result.scored and not result.error for result in run.results), run.message
 
-    model = AdaCLIP(
-        backbone=MICRO_BACKBONE,
-        backbone_weights=str(micro_weights),
-        checkpoint=demo_settings.checkpoint,
-        image_size=112,
-        classes={"name": "tire"},
-        thresholds={"mode": "fixed"},
-    )
+    model = demo_twin(micro_weights, demo_settings.checkpoint)
     engine = make_engine(tmp_path / "engine")
     predictions = engine.predict(model, data_path=images)
     expected = {Path(item.image_path).name: item for batch in predictions for item in batch}
@@ -166,14 +159,8 @@ def test_few_shot_run_equals_anomalib_predict_with_the_same_references(
     assert "Few-shot: 2 known-good reference(s) of 'tire'" in run.message
     assert all(result.scored for result in run.results), run.message
 
-    model = AdaCLIP(
-        backbone=MICRO_BACKBONE,
-        backbone_weights=str(micro_weights),
-        checkpoint=demo_settings.checkpoint,
-        image_size=112,
-        classes={"name": "tire"},
-        thresholds={"mode": "fixed"},
-        few_shot={"k_shot": 2, "source": str(tmp_path / "references")},
+    model = demo_twin(
+        micro_weights, demo_settings.checkpoint, few_shot={"k_shot": 2, "source": str(tmp_path / "references")}
     )
     engine = make_engine(tmp_path / "engine")
     expected = {Path(item.image_path).name: item for batch in engine.predict(model, data_path=images) for item in batch}
@@ -194,14 +181,10 @@ def test_tiled_few_shot_run_equals_anomalib_predict_and_tiling_refills_the_memor
     query = _copies(example_images()[2:], tmp_path / "images")
     run = session.predict(query, "tire", references=references, tiling=True)
     assert run.k_shot == 2 and run.results[0].scored, run.message
-    model = AdaCLIP(
-        backbone=MICRO_BACKBONE,
-        backbone_weights=str(micro_weights),
-        checkpoint=demo_settings.checkpoint,
-        image_size=112,
+    model = demo_twin(
+        micro_weights,
+        demo_settings.checkpoint,
         tiling=True,
-        classes={"name": "tire"},
-        thresholds={"mode": "fixed"},
         few_shot={"k_shot": 2, "source": str(tmp_path / "references")},
     )
     engine = make_engine(tmp_path / "engine")
