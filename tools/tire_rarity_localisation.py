@@ -18,27 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
 from anomalib_adaclip import RarityScoring
 
-ROOT = Path(__file__).resolve().parents[1] / "tests" / "data" / "mvtec3d_tire_sample" / "tire"
-SIZE = 224
-BACKBONE = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": SIZE, "layers": 12, "width": 128, "head_width": 32, "patch_size": 14},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 4},
-}
-SETTINGS = {"text_layers": [6, 8, 10, 12], "rarity_layers": [3, 6, 9, 12], "rs_freq": 4}
-MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+PROJECT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT / "tests" / "data" / "mvtec3d_tire_sample" / "tire"
+# The tire benchmark's random CLIP and its rarity-alone model's settings, read from the benchmark's own file.
+_MODELS = {model["name"]: model["init_args"] for model in yaml.safe_load(
+    (PROJECT / "configs" / "benchmark" / "tire.yaml").read_text())["models"]}  # fmt: skip
+BACKBONE = _MODELS["AdaCLIP-rarity"]["backbone"]
+SIZE = _MODELS["AdaCLIP-rarity"]["image_size"]
+SETTINGS = _MODELS["AdaCLIP-rarity"]["rarity"]["scoring"]
 
 
 def _image(path: Path) -> torch.Tensor:
     image = TF.to_image(Image.open(path).convert("RGB"))
     image = TF.resize(TF.to_dtype(image, torch.float32, scale=True), [SIZE, SIZE], antialias=True)
-    return TF.normalize(image, MEAN, STD)[None]
+    return TF.normalize(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)[None]
 
 
 def _mask(path: Path) -> np.ndarray:
